@@ -1,0 +1,56 @@
+"""The one error type rmm2sigma raises for bad input: it always knows where."""
+
+from __future__ import annotations
+
+
+class Rmm2SigmaError(Exception):
+    """A problem with the user's input, located in the original file when possible.
+
+    ``line`` and ``column`` are 1-based; ``context`` is the offending source line.
+    """
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        source: str | None = None,
+        line: int | None = None,
+        column: int | None = None,
+        context: str | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.message = message
+        self.source = source
+        self.line = line
+        self.column = column
+        self.context = context
+
+    def located(self, source: str, line_offset: int = 0, column_offset: int = 0) -> Rmm2SigmaError:
+        """Re-anchor a position found inside an embedded text (e.g. an indented YAML `query:` block)."""
+        return type(self)(
+            self.message,
+            source=source,
+            line=None if self.line is None else self.line + line_offset,
+            column=None if self.column is None else self.column + column_offset,
+            context=self.context,
+        )
+
+    def __str__(self) -> str:
+        where = self.source or "<input>"
+        if self.line is not None:
+            where += f":{self.line}"
+            if self.column is not None:
+                where += f":{self.column}"
+        return f"{where}: {self.message}"
+
+
+class KqlSyntaxError(Rmm2SigmaError):
+    """The KQL text does not parse."""
+
+
+class UnsupportedKqlError(Rmm2SigmaError):
+    """Valid KQL that has no Sigma counterpart (e.g. a join on a computed column)."""
+
+
+class InputError(Rmm2SigmaError):
+    """The file itself cannot be read (encoding, size, not a query document)."""
