@@ -1,0 +1,270 @@
+"""Run SigmaHQ's own rule checks offline.
+
+This reproduces ``sigma check`` (sigma-cli) with every validator pySigma discovers — all pySigma core
+validators plus all validators from ``pySigma-validators-sigmahq`` — except the few that need MITRE
+data from the network (:data:`EXCLUDED_VALIDATORS`). What those would have checked on ATT&CK tags is
+approximated by :func:`check_attack_tags`.
+
+The SigmaHQ validators read their reference data (log-source taxonomy, file-name prefixes, Windows
+EventID/provider tables) through loaders in ``sigma.validators.sigmahq.data`` that download JSON from
+GitHub on first use and keep it in a ``diskcache``. :func:`seed_validator_data` points those loaders
+at a cache directory of our own and fills it from the copies shipped in ``rmm2sigma/data/sigmahq``,
+so no download is ever attempted and results do not depend on whatever a user's default
+``~/.cache/pysigma/sigmahq`` holds.
+
+Validators get a rule's ``source`` (its file path): the file-name checks (``sigmahq_filename_*``,
+``duplicate_filename``, ``filename_length``) only run on rules loaded from files, which is why
+:func:`check_rules` takes paths, not rule objects.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, fields
+from importlib import import_module, resources
+from pathlib import Path
+from typing import Any
+
+# Validators that read MITRE data downloaded from GitHub on first use (sigma.data.mitre_attack /
+# sigma.data.mitre_d3fend). Offline they would fail, so they are skipped:
+#   attacktag  - every attack.* tag must be a known ATT&CK tactic/technique/group/software/...
+#   d3_fendtag - every d3fend.* tag must be a known D3FEND tactic/technique/artifact
+#   sigmahq_tags_techniques_without_tactics - every technique tag needs the tag of each of the
+#                tactics ATT&CK maps it to
+# check_attack_tags() checks what can be checked on ATT&CK tags without that data.
+EXCLUDED_VALIDATORS: frozenset[str] = frozenset(
+    {"attacktag", "d3_fendtag", "sigmahq_tags_techniques_without_tactics"}
+)
+
+#: Identifier of the tag check done here in place of the excluded ATT&CK validators.
+ATTACK_TAG_CHECK = "rmm2sigma_attack_tags"
+
+#: Identifier for files or rules that cannot be parsed (YAML, Sigma or condition errors).
+PARSE_ERROR = "parse"
+
+# ATT&CK Enterprise tactics as SigmaHQ writes them in tags (the tactic's x_mitre_shortname).
+# "stealth" and "defense-impairment" are the two tactics ATT&CK v19 split Defense Evasion into;
+# "defense-evasion" stays accepted for rules written against earlier releases.
+ATTACK_TACTICS: frozenset[str] = frozenset(
+    {
+        "reconnaissance",
+        "resource-development",
+        "initial-access",
+        "execution",
+        "persistence",
+        "privilege-escalation",
+        "stealth",
+        "defense-impairment",
+        "defense-evasion",
+        "credential-access",
+        "discovery",
+        "lateral-movement",
+        "collection",
+        "command-and-control",
+        "exfiltration",
+        "impact",
+    }
+)
+
+_TECHNIQUE = re.compile(r"t\d{4}(?:\.\d{3})?")
+# Anything that starts like a technique id (t + digit) is meant as one and must be well-formed.
+_TECHNIQUE_LIKE = re.compile(r"t\d")
+# Groups (G0001) and software (S0001) are the other ATT&CK ids SigmaHQ rules use as tags.
+_GROUP_OR_SOFTWARE = re.compile(r"[gs]\d{4}")
+
+# Packaged data file per loader module of sigma.validators.sigmahq.data.
+_DATA_FILES: dict[str, str] = {
+    "data_filename": "sigmahq_filename.json",
+    "data_taxonomy": "sigmahq_taxonomy.json",
+    "data_windows_eventid": "sigmahq_windows_eventid.json",
+    "data_windows_provider": "sigmahq_windows_provider.json",
+}
+
+
+@dataclass(frozen=True)
+class RuleIssue:
+    """One finding on one rule file: which validator raised it, how bad, and what it says."""
+
+    path: str
+    validator: str
+    severity: str
+    description: str
+
+    def __str__(self) -> str:
+        return f"{self.path}: [{self.validator}/{self.severity}] {self.description}"
+
+
+def default_cache_dir() -> Path:
+    """Cache directory used for the seeded SigmaHQ data (not pySigma's own ``~/.cache/pysigma``)."""
+    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+    return Path(base) / "rmm2sigma" / "sigmahq"
+
+
+def seed_validator_data(cache_dir: Path | None = None) -> None:
+    """Make the SigmaHQ validators use the packaged data, without network access.
+
+    Every loader is switched to *cache_dir* (default :func:`default_cache_dir`) and the entry it
+    reads is written there, parsed by the loader's own ``_parse`` from the packaged JSON (only when it
+    differs, so calling it again changes nothing: it is idempotent). The loaders are
+    module-level singletons, so this affects every SigmaHQ validator in the process.
+    """
+    target = cache_dir if cache_dir is not None else default_cache_dir()
+    data = resources.files("rmm2sigma") / "data" / "sigmahq"
+    for module_name, file_name in _DATA_FILES.items():
+        module = import_module(f"sigma.validators.sigmahq.data.{module_name}")
+        # The module exposes only bound methods of its loader; all of them share that instance.
+        loader: Any = module.set_cache_dir.__self__
+        loader.set_cache_dir(str(target))
+        parsed = loader._parse(json.loads((data / file_name).read_text(encoding="utf-8")))
+        # Same key as SigmahqDataLoader._load_cached() looks up.
+        key = f"{loader._cache_prefix}_{loader._custom_url or 'default'}"
+        cache = loader._get_cache()
+        if cache.get(key) != parsed:
+            cache.set(key, parsed)
+
+
+def active_validators() -> dict[str, type[Any]]:
+    """All installed pySigma validators (as sigma-cli discovers them) minus the excluded ones."""
+    from sigma.plugins import InstalledSigmaPlugins
+
+    discovered: dict[str, Any] = InstalledSigmaPlugins.autodiscover(
+        include_backends=False, include_pipelines=False
+    ).validators
+    return {name: cls for name, cls in sorted(discovered.items()) if name.lower() not in EXCLUDED_VALIDATORS}
+
+
+def check_attack_tags(tags: Iterable[str]) -> list[str]:
+    """Problems with ``attack.*`` tags, found without ATT&CK data.
+
+    Technique tags must be ``attack.tNNNN`` or ``attack.tNNNN.NNN``; any other ``attack.*`` tag must
+    be a tactic from :data:`ATTACK_TACTICS` or a group/software id (``gNNNN``/``sNNNN``). A technique
+    without any tactic tag always fails SigmaHQ's techniques-without-tactics check (every technique
+    belongs to at least one tactic), so that is reported too.
+    """
+    problems: list[str] = []
+    techniques: list[str] = []
+    tactics: list[str] = []
+    for tag in tags:
+        namespace, _, name = tag.partition(".")
+        if namespace != "attack":
+            continue
+        if _TECHNIQUE_LIKE.match(name):
+            if _TECHNIQUE.fullmatch(name):
+                techniques.append(tag)
+            else:
+                problems.append(f"malformed ATT&CK technique tag '{tag}' (expected attack.tNNNN[.NNN])")
+        elif name in ATTACK_TACTICS:
+            tactics.append(tag)
+        elif not _GROUP_OR_SOFTWARE.fullmatch(name):
+            problems.append(
+                f"'{tag}' is not an ATT&CK tactic (expected one of {', '.join(sorted(ATTACK_TACTICS))})"
+            )
+    if techniques and not tactics:
+        problems.append(f"technique tag(s) {', '.join(techniques)} without any ATT&CK tactic tag")
+    return problems
+
+
+def _rule_files(paths: Iterable[Path]) -> Iterator[Path]:
+    for path in paths:
+        if path.is_dir():
+            yield from sorted(path.rglob("*.yml"))
+        else:
+            yield path
+
+
+def _where(rule: Any) -> str:
+    if rule.source is not None:
+        return str(rule.source.path)
+    return str(rule.id or rule.title)
+
+
+def _render(value: Any) -> str:
+    """Issue field values; a log source is shown by its parts instead of its long dataclass repr."""
+    if all(hasattr(value, part) for part in ("product", "category", "service")):
+        parts = {part: getattr(value, part) for part in ("product", "category", "service")}
+        return "/".join(f"{part}:{name}" for part, name in parts.items() if name)
+    return str(value)
+
+
+def _issue_description(issue: Any) -> str:
+    """The issue's description followed by its extra fields, as ``sigma check`` prints them."""
+    extra = [
+        f"{f.name}={_render(getattr(issue, f.name))}"
+        for f in fields(issue)
+        if f.name not in ("rules", "severity", "description")
+    ]
+    return f"{issue.description} ({', '.join(extra)})" if extra else str(issue.description)
+
+
+def _to_rule_issues(validator: str, issue: Any) -> list[RuleIssue]:
+    severity = issue.severity.name.lower()
+    description = _issue_description(issue)
+    return [RuleIssue(_where(rule), validator, severity, description) for rule in issue.rules]
+
+
+def check_rules(paths: Iterable[Path]) -> list[RuleIssue]:
+    """Check every ``.yml`` file in *paths* (files, or directories searched recursively).
+
+    Runs every validator of :func:`active_validators` over the whole set, exactly like ``sigma
+    check`` does (validators keep state across rules, so uniqueness checks such as
+    ``identifier_uniqueness`` or ``duplicate_title`` see all rules), plus :func:`check_attack_tags`.
+    Files or rules that cannot be parsed are reported with validator ``parse`` and not validated.
+    """
+    from sigma.collection import SigmaCollection
+    from sigma.exceptions import SigmaError
+    from sigma.rule import SigmaRule
+
+    seed_validator_data()
+    issues: list[RuleIssue] = []
+    collections = []
+    for file in _rule_files(paths):
+        try:
+            collection = SigmaCollection.load_ruleset([file], collect_errors=True, resolve_references=False)
+        except Exception as error:  # YAML syntax, undecodable bytes, not a mapping, ...
+            issues.append(RuleIssue(str(file), PARSE_ERROR, "high", f"{type(error).__name__}: {error}"))
+            continue
+        # A collection's errors include those of its rules.
+        issues.extend(
+            RuleIssue(str(file), PARSE_ERROR, "high", f"{type(error).__name__}: {error}")
+            for error in collection.errors
+        )
+        collections.append(collection)
+
+    merged = SigmaCollection.merge(collections, resolve_references=False)
+    try:
+        merged.resolve_rule_references()
+    except SigmaError as error:  # correlation rule referring to an unknown rule
+        issues.append(RuleIssue("<collection>", PARSE_ERROR, "high", f"{type(error).__name__}: {error}"))
+        return issues
+
+    rules = []
+    for rule in merged.rules:
+        if rule.errors:
+            continue  # already reported through the collection's errors
+        if isinstance(rule, SigmaRule):
+            try:  # sigma check parses the conditions before validating, so do we
+                for condition in rule.detection.parsed_condition:
+                    condition.parse()
+            except SigmaError as error:
+                issues.append(
+                    RuleIssue(
+                        _where(rule), PARSE_ERROR, "high", f"condition: {type(error).__name__}: {error}"
+                    )
+                )
+                continue
+        rules.append(rule)
+
+    validators = {name: cls() for name, cls in active_validators().items()}
+    for rule in rules:
+        for name, validator in validators.items():
+            for issue in validator.validate(rule):
+                issues.extend(_to_rule_issues(name, issue))
+        for problem in check_attack_tags(str(tag) for tag in rule.tags or []):
+            issues.append(RuleIssue(_where(rule), ATTACK_TAG_CHECK, "medium", problem))
+    for name, validator in validators.items():
+        for issue in validator.finalize():
+            issues.extend(_to_rule_issues(name, issue))
+    return issues
