@@ -1,0 +1,102 @@
+"""Command line: ``rmm2sigma convert`` and ``rmm2sigma verify``. Thin: the work is in the library."""
+
+from __future__ import annotations
+
+import datetime as dt
+import os
+import sys
+from concurrent.futures import ProcessPoolExecutor
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from .sources import discover
+from .targets import TARGETS
+
+app = typer.Typer(
+    add_completion=False,
+    no_args_is_help=True,
+    help="Convert Microsoft Sentinel / Defender KQL hunting queries to Sigma, Splunk, Elastic and KQL.",
+)
+
+
+def _targets(values: list[str] | None) -> list[str]:
+    chosen = [t.strip() for value in values or [] for t in value.split(",") if t.strip()] or list(TARGETS)
+    unknown = [t for t in chosen if t not in TARGETS]
+    if unknown:
+        raise typer.BadParameter(f"unknown target(s) {', '.join(unknown)}; choose from {', '.join(TARGETS)}")
+    return chosen
+
+
+@app.command()
+def convert(
+    inputs: Annotated[list[str], typer.Argument(help="Files or folders (recursive); '-' reads stdin.")],
+    out: Annotated[Path, typer.Option("--out", "-o", help="Output folder.")],
+    target: Annotated[
+        list[str] | None, typer.Option("--target", "-t", help=f"Targets (repeat or comma-separate): {', '.join(TARGETS)}.")
+    ] = None,
+    exact: Annotated[bool, typer.Option(help="Keep KQL semantics exactly (term regexes for `has`).")] = False,
+    force: Annotated[bool, typer.Option(help="Replace existing files in --out.")] = False,
+    author: Annotated[str, typer.Option(help="Sigma `author`.")] = "rmm2sigma",
+    date: Annotated[str | None, typer.Option(help="Sigma `date` (YYYY-MM-DD); default today.")] = None,
+    jobs: Annotated[int, typer.Option("--jobs", "-j", min=0, help="Worker processes (0: one per core).")] = 1,
+    verify: Annotated[bool, typer.Option(help="Then prove every rule with the execution oracles.")] = False,
+) -> None:
+    """Convert queries; writes OUT/sigma_rules, OUT/backends/<target> and OUT/report.json."""
+    from .convert import convert_input
+    from .report import summary_table, write_outputs
+    from .sigma import Options
+
+    wanted = _targets(target)
+    try:
+        day = dt.date.fromisoformat(date) if date else None
+    except ValueError:
+        raise typer.BadParameter(f"{date!r} is not a YYYY-MM-DD date", param_hint="--date") from None
+    options = Options(author=author, date=day, exact=exact)
+    paths = list(discover(inputs))
+    missing = [p for p in paths if p != "-" and not Path(p).exists()]
+    if not paths or len(missing) == len(paths):
+        raise typer.BadParameter(f"no input found: {', '.join(missing or inputs)}", param_hint="INPUTS")
+    stdin = sys.stdin.buffer.read() if "-" in paths else None
+    workers = jobs or os.cpu_count() or 1
+    if workers > 1 and len(paths) > 1 and stdin is None:
+        with ProcessPoolExecutor(workers) as pool:
+            results = list(
+                pool.map(convert_input, paths, [options] * len(paths), [wanted] * len(paths), chunksize=16)
+            )
+    else:
+        results = [convert_input(p, options, wanted, stdin if p == "-" else None) for p in paths]
+    try:
+        results, report = write_outputs(results, out, wanted, force)
+    except FileExistsError as error:
+        typer.echo(f"error: {error}", err=True)
+        raise typer.Exit(1) from None
+    typer.echo(summary_table(report))
+    typer.echo(f"\nreport: {out / 'report.json'}")
+    failed = any(r.status == "failed" for r in results)
+    if verify:
+        failed = _verify(out) or failed
+    raise typer.Exit(1 if failed else 0)
+
+
+@app.command("verify")
+def verify_command(
+    out: Annotated[Path, typer.Argument(help="A folder written by `rmm2sigma convert`.")],
+) -> None:
+    """Prove each rule in OUT by executing original and converted queries over generated events."""
+    raise typer.Exit(1 if _verify(out) else 0)
+
+
+def _verify(out: Path) -> bool:
+    """Run the proof; True when something diverged or could not be checked."""
+    try:
+        from .verify.run import verify_output
+    except ImportError as error:
+        typer.echo(f"error: the proof needs the verify extra: pip install 'rmm2sigma[verify]' ({error})", err=True)
+        raise typer.Exit(2) from None
+    return verify_output(out, echo=typer.echo)
+
+
+def main() -> None:
+    app()

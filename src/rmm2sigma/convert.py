@@ -1,0 +1,123 @@
+"""The whole flow for one input: source -> KQL -> model -> mapping -> Sigma -> targets.
+
+Every failure of the user's input becomes a located ``Rmm2SigmaError`` caught here and recorded
+in the result, so a batch always goes on and every input is accounted for.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from functools import cache
+from importlib import resources
+from typing import Any
+
+from . import kql, targets
+from .errors import Rmm2SigmaError
+from .kql.lower import Schema, lower
+from .mapping import map_detection
+from .model import Fidelity
+from .sigma import Options, emit
+from .sources import SourceRule, read_source
+
+
+@dataclass(frozen=True)
+class RuleResult:
+    """One emitted Sigma rule with its queries; ``errors`` holds targets that refused it.
+
+    Plain data only (no pySigma objects), so results cross process boundaries cheaply.
+    """
+
+    title: str
+    rule_id: str
+    category: str
+    filename: str
+    yaml: str
+    fidelity: Fidelity
+    notes: tuple[str, ...]
+    queries: dict[str, str]
+    errors: dict[str, str] = field(default_factory=dict)
+    fidelity_by_target: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class InputResult:
+    source: str
+    status: str  # converted | partial | failed
+    error: str | None = None
+    warnings: tuple[str, ...] = ()
+    rules: tuple[RuleResult, ...] = ()
+
+
+@cache
+def defender_schema() -> Schema:
+    """Defender tables and their column types, packaged from Microsoft's schema reference."""
+    raw = json.loads(resources.files("rmm2sigma.data").joinpath("defender_schema.json").read_text())
+    return {table: dict((name, kind) for name, kind in columns) for table, columns in raw.items()}
+
+
+def convert_rule(
+    source: SourceRule, options: Options, wanted: Sequence[str] = targets.TARGETS
+) -> RuleResult:
+    """Convert one source query; raises ``Rmm2SigmaError`` located in the source file."""
+    try:
+        query = kql.parse(source.kql)
+        detection = lower(query, defender_schema())
+        mapped = map_detection(detection, exact=options.exact, schema=defender_schema())
+    except Rmm2SigmaError as error:
+        raise error.located(source.path, source.kql_line - 1, source.kql_column - 1) from None
+    emitted = emit(source, mapped, options)
+    document = emitted.rule.to_dict()
+    queries: dict[str, str] = {}
+    errors: dict[str, str] = {}
+    notes = list(mapped.notes)
+    for target in wanted:
+        attributes, target_notes = targets.rule_attributes(
+            target, mapped.detection.aggregation, mapped.detection.window
+        )
+        notes.extend(target_notes)
+        result = targets.convert(target, lambda: _rule_from(document), attributes)
+        if result.query is None:
+            errors[target] = result.error or "conversion failed"
+        else:
+            queries[target] = result.query
+    by_target = {target: mapped.fidelity.value for target in queries}
+    return RuleResult(
+        title=emitted.rule.title,
+        rule_id=str(emitted.rule.id),
+        category=emitted.category,
+        filename=emitted.filename,
+        yaml=emitted.yaml,
+        fidelity=mapped.fidelity,
+        notes=tuple(dict.fromkeys(notes)),
+        queries=queries,
+        errors=errors,
+        fidelity_by_target=by_target,
+    )
+
+
+def _rule_from(document: dict[str, Any]) -> Any:
+    from sigma.rule import SigmaRule
+
+    return SigmaRule.from_dict(document)
+
+
+def convert_input(path: str, options: Options, wanted: Sequence[str] = targets.TARGETS, data: bytes | None = None) -> InputResult:
+    """Convert one file; never raises for bad input."""
+    try:
+        source = read_source(path, data)
+        rule = convert_rule(source, options, wanted)
+    except Rmm2SigmaError as error:
+        if error.source is None:
+            error.source = path
+        return InputResult(path, "failed", str(error))
+    except RecursionError:
+        return InputResult(path, "failed", f"{path}: input nested too deeply to convert")
+    status = "partial" if rule.errors else "converted"
+    error = "; ".join(rule.errors.values()) if rule.errors else None
+    return InputResult(path, status, error, source.warnings, (rule,))
+
+
+def convert_all(paths: Iterable[str], options: Options, wanted: Sequence[str] = targets.TARGETS) -> list[InputResult]:
+    return [convert_input(path, options, wanted) for path in paths]

@@ -1,0 +1,252 @@
+"""Emit a mapped detection as a pySigma ``SigmaRule`` and as SigmaHQ-style YAML.
+
+SigmaHQ conventions (FACTS §5): key order, 4-space indent, Title Case titles, stable UUIDv4 ids,
+URLs only in ``references``, ``attack.*`` tags, file names prefixed by log source.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import io
+import re
+import unicodedata
+import uuid
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import PurePath
+from typing import Any
+
+from ruamel.yaml import YAML
+from sigma.rule import SigmaRule
+
+from .mapping import MappedRule
+from .model import And, Match, Node, Not, Or, Predicate, Value
+from .sources import SourceRule
+
+_NAMESPACE = uuid.UUID("6f1d3c52-6d0e-4f4e-9a55-2b8f1f3e7a10")
+_SMALL_WORDS = frozenset(
+    "a an and as at by for from in new of on or over the through to via with without".split()
+)
+_KEY_ORDER = (
+    "title id related status description references author date modified tags logsource detection "
+    "falsepositives level"
+).split()
+_SLUG_REWRITES = (
+    ("remote management and monitoring tool", "rmm"),
+    ("remote management and montioring tool", "rmm"),  # a typo that Azure-Sentinel ships
+    ("remote monitoring and management tool", "rmm"),
+    ("create process", ""),
+    ("process creation", ""),
+    ("network connection", ""),
+    ("file signature", ""),
+)
+_LEVELS = {"informational", "low", "medium", "high", "critical"}
+_MODIFIERS = {
+    Match.CONTAINS: "contains",
+    Match.STARTSWITH: "startswith",
+    Match.ENDSWITH: "endswith",
+    Match.REGEX: "re",
+    Match.LT: "lt",
+    Match.LTE: "lte",
+    Match.GT: "gt",
+    Match.GTE: "gte",
+}
+_URL = re.compile(r"https?://\S+")
+
+
+@dataclass(frozen=True)
+class Options:
+    author: str = "rmm2sigma"
+    date: dt.date | None = None
+    exact: bool = False
+
+
+@dataclass(frozen=True)
+class EmittedRule:
+    rule: SigmaRule
+    yaml: str
+    category: str
+    filename: str
+
+
+def emit(source: SourceRule, mapped: MappedRule, options: Options) -> EmittedRule:
+    """Build the Sigma rule (validated by pySigma's parser) and its YAML text."""
+    document = rule_document(source, mapped, options)
+    rule = SigmaRule.from_dict(document)
+    return EmittedRule(rule, dump_yaml(document), mapped.table.logsource["category"], file_name(source, mapped))
+
+
+def rule_document(source: SourceRule, mapped: MappedRule, options: Options) -> dict[str, Any]:
+    urls = _URL.findall(source.description or "")
+    description = " ".join(_URL.sub("", source.description or "").split())
+    if len(description) < 16:
+        description = f"Detects the activity of the Microsoft Sentinel query {_title(source)!r}."
+    detection = mapped.detection
+    assert detection.predicate is not None
+    document: dict[str, Any] = {
+        "title": _title(source),
+        "id": rule_id(source, options.exact),
+        "status": "experimental",
+        "description": description,
+        "references": list(dict.fromkeys(u.rstrip(".,)") for u in (*urls, *source.references))),
+        "author": options.author,
+        "date": options.date or dt.date.today(),
+        "tags": attack_tags(source),
+        "logsource": dict(mapped.table.logsource),
+        "detection": detection_document(detection.predicate),
+        "falsepositives": [_sentence(fp.scenario) for fp in source.false_positives] or ["Unknown"],
+        "level": (source.severity or "medium").lower() if (source.severity or "").lower() in _LEVELS else "medium",
+    }
+    return {key: document[key] for key in _KEY_ORDER if document.get(key)}
+
+
+def rule_id(source: SourceRule, exact: bool) -> str:
+    """A UUIDv4-shaped id derived from the source identity, so re-runs keep it."""
+    # the file name joins the Sentinel id: the same query pasted twice (a page and a YAML) must
+    # not give two rules one id; a folder move keeps the id
+    identity = f"{source.id or source.kql.strip()}|{PurePath(source.path).name}"
+    digest = hashlib.sha256(f"{_NAMESPACE}|{identity}|{'exact' if exact else 'default'}".encode()).digest()
+    return str(uuid.UUID(bytes=digest[:16], version=4))
+
+
+def _title(source: SourceRule) -> str:
+    name = " ".join((source.name or "Converted Sentinel Query").split()).rstrip(".")
+    words = [w if not w.islower() or w in _SMALL_WORDS else w[:1].upper() + w[1:] for w in name.split(" ")]
+    if words and words[0].lower().startswith("detect"):
+        words = words[1:] or ["Activity"]
+    title = " ".join(words)
+    title = title[:1].upper() + title[1:]
+    return title if len(title) <= 120 else title[:117].rstrip() + "..."
+
+
+def _sentence(text: str) -> str:
+    text = " ".join(text.split())
+    return text[:1].upper() + text[1:]
+
+
+def attack_tags(source: SourceRule) -> list[str]:
+    tactics = [
+        "attack." + re.sub(r"(?<=[a-z])(?=[A-Z])", "-", t).replace(" ", "-").lower() for t in source.tactics
+    ]
+    techniques = [f"attack.{t.lower()}" for t in source.techniques if re.fullmatch(r"[Tt]\d{4}(\.\d{3})?", t)]
+    return list(dict.fromkeys(tactics + techniques))
+
+
+def file_name(source: SourceRule, mapped: MappedRule) -> str:
+    """``<log source prefix><slug>.yml`` within SigmaHQ's ``[a-z0-9_]{10,90}`` rule."""
+    text = unicodedata.normalize("NFKD", (source.name or source.path).lower()).encode("ascii", "ignore").decode()
+    text = " ".join(re.sub(r"[^a-z0-9]+", " ", text).split())
+    for phrase, replacement in _SLUG_REWRITES:
+        text = text.replace(phrase, replacement)
+    slug = "_".join(text.split()) or "rule"
+    prefix = mapped.table.file_prefix
+    stem = (prefix + slug)[:86].rstrip("_")
+    if len(stem) < 10:
+        stem = (stem + "_rule")[:86]
+    return stem + ".yml"
+
+
+# ---------------------------------------------------------------- detection
+
+
+def detection_document(predicate: Node) -> dict[str, Any]:
+    """Named selections and a condition; positive tests of the top AND share one selection."""
+    builder = _Detection()
+    condition = builder.condition(predicate, top=True)
+    return {**builder.named, "condition": condition}
+
+
+class _Detection:
+    def __init__(self) -> None:
+        self.named: dict[str, dict[str, Any]] = {}
+
+    def add(self, base: str, items: dict[str, Any]) -> str:
+        name, counter = base, 2
+        while name in self.named:
+            name, counter = f"{base}_{counter}", counter + 1
+        self.named[name] = items
+        return name
+
+    def condition(self, node: Node, top: bool = False) -> str:
+        if isinstance(node, Predicate):
+            key, value = sigma_item(node)
+            base = "selection" if top and not node.negated else _name("filter_main" if node.negated else "selection", node)
+            name = self.add(base, {key: value})
+            return f"not {name}" if node.negated else name
+        if isinstance(node, Not):
+            inner = self.condition(node.item)
+            return f"not ({inner})" if " " in inner else f"not {inner}"
+        if isinstance(node, And):
+            merged: dict[str, Any] = {}
+            rest: list[Node] = []
+            for item in node.items:
+                if isinstance(item, Predicate) and not item.negated:
+                    key, value = sigma_item(item)
+                    if key not in merged:
+                        merged[key] = value
+                        continue
+                rest.append(item)
+            parts = [self.add("selection" if top else _name("selection", node), merged)] if merged else []
+            parts.extend(self.condition(item) for item in rest)
+            return " and ".join(_group(p) for p in parts)
+        assert isinstance(node, Or)
+        parts = [self.condition(item) for item in node.items]
+        if top and all(isinstance(i, Predicate) and not i.negated for i in node.items):
+            return "1 of selection_*"
+        return " or ".join(_group(p) for p in parts)
+
+
+def _group(condition: str) -> str:
+    return f"({condition})" if " or " in condition and not condition.startswith("(") else condition
+
+
+def _name(prefix: str, node: Node) -> str:
+    if isinstance(node, Predicate):
+        return f"{prefix}_{re.sub(r'[^a-z0-9]+', '_', node.column.lower()).strip('_')}"
+    return f"{prefix}_group"
+
+
+def sigma_item(leaf: Predicate) -> tuple[str, Any]:
+    """The ``Field|modifiers: value`` pair for one test (its negation is the caller's)."""
+    modifiers = [_MODIFIERS[leaf.match]] if leaf.match in _MODIFIERS else []
+    if leaf.match_all and len(leaf.values) > 1:
+        modifiers.append("all")
+    if leaf.match is Match.REGEX:
+        if not leaf.case_sensitive:
+            modifiers.append("i")
+    elif leaf.case_sensitive and leaf.match not in (Match.LT, Match.LTE, Match.GT, Match.GTE, Match.EMPTY):
+        modifiers.append("cased")
+    key = "|".join([leaf.column, *modifiers])
+    if leaf.match is Match.EMPTY:
+        return key, ["", None]
+    values = [v if leaf.match is Match.REGEX else _escape(v) for v in leaf.values]
+    return key, values[0] if len(values) == 1 else values
+
+
+def _escape(value: Value) -> Value:
+    """Sigma wildcards are literal in KQL: escape ``*``, ``?`` and a backslash before them."""
+    if not isinstance(value, str):
+        return value
+    return re.sub(r"(\\(?=[*?\\]|$)|[*?])", r"\\\1", value) if re.search(r"[*?]|\\(?=[*?\\])", value) else value
+
+
+# ---------------------------------------------------------------- YAML
+
+
+def dump_yaml(document: Mapping[str, Any]) -> str:
+    """SigmaHQ layout: 4-space indent, sequences indented under their key, no document marker."""
+    writer = YAML()
+    writer.indent(mapping=4, sequence=6, offset=4)
+    writer.width = 4096
+    buffer = io.StringIO()
+    writer.dump(_plain(document), buffer)
+    return buffer.getvalue()
+
+
+def _plain(value: Any) -> Any:
+    if isinstance(value, Mapping):
+        return {key: _plain(item) for key, item in value.items()}
+    if isinstance(value, list):
+        return [_plain(item) for item in value]
+    return value

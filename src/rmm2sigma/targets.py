@@ -1,0 +1,134 @@
+"""The five query targets: pySigma backends, their pipelines, and our postprocessing pipelines.
+
+Backends and pipelines are imported lazily (pySigma costs ~0.5 s to import) and built once per
+process. A rule's aggregation and time window reach our postprocessing templates through
+``rule.custom_attributes['rmm2sigma']``, set only on the in-memory rule, never in the YAML.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import timedelta
+from functools import cache
+from importlib import resources
+from typing import TYPE_CHECKING, Any
+
+import yaml
+
+from .model import Aggregation
+
+if TYPE_CHECKING:
+    from sigma.conversion.base import Backend
+    from sigma.rule import SigmaRule
+
+TARGETS = ("kusto", "splunk", "lucene", "esql", "eql")
+EXTENSIONS = {"kusto": "kql", "splunk": "spl", "lucene": "lucene", "esql": "esql", "eql": "eql"}
+
+
+@dataclass(frozen=True)
+class TargetQuery:
+    query: str | None
+    error: str | None = None
+    notes: tuple[str, ...] = ()
+
+
+def _pipeline(name: str) -> Any:
+    from sigma.processing.pipeline import ProcessingPipeline
+
+    return ProcessingPipeline.from_yaml(resources.files(__package__).joinpath(f"pipelines/{name}.yml").read_text())
+
+
+def _kusto() -> Backend:
+    from sigma.backends.kusto import KustoBackend
+    from sigma.pipelines.microsoftxdr import microsoft_xdr_pipeline
+
+    return KustoBackend(_pipeline("kusto_tables") + microsoft_xdr_pipeline() + _pipeline("kusto_aggregation"))
+
+
+def _splunk() -> Backend:
+    from sigma.backends.splunk import SplunkBackend
+    from sigma.pipelines.splunk import splunk_windows_pipeline
+    from sigma.pipelines.sysmon import sysmon_pipeline
+
+    return SplunkBackend(sysmon_pipeline() + splunk_windows_pipeline() + _pipeline("splunk_aggregation"))
+
+
+def _elastic(kind: str) -> Callable[[], Backend]:
+    def build() -> Backend:
+        from sigma.backends.elasticsearch import EqlBackend, ESQLBackend, LuceneBackend
+        from sigma.pipelines.elasticsearch.windows import ecs_windows
+
+        backend = {"lucene": LuceneBackend, "esql": ESQLBackend, "eql": EqlBackend}[kind]
+        extra = _pipeline("esql_aggregation") if kind == "esql" else None
+        return backend(ecs_windows() + extra if extra else ecs_windows())
+
+    return build
+
+
+_FACTORIES: dict[str, Callable[[], Backend]] = {
+    "kusto": _kusto,
+    "splunk": _splunk,
+    "lucene": _elastic("lucene"),
+    "esql": _elastic("esql"),
+    "eql": _elastic("eql"),
+}
+
+
+@cache
+def backend(target: str) -> Backend:
+    return _FACTORIES[target]()
+
+
+@cache
+def _aggregation_names() -> dict[str, dict[str, dict[str, str]]]:
+    text = resources.files(__package__).joinpath("pipelines/aggregation.yml").read_text()
+    data: dict[str, dict[str, dict[str, str]]] = yaml.safe_load(text)
+    return data
+
+
+def rule_attributes(
+    target: str, aggregation: Aggregation | None, window: timedelta | None
+) -> tuple[dict[str, Any], tuple[str, ...]]:
+    """What the target's template needs, in the target's own names, and notes on what is lost."""
+    notes: list[str] = []
+    attributes: dict[str, Any] = {}
+    if window is not None:
+        seconds = int(window.total_seconds())
+        compact = f"{seconds // 86400}d" if seconds % 86400 == 0 else f"{seconds}s"
+        attributes["window"] = {"seconds": seconds, "compact": compact}
+    if aggregation is None:
+        return attributes, ()
+    names = _aggregation_names()
+    if not any(target in entry for entry in names["functions"].values()):
+        return attributes, (f"{target} cannot aggregate: the query returns the matching events, not a summary",)
+    functions, by = [], []
+    for function in aggregation.functions:
+        name = names["functions"].get(function.function, {}).get(target)
+        column = names["columns"].get(function.column, {}).get(target) if function.column else None
+        if name is None or (function.column and column is None):
+            notes.append(f"{target}: aggregate {function.name}={function.function}() has no equivalent; left out")
+            continue
+        functions.append({"name": function.name, "function": name, "column": column})
+    for column_name in aggregation.by:
+        column = names["columns"].get(column_name, {}).get(target)
+        if column is None:
+            notes.append(f"{target}: group-by column {column_name} has no equivalent; left out")
+        else:
+            by.append(column)
+    if by:
+        attributes.update(functions=functions, by=by)
+    return attributes, tuple(notes)
+
+
+def convert(target: str, make_rule: Callable[[], SigmaRule], attributes: dict[str, Any]) -> TargetQuery:
+    """One query for one target; a backend refusal becomes an error string, never an exception."""
+    from sigma.exceptions import SigmaError
+
+    rule = make_rule()  # pipelines mutate the rule: every target gets a fresh one
+    rule.custom_attributes["rmm2sigma"] = attributes
+    try:
+        queries = backend(target).convert_rule(rule)
+    except (SigmaError, NotImplementedError, ValueError, TypeError, KeyError) as error:
+        return TargetQuery(None, f"{target}: {str(error).splitlines()[0]}")
+    return TargetQuery("\n".join(str(q) for q in queries))

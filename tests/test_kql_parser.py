@@ -1,0 +1,521 @@
+"""Example-based tests of the KQL parser and printer, on small inline queries shaped like the corpus.
+
+The corpus test at the end runs only where the shared corpus sits next to the repository.
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import pytest
+import yaml
+
+from rmm2sigma.errors import KqlSyntaxError
+from rmm2sigma.kql import (
+    ArrayLit,
+    Assignment,
+    Between,
+    Binary,
+    BoolLit,
+    Call,
+    Datatable,
+    Distinct,
+    Expr,
+    Extend,
+    Index,
+    Let,
+    Name,
+    NumberLit,
+    Pipeline,
+    Pos,
+    Project,
+    Query,
+    SetOp,
+    StringLit,
+    SubQuery,
+    Summarize,
+    TableRef,
+    Take,
+    TimespanLit,
+    Unary,
+    Where,
+    parse,
+    to_kql,
+)
+from rmm2sigma.kql.parser import KEYWORDS
+
+S = StringLit
+A = Name
+
+
+def where(text: str) -> Expr:
+    """The predicate of ``T | where <text>``, round-tripped through the printer on the way."""
+    query = parse(f"T | where {text}")
+    assert parse(to_kql(query)) == query
+    predicate = query.body.operators[0]
+    assert isinstance(predicate, Where)
+    return predicate.predicate
+
+
+def error(text: str) -> KqlSyntaxError:
+    with pytest.raises(KqlSyntaxError) as caught:
+        parse(text)
+    return caught.value
+
+
+# ---------------------------------------------------------------- whole queries
+
+ACTION1 = """let Time_start = now(-5d);
+let Time_end = now();
+//
+DeviceProcessEvents 
+| where Timestamp between (Time_start..Time_end)
+| where ProcessVersionInfoCompanyName has 'Action1'
+    and ProcessVersionInfoProductName has 'Action1'
+| summarize FirstSeen=min(Timestamp), LastSeen=max(Timestamp), 
+    Report=make_set(ReportId), Count=count() by DeviceId, DeviceName"""
+
+
+def test_corpus_shaped_query() -> None:
+    query = parse(ACTION1)
+    assert query == Query(
+        lets=(
+            Let("Time_start", Call("now", (Unary("-", TimespanLit("5d")),))),
+            Let("Time_end", Call("now")),
+        ),
+        body=Pipeline(
+            TableRef("DeviceProcessEvents"),
+            (
+                Where(Between(A("Timestamp"), A("Time_start"), A("Time_end"))),
+                Where(
+                    Binary(
+                        "and",
+                        Binary("has", A("ProcessVersionInfoCompanyName"), S("Action1")),
+                        Binary("has", A("ProcessVersionInfoProductName"), S("Action1")),
+                    )
+                ),
+                Summarize(
+                    (
+                        Assignment("FirstSeen", Call("min", (A("Timestamp"),))),
+                        Assignment("LastSeen", Call("max", (A("Timestamp"),))),
+                        Assignment("Report", Call("make_set", (A("ReportId"),))),
+                        Assignment("Count", Call("count")),
+                    ),
+                    (Assignment(None, A("DeviceId")), Assignment(None, A("DeviceName"))),
+                ),
+            ),
+        ),
+    )
+    assert parse(to_kql(query)) == query
+
+
+def test_positions_are_one_based_line_and_column() -> None:
+    query = parse(ACTION1)
+    assert query.pos == Pos(1, 1)
+    assert query.lets[1].pos == Pos(2, 1)
+    now = query.lets[0].value
+    assert isinstance(now, Call) and now.pos == Pos(1, 18)
+    assert isinstance(now.args[0], Unary) and now.args[0].pos == Pos(1, 22)
+    assert now.args[0].operand.pos == Pos(1, 23)
+    body = query.body
+    assert body.pos == body.source.pos == Pos(4, 1)
+    between, has, summarize = body.operators
+    assert between.pos == Pos(5, 3)
+    assert isinstance(has, Where) and isinstance(has.predicate, Binary)
+    assert has.predicate.pos == has.predicate.left.pos == Pos(6, 9)  # an `and` starts at its left side
+    assert has.predicate.right.pos == Pos(7, 9)
+    assert isinstance(has.predicate.right, Binary) and has.predicate.right.right.pos == Pos(7, 43)
+    assert isinstance(summarize, Summarize)
+    assert summarize.aggregates[2].pos == Pos(9, 5)
+    assert summarize.by[1].pos == Pos(9, 59)
+
+
+def test_statements_trailing_semicolon_and_lone_semicolon_line() -> None:
+    text = "let x = 1;\nlet t =\nDeviceFileCertificateInfo\n| distinct Sha1\n;\nT | where Sha1 in (t);\n"
+    query = parse(text)
+    assert [let.name for let in query.lets] == ["x", "t"]
+    assert query.lets[1].value == Pipeline(TableRef("DeviceFileCertificateInfo"), (Distinct((A("Sha1"),)),))
+    assert query.body.operators == (Where(SetOp("in", A("Sha1"), (A("t"),))),)
+    assert parse("T") == Query((), Pipeline(TableRef("T")))
+
+
+# ---------------------------------------------------------------- scalar expressions
+
+STRING_OPS = [
+    f"{negation}{word}{suffix}"
+    for word in ("has", "contains", "startswith", "endswith")
+    for negation in ("", "!")
+    for suffix in ("", "_cs")
+] + ["hasprefix", "hassuffix", "!hasprefix", "hassuffix_cs", "matches regex"]
+
+
+@pytest.mark.parametrize("op", STRING_OPS + ["==", "!=", "=~", "!~", "<", "<=", ">", ">="])
+def test_binary_operators(op: str) -> None:
+    assert where(f"Col {op} 'v'") == Binary(op, A("Col"), S("v"))
+
+
+def test_matches_regex_spacing_is_normalised() -> None:
+    assert where("a matches \t regex @'^x\\d+'") == Binary("matches regex", A("a"), S("^x\\d+", True))
+
+
+@pytest.mark.parametrize("op", ["in", "!in", "in~", "!in~", "has_any", "has_all"])
+def test_set_operators(op: str) -> None:
+    assert where(f"Col {op} ('a', \"b\")") == SetOp(op, A("Col"), (S("a"), S("b")))
+
+
+def test_between_and_not_between() -> None:
+    assert where("n between (1 .. 10)") == Between(A("n"), NumberLit(1), NumberLit(10))
+    assert where("t !between (ago(1d)..now())") == Between(
+        A("t"), Call("ago", (TimespanLit("1d"),)), Call("now"), negated=True
+    )
+
+
+def test_and_binds_tighter_than_or() -> None:
+    a, b, c = (Binary("has", A(x), S(x)) for x in "abc")
+    assert where("a has 'a' or b has 'b' and c has 'c'") == Binary("or", a, Binary("and", b, c))
+    assert where("(a has 'a' or b has 'b') and c has 'c'") == Binary("and", Binary("or", a, b), c)
+    assert where("a has 'a' or b has 'b' or c has 'c'") == Binary("or", Binary("or", a, b), c)
+
+
+def test_not_is_a_call() -> None:
+    assert where("not(isempty(x)) and not (a has 'b')") == Binary(
+        "and", Call("not", (Call("isempty", (A("x"),)),)), Call("not", (Binary("has", A("a"), S("b")),))
+    )
+
+
+def test_arithmetic_unary_minus_and_indexing() -> None:
+    assert where("-a + b * 2 > 1") == Binary(
+        ">", Binary("+", Unary("-", A("a")), Binary("*", A("b"), NumberLit(2))), NumberLit(1)
+    )
+    assert where("tostring(split(RemoteUrl,'/')[0]) == 'x'") == Binary(
+        "==", Call("tostring", (Index(Call("split", (A("RemoteUrl"), S("/"))), NumberLit(0)),)), S("x")
+    )
+
+
+@pytest.mark.parametrize(
+    ("text", "literal"),
+    [
+        ("42", NumberLit(42)),
+        ("1.5", NumberLit(1.5)),
+        ("2e3", NumberLit(2000.0)),
+        ("true", BoolLit(True)),
+        ("false", BoolLit(False)),
+        ("5d", TimespanLit("5d")),
+        ("1h", TimespanLit("1h")),
+        ("30m", TimespanLit("30m")),
+        ("10s", TimespanLit("10s")),
+        ("100ms", TimespanLit("100ms")),
+        ("1.5h", TimespanLit("1.5h")),
+    ],
+)
+def test_literals(text: str, literal: Expr) -> None:
+    assert where(f"x == {text}") == Binary("==", A("x"), literal)
+
+
+@pytest.mark.parametrize(
+    ("text", "value"),
+    [
+        (r"'it\'s'", "it's"),
+        (r'"say \"hi\""', 'say "hi"'),
+        (r"'a\\b\tc\nd'", "a\\b\tc\nd"),
+        (r"'caf\u00e9'", "café"),
+        ("'DWSNET OÜ'", "DWSNET OÜ"),
+        ('"Krämer IT Solutions GmbH"', "Krämer IT Solutions GmbH"),
+        ("'http://x // not a comment'", "http://x // not a comment"),
+    ],
+)
+def test_quoted_strings_are_decoded(text: str, value: str) -> None:
+    assert where(f"x has {text}") == Binary("has", A("x"), S(value))
+
+
+@pytest.mark.parametrize(
+    ("text", "value"),
+    [
+        (r"@'\Program Files\Level\'", "\\Program Files\\Level\\"),
+        (r"@'C:\it''s\'", "C:\\it's\\"),
+        (r'@"\a ""b"" \"', '\\a "b" \\'),
+    ],
+)
+def test_verbatim_strings_keep_backslashes(text: str, value: str) -> None:
+    assert where(f"x has {text}") == Binary("has", A("x"), S(value, verbatim=True))
+
+
+def test_columns_count_characters_after_non_ascii() -> None:
+    predicate = where("Signer has 'DWSNET OÜ' and b has 'c'")
+    assert isinstance(predicate, Binary) and predicate.right.pos == Pos(1, 38)  # Ü is one column
+
+
+def test_bracketed_names() -> None:
+    assert where("['My Column'] has [\"it's\"]") == Binary("has", A("My Column"), A("it's"))
+    query = parse("T | extend ['a b'] = 1, ['where'] = 2 | project ['true']")
+    assert to_kql(query) == "T\n| extend ['a b']=1, ['where']=2\n| project ['true']"
+    assert parse(to_kql(query)) == query
+
+
+@pytest.mark.parametrize("word", sorted(KEYWORDS))
+def test_names_spelled_like_keywords_round_trip(word: str) -> None:
+    query = parse(f"T | where ['{word}'] == 1 | summarize ['{word}']=count() by ['{word}']")
+    assert parse(to_kql(query)) == query
+
+
+def test_dynamic_arrays_and_scalar_lets() -> None:
+    query = parse(
+        "let Time_start = now(-5d);\nlet since = ago(1d);\n"
+        "let names = dynamic(['a', \"b\", @'c\\']);\nlet one = 'x';\nT | where n in (names)"
+    )
+    assert [let.value for let in query.lets] == [
+        Call("now", (Unary("-", TimespanLit("5d")),)),
+        Call("ago", (TimespanLit("1d"),)),
+        Call("dynamic", (ArrayLit((S("a"), S("b"), S("c\\", True))),)),
+        S("x"),
+    ]
+    array = query.lets[2].value
+    assert isinstance(array, Call) and array.args[0].pos == Pos(3, 21)
+
+
+def test_comments_inside_lists_and_after_items() -> None:
+    text = """T
+| where RemoteUrl has_any (
+    'a.com', // first
+    // a whole-line comment between items
+    'b.com'  // after the last item, no comma
+    // and another before the parenthesis
+    )"""
+    assert parse(text).body.operators == (Where(SetOp("has_any", A("RemoteUrl"), (S("a.com"), S("b.com")))),)
+
+
+def test_tabs_and_crlf() -> None:
+    lf = "T\n| where\tRemoteUrl has_any (\n\t'a.com',\t\n\t'b.com'\t\n)\n| take 10\n"
+    crlf = lf.replace("\n", "\r\n")
+    assert parse(lf) == parse(crlf)
+    operators = parse(crlf).body.operators
+    assert [operator.pos for operator in operators] == [Pos(2, 3), Pos(6, 3)]
+    where_op = operators[0]
+    assert isinstance(where_op, Where) and isinstance(where_op.predicate, SetOp)
+    assert where_op.predicate.items[1].pos == Pos(4, 2)
+    assert error("T\r\n| where a == 'x\r\n").context == "| where a == 'x"
+
+
+# ---------------------------------------------------------------- tabular operators and sources
+
+
+def test_summarize_extend_project_distinct_take() -> None:
+    query = parse(
+        "T | summarize count() by bin(Timestamp, 1h) | summarize by DeviceId"
+        " | extend Host = tostring(split(Url, ':')[0]), Len = strlen(Url)"
+        " | project DeviceId, Url2 = Url | distinct DeviceId, Url2 | take 10 | limit 5"
+    )
+    assert query.body.operators == (
+        Summarize(
+            (Assignment(None, Call("count")),),
+            (Assignment(None, Call("bin", (A("Timestamp"), TimespanLit("1h")))),),
+        ),
+        Summarize((), (Assignment(None, A("DeviceId")),)),
+        Extend(
+            (
+                Assignment("Host", Call("tostring", (Index(Call("split", (A("Url"), S(":"))), NumberLit(0)),))),
+                Assignment("Len", Call("strlen", (A("Url"),))),
+            )
+        ),
+        Project((Assignment(None, A("DeviceId")), Assignment("Url2", A("Url")))),
+        Distinct((A("DeviceId"), A("Url2"))),
+        Take(10),
+        Take(5),
+    )
+    assert parse(to_kql(query)) == query
+
+
+DATATABLE = """let rmm_networkSet = datatable(URI:string,RMM_Tool:string)[
+    'server.action1.com','action1',
+    'prod.addigy.com','addigy'
+];
+DeviceNetworkEvents
+| where RemoteUrl has_any ((rmm_networkSet | distinct URI))
+| extend RemoteUrl = trim_start(@'http[s]?://',RemoteUrl)"""
+
+
+def test_datatable_let_used_as_a_sub_query() -> None:
+    query = parse(DATATABLE)
+    table = query.lets[0].value
+    assert table == Pipeline(
+        Datatable(
+            (("URI", "string"), ("RMM_Tool", "string")),
+            (S("server.action1.com"), S("action1"), S("prod.addigy.com"), S("addigy")),
+        )
+    )
+    assert isinstance(table, Pipeline) and table.source.pos == Pos(1, 22)
+    has_any = query.body.operators[0]
+    assert has_any == Where(
+        SetOp(
+            "has_any",
+            A("RemoteUrl"),
+            (SubQuery(Pipeline(TableRef("rmm_networkSet"), (Distinct((A("URI"),)),))),),
+        )
+    )
+    assert isinstance(has_any, Where) and isinstance(has_any.predicate, SetOp)
+    assert has_any.predicate.items[0].pos == Pos(6, 28)  # the inner parenthesis
+    assert parse(to_kql(query)) == query
+
+
+def test_tabular_let_in_a_set_list_with_single_parentheses() -> None:
+    query = parse("let s = T | distinct Sha1;\nU | where Sha1 in (s | project Sha1)")
+    sub_query = SubQuery(Pipeline(TableRef("s"), (Project((Assignment(None, A("Sha1")),)),)))
+    assert query.body.operators == (Where(SetOp("in", A("Sha1"), (sub_query,))),)
+    where_op = query.body.operators[0]
+    assert isinstance(where_op, Where) and isinstance(where_op.predicate, SetOp)
+    assert where_op.predicate.items[0].pos == Pos(2, 20)  # no inner parenthesis: where the pipeline starts
+    assert parse(to_kql(query)) == query
+
+
+# ---------------------------------------------------------------- printer
+
+
+def test_printer_parenthesises_and_inside_or_and_right_nested_chains() -> None:
+    a, b, c = (Binary("has", A(x), S(x)) for x in "abc")
+    assert to_kql(Binary("or", a, Binary("and", b, c))) == "a has 'a' or (b has 'b' and c has 'c')"
+    assert to_kql(Binary("and", Binary("or", a, b), c)) == "(a has 'a' or b has 'b') and c has 'c'"
+    assert to_kql(Binary("or", a, Binary("or", b, c))) == "a has 'a' or (b has 'b' or c has 'c')"
+    assert to_kql(Binary("-", A("x"), Binary("-", A("y"), A("z")))) == "x - (y - z)"
+    assert to_kql(Binary("==", Binary("==", A("x"), A("y")), A("z"))) == "(x == y) == z"
+
+
+def test_printer_quoting() -> None:
+    assert to_kql(S("it's \\ a\n")) == r"'it\'s \\ a\n'"
+    assert to_kql(S("it's \\", verbatim=True)) == r"@'it''s \'"
+    with pytest.raises(ValueError, match="line break"):
+        to_kql(S("a\nb", verbatim=True))
+
+
+# ---------------------------------------------------------------- errors
+
+
+def test_has_all_followed_by_has_any() -> None:
+    err = error("T\n| where FolderPath has_all has_any (@'\\a\\')")
+    assert (err.line, err.column) == (2, 28)
+    assert err.message == "unexpected 'has_any'; expected '('"
+    assert err.context == "| where FolderPath has_all has_any (@'\\a\\')"
+
+
+def test_has_all_has_any_in_a_multi_line_list() -> None:
+    text = """DeviceProcessEvents
+| where FileName startswith "level"
+    and FolderPath has_all has_any (
+        @'\\Program Files\\Level\\'
+    )"""
+    err = error(text)
+    assert (err.line, err.column) == (3, 28)
+
+
+def test_pipe_without_an_operator() -> None:
+    err = error("T\n| where Timestamp > ago(1d)\n| Sha1 in (rmmInitialFileSet)")
+    assert (err.line, err.column) == (3, 3)
+    assert err.message.startswith("unexpected name 'Sha1'; expected a tabular operator ('where'")
+    assert err.context == "| Sha1 in (rmmInitialFileSet)"
+
+
+def test_keyword_prefix_is_not_split_off_a_name() -> None:
+    err = error("T | whereabouts x")
+    assert (err.line, err.column, err.message[:29]) == (1, 5, "unexpected name 'whereabouts'")
+
+
+@pytest.mark.parametrize(
+    ("text", "column"),
+    [("T | where a == 'abc", 16), ('T | where a == "abc', 16), ("T | where a == @'abc", 16), ("T | where a in ('x', 'y)", 22)],
+)
+def test_unterminated_string_points_at_the_opening_quote(text: str, column: int) -> None:
+    err = error(text)
+    assert (err.line, err.column, err.message) == (1, column, "unterminated string")
+
+
+def test_unbalanced_parentheses() -> None:
+    err = error("T\n| where (a == 1\n")
+    assert (err.line, err.column) == (2, 16)  # just after the last token
+    assert err.message == "unexpected end of query; expected ')'"
+    err = error("T | where a == 1)")
+    assert (err.line, err.column) == (1, 17)
+    assert err.message.startswith("unexpected ')'; expected")
+
+
+def test_deep_nesting_is_refused_without_recursion_error() -> None:
+    err = error("T | where " + "(" * 1000 + "a" + ")" * 1000)
+    assert (err.line, err.column) == (1, 75)  # the 65th parenthesis
+    assert "nesting deeper than 64" in err.message
+    parse("T | where " + "(" * 64 + "a" + ")" * 64)
+    parse("T | where a has '" + "(" * 100 + "' // " + "(" * 100)  # strings and comments do not count
+
+
+def test_long_or_chain_parses_left_associated() -> None:
+    query = parse("T | where " + "\n or ".join(f"a{i} has 'x{i}'" for i in range(5000)))
+    predicate = query.body.operators[0]
+    assert isinstance(predicate, Where)
+    node, depth = predicate.predicate, 0
+    while isinstance(node, Binary) and node.op == "or":
+        assert node.right == Binary("has", A(f"a{4999 - depth}"), S(f"x{4999 - depth}"))
+        node, depth = node.left, depth + 1
+    assert depth == 4999
+    printed = to_kql(query)
+    assert to_kql(parse(printed)) == printed
+
+
+@pytest.mark.parametrize("text", ["", "   \n\t", "// only a comment\r\n//\n"])
+def test_empty_query(text: str) -> None:
+    err = error(text)
+    assert (err.message, err.line, err.column) == ("empty query", 1, 1)
+
+
+@pytest.mark.parametrize(
+    ("text", "line", "column", "message"),
+    [
+        ("T | where a has 'x\\q'", 1, 19, "unknown escape sequence '\\q' in a string"),
+        ("T | take 1.5", 1, 10, "expected a whole number, found 1.5"),
+        ("T | where a == 1e999", 1, 16, "number out of range: 1e999"),
+        ("let d = datatable(a:string, b:string)['1','2','3'];\nd", 1, 9, "datatable has 3 values, not a multiple"),
+        ("let a = 1", 1, 10, "unexpected end of query; expected ';'"),
+        ("T | where a ==", 1, 15, "unexpected end of query; expected an expression"),
+        ("T | summarize", 1, 14, "unexpected end of query; expected an expression or 'by'"),
+        ("T | where #", 1, 11, "unexpected character '#'; expected an expression"),
+        ("T; U", 1, 4, "unexpected name 'U'; expected the end of the query"),
+    ],
+)
+def test_other_errors(text: str, line: int, column: int, message: str) -> None:
+    err = error(text)
+    assert (err.line, err.column) == (line, column)
+    assert err.message.startswith(message)
+
+
+# ---------------------------------------------------------------- the shared corpus
+
+CORPUS = Path(__file__).resolve().parents[2] / "shared" / "corpus" / "azure-sentinel-rmm"
+
+
+@pytest.mark.skipif(not CORPUS.is_dir(), reason=f"the shared corpus is not at {CORPUS}")
+def test_corpus() -> None:
+    queries = {
+        path.name: yaml.safe_load(path.read_text(encoding="utf-8"))["query"] for path in sorted(CORPUS.glob("*.yaml"))
+    }
+    assert len(queries) == 165
+    # The corpus README says rmm_Level_createproc.yaml has `has_all has_any`; if a copy does,
+    # it must fail right there (the stored copy has only `has_any` and parses).
+    expected = {"rmm_DWService_createproc.yaml": (12, 3)}  # `| Sha1 in (rmmInitialFileSet)`
+    for name, text in queries.items():
+        offset = text.find("has_all has_any")
+        if offset >= 0:
+            line_start = text.rfind("\n", 0, offset) + 1
+            expected[name] = (text.count("\n", 0, offset) + 1, offset - line_start + len("has_all ") + 1)
+
+    started = time.perf_counter()
+    failures = {}
+    for name, text in queries.items():
+        try:
+            parse(text)
+        except KqlSyntaxError as err:
+            failures[name] = err
+    elapsed = time.perf_counter() - started
+
+    assert {name: (err.line, err.column) for name, err in failures.items()} == expected
+    dwservice = failures["rmm_DWService_createproc.yaml"]
+    assert dwservice.context == "| Sha1 in (rmmInitialFileSet)"
+    assert queries["rmm_DWService_createproc.yaml"].split("\n")[11][2:].startswith("Sha1 in")
+    assert "'where'" in dwservice.message
+    assert elapsed < 2.0, f"parsing the corpus took {elapsed:.2f} s"  # about 0.1 s; Earley would be ~100x
