@@ -69,7 +69,10 @@ def test_page_examples_carry_their_false_positive_scenarios_and_reference() -> N
     assert document["falsepositives"][0] == "Legitimate SupRemo scheduled job execution"
     assert len(document["falsepositives"]) == 5
     web = convert_input(str(EXAMPLES / "supremo_file_signature.txt"), OPTIONS).rules[0]
-    assert any(ref.startswith("https://github.com/Azure/Azure-Sentinel/") for ref in yaml.safe_load(web.yaml)["references"])
+    assert any(
+        ref.startswith("https://github.com/Azure/Azure-Sentinel/")
+        for ref in yaml.safe_load(web.yaml)["references"]
+    )
 
 
 def test_sigma_text_follows_sigmahq_conventions(tmp_path: Path) -> None:
@@ -167,7 +170,9 @@ def test_cli_writes_the_report_and_exits_by_outcome(tmp_path: Path) -> None:
     assert failed.exit_code == 1
     assert f"FAILED: {bad}:1:" in failed.output
 
-    assert runner.invoke(app, ["convert", str(EXAMPLES), "--out", str(out), "--target", "nope"]).exit_code == 2
+    assert (
+        runner.invoke(app, ["convert", str(EXAMPLES), "--out", str(out), "--target", "nope"]).exit_code == 2
+    )
     assert runner.invoke(app, ["convert", str(tmp_path / "missing"), "--out", str(out)]).exit_code == 2
 
 

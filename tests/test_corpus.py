@@ -40,7 +40,9 @@ def test_every_corpus_file_is_accounted_for(converted: tuple[list[InputResult], 
     assert len(results) == 165
 
 
-def test_at_least_160_convert_and_the_invalid_kql_is_located(converted: tuple[list[InputResult], Path]) -> None:
+def test_at_least_160_convert_and_the_invalid_kql_is_located(
+    converted: tuple[list[InputResult], Path],
+) -> None:
     results, _ = converted
     ok = [r for r in results if r.status == "converted"]
     failed = {Path(r.source).name: r.error for r in results if r.status == "failed"}
@@ -57,14 +59,19 @@ def test_every_rule_passes_the_sigmahq_validators(converted: tuple[list[InputRes
     assert not issues, "\n".join(map(str, issues))
 
 
-@pytest.mark.skipif(not kusto_available() and os.environ.get("CI") != "true", reason="Kusto.Language not installed")
+@pytest.mark.skipif(
+    not kusto_available() and os.environ.get("CI") != "true", reason="Kusto.Language not installed"
+)
 def test_every_emitted_kql_parses_and_binds_against_the_defender_schema(
     converted: tuple[list[InputResult], Path],
 ) -> None:
     results, _ = converted
     queries = [rule.queries["kusto"] for r in results for rule in r.rules]
     errors = [
-        (query, d) for query, found in zip(queries, validate_kql(queries), strict=True) for d in found if d.is_error
+        (query, d)
+        for query, found in zip(queries, validate_kql(queries), strict=True)
+        for d in found
+        if d.is_error
     ]
     assert len(queries) >= 160 and not errors, errors[:5]
 

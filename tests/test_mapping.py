@@ -107,7 +107,8 @@ def test_a_column_without_sigma_field_is_left_out_with_an_approximate_label() ->
 def test_an_unmapped_test_inside_or_removes_the_whole_group_never_narrowing() -> None:
     rule = mapped(
         "DeviceNetworkEvents | where RemoteUrl has 'datto.com' and "
-        "(InitiatingProcessVersionInfoCompanyName has 'Datto' or isempty(InitiatingProcessVersionInfoCompanyName))"
+        "(InitiatingProcessVersionInfoCompanyName has 'Datto' "
+        "or isempty(InitiatingProcessVersionInfoCompanyName))"
     )
     leaf = rule.detection.predicate
     assert isinstance(leaf, Predicate) and leaf.column == "DestinationHostname"
@@ -115,7 +116,8 @@ def test_an_unmapped_test_inside_or_removes_the_whole_group_never_narrowing() ->
 
 def test_an_unmapped_test_under_not_is_left_out_too() -> None:
     rule = mapped(
-        "DeviceNetworkEvents | where RemoteUrl has 'x.com' and not(InitiatingProcessVersionInfoCompanyName has 'Y')"
+        "DeviceNetworkEvents | where RemoteUrl has 'x.com' "
+        "and not(InitiatingProcessVersionInfoCompanyName has 'Y')"
     )
     assert isinstance(rule.detection.predicate, Predicate)
 
@@ -132,7 +134,10 @@ def test_a_query_with_only_unmapped_network_tests_falls_back_to_the_process() ->
         ("naverisk", "NavMK1"),
         text="InitiatingProcessVersionInfoCompanyName has_any ('naverisk', 'NavMK1')",
     )
-    assert rule.detection.aggregation is not None and rule.detection.aggregation.by == ("DeviceId", "DeviceName")
+    assert rule.detection.aggregation is not None and rule.detection.aggregation.by == (
+        "DeviceId",
+        "DeviceName",
+    )
     assert rule.fidelity is Fidelity.APPROXIMATE
     assert any("RemoteUrl does not exist in DeviceProcessEvents" in note for note in rule.notes)
 
@@ -165,7 +170,8 @@ def test_a_datatable_value_list_is_inlined() -> None:
 def test_structure_survives_mapping() -> None:
     rule = mapped(
         "DeviceProcessEvents | where ProcessVersionInfoCompanyName has_any ('DameWare', 'SolarWinds') "
-        "and (ProcessVersionInfoProductName has 'DameWare' or ProcessVersionInfoFileDescription has 'DameWare') "
+        "and (ProcessVersionInfoProductName has 'DameWare' "
+        "or ProcessVersionInfoFileDescription has 'DameWare') "
         "and not(ProcessCommandLine contains 'update')"
     )
     node = rule.detection.predicate

@@ -57,9 +57,7 @@ def defender_schema() -> Schema:
     return {table: dict((name, kind) for name, kind in columns) for table, columns in raw.items()}
 
 
-def convert_rule(
-    source: SourceRule, options: Options, wanted: Sequence[str] = targets.TARGETS
-) -> RuleResult:
+def convert_rule(source: SourceRule, options: Options, wanted: Sequence[str] = targets.TARGETS) -> RuleResult:
     """Convert one source query; raises ``Rmm2SigmaError`` located in the source file."""
     try:
         query = kql.parse(source.kql)
@@ -103,7 +101,9 @@ def _rule_from(document: dict[str, Any]) -> Any:
     return SigmaRule.from_dict(document)
 
 
-def convert_input(path: str, options: Options, wanted: Sequence[str] = targets.TARGETS, data: bytes | None = None) -> InputResult:
+def convert_input(
+    path: str, options: Options, wanted: Sequence[str] = targets.TARGETS, data: bytes | None = None
+) -> InputResult:
     """Convert one file; never raises for bad input."""
     try:
         source = read_source(path, data)
@@ -115,9 +115,11 @@ def convert_input(path: str, options: Options, wanted: Sequence[str] = targets.T
     except RecursionError:
         return InputResult(path, "failed", f"{path}: input nested too deeply to convert")
     status = "partial" if rule.errors else "converted"
-    error = "; ".join(rule.errors.values()) if rule.errors else None
-    return InputResult(path, status, error, source.warnings, (rule,))
+    message = "; ".join(rule.errors.values()) if rule.errors else None
+    return InputResult(path, status, message, source.warnings, (rule,))
 
 
-def convert_all(paths: Iterable[str], options: Options, wanted: Sequence[str] = targets.TARGETS) -> list[InputResult]:
+def convert_all(
+    paths: Iterable[str], options: Options, wanted: Sequence[str] = targets.TARGETS
+) -> list[InputResult]:
     return [convert_input(path, options, wanted) for path in paths]

@@ -26,12 +26,45 @@ from .sources import SourceRule
 
 _NAMESPACE = uuid.UUID("6f1d3c52-6d0e-4f4e-9a55-2b8f1f3e7a10")
 _SMALL_WORDS = frozenset(
-    "a an and as at by for from in new of on or over the through to via with without".split()
+    [
+        "a",
+        "an",
+        "and",
+        "as",
+        "at",
+        "by",
+        "for",
+        "from",
+        "in",
+        "new",
+        "of",
+        "on",
+        "or",
+        "over",
+        "the",
+        "through",
+        "to",
+        "via",
+        "with",
+        "without",
+    ]
 )
-_KEY_ORDER = (
-    "title id related status description references author date modified tags logsource detection "
-    "falsepositives level"
-).split()
+_KEY_ORDER = [
+    "title",
+    "id",
+    "related",
+    "status",
+    "description",
+    "references",
+    "author",
+    "date",
+    "modified",
+    "tags",
+    "logsource",
+    "detection",
+    "falsepositives",
+    "level",
+]
 _SLUG_REWRITES = (
     ("remote management and monitoring tool", "rmm"),
     ("remote management and montioring tool", "rmm"),  # a typo that Azure-Sentinel ships
@@ -74,7 +107,9 @@ def emit(source: SourceRule, mapped: MappedRule, options: Options) -> EmittedRul
     """Build the Sigma rule (validated by pySigma's parser) and its YAML text."""
     document = rule_document(source, mapped, options)
     rule = SigmaRule.from_dict(document)
-    return EmittedRule(rule, dump_yaml(document), mapped.table.logsource["category"], file_name(source, mapped))
+    return EmittedRule(
+        rule, dump_yaml(document), mapped.table.logsource["category"], file_name(source, mapped)
+    )
 
 
 def rule_document(source: SourceRule, mapped: MappedRule, options: Options) -> dict[str, Any]:
@@ -96,7 +131,9 @@ def rule_document(source: SourceRule, mapped: MappedRule, options: Options) -> d
         "logsource": dict(mapped.table.logsource),
         "detection": detection_document(detection.predicate),
         "falsepositives": [_sentence(fp.scenario) for fp in source.false_positives] or ["Unknown"],
-        "level": (source.severity or "medium").lower() if (source.severity or "").lower() in _LEVELS else "medium",
+        "level": (source.severity or "medium").lower()
+        if (source.severity or "").lower() in _LEVELS
+        else "medium",
     }
     return {key: document[key] for key in _KEY_ORDER if document.get(key)}
 
@@ -135,7 +172,9 @@ def attack_tags(source: SourceRule) -> list[str]:
 
 def file_name(source: SourceRule, mapped: MappedRule) -> str:
     """``<log source prefix><slug>.yml`` within SigmaHQ's ``[a-z0-9_]{10,90}`` rule."""
-    text = unicodedata.normalize("NFKD", (source.name or source.path).lower()).encode("ascii", "ignore").decode()
+    text = (
+        unicodedata.normalize("NFKD", (source.name or source.path).lower()).encode("ascii", "ignore").decode()
+    )
     text = " ".join(re.sub(r"[^a-z0-9]+", " ", text).split())
     for phrase, replacement in _SLUG_REWRITES:
         text = text.replace(phrase, replacement)
@@ -171,7 +210,11 @@ class _Detection:
     def condition(self, node: Node, top: bool = False) -> str:
         if isinstance(node, Predicate):
             key, value = sigma_item(node)
-            base = "selection" if top and not node.negated else _name("filter_main" if node.negated else "selection", node)
+            base = (
+                "selection"
+                if top and not node.negated
+                else _name("filter_main" if node.negated else "selection", node)
+            )
             name = self.add(base, {key: value})
             return f"not {name}" if node.negated else name
         if isinstance(node, Not):
@@ -228,7 +271,9 @@ def _escape(value: Value) -> Value:
     """Sigma wildcards are literal in KQL: escape ``*``, ``?`` and a backslash before them."""
     if not isinstance(value, str):
         return value
-    return re.sub(r"(\\(?=[*?\\]|$)|[*?])", r"\\\1", value) if re.search(r"[*?]|\\(?=[*?\\])", value) else value
+    return (
+        re.sub(r"(\\(?=[*?\\]|$)|[*?])", r"\\\1", value) if re.search(r"[*?]|\\(?=[*?\\])", value) else value
+    )
 
 
 # ---------------------------------------------------------------- YAML

@@ -36,7 +36,9 @@ class TargetQuery:
 def _pipeline(name: str) -> Any:
     from sigma.processing.pipeline import ProcessingPipeline
 
-    return ProcessingPipeline.from_yaml(resources.files(__package__).joinpath(f"pipelines/{name}.yml").read_text())
+    return ProcessingPipeline.from_yaml(
+        resources.files(__package__).joinpath(f"pipelines/{name}.yml").read_text()
+    )
 
 
 def _kusto() -> Backend:
@@ -51,7 +53,8 @@ def _splunk() -> Backend:
     from sigma.pipelines.splunk import splunk_windows_pipeline
     from sigma.pipelines.sysmon import sysmon_pipeline
 
-    return SplunkBackend(sysmon_pipeline() + splunk_windows_pipeline() + _pipeline("splunk_aggregation"))
+    windows = splunk_windows_pipeline()  # type: ignore[no-untyped-call]
+    return SplunkBackend(sysmon_pipeline() + windows + _pipeline("splunk_aggregation"))
 
 
 def _elastic(kind: str) -> Callable[[], Backend]:
@@ -59,9 +62,9 @@ def _elastic(kind: str) -> Callable[[], Backend]:
         from sigma.backends.elasticsearch import EqlBackend, ESQLBackend, LuceneBackend
         from sigma.pipelines.elasticsearch.windows import ecs_windows
 
-        backend = {"lucene": LuceneBackend, "esql": ESQLBackend, "eql": EqlBackend}[kind]
-        extra = _pipeline("esql_aggregation") if kind == "esql" else None
-        return backend(ecs_windows() + extra if extra else ecs_windows())
+        backends: dict[str, type[Backend]] = {"lucene": LuceneBackend, "esql": ESQLBackend, "eql": EqlBackend}
+        pipeline = ecs_windows() + _pipeline("esql_aggregation") if kind == "esql" else ecs_windows()
+        return backends[kind](pipeline)
 
     return build
 
@@ -101,13 +104,17 @@ def rule_attributes(
         return attributes, ()
     names = _aggregation_names()
     if not any(target in entry for entry in names["functions"].values()):
-        return attributes, (f"{target} cannot aggregate: the query returns the matching events, not a summary",)
+        return attributes, (
+            f"{target} cannot aggregate: the query returns the matching events, not a summary",
+        )
     functions, by = [], []
     for function in aggregation.functions:
         name = names["functions"].get(function.function, {}).get(target)
         column = names["columns"].get(function.column, {}).get(target) if function.column else None
         if name is None or (function.column and column is None):
-            notes.append(f"{target}: aggregate {function.name}={function.function}() has no equivalent; left out")
+            notes.append(
+                f"{target}: aggregate {function.name}={function.function}() has no equivalent; left out"
+            )
             continue
         functions.append({"name": function.name, "function": name, "column": column})
     for column_name in aggregation.by:

@@ -10,9 +10,22 @@ from __future__ import annotations
 import re
 from collections.abc import Mapping
 from datetime import timedelta
+from typing import TypeGuard
 
 from ..errors import UnsupportedKqlError
-from ..model import Aggregation, AggregateFunction, And, Detection, Match, Node, Not, Opaque, Or, Predicate, Value
+from ..model import (
+    AggregateFunction,
+    Aggregation,
+    And,
+    Detection,
+    Match,
+    Node,
+    Not,
+    Opaque,
+    Or,
+    Predicate,
+    Value,
+)
 from . import syntax as k
 from .printer import to_kql
 
@@ -141,7 +154,9 @@ class _Lowering:
             values = self.value_list(expr)
             if isinstance(values, Opaque):
                 return values
-            return Predicate(column, match, values, case_sensitive, match_all, negated, to_kql(expr), expr.pos)
+            return Predicate(
+                column, match, values, case_sensitive, match_all, negated, to_kql(expr), expr.pos
+            )
         if isinstance(expr, k.Binary) and expr.op in _STRING_OPERATORS:
             match, case_sensitive, negated = _STRING_OPERATORS[expr.op]
             column = self.column(expr.left)
@@ -231,9 +246,13 @@ class _Lowering:
             return None
         names = [name for name, _ in source.columns]
         if len(pipeline.operators) != 1 or not isinstance(pipeline.operators[0], k.Distinct | k.Project):
-            raise _fail("only `distinct COLUMN` or `project COLUMN` of a datatable can be a value list", pipeline)
+            raise _fail(
+                "only `distinct COLUMN` or `project COLUMN` of a datatable can be a value list", pipeline
+            )
         operator = pipeline.operators[0]
-        picked = operator.columns if isinstance(operator, k.Distinct) else tuple(a.expr for a in operator.columns)
+        picked = (
+            operator.columns if isinstance(operator, k.Distinct) else tuple(a.expr for a in operator.columns)
+        )
         if len(picked) != 1 or not isinstance(picked[0], k.Name) or picked[0].name not in names:
             raise _fail("the value list must select one datatable column", operator)
         index, width = names.index(picked[0].name), len(names)
@@ -271,7 +290,7 @@ def _chain(expr: k.Expr, op: str) -> list[k.Expr]:
     return operands
 
 
-def _is_call(expr: k.Expr, name: str) -> bool:
+def _is_call(expr: k.Expr, name: str) -> TypeGuard[k.Call]:
     return isinstance(expr, k.Call) and expr.function == name
 
 

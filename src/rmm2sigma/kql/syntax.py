@@ -19,7 +19,7 @@ NOWHERE = Pos(0, 0)
 
 
 def _pos() -> Pos:
-    return field(default=NOWHERE, compare=False, repr=False)  # type: ignore[return-value]
+    return field(default=NOWHERE, compare=False, repr=False)
 
 
 # ---------------------------------------------------------------- scalar expressions

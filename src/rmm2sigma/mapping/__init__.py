@@ -63,7 +63,9 @@ def tables() -> Mapping[str, TableSpec]:
 
 def _table_spec(name: str, spec: Mapping[str, Any]) -> TableSpec:
     fields = {
-        column: FieldSpec(target) if isinstance(target, str) else FieldSpec(target["field"], target.get("part"))
+        column: FieldSpec(target)
+        if isinstance(target, str)
+        else FieldSpec(target["field"], target.get("part"))
         for column, target in spec["fields"].items()
     }
     fallback = spec.get("fallback") or {}
@@ -105,7 +107,9 @@ def map_detection(
         predicate = fallback.node(renamed, positive=True)
         fallback.approximate(specs[detection.table].fallback_note or "")
         mapper = fallback
-        detection = _fallback_aggregation(detection, spec.fallback_columns, schema, specs[spec.fallback_table].name)
+        detection = _fallback_aggregation(
+            detection, spec.fallback_columns, schema, specs[spec.fallback_table].name
+        )
         spec = specs[spec.fallback_table]
     if predicate is True or predicate is False:
         raise UnsupportedKqlError("no condition of this query can be expressed with Sigma fields")
@@ -128,8 +132,12 @@ def _fallback_aggregation(
         return detection
     by = tuple(renames.get(column, column) for column in detection.aggregation.by)
     kept = tuple(column for column in by if schema is None or column in schema.get(table, {}))
-    notes = tuple(f"group-by column {column} does not exist in {table}; left out" for column in by if column not in kept)
-    return replace(detection, aggregation=replace(detection.aggregation, by=kept), notes=detection.notes + notes)
+    notes = tuple(
+        f"group-by column {column} does not exist in {table}; left out" for column in by if column not in kept
+    )
+    return replace(
+        detection, aggregation=replace(detection.aggregation, by=kept), notes=detection.notes + notes
+    )
 
 
 def _rename_columns(node: Node, renames: Mapping[str, str]) -> Node:
@@ -207,7 +215,9 @@ class _Mapper:
         if match in (Match.ENDSWITH, Match.EMPTY):
             return leaf
         if match in (Match.STARTSWITH, Match.CONTAINS, Match.HAS) and widening_allowed:
-            self.widen(f"`{leaf.text}` tests the file name; the Sigma rule tests the whole {leaf.column} path")
+            self.widen(
+                f"`{leaf.text}` tests the file name; the Sigma rule tests the whole {leaf.column} path"
+            )
             if match is Match.STARTSWITH:
                 return replace(leaf, match=Match.CONTAINS, values=tuple("\\" + str(v) for v in leaf.values))
             return replace(leaf, match=Match.CONTAINS)
