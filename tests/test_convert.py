@@ -181,3 +181,47 @@ def test_cli_target_selection_limits_the_backends(tmp_path: Path) -> None:
     done = CliRunner().invoke(app, ["convert", str(EXAMPLES), "-o", str(out), "-t", "kusto,eql"])
     assert done.exit_code == 0, done.output
     assert sorted(p.name for p in (out / "backends").iterdir()) == ["eql", "kusto"]
+
+
+BROKEN_YAML = """\
+id: 22222222-2222-4333-8444-555555555555
+name: Remote Management and Monitoring tool - Broken - Network Connection
+description: |
+    Broken indentation below, as in several Azure-Sentinel files.
+requiredDataConnectors:
+- connectorId: MicrosoftThreatProtection
+   dataTypes:
+  - DeviceNetworkEvents
+tactics: CommandAndControl
+relevantTechniques: T1219
+query: |
+  DeviceNetworkEvents
+  | where RemoteUrl has 'broken.example'
+"""
+
+
+def test_invalid_yaml_is_recovered_by_layout_with_a_warning(tmp_path: Path) -> None:
+    converted = convert_text(tmp_path, BROKEN_YAML)
+    result, document = converted["result"], converted["document"]
+    assert result.warnings and result.warnings[0].startswith(
+        "not valid YAML (line 7 column 13: mapping values"
+    )
+    assert document["title"] == "Remote Management and Monitoring Tool - Broken - Network Connection"
+    assert document["tags"] == ["attack.command-and-control", "attack.t1219"]
+    assert document["detection"]["selection"] == {"DestinationHostname|contains": "broken.example"}
+
+
+def test_recovered_yaml_still_locates_kql_errors(tmp_path: Path) -> None:
+    path = tmp_path / "broken.yaml"
+    path.write_text(BROKEN_YAML + "  | where RemoteUrl has (\n", encoding="utf-8")
+    result = convert_input(str(path), OPTIONS)
+    assert result.status == "failed" and result.warnings
+    assert result.error == f"{path}:14:26: unexpected end of query; expected an expression"
+
+
+def test_stdin_is_read_as_yaml(tmp_path: Path) -> None:
+    done = CliRunner().invoke(app, ["convert", "-", "--out", str(tmp_path)], input=SENTINEL_YAML)
+    assert done.exit_code == 0, done.output
+    entry = json.loads((tmp_path / "report.json").read_text())["inputs"][0]
+    assert entry["source"] == "-"
+    assert entry["rules"][0]["sigma"] == "sigma_rules/process_creation/proc_creation_win_rmm_demo.yml"

@@ -105,15 +105,17 @@ def convert_input(
     path: str, options: Options, wanted: Sequence[str] = targets.TARGETS, data: bytes | None = None
 ) -> InputResult:
     """Convert one file; never raises for bad input."""
+    warnings: tuple[str, ...] = ()
     try:
         source = read_source(path, data)
+        warnings = source.warnings
         rule = convert_rule(source, options, wanted)
     except Rmm2SigmaError as error:
         if error.source is None:
             error.source = path
-        return InputResult(path, "failed", str(error))
+        return InputResult(path, "failed", str(error), warnings)
     except RecursionError:
-        return InputResult(path, "failed", f"{path}: input nested too deeply to convert")
+        return InputResult(path, "failed", f"{path}: input nested too deeply to convert", warnings)
     status = "partial" if rule.errors else "converted"
     message = "; ".join(rule.errors.values()) if rule.errors else None
     return InputResult(path, status, message, source.warnings, (rule,))
