@@ -66,15 +66,19 @@ def error(text: str) -> KqlSyntaxError:
 
 # ---------------------------------------------------------------- whole queries
 
-ACTION1 = """let Time_start = now(-5d);
-let Time_end = now();
-//
-DeviceProcessEvents 
-| where Timestamp between (Time_start..Time_end)
-| where ProcessVersionInfoCompanyName has 'Action1'
-    and ProcessVersionInfoProductName has 'Action1'
-| summarize FirstSeen=min(Timestamp), LastSeen=max(Timestamp), 
-    Report=make_set(ReportId), Count=count() by DeviceId, DeviceName"""
+ACTION1 = "\n".join(  # trailing spaces as in the corpus
+    [
+        "let Time_start = now(-5d);",
+        "let Time_end = now();",
+        "//",
+        "DeviceProcessEvents ",
+        "| where Timestamp between (Time_start..Time_end)",
+        "| where ProcessVersionInfoCompanyName has 'Action1'",
+        "    and ProcessVersionInfoProductName has 'Action1'",
+        "| summarize FirstSeen=min(Timestamp), LastSeen=max(Timestamp), ",
+        "    Report=make_set(ReportId), Count=count() by DeviceId, DeviceName",
+    ]
+)
 
 
 def test_corpus_shaped_query() -> None:
@@ -150,7 +154,7 @@ STRING_OPS = [
 ] + ["hasprefix", "hassuffix", "!hasprefix", "hassuffix_cs", "matches regex"]
 
 
-@pytest.mark.parametrize("op", STRING_OPS + ["==", "!=", "=~", "!~", "<", "<=", ">", ">="])
+@pytest.mark.parametrize("op", [*STRING_OPS, "==", "!=", "=~", "!~", "<", "<=", ">", ">="])
 def test_binary_operators(op: str) -> None:
     assert where(f"Col {op} 'v'") == Binary(op, A("Col"), S("v"))
 
@@ -314,7 +318,9 @@ def test_summarize_extend_project_distinct_take() -> None:
         Summarize((), (Assignment(None, A("DeviceId")),)),
         Extend(
             (
-                Assignment("Host", Call("tostring", (Index(Call("split", (A("Url"), S(":"))), NumberLit(0)),))),
+                Assignment(
+                    "Host", Call("tostring", (Index(Call("split", (A("Url"), S(":"))), NumberLit(0)),))
+                ),
                 Assignment("Len", Call("strlen", (A("Url"),))),
             )
         ),
@@ -421,7 +427,12 @@ def test_keyword_prefix_is_not_split_off_a_name() -> None:
 
 @pytest.mark.parametrize(
     ("text", "column"),
-    [("T | where a == 'abc", 16), ('T | where a == "abc', 16), ("T | where a == @'abc", 16), ("T | where a in ('x', 'y)", 22)],
+    [
+        ("T | where a == 'abc", 16),
+        ('T | where a == "abc', 16),
+        ("T | where a == @'abc", 16),
+        ("T | where a in ('x', 'y)", 22),
+    ],
 )
 def test_unterminated_string_points_at_the_opening_quote(text: str, column: int) -> None:
     err = error(text)
@@ -468,9 +479,14 @@ def test_empty_query(text: str) -> None:
     ("text", "line", "column", "message"),
     [
         ("T | where a has 'x\\q'", 1, 19, "unknown escape sequence '\\q' in a string"),
-        ("T | take 1.5", 1, 10, "expected a whole number, found 1.5"),
+        ("T | take 1.5", 1, 10, "'take' needs a whole number, found 1.5"),
         ("T | where a == 1e999", 1, 16, "number out of range: 1e999"),
-        ("let d = datatable(a:string, b:string)['1','2','3'];\nd", 1, 9, "datatable has 3 values, not a multiple"),
+        (
+            "let d = datatable(a:string, b:string)['1','2','3'];\nd",
+            1,
+            9,
+            "datatable has 3 values, not a multiple",
+        ),
         ("let a = 1", 1, 10, "unexpected end of query; expected ';'"),
         ("T | where a ==", 1, 15, "unexpected end of query; expected an expression"),
         ("T | summarize", 1, 14, "unexpected end of query; expected an expression or 'by'"),
@@ -492,7 +508,8 @@ CORPUS = Path(__file__).resolve().parents[2] / "shared" / "corpus" / "azure-sent
 @pytest.mark.skipif(not CORPUS.is_dir(), reason=f"the shared corpus is not at {CORPUS}")
 def test_corpus() -> None:
     queries = {
-        path.name: yaml.safe_load(path.read_text(encoding="utf-8"))["query"] for path in sorted(CORPUS.glob("*.yaml"))
+        path.name: yaml.safe_load(path.read_text(encoding="utf-8"))["query"]
+        for path in sorted(CORPUS.glob("*.yaml"))
     }
     assert len(queries) == 165
     # The corpus README says rmm_Level_createproc.yaml has `has_all has_any`; if a copy does,

@@ -41,7 +41,9 @@ from rmm2sigma.kql import (
 from rmm2sigma.kql.parser import KEYWORDS
 
 # Deterministic for CI: the same examples on every run.
-PROPERTY = settings(max_examples=200, derandomize=True, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+PROPERTY = settings(
+    max_examples=200, derandomize=True, deadline=None, suppress_health_check=[HealthCheck.too_slow]
+)
 
 STRING_OPS = [
     f"{negation}{word}{suffix}"
@@ -49,12 +51,32 @@ STRING_OPS = [
     for negation in ("", "!")
     for suffix in ("", "_cs")
 ]
-BINARY_OPS = [*STRING_OPS, "matches regex", "==", "!=", "=~", "!~", "<", "<=", ">", ">=", "+", "-", "*", "/", "%"]
+BINARY_OPS = [
+    *STRING_OPS,
+    "matches regex",
+    "==",
+    "!=",
+    "=~",
+    "!~",
+    "<",
+    "<=",
+    ">",
+    ">=",
+    "+",
+    "-",
+    "*",
+    "/",
+    "%",
+]
 SET_OPS = ["in", "!in", "in~", "!in~", "has_any", "has_all"]
 
 # Plain identifiers (tables, lets, functions, types) cannot be keywords; column names can be anything.
-identifiers = st.from_regex(r"[A-Za-z_][A-Za-z0-9_]{0,7}", fullmatch=True).filter(lambda name: name not in KEYWORDS)
-characters = st.characters(exclude_categories=["Cs"]) | st.sampled_from(["'", '"', "\\", "//", "\t", "\n", "\r", "Ü", "€"])
+identifiers = st.from_regex(r"[A-Za-z_][A-Za-z0-9_]{0,7}", fullmatch=True).filter(
+    lambda name: name not in KEYWORDS
+)
+characters = st.characters(exclude_categories=["Cs"]) | st.sampled_from(
+    ["'", '"', "\\", "//", "\t", "\n", "\r", "Ü", "€"]
+)
 texts = st.lists(characters, max_size=8).map("".join)
 names = identifiers | st.sampled_from(sorted(KEYWORDS)) | texts
 
@@ -64,7 +86,9 @@ strings = st.builds(StringLit, texts, st.just(False)) | st.builds(
 numbers = st.builds(
     NumberLit, st.integers(0, 10**30) | st.floats(0, 1e300, allow_nan=False, allow_infinity=False)
 )
-timespans = st.builds(TimespanLit, st.sampled_from(["5d", "1h", "30m", "10s", "100ms", "1.5h", "2days", "1tick"]))
+timespans = st.builds(
+    TimespanLit, st.sampled_from(["5d", "1h", "30m", "10s", "100ms", "1.5h", "2days", "1tick"])
+)
 leaves: st.SearchStrategy[Expr] = st.one_of(
     st.builds(Name, names), strings, numbers, timespans, st.builds(BoolLit, st.booleans())
 )
@@ -115,7 +139,8 @@ def datatables(draw: st.DrawFn) -> Datatable:
 
 @st.composite
 def tabular(draw: st.DrawFn) -> Pipeline:
-    """A tabular value (let, sub-query): one that starts with a table needs an operator, or it reads as a name."""
+    """A tabular let value or sub-query; one that starts with a table needs an operator, or it reads
+    as a name."""
     if draw(st.booleans()):
         return Pipeline(draw(datatables()), draw(operator_lists))
     return Pipeline(TableRef(draw(identifiers)), draw(st.lists(operators, min_size=1, max_size=2).map(tuple)))
@@ -128,8 +153,10 @@ def sub_queries(draw: st.DrawFn) -> SetOp:
 
 predicates = st.recursive(
     expressions | sub_queries(),
-    lambda children: st.builds(Binary, st.sampled_from(["and", "or"]), children, children)
-    | st.builds(lambda operand: Call("not", (operand,)), children),
+    lambda children: (
+        st.builds(Binary, st.sampled_from(["and", "or"]), children, children)
+        | st.builds(lambda operand: Call("not", (operand,)), children)
+    ),
     max_leaves=4,
 )
 
@@ -166,7 +193,20 @@ def test_any_text_parses_or_fails_with_kql_syntax_error(text: str) -> None:
 FRAGMENTS = [
     *["let", "x", "=", ";", "T", "|", "where", "summarize", "by", "project", "extend", "distinct", "take"],
     *["datatable(a:string)[", "]", "(", ")", "[", ",", "..", "and", "or", "not(", "dynamic([", "-"],
-    *["has", "!in~", "has_any", "between", "==", "matches regex", "'a'", '"b\\"', "@'c\\'", "1", "1.5e3", "5d"],
+    *[
+        "has",
+        "!in~",
+        "has_any",
+        "between",
+        "==",
+        "matches regex",
+        "'a'",
+        '"b\\"',
+        "@'c\\'",
+        "1",
+        "1.5e3",
+        "5d",
+    ],
     *["'", "@'", "//", "\n", "\r\n", "\t", "['n']", "1e999", "'\\q'", "9" * 5000, "(" * 70],
 ]
 

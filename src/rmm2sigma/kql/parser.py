@@ -15,7 +15,6 @@ from typing import cast
 
 from lark import Lark, Token, Transformer, v_args
 from lark.exceptions import UnexpectedCharacters, UnexpectedToken
-from lark.lexer import PatternStr
 
 from ..errors import KqlSyntaxError
 from .syntax import (
@@ -81,7 +80,7 @@ def parse(text: str) -> Query:
     except UnexpectedCharacters as err:
         raise _unexpected_characters(text, err) from None
     except KqlSyntaxError as err:  # raised by the tree builder, which does not see the text
-        raise _error(text, err.message, err.line or 1, err.column or 1) from None
+        raise _error(text, err.message, cast(int, err.line), cast(int, err.column)) from None
 
 
 @functools.cache
@@ -142,7 +141,7 @@ def _whole_number(token: Token) -> int:
         return int(token)
     except ValueError:
         raise KqlSyntaxError(
-            f"expected a whole number, found {token}", line=token.line, column=token.column
+            f"'take' needs a whole number, found {token}", line=token.line, column=token.column
         ) from None
 
 
@@ -349,8 +348,7 @@ def _check_depth(text: str) -> None:
 
 
 def _error(text: str, message: str, line: int, column: int) -> KqlSyntaxError:
-    lines = text.split("\n")
-    context = lines[line - 1].rstrip("\r") if line <= len(lines) else ""
+    context = text.split("\n")[line - 1].rstrip("\r")
     return KqlSyntaxError(message, line=line, column=column, context=context)
 
 
@@ -387,8 +385,10 @@ _PHRASES = {
 _GROUPS = (
     (
         "STRING",
-        {"NAME", "BRACKETED_NAME", "STRING", "VERBATIM", "NUMBER", "TIMESPAN", "BOOL", "DYNAMIC"}
-        | {"MINUS", "LPAR"},
+        {
+            *("NAME", "BRACKETED_NAME", "STRING", "VERBATIM", "NUMBER", "TIMESPAN", "BOOL"),
+            *("DYNAMIC", "MINUS", "LPAR"),
+        },
         "an expression",
     ),
     (
@@ -405,10 +405,7 @@ _GROUPS = (
 
 
 def _describe(terminal: str) -> str:
-    if terminal in _PHRASES:
-        return _PHRASES[terminal]
-    pattern = _lark().get_terminal(terminal).pattern
-    return f"'{pattern.value}'" if isinstance(pattern, PatternStr) else terminal.lower()
+    return _PHRASES.get(terminal) or f"'{_lark().get_terminal(terminal).pattern.value}'"
 
 
 def _expected(terminals: set[str]) -> str:
@@ -425,10 +422,10 @@ def _expected(terminals: set[str]) -> str:
 
 
 def _found(token: Token) -> str:
-    if token.type in ("NAME", "BRACKETED_NAME"):
+    if token.type == "NAME":
         return f"name '{token}'"
-    if token.type in ("STRING", "VERBATIM", "NUMBER", "TIMESPAN"):
-        return f"{_PHRASES[token.type].removeprefix('a ')} {token}"
+    if token.type in ("BRACKETED_NAME", "STRING", "VERBATIM", "NUMBER", "TIMESPAN"):
+        return f"{_PHRASES[token.type].removeprefix('a ')} {token}"  # already quoted, or a number
     return f"'{token}'"
 
 

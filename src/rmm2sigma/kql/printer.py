@@ -125,7 +125,7 @@ def _binary(expr: Binary) -> list[Part]:
         return _logical(expr)
     binding = _binding(expr)
     # Comparisons do not chain; arithmetic is left-associative.
-    left = binding
+    left = binding + 1 if binding == _PREDICATE else binding
     return [_at_least(expr.left, left), f" {expr.op} ", _at_least(expr.right, binding + 1)]
 
 

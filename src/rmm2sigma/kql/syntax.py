@@ -141,7 +141,21 @@ class SubQuery:
     pos: Pos = _pos()
 
 
-Expr = StringLit | NumberLit | TimespanLit | BoolLit | Name | Call | ArrayLit | Unary | Binary | SetOp | Between | Index | SubQuery
+Expr = (
+    StringLit
+    | NumberLit
+    | TimespanLit
+    | BoolLit
+    | Name
+    | Call
+    | ArrayLit
+    | Unary
+    | Binary
+    | SetOp
+    | Between
+    | Index
+    | SubQuery
+)
 
 
 # ---------------------------------------------------------------- tabular operators
