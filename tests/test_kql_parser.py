@@ -5,7 +5,6 @@ The corpus test at the end runs only where the shared corpus sits next to the re
 
 from __future__ import annotations
 
-import time
 from pathlib import Path
 
 import pytest
@@ -521,18 +520,15 @@ def test_corpus() -> None:
             line_start = text.rfind("\n", 0, offset) + 1
             expected[name] = (text.count("\n", 0, offset) + 1, offset - line_start + len("has_all ") + 1)
 
-    started = time.perf_counter()
     failures = {}
     for name, text in queries.items():
         try:
             parse(text)
         except KqlSyntaxError as err:
             failures[name] = err
-    elapsed = time.perf_counter() - started
 
     assert {name: (err.line, err.column) for name, err in failures.items()} == expected
     dwservice = failures["rmm_DWService_createproc.yaml"]
     assert dwservice.context == "| Sha1 in (rmmInitialFileSet)"
     assert queries["rmm_DWService_createproc.yaml"].split("\n")[11][2:].startswith("Sha1 in")
     assert "'where'" in dwservice.message
-    assert elapsed < 2.0, f"parsing the corpus took {elapsed:.2f} s"  # about 0.1 s; Earley would be ~100x
