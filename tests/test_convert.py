@@ -111,7 +111,8 @@ def test_aggregation_and_window_come_back_natively(tmp_path: Path) -> None:
         "| summarize FirstSeen=min(Timestamp), LastSeen=max(Timestamp), Report=make_set(ReportId), "
         "Count=count() by DeviceId, DeviceName"
     )
-    assert "earliest=-5d\n| stats min(_time) as FirstSeen" in queries["splunk"]
+    assert queries["splunk"].startswith("earliest=-5d source=")
+    assert "\n| stats min(_time) as FirstSeen" in queries["splunk"]
     assert queries["esql"].endswith("by host.id, host.name")
     assert "stats" not in queries["lucene"] and "stats" not in queries["eql"]
 
