@@ -14,6 +14,7 @@ import unicodedata
 import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass
+from functools import cache
 from pathlib import PurePath
 from typing import Any
 
@@ -279,13 +280,19 @@ def _escape(value: Value) -> Value:
 # ---------------------------------------------------------------- YAML
 
 
-def dump_yaml(document: Mapping[str, Any]) -> str:
-    """SigmaHQ layout: 4-space indent, sequences indented under their key, no document marker."""
+@cache
+def _writer() -> YAML:
+    """One configured writer: building ruamel's YAML object costs more than dumping a rule."""
     writer = YAML()
     writer.indent(mapping=4, sequence=6, offset=4)
     writer.width = 4096
+    return writer
+
+
+def dump_yaml(document: Mapping[str, Any]) -> str:
+    """SigmaHQ layout: 4-space indent, sequences indented under their key, no document marker."""
     buffer = io.StringIO()
-    writer.dump(_plain(document), buffer)
+    _writer().dump(_plain(document), buffer)
     return buffer.getvalue()
 
 
