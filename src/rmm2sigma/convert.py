@@ -15,6 +15,7 @@ from typing import Any
 
 from . import kql, targets
 from .errors import Rmm2SigmaError
+from .fidelity import SIGMA, target_fidelity
 from .kql.lower import Schema, lower
 from .mapping import map_detection
 from .model import Fidelity
@@ -80,7 +81,9 @@ def convert_rule(source: SourceRule, options: Options, wanted: Sequence[str] = t
             errors[target] = result.error or "conversion failed"
         else:
             queries[target] = result.query
-    by_target = {target: mapped.fidelity.value for target in queries}
+    labels = target_fidelity(mapped, (SIGMA, *queries))
+    by_target = {target: label.label for target, label in labels.items()}
+    notes.extend(note for label in labels.values() for note in label.notes)
     return RuleResult(
         title=emitted.rule.title,
         rule_id=str(emitted.rule.id),

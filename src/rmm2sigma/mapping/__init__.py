@@ -21,8 +21,30 @@ import yaml
 from ..errors import UnsupportedKqlError
 from ..model import And, Detection, Fidelity, Match, Node, Not, Opaque, Or, Predicate, simplify
 
-_TERM_CHAR = re.compile(r"[0-9A-Za-z]")
-_NOT_TERM = "[^0-9A-Za-z]"
+
+def _term_class(last: int = 0x52F) -> str:
+    """Kusto's term characters (Unicode letters and digits) up to ``last``, as literal ranges.
+
+    Sigma regexes must mean the same in Python, RE2 (Kusto) and PCRE, and literal ranges do where
+    ``\\pL`` does not (Python's ``re`` lacks it). The range covers ASCII, Latin-1, Latin Extended,
+    IPA, Greek and Cyrillic: text in other scripts next to a needle is where ``--exact`` can still
+    differ from ``has``.
+    """
+    ranges: list[str] = []
+    start: int | None = None
+    for code in range(last + 2):
+        is_term = code <= last and (chr(code).isalpha() or chr(code).isnumeric())
+        if is_term and start is None:
+            start = code
+        elif not is_term and start is not None:
+            ranges.append(chr(start) if start == code - 1 else f"{chr(start)}-{chr(code - 1)}")
+            start = None
+    return "".join(ranges)
+
+
+_TERM_CLASS = _term_class()
+_TERM_CHAR = re.compile(f"[{_TERM_CLASS}]")
+_NOT_TERM = f"[^{_TERM_CLASS}]"
 
 
 @dataclass(frozen=True)
@@ -52,6 +74,7 @@ class MappedRule:
     table: TableSpec
     fidelity: Fidelity
     notes: tuple[str, ...]
+    measurable: Fidelity  # what comparing events can show: ``fidelity`` without data-model changes
 
 
 @cache
@@ -105,7 +128,7 @@ def map_detection(
         renamed = _rename_columns(detection.predicate, spec.fallback_columns)
         fallback = _Mapper(specs[spec.fallback_table], exact)
         predicate = fallback.node(renamed, positive=True)
-        fallback.approximate(specs[detection.table].fallback_note or "")
+        fallback.change_model(specs[detection.table].fallback_note or "")
         mapper = fallback
         detection = _fallback_aggregation(
             detection, spec.fallback_columns, schema, specs[spec.fallback_table].name
@@ -114,11 +137,10 @@ def map_detection(
     if predicate is True or predicate is False:
         raise UnsupportedKqlError("no condition of this query can be expressed with Sigma fields")
     if spec.approximate:
-        mapper.notes.insert(0, spec.approximate)
-        mapper.fidelity = Fidelity.APPROXIMATE
+        mapper.change_model(spec.approximate, first=True)
     mapped = replace(detection, table=spec.name, predicate=simplify(predicate))
     notes = tuple(dict.fromkeys(n for n in (*mapper.notes, *detection.notes) if n))
-    return MappedRule(mapped, spec, mapper.fidelity, notes)
+    return MappedRule(mapped, spec, mapper.fidelity, notes, mapper.measurable)
 
 
 def _fallback_aggregation(
@@ -156,19 +178,29 @@ class _Mapper:
         self.exact = exact
         self.notes: list[str] = []
         self.fidelity = Fidelity.EXACT
+        self.measurable = Fidelity.EXACT
 
     def widen(self, note: str) -> None:
+        """A test that matches more than the original's."""
         self.notes.append(note)
         self.fidelity = Fidelity.worst(self.fidelity, Fidelity.WIDENED)
+        self.measurable = Fidelity.worst(self.measurable, Fidelity.WIDENED)
 
-    def approximate(self, note: str) -> None:
+    def leave_out(self, note: str) -> None:
+        """A test with no Sigma counterpart, replaced by the constant that widens."""
         self.notes.append(note)
+        self.fidelity = Fidelity.APPROXIMATE
+        self.measurable = Fidelity.worst(self.measurable, Fidelity.WIDENED)
+
+    def change_model(self, note: str, first: bool = False) -> None:
+        """Another category or table: events cannot show it, so only the label says it."""
+        self.notes.insert(0, note) if first else self.notes.append(note)
         self.fidelity = Fidelity.APPROXIMATE
 
     def node(self, node: Node, positive: bool) -> Node | bool:
         """The mapped node, or the constant True/False it collapses to."""
         if isinstance(node, Opaque):
-            self.approximate(f"`{node.text}` was left out because {node.reason}; the rule is wider")
+            self.leave_out(f"`{node.text}` was left out because {node.reason}; the rule is wider")
             return positive
         if isinstance(node, Predicate):
             return self.predicate(node, positive)
@@ -191,7 +223,7 @@ class _Mapper:
     def predicate(self, leaf: Predicate, positive: bool) -> Node | bool:
         spec = self.spec.fields.get(leaf.column)
         if spec is None:
-            self.approximate(
+            self.leave_out(
                 f"`{leaf.text}` was left out: {leaf.column} has no field in Sigma's "
                 f"{self.spec.logsource['category']} category; the rule is wider"
             )
@@ -228,7 +260,7 @@ class _Mapper:
         elif match is Match.HAS:
             patterns = tuple(_term_pattern(str(v), tail=r"[^\\]*$") for v in leaf.values)
         else:
-            self.approximate(f"`{leaf.text}` tests the file name; it cannot be rewritten on {leaf.column}")
+            self.leave_out(f"`{leaf.text}` tests the file name; it cannot be rewritten on {leaf.column}")
             return True if widening_allowed else leaf
         return replace(leaf, match=Match.REGEX, values=patterns)
 
@@ -241,7 +273,7 @@ def _term_regex(leaf: Predicate) -> Predicate:
 def _term_pattern(needle: str, tail: str = "") -> str:
     head = f"(^|{_NOT_TERM})" if needle[:1] and _TERM_CHAR.match(needle[0]) else ""
     if needle[-1:] and _TERM_CHAR.match(needle[-1]):
-        end = f"($|{_NOT_TERM})" if not tail else f"($|[^0-9A-Za-z\\\\]{tail})"
+        end = f"($|{_NOT_TERM})" if not tail else f"($|[^{_TERM_CLASS}\\\\]{tail})"
     else:
         end = tail
     return head + _regex_escape(needle) + end

@@ -1,0 +1,162 @@
+"""The fidelity each target is expected to have, per rule: the label table behind ``fidelity_by_target``.
+
+The mapping decides one label per rule (``MappedRule.fidelity``). A target can keep it, or change
+it where its query language compares differently from Sigma. The execution proof
+(``rmm2sigma.verify``) measures every target it can run and checks these labels against it:
+``exact`` must measure exact, ``widened`` widened, ``approximate`` never narrower than the
+original; ``narrowed`` (the target misses events the original selects) and ``diverged`` (it
+misses some and adds others) are labels only a target's own limits produce, and each comes
+with a note. Known target limits (pySigma 1.5, FACTS §4):
+
+* Elasticsearch compares strings exactly on keyword fields. The ecs_windows pipeline maps only
+  ``Image``/``ParentImage`` (and a few others) to lowercase-normalised ``.caseless`` fields, so a
+  case-insensitive test elsewhere misses other spellings in lucene and esql (EQL's ``:`` and
+  ``like~`` are case-insensitive). ES|QL does not normalise its patterns either, so even a
+  ``.caseless`` field misses when the value holds a capital letter.
+* Elasticsearch reads regexes (lucene ``/.../``, ES|QL ``rlike``, EQL ``regex~``) with Lucene's
+  engine: the whole value must match, ``(?i)`` is not a flag and ``^``/``$`` are no anchors. The
+  backends pass Sigma's unanchored ``(?i)`` regexes through unchanged, so they miss events.
+* EQL and ES|QL use three-valued logic: ``not (field : "x")`` is null, not true, when the field
+  is absent, so a negated test misses the events without that field (Sigma, Splunk, Lucene and
+  the SQLite proof match them).
+* The kusto target keeps the Defender table when the mapping declares ``kusto_table``, so the
+  table's own approximation (e.g. certificates seen as image loads) does not apply to it.
+
+This module is core: it must not import the verify extras.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator, Mapping
+from dataclasses import dataclass, replace
+from functools import cache
+
+from .mapping import MappedRule, tables
+from .model import And, Fidelity, Match, Node, Not, Or, Predicate
+
+ELASTIC = ("lucene", "esql", "eql")
+SIGMA = "sigma"  # the Sigma rule itself, as every Sigma consumer reads it
+NARROWED = "narrowed"
+DIVERGED = "diverged"
+
+
+@dataclass(frozen=True)
+class TargetFidelity:
+    label: str  # a Fidelity value, NARROWED or DIVERGED
+    notes: tuple[str, ...] = ()
+
+
+def target_fidelity(mapped: MappedRule, targets: Iterable[str]) -> dict[str, TargetFidelity]:
+    """The expected label of every target (``sigma`` for the rule itself) with the reasons."""
+    measurable = mapped.measurable
+    declared = mapped.fidelity is Fidelity.APPROXIMATE and measurable is not Fidelity.APPROXIMATE
+    out: dict[str, TargetFidelity] = {}
+    for target in targets:
+        if target == "kusto" and mapped.table.kusto_table:  # the Defender table is kept: no model change
+            out[target] = TargetFidelity(measurable.value)
+            continue
+        label = (
+            _elastic(target, measurable, mapped) if target in ELASTIC else TargetFidelity(measurable.value)
+        )
+        if declared and label.label in (Fidelity.EXACT.value, Fidelity.WIDENED.value):
+            label = replace(label, label=Fidelity.APPROXIMATE.value)
+        out[target] = label
+    return out
+
+
+def agrees(label: str, measured: str) -> bool:
+    """Whether a measured verdict keeps the promise of a label."""
+    if label == Fidelity.APPROXIMATE.value:
+        return measured in (Fidelity.EXACT.value, Fidelity.WIDENED.value)
+    return label == measured
+
+
+def _elastic(target: str, base: Fidelity, mapped: MappedRule) -> TargetFidelity:
+    misses: list[str] = []
+    adds: list[str] = []
+    fields = ecs_field_names(mapped.table.logsource["category"])
+    for leaf, positive in _leaves(mapped.detection.predicate):
+        field = fields.get(leaf.column, leaf.column)
+        reason = _elastic_loss(target, leaf, field)
+        if reason and positive:
+            misses.append(reason)
+        elif reason:
+            adds.append(f"{reason}; the test is negated, so this widens the query")
+        if not positive and target in ("eql", "esql") and leaf.match is not Match.EMPTY:
+            misses.append(
+                f"a negated test on {field} is null, not true, when the field is absent, so events "
+                f"without {field} are missed (Sigma matches them)"
+            )
+    if not misses and not adds:
+        return TargetFidelity(base.value)
+    notes = tuple(f"{target}: {reason}" for reason in dict.fromkeys(misses + adds))
+    if not misses:
+        return TargetFidelity(Fidelity.worst(base, Fidelity.WIDENED).value, notes)
+    return TargetFidelity(DIVERGED if adds or base is not Fidelity.EXACT else NARROWED, notes)
+
+
+def _elastic_loss(target: str, leaf: Predicate, field: str) -> str | None:
+    """Why an Elastic target can miss events this test matches in Sigma, or None."""
+    if leaf.match is Match.REGEX:
+        return (
+            f"Elasticsearch reads the regex on {field} with Lucene's engine (whole-value match, no "
+            "`(?i)` flag, no `^`/`$` anchors), so it misses events the Sigma regex matches"
+        )
+    if (
+        target == "eql"
+        or leaf.case_sensitive
+        or leaf.match in (Match.EMPTY, Match.LT, Match.LTE, Match.GT, Match.GTE)
+    ):
+        return None
+    cased = [v for v in leaf.values if isinstance(v, str) and v.lower() != v.upper()]
+    if not cased:
+        return None
+    caseless = field.endswith(".caseless")
+    if target == "lucene" and not caseless:
+        return f"{field} is a case-sensitive keyword field: other spellings of {cased[0]!r} are missed"
+    if target == "esql" and (not caseless or any(v != v.lower() for v in cased)):
+        return f"ES|QL compares {field} case-sensitively, so other spellings of {cased[0]!r} are missed"
+    return None
+
+
+def _leaves(node: Node | None, positive: bool = True) -> Iterator[tuple[Predicate, bool]]:
+    """Every test with its polarity: False under an odd number of negations."""
+    if node is None:
+        return
+    if isinstance(node, Predicate):
+        yield node, positive != node.negated
+    elif isinstance(node, Not):
+        yield from _leaves(node.item, not positive)
+    elif isinstance(node, And | Or):
+        for item in node.items:
+            yield from _leaves(item, positive)
+
+
+@cache
+def ecs_field_names(category: str) -> Mapping[str, str]:
+    """Sigma field -> ECS field in the ecs_windows pipeline for ``category``, read from the pipeline."""
+    from sigma.pipelines.elasticsearch.windows import ecs_windows
+    from sigma.rule import SigmaRule
+
+    fields = sorted(
+        {
+            spec.field
+            for table in tables().values()
+            if table.logsource["category"] == category
+            for spec in table.fields.values()
+        }
+    )
+    detection: dict[str, object] = {f"s{index}": {field: "x"} for index, field in enumerate(fields)}
+    rule = SigmaRule.from_dict(
+        {
+            "title": "ECS field names",
+            "logsource": {"product": "windows", "category": category},
+            "detection": {**detection, "condition": "1 of s*"},
+        }
+    )
+    ecs_windows().apply(rule)
+    names: dict[str, str] = {}
+    for index, field in enumerate(fields):
+        item = rule.detection.detections[f"s{index}"].detection_items[0]
+        names[field] = str(getattr(item, "field", field))
+    return names

@@ -1,0 +1,296 @@
+"""The oracles: engines that execute a query over generated rows and return the selected ``__id`` s.
+
+* KQL (original and emitted): duckdb-kql, which raises instead of guessing (FACTS §6).
+* Sigma: pysigma-backend-sqlite over the rows in Sigma's taxonomy, with Unicode case folding for
+  ``LIKE`` and ``COLLATE NOCASE`` and a Python ``REGEXP``, so it follows Sigma's case-insensitive
+  matching rather than SQLite's ASCII-only folding.
+* EQL: the ``eql`` package's Python engine over the rows in ECS names. It compares every string
+  case-insensitively (ES EQL does so for ``:``, ``like~`` and ``regex~``, which is what the backend
+  emits) and anchors regexes at the start (Elasticsearch's Lucene engine anchors both ends).
+* Lucene: luqum parses the query; there is no engine to run it.
+
+One connection per engine is kept for a whole run; tables are reloaded for every rule.
+"""
+
+from __future__ import annotations
+
+import re
+import sqlite3
+from collections.abc import Mapping, Sequence
+from datetime import datetime
+from functools import lru_cache
+from typing import Any
+
+import duckdb_kql
+import eql
+from luqum.parser import parser as lucene_parser
+from sigma.backends import sqlite as sigma_sqlite
+
+from ..kql import syntax as k
+from ..kql.printer import to_kql
+from ..mapping import TableSpec
+from .events import ID, Row
+
+Schema = Mapping[str, Mapping[str, str]]
+
+_DUCK_TYPES = {
+    "string": "VARCHAR",
+    "datetime": "TIMESTAMP",
+    "long": "BIGINT",
+    "int": "INTEGER",
+    "bool": "BOOLEAN",
+    "boolean": "BOOLEAN",
+    "real": "DOUBLE",
+}
+_IDENTITY = ("Timestamp", "DeviceId", "DeviceName", "ReportId")
+
+
+class NotExecutable(Exception):
+    """An engine could not run a query; the message says why."""
+
+
+# ---------------------------------------------------------------- KQL
+
+
+def row_selecting(query: k.Query) -> str:
+    """The query up to its last ``where`` (lets kept), selecting ``__id``: which rows it keeps."""
+    operators = query.body.operators
+    last = max((i for i, op in enumerate(operators) if isinstance(op, k.Where)), default=-1)
+    body = k.Pipeline(query.body.source, operators[: last + 1])
+    # `__id` is a valid column name only in brackets for duckdb-kql, and the printer prints bare names
+    return to_kql(k.Query(query.lets, body)) + "\n| project ['" + ID + "']"
+
+
+def with_ids(query: str) -> str:
+    """An emitted KQL query (no aggregation) selecting ``__id``."""
+    return query.rstrip() + "\n| project ['" + ID + "']"
+
+
+class KqlEngine:
+    """duckdb-kql over the Defender schema; every table exists (empty) so sub-queries resolve."""
+
+    def __init__(self, schema: Schema) -> None:
+        self.schema = schema
+        self.connection = duckdb_kql.connect()
+        self.loaded: set[str] = set()
+        for table, columns in schema.items():
+            definition = ", ".join(
+                f'"{name}" {_DUCK_TYPES.get(kind, "VARCHAR")}' + (" DEFAULT ''" if kind == "string" else "")
+                for name, kind in columns.items()
+            )
+            self.connection.execute(f'CREATE TABLE "{table}" ("{ID}" BIGINT, {definition})')
+
+    def load(self, tables_rows: Mapping[str, Sequence[Row]]) -> None:
+        """Replace the content of every table: the given rows, and nothing left from before."""
+        for table in self.loaded - set(tables_rows):
+            self.connection.execute(f'DELETE FROM "{table}"')
+        for table, rows in tables_rows.items():
+            self.connection.execute(f'DELETE FROM "{table}"')
+            self._insert(table, rows)
+        self.loaded = set(tables_rows)
+
+    def _insert(self, table: str, rows: Sequence[Row]) -> None:
+        if not rows:
+            return
+        types = self.schema[table]
+        columns = [ID, *(c for c in types if any(c in row for row in rows))]
+        selects, values = [], []
+        for column in columns:
+            kind = "long" if column == ID else types[column]
+            duck = _DUCK_TYPES.get(kind, "VARCHAR")
+            selects.append(f"unnest(?::{duck}[])")
+            values.append([_duck_value(row.get(column), kind) for row in rows])
+        names = ", ".join(f'"{c}"' for c in columns)
+        self.connection.execute(f'INSERT INTO "{table}" ({names}) SELECT {", ".join(selects)}', values)
+
+    def select(self, query: str, now: datetime) -> set[int]:
+        """The ``__id`` s a query returns; raises ``NotExecutable`` with duckdb-kql's reason."""
+        try:
+            rows = duckdb_kql.query(self.connection, query, query_now=now).fetchall()
+        except Exception as error:  # duckdb-kql raises its own errors and duckdb's
+            raise NotExecutable(f"{type(error).__name__}: {_first_line(error)}") from None
+        return {int(row[0]) for row in rows}
+
+
+def _duck_value(value: Any, kind: str) -> Any:
+    """A value as its column stores it; Kusto has no null string, so an absent string is ''."""
+    if kind == "string":
+        return "" if value is None else str(value)
+    if value is None or kind in ("datetime", "bool", "boolean"):
+        return value
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return None
+    return value
+
+
+# ---------------------------------------------------------------- rows in other data models
+
+
+def target_rows(rows: Sequence[Row], source: TableSpec, target_table: str) -> list[Row]:
+    """Rows of the table the converted rule reads: the same rows, or renamed for a fallback."""
+    if target_table == source.name:
+        return list(rows)
+    renames = source.fallback_columns or {}
+    keep = (ID, *_IDENTITY)
+    return [
+        {**{c: row[c] for c in keep if c in row}, **{renames[c]: v for c, v in row.items() if c in renames}}
+        for row in rows
+    ]
+
+
+def sigma_rows(rows: Sequence[Row], spec: TableSpec) -> list[Row]:
+    """Rows in Sigma's taxonomy; a file-name column adds nothing (the path field holds it)."""
+    out = []
+    for row in rows:
+        event: Row = {ID: row[ID]}
+        for column, target in spec.fields.items():
+            if target.part is None and column in row:
+                event[target.field] = row[column]
+        out.append(event)
+    return out
+
+
+def ecs_rows(rows: Sequence[Row], names: Mapping[str, str]) -> list[Row]:
+    """Sigma rows as nested ECS documents; ``.caseless`` fields hold the lowercased value."""
+    out = []
+    for row in rows:
+        document: dict[str, Any] = {ID: row[ID]}
+        for field, value in row.items():
+            if field == ID or value is None or field not in names:
+                continue
+            name = names[field]
+            if name.endswith(".caseless") and isinstance(value, str):
+                value = value.lower()
+            _put(document, name.split("."), value)
+        out.append(document)
+    return out
+
+
+def _put(document: dict[str, Any], path: list[str], value: Any) -> None:
+    node = document
+    for part in path[:-1]:
+        child = node.setdefault(part, {})
+        if not isinstance(child, dict):
+            return
+        node = child
+    node[path[-1]] = value
+
+
+# ---------------------------------------------------------------- Sigma via SQLite
+
+
+@lru_cache(maxsize=4096)
+def _compiled(pattern: str) -> re.Pattern[str]:
+    return re.compile(pattern)
+
+
+def _regexp(pattern: str | None, value: Any) -> bool | None:
+    if pattern is None or value is None:
+        return None
+    return _compiled(pattern).search(str(value)) is not None
+
+
+@lru_cache(maxsize=4096)
+def _like_pattern(pattern: str, escape: str | None) -> re.Pattern[str]:
+    parts, index = [], 0
+    while index < len(pattern):
+        char = pattern[index]
+        if escape and char == escape and index + 1 < len(pattern):
+            parts.append(re.escape(pattern[index + 1]))
+            index += 2
+            continue
+        parts.append(".*" if char == "%" else "." if char == "_" else re.escape(char))
+        index += 1
+    return re.compile("".join(parts), re.DOTALL | re.IGNORECASE)
+
+
+def _like(pattern: str | None, value: Any, escape: str | None = None) -> bool | None:
+    if pattern is None or value is None:
+        return None
+    return _like_pattern(pattern, escape).fullmatch(str(value)) is not None
+
+
+def _nocase(left: str, right: str) -> int:
+    a, b = left.casefold(), right.casefold()
+    return (a > b) - (a < b)
+
+
+class SigmaEngine:
+    """A Sigma rule through pysigma-backend-sqlite, executed on an in-memory SQLite table."""
+
+    TABLE = "logs"
+
+    def __init__(self) -> None:
+        backend: Any = sigma_sqlite.sqliteBackend  # untyped package
+        self.backend = backend(collate_nocase=True, table=self.TABLE)
+        self.connection = sqlite3.connect(":memory:")
+        self.connection.create_function("regexp", 2, _regexp, deterministic=True)
+        self.connection.create_function("like", 2, _like, deterministic=True)
+        self.connection.create_function("like", 3, _like, deterministic=True)
+        self.connection.create_collation("NOCASE", _nocase)
+
+    def query(self, rule: Any) -> str:
+        queries: list[Any] = self.backend.convert_rule(rule)
+        return "\n".join(str(q) for q in queries)
+
+    def select(self, query: str, rows: Sequence[Row], fields: Sequence[str]) -> set[int]:
+        """Run the backend's query over ``rows``; ``fields`` are the table's columns."""
+        columns = [ID, *dict.fromkeys(f for f in fields if f != ID)]
+        self.connection.execute(f"DROP TABLE IF EXISTS {self.TABLE}")
+        self.connection.execute(f"CREATE TABLE {self.TABLE} ({', '.join(_quote(c) for c in columns)})")
+        holes = ", ".join("?" for _ in columns)
+        self.connection.executemany(
+            f"INSERT INTO {self.TABLE} VALUES ({holes})", [[row.get(c) for c in columns] for row in rows]
+        )
+        try:
+            cursor = self.connection.execute(query)
+        except sqlite3.Error as error:
+            raise NotExecutable(f"sqlite: {_first_line(error)}") from None
+        index = [d[0] for d in cursor.description].index(ID)
+        return {int(row[index]) for row in cursor}
+
+
+def _quote(name: str) -> str:
+    return '"' + name.replace('"', '""') + '"'
+
+
+def sigma_fields(spec: TableSpec) -> list[str]:
+    """The Sigma fields a table's rows carry."""
+    return list(dict.fromkeys(t.field for t in spec.fields.values()))
+
+
+# ---------------------------------------------------------------- EQL and Lucene
+
+
+class EqlEngine:
+    """EQL queries run by the ``eql`` package's Python engine."""
+
+    def select(self, query: str, documents: Sequence[Row]) -> set[int]:
+        try:
+            with eql.parser.elasticsearch_syntax, eql.parser.ignore_missing_functions:
+                parsed = eql.parse_query(query)
+        except eql.EqlError as error:
+            raise NotExecutable(f"eql: {_first_line(error)}") from None
+        selected: set[int] = set()
+        engine = eql.PythonEngine()
+        try:
+            engine.add_query(parsed)
+        except re.error as error:  # each regex may carry `(?i)`; the engine joins them with `|`
+            raise NotExecutable(f"eql engine: {_first_line(error)}") from None
+        engine.add_output_hook(lambda result: selected.update(int(e.data[ID]) for e in result.events))
+        engine.stream_events([eql.Event("any", 0, document) for document in documents])
+        return selected
+
+
+def lucene_error(query: str) -> str | None:
+    """luqum's parse error for a Lucene query, or None when it parses."""
+    try:
+        lucene_parser.parse(query)
+    except Exception as error:  # luqum raises ParseError and IllegalCharacterError, unrelated
+        return f"luqum: {_first_line(error)}"
+    return None
+
+
+def _first_line(error: BaseException) -> str:
+    text = str(error).strip()
+    return text.splitlines()[0] if text else type(error).__name__

@@ -1,0 +1,394 @@
+"""Generate Defender events that tell matching semantics apart, for the execution oracles.
+
+A proof is only as good as its events: two queries that differ must disagree on at least one of
+them. So every predicate value is varied the ways KQL operators and Sigma modifiers disagree on
+(case, whole term vs substring, term separators such as ``_`` and ``.``, prefix and suffix, paths,
+empty and absent values, numbers on both sides of a bound), and each variant is placed in a row
+where that predicate decides the outcome (the others held so that the boolean structure passes
+the decision up, as in MC/DC testing). Seeded random combinations add the cases nobody thought of.
+
+Rows are plain dicts keyed by Defender column; only the generated columns and a few identity
+columns are present, every other column is absent (null; an empty string for a Kusto string
+column, since Kusto has no null string). ``None`` in a string column means "no value": the KQL
+oracle stores it as ``''`` and the Sigma side as an absent field. ``FileName`` is always the last
+``\\`` part of ``FolderPath`` (same for the initiating process), as in Defender.
+"""
+
+from __future__ import annotations
+
+import random
+import re
+from collections.abc import Iterator, Mapping, Sequence
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from ..model import And, Detection, Match, Node, Not, Opaque, Or, Predicate, walk
+
+ID = "__id"
+Row = dict[str, Any]
+Schema = Mapping[str, Mapping[str, str]]
+
+# path column -> the column holding its last part
+PATH_COLUMNS = {"FolderPath": "FileName", "InitiatingProcessFolderPath": "InitiatingProcessFileName"}
+_NAME_COLUMNS = {name: path for path, name in PATH_COLUMNS.items()}
+_DEFAULT_DIR = "C:\\Program Files\\Vendor"
+_DEFAULT_NAME = "app.exe"
+_TERM = "0-9A-Za-z"
+_MAX_VALUES = 400  # per leaf: has_any lists run to ~160 values; keep every one of them
+_ALTERNATIVES = 6  # satisfying assignments tried per node
+_MAX_ROWS = 8000  # per rule, so a query with thousands of tests stays quick to prove
+
+
+def generate(
+    detection: Detection,
+    schema: Schema,
+    seed: int = 0,
+    now: datetime | None = None,
+    random_rows: int = 48,
+) -> list[Row]:
+    """Distinguishing rows for ``detection``'s table, each with a unique integer ``__id``."""
+    return _Generator(detection, schema, seed).rows(now or datetime.now(UTC), random_rows)
+
+
+# ---------------------------------------------------------------- reference semantics (guidance only)
+
+
+def kql_holds(leaf: Predicate, value: Any) -> bool:
+    """KQL's verdict for one column test; it only steers generation, the oracles decide."""
+    result = _positive(leaf, value)
+    return not result if leaf.negated else result
+
+
+def _positive(leaf: Predicate, value: Any) -> bool:
+    if leaf.match is Match.EMPTY:
+        return value is None or value == ""
+    if leaf.match in (Match.LT, Match.LTE, Match.GT, Match.GTE):
+        if not isinstance(value, int | float) or isinstance(value, bool):
+            return False
+        bound = leaf.values[0]
+        if not isinstance(bound, int | float):
+            return False
+        return {
+            Match.LT: value < bound,
+            Match.LTE: value <= bound,
+            Match.GT: value > bound,
+            Match.GTE: value >= bound,
+        }[leaf.match]
+    if value is None:
+        value = ""
+    if not isinstance(value, str) or isinstance(value, bool):
+        return any(value == v for v in leaf.values)
+    tests = [_string_test(leaf.match, str(v), value, leaf.case_sensitive) for v in leaf.values]
+    return all(tests) if leaf.match_all else any(tests)
+
+
+def _string_test(match: Match, needle: str, text: str, case_sensitive: bool) -> bool:
+    if not case_sensitive:
+        needle, text = needle.lower(), text.lower()
+    if match is Match.EQUALS:
+        return text == needle
+    if match is Match.CONTAINS:
+        return needle in text
+    if match is Match.STARTSWITH:
+        return text.startswith(needle)
+    if match is Match.ENDSWITH:
+        return text.endswith(needle)
+    if match is Match.HAS:
+        return re.search(_has_pattern(needle), text) is not None
+    if match is Match.REGEX:
+        try:
+            return re.search(needle, text) is not None
+        except re.error:
+            return False
+    return False
+
+
+def _has_pattern(needle: str) -> str:
+    head = f"(?<![{_TERM}])" if needle[:1].isalnum() and needle[:1].isascii() else ""
+    tail = f"(?![{_TERM}])" if needle[-1:].isalnum() and needle[-1:].isascii() else ""
+    return head + re.escape(needle) + tail
+
+
+# ---------------------------------------------------------------- variants
+
+
+def string_variants(value: str) -> list[str]:
+    """The ways a string can sit in a field so that ``has``, ``contains``, ``==``, ``startswith``,
+    ``endswith`` and their case rules give different answers."""
+    upper, lower = value.upper(), value.lower()
+    variants = [
+        value,
+        upper,
+        lower,
+        value.swapcase(),
+        f"Foo {value} S.r.l.",  # a whole term inside text
+        f"Foo {upper} Inc",
+        f"x{value}x",  # a bare substring: contains yes, has no
+        f"x{lower}x",
+        f"{value}x",
+        f"x{value}",
+        f"{value}-x",
+        f"x-{value}",
+        f"_{value}_",  # `_` separates KQL terms
+        f"é{value}é",  # a Kusto term is a run of Unicode letters and digits, not only ASCII ones
+        f".{value}.",
+        f"www.{value}/path",
+        f"{value} ",
+        value[1:],
+        value[:-1],
+        "",
+        "unrelated",
+    ]
+    return list(dict.fromkeys(variants))
+
+
+def number_variants(value: int | float) -> list[int | float]:
+    return list(dict.fromkeys([value, value - 1, value + 1, 0, -value]))
+
+
+def path_shapes(text: str | None, name: str | None = None) -> list[str | None]:
+    """``text`` where a Defender path column can hold it: always a full path with a backslash."""
+    if text is None or text == "":
+        return [text]
+    base = name or _DEFAULT_NAME
+    if "\\" in text:
+        full = "C:" + text if text.startswith("\\") else text
+        return [full + base if full.endswith("\\") else full]
+    return [f"{_DEFAULT_DIR}\\{text}", f"C:\\Program Files\\{text}\\{base}", f"C:\\{text}"]
+
+
+def _split(path: str | None) -> tuple[str, str | None]:
+    if path is None:
+        return _DEFAULT_DIR, None
+    directory, _, name = path.rpartition("\\")
+    return directory or _DEFAULT_DIR, name
+
+
+# ---------------------------------------------------------------- the generator
+
+
+def _storage(column: str) -> str:
+    """The column a value is stored in: a file name lives in its path."""
+    return _NAME_COLUMNS.get(column, column)
+
+
+def _get(row: Row, column: str) -> Any:
+    if column in _NAME_COLUMNS:
+        path = row.get(_NAME_COLUMNS[column])
+        return None if path is None else path.rpartition("\\")[2]
+    return row.get(column)
+
+
+def _set(row: Row, column: str, value: Any) -> Row:
+    """A copy of ``row`` with ``column`` set; a file name replaces the last part of its path."""
+    out = dict(row)
+    if column in _NAME_COLUMNS:
+        path_column = _NAME_COLUMNS[column]
+        directory, _ = _split(out.get(path_column))
+        out[path_column] = None if value is None else f"{directory}\\{value}"
+    else:
+        out[column] = value
+    return out
+
+
+Requirement = tuple[Predicate, bool]
+
+
+class _Generator:
+    def __init__(self, detection: Detection, schema: Schema, seed: int) -> None:
+        self.types = schema.get(detection.table, {})
+        self.random = random.Random(seed)
+        self.root = detection.predicate
+        self.memo: dict[tuple[int, bool], list[list[Requirement]]] = {}
+        self.pools: dict[str, list[Any]] = {}
+        for leaf in walk(self.root):
+            if not isinstance(leaf, Predicate):
+                continue
+            pool = self.pools.setdefault(_storage(leaf.column), [])
+            pool.extend(self.variants(leaf))
+        for column, pool in self.pools.items():
+            self.pools[column] = list(dict.fromkeys(pool))
+            if column in PATH_COLUMNS:
+                self.pools[column] = list(dict.fromkeys(s for v in pool for s in path_shapes(v)))
+
+    def variants(self, leaf: Predicate) -> list[Any]:
+        kind = self.types.get(leaf.column, "string")
+        if kind in ("bool", "boolean"):
+            return [True, False, None]
+        values = leaf.values[:_MAX_VALUES] if leaf.values else ()
+        if leaf.match is Match.EMPTY or not values:
+            return ["", None, " ", "unrelated"] if kind == "string" else [None, 0, 1]
+        out: list[Any] = []
+        for value in values:
+            if isinstance(value, str):
+                text = _regex_literal(value) if leaf.match is Match.REGEX else value
+                variants: list[Any] = string_variants(text)
+                if leaf.column in _NAME_COLUMNS:
+                    variants = [v for v in variants if "\\" not in v]
+                out.extend(variants)
+            else:
+                out.extend(number_variants(value))
+        out.append(None)
+        return out
+
+    # ------------------------------------------------------------ requirements
+
+    def alternatives(self, node: Node, want: bool) -> list[list[Requirement]]:
+        """Leaf requirements that make ``node`` evaluate to ``want`` (a few alternatives)."""
+        key = (id(node), want)
+        if key not in self.memo:
+            self.memo[key] = self._alternatives(node, want)
+        return self.memo[key]
+
+    def _alternatives(self, node: Node, want: bool) -> list[list[Requirement]]:
+        if isinstance(node, Predicate):
+            return [[(node, want)]]
+        if isinstance(node, Opaque):
+            return [[]]
+        if isinstance(node, Not):
+            return self.alternatives(node.item, not want)
+        if isinstance(node, And) == want:  # every child must be `want`
+            first = [self.alternatives(child, want)[0] for child in node.items]
+            combos = [_flat(first)]
+            for index, child in enumerate(node.items):
+                for alt in self.alternatives(child, want)[1:]:
+                    combos.append(_flat([*first[:index], alt, *first[index + 1 :]]))
+                if len(combos) >= _ALTERNATIVES:
+                    break
+            return combos[:_ALTERNATIVES]
+        # one child decides; hold the others at the opposite value so the decision is visible
+        opposite = _flat([self.alternatives(child, not want)[0] for child in node.items])
+        combos = []
+        for child in node.items[:_ALTERNATIVES]:
+            mine = {id(leaf) for leaf, _ in self.alternatives(child, not want)[0]}
+            rest = [r for r in opposite if id(r[0]) not in mine]
+            combos.extend(alt + rest for alt in self.alternatives(child, want)[:2])
+        return combos[:_ALTERNATIVES] or [[]]
+
+    def contexts(self, node: Node) -> Iterator[tuple[Predicate, list[Requirement]]]:
+        """Per leaf, requirements on the other leaves under which that leaf decides the outcome."""
+        if isinstance(node, Predicate):
+            yield node, []
+        elif isinstance(node, Not):
+            yield from self.contexts(node.item)
+        elif isinstance(node, And | Or):
+            sibling_want = isinstance(node, And)
+            for index, child in enumerate(node.items):
+                others: list[Requirement] = []
+                for sibling in node.items[:index] + node.items[index + 1 :]:
+                    others.extend(self.alternatives(sibling, sibling_want)[0])
+                for leaf, inner in self.contexts(child):
+                    yield leaf, inner + others
+
+    # ------------------------------------------------------------ solving
+
+    def solve(self, requirements: Sequence[Requirement], row: Row | None = None) -> Row:
+        """A row meeting the requirements as far as possible, one column group at a time."""
+        out: Row = dict(row or {})
+        groups: dict[str, list[Requirement]] = {}
+        for leaf, want in requirements:
+            groups.setdefault(_storage(leaf.column), []).append((leaf, want))
+        for column, needs in groups.items():
+            out = self.solve_group(out, column, needs)
+        return out
+
+    def solve_group(self, row: Row, column: str, needs: list[Requirement]) -> Row:
+        best, best_score = row, -1
+        for candidate in self.candidates(column, needs):
+            trial = dict(row)
+            trial[column] = candidate
+            score = sum(kql_holds(leaf, _get(trial, leaf.column)) == want for leaf, want in needs)
+            if score == len(needs):
+                return trial
+            if score > best_score:
+                best, best_score = trial, score
+        return best
+
+    def candidates(self, column: str, needs: list[Requirement]) -> Iterator[Any]:
+        """Values to try for a column: the tested values joined together first, then the pool."""
+        if self.types.get(column, "string") != "string":
+            yield from (*self.pools.get(column, []), None)
+            return
+        positive = [
+            leaf
+            for leaf, want in needs
+            if want != leaf.negated and leaf.values and isinstance(leaf.values[0], str)
+        ]
+        if column in PATH_COLUMNS:
+            names = [str(leaf.values[0]) for leaf in positive if leaf.column in _NAME_COLUMNS]
+            folders = [str(leaf.values[0]).strip("\\") for leaf in positive if leaf.column == column]
+            for name in [*names, _DEFAULT_NAME]:
+                yield "\\".join(["C:", *folders, name])
+                yield "\\".join(["C:", *folders, "x" + name])
+        else:
+            pieces = [str(leaf.values[0]) for leaf in positive]
+            yield from (" ".join(pieces), "".join(pieces))
+        yield from (*self.pools.get(column, []), "", None, "unrelated")
+
+    # ------------------------------------------------------------ rows
+
+    def rows(self, now: datetime, random_rows: int) -> list[Row]:
+        if self.root is None:
+            return self.finish([{}], now)
+        drafts: list[Row] = []
+        for alternative in self.alternatives(self.root, True):
+            drafts.append(self.solve(alternative))
+        for alternative in self.alternatives(self.root, False):
+            drafts.append(self.solve(alternative))
+        items = self.root.items if isinstance(self.root, And) else ()
+        for index in range(len(items)):  # every conjunct true but one
+            others = [
+                r for j, item in enumerate(items) if j != index for r in self.alternatives(item, True)[0]
+            ]
+            drafts.append(self.solve(others + self.alternatives(items[index], False)[0]))
+        for leaf, context in self.contexts(self.root):
+            if len(drafts) >= _MAX_ROWS:
+                break
+            base = self.solve(context)
+            column = _storage(leaf.column)
+            for variant in self.variants(leaf):
+                if column == leaf.column and column in PATH_COLUMNS:
+                    _, name = _split(base.get(column))
+                    drafts.extend(_set(base, column, shape) for shape in path_shapes(variant, name))
+                else:
+                    drafts.append(_set(base, leaf.column, variant))
+        columns = sorted(self.pools)
+        for _ in range(random_rows):
+            draft: Row = {}
+            for column in columns:
+                draft[column] = self.random.choice(self.pools[column])
+            drafts.append(draft)
+        return self.finish(drafts, now)
+
+    def finish(self, drafts: list[Row], now: datetime) -> list[Row]:
+        """Deduplicate, make the derived columns consistent, add identity columns and ids."""
+        seen: set[tuple[tuple[str, Any], ...]] = set()
+        out: list[Row] = []
+        for draft in drafts:
+            row = dict(draft)
+            for path_column, name_column in PATH_COLUMNS.items():
+                if path_column in row and name_column in self.types:
+                    row[name_column] = _get(row, name_column)
+            key = tuple(sorted((k, (type(v).__name__, v)) for k, v in row.items()))
+            if key in seen:
+                continue
+            seen.add(key)
+            index = len(out) + 1
+            identity: Row = {ID: index, "Timestamp": now - timedelta(hours=1, seconds=index)}
+            if "DeviceId" in self.types:
+                identity["DeviceId"] = "device-1"
+            if "DeviceName" in self.types:
+                identity["DeviceName"] = "host-1.contoso.local"
+            if "ReportId" in self.types:
+                identity["ReportId"] = index
+            out.append({**identity, **row})
+        return out
+
+
+def _flat(groups: Sequence[list[Requirement]]) -> list[Requirement]:
+    return [requirement for group in groups for requirement in group]
+
+
+def _regex_literal(pattern: str) -> str:
+    """A string a simple KQL regex is likely to match: its literal characters."""
+    return re.sub(r"\\(.)", r"\1", re.sub(r"[\^$*+?()\[\]{}|]|\.\*", "", pattern))

@@ -1,0 +1,203 @@
+"""Measure a conversion: run the original KQL and every target over the same generated events.
+
+Each target's selected events are compared with the original's: ``exact`` (the same),
+``widened`` (a superset), ``narrowed`` (a subset), ``diverged`` (neither), or ``not_executed``
+with the reason. Every difference comes with one example event, the Defender row, for each
+direction. The Sigma rule itself, executed through SQLite, is the target ``sigma``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from functools import cache
+from typing import Any
+
+from .. import kql, targets
+from ..convert import defender_schema
+from ..errors import Rmm2SigmaError
+from ..fidelity import SIGMA, agrees, ecs_field_names, target_fidelity
+from ..kql.lower import lower
+from ..mapping import map_detection, tables
+from ..sigma import Options, emit
+from ..sources import SourceRule
+from .engines import (
+    EqlEngine,
+    KqlEngine,
+    NotExecutable,
+    SigmaEngine,
+    ecs_rows,
+    lucene_error,
+    row_selecting,
+    sigma_fields,
+    sigma_rows,
+    target_rows,
+    with_ids,
+)
+from .events import ID, Row, generate
+
+EXACT, WIDENED, NARROWED, DIVERGED, NOT_EXECUTED = "exact", "widened", "narrowed", "diverged", "not_executed"
+APPROXIMATE = "approximate"
+VACUOUS = "the original selects none of the generated events, so this label cannot be checked"
+TARGETS = (SIGMA, *targets.TARGETS)
+_NO_ENGINE = {
+    "splunk": "no Splunk engine runs here",
+    "esql": "no ES|QL engine runs here",
+    "lucene": "no Lucene engine runs here; luqum parses the query",
+}
+
+
+@dataclass(frozen=True)
+class TargetProof:
+    """One target's measurement; ``missed``/``extra`` are example events of each difference."""
+
+    target: str
+    verdict: str
+    reason: str = ""
+    selected: int = 0
+    missed: Row | None = None  # selected by the original, not by the target
+    extra: Row | None = None  # selected by the target, not by the original
+    label: str | None = None  # the fidelity label the report declares for this target
+    agrees: bool | None = None  # label vs measurement; None when not executed
+
+
+@dataclass(frozen=True)
+class RuleProof:
+    source: str
+    title: str = ""
+    exact_mode: bool = False
+    error: str | None = None  # the input does not convert, or the original does not execute
+    events: int = 0
+    original: int = 0  # events the original selects
+    targets: dict[str, TargetProof] = field(default_factory=dict)
+
+    @property
+    def problems(self) -> list[TargetProof]:
+        """Targets that lose events or contradict their label."""
+        return [t for t in self.targets.values() if t.verdict in (NARROWED, DIVERGED) or t.agrees is False]
+
+
+def verdict(original: set[int], target: set[int]) -> str:
+    if original == target:
+        return EXACT
+    if original < target:
+        return WIDENED
+    if target < original:
+        return NARROWED
+    return DIVERGED
+
+
+@cache
+def _engines() -> tuple[KqlEngine, SigmaEngine, EqlEngine]:
+    """One engine of each kind per process: connections and backends are reused across rules."""
+    return KqlEngine(defender_schema()), SigmaEngine(), EqlEngine()
+
+
+def measure(source: SourceRule, options: Options, now: datetime | None = None) -> RuleProof:
+    """Convert ``source`` as ``rmm2sigma convert`` does and measure every target."""
+    schema = defender_schema()
+    try:
+        query = kql.parse(source.kql)
+        detection = lower(query, schema)
+        mapped = map_detection(detection, exact=options.exact, schema=schema)
+    except Rmm2SigmaError as error:
+        return RuleProof(source.path, exact_mode=options.exact, error=f"not convertible: {error}")
+    emitted = emit(source, mapped, options)
+    document = emitted.rule.to_dict()
+    moment = (now or datetime.now(UTC)).replace(tzinfo=None, microsecond=0)
+    seed = int.from_bytes(hashlib.sha256(source.kql.encode()).digest()[:4], "big")
+    rows = generate(detection, schema, seed=seed, now=moment)
+    by_id = {row[ID]: row for row in rows}
+    kql_engine, sigma_engine, eql_engine = _engines()
+    source_spec = tables()[detection.table]
+    mapped_spec = mapped.table
+    mapped_rows = target_rows(rows, source_spec, mapped.detection.table)
+    loads = {detection.table: rows}
+    if mapped.detection.table != detection.table:
+        loads[mapped.detection.table] = mapped_rows
+    kql_engine.load(loads)
+    title = emitted.rule.title
+    try:
+        original = kql_engine.select(row_selecting(query), moment)
+    except NotExecutable as error:
+        return RuleProof(
+            source.path, title, options.exact, f"the original KQL does not execute: {error}", len(rows)
+        )
+
+    def make_rule() -> Any:
+        from sigma.rule import SigmaRule
+
+        return SigmaRule.from_dict(document)
+
+    labels = target_fidelity(mapped, TARGETS)
+    results: dict[str, TargetProof] = {}
+    events = sigma_rows(mapped_rows, mapped_spec)
+    for target in TARGETS:
+        label = labels[target].label
+        try:
+            if target == SIGMA:
+                selected = sigma_engine.select(
+                    sigma_engine.query(make_rule()), events, sigma_fields(mapped_spec)
+                )
+            elif target in ("kusto", "eql"):
+                converted = targets.convert(target, make_rule, {})
+                if converted.query is None:
+                    raise NotExecutable(converted.error or "conversion failed")
+                if target == "kusto":
+                    selected = kql_engine.select(with_ids(converted.query), moment)
+                else:
+                    names = ecs_field_names(mapped_spec.logsource["category"])
+                    selected = eql_engine.select(converted.query, ecs_rows(events, names))
+            else:
+                results[target] = _not_executed(target, make_rule, label)
+                continue
+        except NotExecutable as error:
+            results[target] = TargetProof(target, NOT_EXECUTED, str(error), label=label)
+            continue
+        measured = verdict(original, selected)
+        checked: bool | None = agrees(label, measured)
+        reason = ""
+        if not original and label not in (EXACT, APPROXIMATE):  # no event can show a difference
+            checked, reason = None, VACUOUS
+        results[target] = TargetProof(
+            target,
+            measured,
+            reason,
+            selected=len(selected),
+            missed=_example(original - selected, by_id),
+            extra=_example(selected - original, by_id),
+            label=label,
+            agrees=checked,
+        )
+    return RuleProof(source.path, title, options.exact, None, len(rows), len(original), results)
+
+
+def _not_executed(target: str, make_rule: Any, label: str) -> TargetProof:
+    converted = targets.convert(target, make_rule, {})
+    if converted.query is None:
+        return TargetProof(target, NOT_EXECUTED, converted.error or "conversion failed", label=label)
+    reason = _NO_ENGINE[target]
+    if target == "lucene":
+        error = lucene_error(converted.query)
+        reason = error or reason
+    return TargetProof(target, NOT_EXECUTED, reason, label=label)
+
+
+def _example(ids: set[int], by_id: dict[int, Row]) -> Row | None:
+    """The first differing event, as a JSON-friendly Defender row."""
+    if not ids:
+        return None
+    row = by_id[min(ids)]
+    return {key: value.isoformat() if isinstance(value, datetime) else value for key, value in row.items()}
+
+
+def summary(proofs: Sequence[RuleProof]) -> dict[str, dict[str, int]]:
+    """Counts per target and verdict (``not_executed`` included)."""
+    counts: dict[str, dict[str, int]] = {}
+    for proof in proofs:
+        for target, result in proof.targets.items():
+            entry = counts.setdefault(target, {})
+            entry[result.verdict] = entry.get(result.verdict, 0) + 1
+    return counts

@@ -1,0 +1,146 @@
+"""``rmm2sigma verify OUT``: prove every rule of a conversion and check the labels its report declares.
+
+For each converted input of ``OUT/report.json`` the source is read again, converted in the mode the
+report was written in (recognised by the rule id, which depends on it), and measured (``proof``).
+The measurement is checked against the report: its queries must be what a fresh conversion
+gives, and every declared label must hold. Kusto.Language, when installed, also validates the
+original and emitted KQL. Everything lands in ``OUT/verify.json``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Callable, Sequence
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import asdict, replace
+from pathlib import Path
+from typing import Any
+
+from ..convert import convert_rule
+from ..errors import Rmm2SigmaError
+from ..fidelity import SIGMA, agrees
+from ..report import write_atomic
+from ..sigma import Options, rule_id
+from ..sources import read_source
+from .proof import NOT_EXECUTED, VACUOUS, RuleProof, measure, summary
+
+VERIFY_VERSION = 1
+_HIDDEN = ("Timestamp", "DeviceId", "DeviceName", "ReportId")
+
+
+def verify_output(out: Path, echo: Callable[[str], None]) -> bool:
+    """Measure every rule in ``out``; True when a target loses events, a label fails, or a check fails."""
+    report = json.loads((out / "report.json").read_text(encoding="utf-8"))
+    jobs = [(item["source"], rule) for item in report["inputs"] for rule in item["rules"]]
+    workers = min(os.cpu_count() or 1, max(1, len(jobs) // 8))
+    if workers > 1:
+        with ProcessPoolExecutor(workers) as pool:
+            checked = list(pool.map(_check, jobs, chunksize=4))
+    else:
+        checked = [_check(job) for job in jobs]
+    proofs = [proof for proof, _ in checked]
+    findings = [finding for _, finding in checked]
+    _kusto_language(jobs, findings)
+    failed = False
+    for proof, finding in zip(proofs, findings, strict=True):
+        failed = _print(proof, finding, echo) or failed
+    counts = summary(proofs)
+    echo("")
+    for target, verdicts in counts.items():
+        echo(f"{target:<8}" + "  ".join(f"{verdict} {count}" for verdict, count in sorted(verdicts.items())))
+    document = {
+        "version": VERIFY_VERSION,
+        "summary": counts,
+        "failed": failed,
+        "rules": [{**asdict(proof), **finding} for proof, finding in zip(proofs, findings, strict=True)],
+    }
+    refusal = write_atomic(
+        out / "verify.json", json.dumps(document, indent=2, ensure_ascii=False, default=str) + "\n", True
+    )
+    if refusal:
+        echo(f"error: {refusal}")
+        return True
+    echo(f"\nproof: {out / 'verify.json'}")
+    return failed
+
+
+def _check(job: tuple[str, dict[str, Any]]) -> tuple[RuleProof, dict[str, Any]]:
+    """Measure one reported rule and hold it to what the report says."""
+    path, rule = job
+    finding: dict[str, Any] = {"report_problems": []}
+    try:
+        source = read_source(path)
+    except Rmm2SigmaError as error:
+        return RuleProof(path, rule.get("title", ""), error=f"cannot read the source again: {error}"), finding
+    exact = rule.get("id") == rule_id(source, True)
+    proof = measure(source, Options(exact=exact))
+    try:
+        fresh = convert_rule(source, Options(exact=exact))
+    except Rmm2SigmaError as error:
+        finding["report_problems"].append(f"the source no longer converts: {error}")
+        return proof, finding
+    for target, query in rule.get("queries", {}).items():
+        if fresh.queries.get(target) != query:
+            finding["report_problems"].append(f"{target}: the reported query differs from a fresh conversion")
+    declared = {SIGMA: rule.get("fidelity", ""), **rule.get("fidelity_by_target", {})}
+    targets = {}
+    for name, result in proof.targets.items():
+        label = declared.get(name)
+        if label is None:  # the target was not converted in this report
+            continue
+        checked = result.agrees
+        if result.verdict != NOT_EXECUTED and result.reason != VACUOUS:
+            checked = agrees(label, result.verdict)
+        targets[name] = replace(result, label=label, agrees=checked)
+    finding["queries"] = {"kusto": rule.get("queries", {}).get("kusto"), "original": source.kql}
+    return replace(proof, exact_mode=exact, targets=targets), finding
+
+
+def _kusto_language(jobs: Sequence[tuple[str, dict[str, Any]]], findings: list[dict[str, Any]]) -> None:
+    """Kusto.Language errors of the original and emitted KQL, in one node process."""
+    from .kusto_language import kusto_available, validate_kql
+
+    queries: list[str] = []
+    owners: list[tuple[int, str]] = []
+    for index, finding in enumerate(findings):
+        for kind, query in finding.pop("queries", {}).items():
+            if query:
+                queries.append(query)
+                owners.append((index, kind))
+    if not queries or not kusto_available():
+        return
+    for (index, kind), diagnostics in zip(owners, validate_kql(queries), strict=True):
+        errors = [f"{d.code} {d.line}:{d.column} {d.message}" for d in diagnostics if d.is_error]
+        if errors:
+            findings[index].setdefault("kusto_language", {})[kind] = errors
+
+
+def _print(proof: RuleProof, finding: dict[str, Any], echo: Callable[[str], None]) -> bool:
+    name = Path(proof.source).name
+    if proof.error:
+        echo(f"{name}: {proof.error}")
+        return True
+    verdicts = "  ".join(
+        f"{t}={r.verdict}" + ("" if r.agrees is not False else f"(label {r.label}!)")
+        for t, r in proof.targets.items()
+    )
+    mode = " [exact]" if proof.exact_mode else ""
+    echo(f"{name}{mode}: {proof.original}/{proof.events} events  {verdicts}")
+    failed = bool(proof.problems)
+    for result in proof.targets.values():
+        for kind, event in (("misses", result.missed), ("adds", result.extra)):
+            if event is not None:
+                shown = {k: v for k, v in event.items() if k not in _HIDDEN}
+                echo(f"    {result.target} {kind} {json.dumps(shown, ensure_ascii=False)}")
+        if result.reason.startswith("luqum"):
+            failed = True
+            echo(f"    {result.target}: {result.reason}")
+    for problem in finding.get("report_problems", []):
+        failed = True
+        echo(f"    report: {problem}")
+    for kind, errors in finding.get("kusto_language", {}).items():
+        if kind == "kusto":
+            failed = True
+        echo(f"    Kusto.Language ({kind}): {'; '.join(errors)}")
+    return failed

@@ -1,0 +1,130 @@
+"""Every convertible corpus query, executed: the conversion loses no event and its labels hold.
+
+Runs when ../shared/corpus exists beside the repository (CI has it); otherwise skips and says so.
+Both modes are measured once per session (two worker processes) and the tests read the results.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from rmm2sigma.convert import RuleResult, convert_rule
+from rmm2sigma.errors import Rmm2SigmaError
+from rmm2sigma.fidelity import SIGMA
+from rmm2sigma.sigma import Options
+from rmm2sigma.sources import read_source
+from rmm2sigma.verify.proof import DIVERGED, NARROWED, NOT_EXECUTED, WIDENED, RuleProof, measure
+
+CORPUS = Path(__file__).resolve().parents[2] / "shared" / "corpus" / "azure-sentinel-rmm"
+pytestmark = pytest.mark.skipif(not CORPUS.is_dir(), reason=f"corpus not found at {CORPUS} (CI has it)")
+WHY_WIDER = re.compile(r"inside words|tests the whole \w+ path|the rule is wider")
+
+
+@dataclass(frozen=True)
+class Measured:
+    name: str
+    rule: RuleResult
+    proof: RuleProof
+
+
+def _measure(job: tuple[str, bool]) -> Measured | None:
+    path, exact = job
+    source = read_source(path)
+    try:
+        rule = convert_rule(source, Options(exact=exact))
+    except Rmm2SigmaError:
+        return None
+    return Measured(Path(path).name, rule, measure(source, Options(exact=exact)))
+
+
+@pytest.fixture(scope="module")
+def measured() -> dict[bool, list[Measured]]:
+    jobs = [(str(path), exact) for exact in (False, True) for path in sorted(CORPUS.glob("*.yaml"))]
+    with ProcessPoolExecutor(min(2, os.cpu_count() or 1)) as pool:
+        results = [m for m in pool.map(_measure, jobs, chunksize=8) if m is not None]
+    by_mode: dict[bool, list[Measured]] = {False: [], True: []}
+    for result in results:
+        by_mode[result.proof.exact_mode].append(result)
+    return by_mode
+
+
+def executed(item: Measured) -> dict[str, str]:
+    return {t: r.verdict for t, r in item.proof.targets.items() if r.verdict != NOT_EXECUTED}
+
+
+def test_every_convertible_query_is_measured(measured: dict[bool, list[Measured]]) -> None:
+    for items in measured.values():
+        assert len(items) == 164
+        assert not [(m.name, m.proof.error) for m in items if m.proof.error]
+        assert all({SIGMA, "kusto"} <= set(executed(m)) for m in items)
+    # its sub-query reads another table (a join), so the original selects no generated event
+    assert {m.name for m in measured[False] if m.proof.original == 0} == {"rmm_DWService_netconn.yaml"}
+
+
+def test_default_mode_loses_no_event(measured: dict[bool, list[Measured]]) -> None:
+    lost = {
+        (m.name, t): (r.missed, r.label)
+        for m in measured[False]
+        for t, r in m.proof.targets.items()
+        if r.verdict in (NARROWED, DIVERGED)
+    }
+    assert not lost
+
+
+def test_default_mode_says_why_a_rule_is_wider(measured: dict[bool, list[Measured]]) -> None:
+    silent = [
+        m.name
+        for m in measured[False]
+        if WIDENED in executed(m).values() and not any(WHY_WIDER.search(n) for n in m.rule.notes)
+    ]
+    assert not silent
+
+
+def test_default_mode_labels_agree_with_measurement(measured: dict[bool, list[Measured]]) -> None:
+    assert not _disagreements(measured[False])
+
+
+def test_reported_labels_are_the_measured_ones(measured: dict[bool, list[Measured]]) -> None:
+    for items in measured.values():
+        for m in items:
+            declared = {t: r.label for t, r in m.proof.targets.items() if t in m.rule.fidelity_by_target}
+            assert declared == m.rule.fidelity_by_target, m.name
+
+
+def test_exact_mode_round_trips_kql_exactly(measured: dict[bool, list[Measured]]) -> None:
+    wrong = {
+        m.name: (m.proof.targets["kusto"].verdict, m.proof.targets["kusto"].extra)
+        for m in measured[True]
+        if m.rule.fidelity.value != "approximate" and m.proof.targets["kusto"].verdict != "exact"
+    }
+    assert not wrong
+    assert sum(m.rule.fidelity.value != "approximate" for m in measured[True]) >= 56  # not vacuous
+
+
+def test_exact_mode_labels_agree_with_measurement(measured: dict[bool, list[Measured]]) -> None:
+    assert not _disagreements(measured[True])
+
+
+def test_exact_mode_sigma_selects_the_original_events(measured: dict[bool, list[Measured]]) -> None:
+    wrong = {
+        m.name: (m.proof.targets[SIGMA].verdict, m.proof.targets[SIGMA].extra)
+        for m in measured[True]
+        if m.rule.fidelity.value == "exact" and m.proof.targets[SIGMA].verdict != "exact"
+    }
+    assert not wrong
+    assert sum(m.rule.fidelity.value == "exact" for m in measured[True]) >= 56  # not vacuous
+
+
+def _disagreements(items: list[Measured]) -> dict[tuple[str, str], tuple[str | None, str]]:
+    return {
+        (m.name, t): (r.label, r.verdict)
+        for m in items
+        for t, r in m.proof.targets.items()
+        if r.agrees is False
+    }

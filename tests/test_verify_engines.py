@@ -1,0 +1,202 @@
+"""The oracles on hand-made rows: each must tell apart the semantics the proof depends on."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+import pytest
+from sigma.rule import SigmaRule
+
+from rmm2sigma import kql
+from rmm2sigma.convert import defender_schema
+from rmm2sigma.fidelity import ecs_field_names
+from rmm2sigma.kql.lower import lower
+from rmm2sigma.mapping import tables
+from rmm2sigma.verify.engines import (
+    EqlEngine,
+    KqlEngine,
+    NotExecutable,
+    SigmaEngine,
+    ecs_rows,
+    lucene_error,
+    row_selecting,
+    sigma_rows,
+    target_rows,
+    with_ids,
+)
+from rmm2sigma.verify.events import ID, PATH_COLUMNS, generate
+
+NOW = datetime(2026, 11, 23, 12, 0, 0)
+COMPANIES = {
+    1: "NanoSystems S.r.l.",
+    2: "xNanoSystemsx",
+    3: "NANOSYSTEMS",
+    4: "_NanoSystems_",
+    5: "Krämer IT Solutions GmbH",
+    6: "KRÄMER IT SOLUTIONS GMBH",
+    7: "",
+}
+
+
+@pytest.fixture(scope="module")
+def kusto() -> KqlEngine:
+    engine = KqlEngine(defender_schema())
+    rows = [{ID: i, "Timestamp": NOW, "ProcessVersionInfoCompanyName": c} for i, c in COMPANIES.items()]
+    engine.load({"DeviceProcessEvents": rows})
+    return engine
+
+
+def ids(engine: KqlEngine, where: str) -> set[int]:
+    return engine.select(with_ids(f"DeviceProcessEvents | where {where}"), NOW)
+
+
+def test_kql_has_matches_whole_terms_and_contains_inside_words(kusto: KqlEngine) -> None:
+    assert ids(kusto, "ProcessVersionInfoCompanyName has 'NanoSystems'") == {1, 3, 4}
+    assert ids(kusto, "ProcessVersionInfoCompanyName contains 'NanoSystems'") == {1, 2, 3, 4}
+
+
+def test_kql_case_rules(kusto: KqlEngine) -> None:
+    assert ids(kusto, "ProcessVersionInfoCompanyName == 'NanoSystems S.r.l.'") == {1}
+    assert ids(kusto, "ProcessVersionInfoCompanyName =~ 'nanosystems s.r.l.'") == {1}
+    assert ids(kusto, "ProcessVersionInfoCompanyName =~ 'nanosystems'") == {3}
+    assert ids(kusto, "ProcessVersionInfoCompanyName has_cs 'NanoSystems'") == {1, 4}
+    assert ids(kusto, "ProcessVersionInfoCompanyName has 'krämer'") == {5, 6}
+
+
+def test_kql_in_is_case_sensitive_and_in_tilde_is_not(kusto: KqlEngine) -> None:
+    assert ids(kusto, "ProcessVersionInfoCompanyName in ('nanosystems', 'xNanoSystemsx')") == {2}
+    assert ids(kusto, "ProcessVersionInfoCompanyName in~ ('nanosystems', 'xNanoSystemsx')") == {2, 3}
+
+
+def test_kql_an_absent_string_is_empty(kusto: KqlEngine) -> None:
+    assert ids(kusto, "isempty(ProcessVersionInfoProductName)") == set(COMPANIES)
+    assert ids(kusto, "isempty(ProcessVersionInfoCompanyName)") == {7}
+
+
+def test_the_original_keeps_lets_and_filters_and_drops_the_summary(kusto: KqlEngine) -> None:
+    query = kql.parse(
+        "let Time_start = now(-5d);\nlet Time_end = now();\nDeviceProcessEvents\n"
+        "| where Timestamp between (Time_start..Time_end)\n"
+        "| where ProcessVersionInfoCompanyName has 'NanoSystems'\n"
+        "| summarize Count=count() by DeviceId\n| project Count"
+    )
+    text = row_selecting(query)
+    assert "summarize" not in text and text.startswith("let Time_start")
+    assert kusto.select(text, NOW) == {1, 3, 4}
+
+
+def test_a_datatable_let_feeds_has_any(kusto: KqlEngine) -> None:
+    query = kql.parse(
+        "let names = datatable(Name:string, Tool:string)['NanoSystems', 'supremo', 'krämer', 'x'];\n"
+        "DeviceProcessEvents\n| where ProcessVersionInfoCompanyName has_any ((names | distinct Name))\n"
+        "| extend Short = substring(ProcessVersionInfoCompanyName, 0, 3)"
+    )
+    assert kusto.select(row_selecting(query), NOW) == {1, 3, 4, 5, 6}
+
+
+def test_an_unsupported_query_is_reported_not_guessed(kusto: KqlEngine) -> None:
+    with pytest.raises(NotExecutable):
+        kusto.select("DeviceProcessEvents | where NoSuchColumn has 'x' | project ['__id']", NOW)
+
+
+def sigma_rule(detection: dict[str, Any], category: str = "process_creation") -> SigmaRule:
+    return SigmaRule.from_dict(
+        {"title": "t", "logsource": {"product": "windows", "category": category}, "detection": detection}
+    )
+
+
+@pytest.fixture(scope="module")
+def sqlite() -> SigmaEngine:
+    return SigmaEngine()
+
+
+def sigma_ids(engine: SigmaEngine, detection: dict[str, Any]) -> set[int]:
+    rows = [{ID: i, "Company": c} for i, c in COMPANIES.items()] + [{ID: 8}]
+    return engine.select(engine.query(sigma_rule(detection)), rows, ["Company"])
+
+
+def test_sqlite_contains_is_case_insensitive_beyond_ascii(sqlite: SigmaEngine) -> None:
+    assert sigma_ids(sqlite, {"s": {"Company|contains": "nanosystems"}, "condition": "s"}) == {1, 2, 3, 4}
+    assert sigma_ids(sqlite, {"s": {"Company|contains": "krämer"}, "condition": "s"}) == {5, 6}
+    assert sigma_ids(sqlite, {"s": {"Company": "nanosystems"}, "condition": "s"}) == {3}
+
+
+def test_sqlite_regexp_respects_the_case_flag(sqlite: SigmaEngine) -> None:
+    term = "(^|[^0-9A-Za-z])NanoSystems($|[^0-9A-Za-z])"
+    assert sigma_ids(sqlite, {"s": {"Company|re|i": term}, "condition": "s"}) == {1, 3, 4}
+    assert sigma_ids(sqlite, {"s": {"Company|re": term}, "condition": "s"}) == {1, 4}
+
+
+def test_sqlite_negation_and_absent_fields(sqlite: SigmaEngine) -> None:
+    assert sigma_ids(sqlite, {"s": {"Company|contains": "nano"}, "condition": "not s"}) == {5, 6, 7, 8}
+    assert sigma_ids(sqlite, {"s": {"Company": ["", None]}, "condition": "s"}) == {7, 8}
+
+
+def test_eql_on_ecs_documents() -> None:
+    names = ecs_field_names("process_creation")
+    assert names["Company"] == "process.pe.company"
+    assert names["Image"] == "process.executable.caseless"
+    rows: list[dict[str, Any]] = [
+        {ID: 1, "Company": "NanoSystems S.r.l.", "Image": "C:\\Apps\\Supremo.exe"},
+        {ID: 2, "Company": "xNanoSystemsx", "Image": "C:\\Apps\\other.exe"},
+        {ID: 3, "Company": None, "Image": "C:\\Apps\\SUPREMO.EXE"},
+    ]
+    documents = ecs_rows(rows, names)
+    assert documents[0]["process"]["executable"]["caseless"] == "c:\\apps\\supremo.exe"
+    engine = EqlEngine()
+    assert engine.select('any where process.pe.company:"*nanosystems*"', documents) == {1, 2}
+    assert engine.select('any where process.executable.caseless:"*\\\\supremo.exe"', documents) == {1, 3}
+    assert engine.select('any where process.pe.company like~ ("nanosystems*", "x*")', documents) == {1, 2}
+    assert engine.select('any where process.pe.company regex~ "nano.*"', documents) == {1}
+    assert engine.select("any where ?process.pe.company == null", documents) == {3}
+
+
+def test_luqum_checks_lucene_syntax() -> None:
+    assert lucene_error("process.pe.company:*Nano* AND process.executable.caseless:*\\\\supremo.exe") is None
+    assert lucene_error("process.pe.company:(*Nano* OR") is not None
+
+
+def test_rows_move_into_the_fallback_and_sigma_models() -> None:
+    network, process = tables()["DeviceNetworkEvents"], tables()["DeviceProcessEvents"]
+    row = {
+        ID: 1,
+        "InitiatingProcessVersionInfoCompanyName": "Nano",
+        "InitiatingProcessFolderPath": "C:\\A\\b.exe",
+        "InitiatingProcessFileName": "b.exe",
+        "RemoteUrl": "x.com",
+    }
+    (moved,) = target_rows([row], network, "DeviceProcessEvents")
+    assert moved == {
+        ID: 1,
+        "ProcessVersionInfoCompanyName": "Nano",
+        "FolderPath": "C:\\A\\b.exe",
+        "FileName": "b.exe",
+    }
+    (event,) = sigma_rows([moved], process)
+    assert event == {ID: 1, "Company": "Nano", "Image": "C:\\A\\b.exe"}
+
+
+def test_generated_rows_tell_has_from_contains_and_stay_consistent() -> None:
+    query = kql.parse(
+        "DeviceProcessEvents | where ProcessVersionInfoCompanyName has 'NanoSystems' "
+        "and FileName startswith 'supremo'"
+    )
+    rows = generate(lower(query, defender_schema()), defender_schema(), seed=1, now=NOW)
+    companies = {row.get("ProcessVersionInfoCompanyName") for row in rows}
+    assert {
+        "NanoSystems",
+        "xNanoSystemsx",
+        "Foo NanoSystems S.r.l.",
+        "_NanoSystems_",
+        "NANOSYSTEMS",
+        "",
+        None,
+    } <= companies
+    assert len({row[ID] for row in rows}) == len(rows)
+    for row in rows:
+        for path, name in PATH_COLUMNS.items():
+            if row.get(path):  # a path is a full path (or empty), its file name its last part
+                assert "\\" in row[path] and row[name] == row[path].rpartition("\\")[2]
+        assert row["Timestamp"] < NOW
+    assert rows == generate(lower(query, defender_schema()), defender_schema(), seed=1, now=NOW)
