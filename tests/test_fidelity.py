@@ -82,18 +82,19 @@ def test_the_report_declares_what_the_proof_checks() -> None:
         SIGMA: "widened",
         "kusto": "widened",
         "splunk": "widened",
-        "lucene": "diverged",
-        "esql": "diverged",
+        "lucene": "widened",
+        "esql": "widened",
         "eql": "widened",
     }
-    assert any(note.startswith("lucene: process.pe.company is a case-sensitive") for note in result.notes)
+    assert not any(note.startswith(("lucene:", "esql:")) for note in result.notes)
 
 
-def test_regexes_are_narrowed_on_elastic_targets() -> None:
+def test_regexes_are_rewritten_for_lucene_and_esql_and_narrowed_on_eql() -> None:
     result = convert_rule(SourceRule(path="case.kql", kql=CASES["file name prefix"][0]), Options(exact=True))
     assert result.fidelity_by_target["kusto"] == "exact"
-    assert {result.fidelity_by_target[t] for t in ("lucene", "esql", "eql")} == {"narrowed"}
-    assert any("Lucene's engine" in note for note in result.notes)
+    assert {result.fidelity_by_target[t] for t in ("lucene", "esql")} == {"exact"}
+    assert result.fidelity_by_target["eql"] == "narrowed"
+    assert any(note.startswith("eql:") and "Lucene's engine" in note for note in result.notes)
 
 
 def test_certificate_rules_are_exact_in_kusto_and_approximate_in_sigma() -> None:

@@ -8,14 +8,14 @@ original; ``narrowed`` (the target misses events the original selects) and ``div
 misses some and adds others) are labels only a target's own limits produce, and each comes
 with a note. Known target limits (pySigma 1.5, FACTS §4):
 
-* Elasticsearch compares strings exactly on keyword fields. The ecs_windows pipeline maps only
-  ``Image``/``ParentImage`` (and a few others) to lowercase-normalised ``.caseless`` fields, so a
-  case-insensitive test elsewhere misses other spellings in lucene and esql (EQL's ``:`` and
-  ``like~`` are case-insensitive). ES|QL does not normalise its patterns either, so even a
-  ``.caseless`` field misses when the value holds a capital letter.
-* Elasticsearch reads regexes (lucene ``/.../``, ES|QL ``rlike``, EQL ``regex~``) with Lucene's
-  engine: the whole value must match, ``(?i)`` is not a flag and ``^``/``$`` are no anchors. The
-  backends pass Sigma's unanchored ``(?i)`` regexes through unchanged, so they miss events.
+* Elasticsearch compares strings exactly on keyword fields, and reads regexes (lucene ``/.../``,
+  ES|QL ``rlike``, EQL ``regex~``) with Lucene's engine: the whole value must match, ``(?i)`` is
+  not a flag and ``^``/``$`` are no anchors. ``rmm2sigma.elastic`` rewrites, before the backend
+  sees them, every case-insensitive string test and every regex of the shapes ``--exact`` emits
+  into whole-value Lucene regexes with ``[xX]`` letter classes, for lucene and esql, so those
+  tests keep the rule's label. What it leaves alone keeps the loss: other regexes, a regex
+  longer than Elasticsearch's ``index.max_regex_length``, and every regex on EQL (its ``:`` and
+  ``like~`` are case-insensitive, but ``regex~`` still gets Sigma's regex unchanged).
 * EQL and ES|QL use three-valued logic: ``not (field : "x")`` is null, not true, when the field
   is absent, so a negated test misses the events without that field (Sigma, Splunk, Lucene and
   the SQLite proof match them).
@@ -97,7 +97,13 @@ def _elastic(target: str, base: Fidelity, mapped: MappedRule) -> TargetFidelity:
 
 def _elastic_loss(target: str, leaf: Predicate, field: str) -> str | None:
     """Why an Elastic target can miss events this test matches in Sigma, or None."""
+    from .elastic import predicate_regex, term_regex  # imports pySigma
+
     if leaf.match is Match.REGEX:
+        if target != "eql" and all(
+            isinstance(v, str) and term_regex(v, not leaf.case_sensitive) for v in leaf.values
+        ):
+            return None  # rewritten into Lucene's dialect (elastic.py, lucene and esql)
         return (
             f"Elasticsearch reads the regex on {field} with Lucene's engine (whole-value match, no "
             "`(?i)` flag, no `^`/`$` anchors), so it misses events the Sigma regex matches"
@@ -109,8 +115,8 @@ def _elastic_loss(target: str, leaf: Predicate, field: str) -> str | None:
     ):
         return None
     cased = [v for v in leaf.values if isinstance(v, str) and v.lower() != v.upper()]
-    if not cased:
-        return None
+    if all(predicate_regex(v, leaf.match) for v in cased):
+        return None  # no letters, or rewritten into a case-insensitive regex (elastic.py)
     caseless = field.endswith(".caseless")
     if target == "lucene" and not caseless:
         return f"{field} is a case-sensitive keyword field: other spellings of {cased[0]!r} are missed"

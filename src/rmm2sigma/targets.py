@@ -62,8 +62,16 @@ def _elastic(kind: str) -> Callable[[], Backend]:
         from sigma.backends.elasticsearch import EqlBackend, ESQLBackend, LuceneBackend
         from sigma.pipelines.elasticsearch.windows import ecs_windows
 
+        from .elastic import lucene_pipeline
+
         backends: dict[str, type[Backend]] = {"lucene": LuceneBackend, "esql": ESQLBackend, "eql": EqlBackend}
-        pipeline = ecs_windows() + _pipeline("esql_aggregation") if kind == "esql" else ecs_windows()
+        # lucene, esql: case-insensitive strings and our regexes in Lucene's regex dialect (elastic.py).
+        # EQL's ``:`` and ``like~`` are case-insensitive already; its ``regex~`` would take the same
+        # regex rewrite (lucene_pipeline(strings=False)), but the proof's EQL engine anchors regexes
+        # at the start only and would measure the rewritten regexes as widened, so it waits for that.
+        pipeline = ecs_windows() if kind == "eql" else ecs_windows() + lucene_pipeline(strings=True)
+        if kind == "esql":
+            pipeline += _pipeline("esql_aggregation")
         return backends[kind](pipeline)
 
     return build

@@ -1,0 +1,240 @@
+"""Lucene and ES|QL queries select what the Sigma rule selects, case-insensitively (elastic.py).
+
+Lucene's regex syntax for what we emit (literals, ``[xX]`` classes, negated classes of literal
+ranges, ``.*``, ``( )?``, backslash escapes) matches a value iff Python's ``re.fullmatch`` with
+``re.DOTALL`` does, so a small evaluator over luqum's parse tree runs the lucene query on events
+keyed by ECS field names. A ``.caseless`` field holds the lowercased value, as its normalizer does.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable
+from typing import Any
+
+import pytest
+from luqum import tree
+from luqum.parser import parser
+
+from rmm2sigma import transpile
+from rmm2sigma.elastic import fold, string_regex, term_regex
+from rmm2sigma.mapping import _term_pattern
+
+Event = dict[str, Any]
+
+QUERY = (
+    "DeviceNetworkEvents | where (RemoteUrl has 'anydesk.com' or RemoteUrl endswith '.playanext.com'"
+    " or InitiatingProcessFileName =~ 'AnyDesk.exe') and not(InitiatingProcessCommandLine contains"
+    " '--Update') and RemotePort > 400"
+)
+HOSTS = [
+    "AnyDesk.COM",
+    "xanydesk.comx",
+    "anydesk.com.evil",
+    "relay.AnyDesk.com",
+    "example.org",
+    "api.PlayAnext.com",
+]
+PATHS = [r"C:\Program Files\AnyDesk\ANYDESK.EXE", r"C:\Tools\notanydesk.exe", r"C:\Windows\svchost.exe"]
+COMMANDS = ["anydesk.exe --UPDATE", "anydesk.exe --service", None]
+
+
+def _event(host: str, path: str, command: str | None, port: int = 443) -> Event:
+    event: Event = {
+        "destination.domain": host,
+        "process.executable.caseless": path.lower(),
+        "destination.port": port,
+        "_path": path,
+    }
+    if command is not None:
+        event["winlog.event_data.CommandLine"] = command
+    return event
+
+
+EVENTS = [
+    _event(host, path, command, port)
+    for host in HOSTS
+    for path in PATHS
+    for command in COMMANDS
+    for port in (443, 80)
+]
+
+
+def _sigma(exact: bool) -> Callable[[Event], bool]:
+    """The rule in Sigma's semantics: case-insensitive contains/endswith/equals, re.search regexes."""
+
+    def has(value: str) -> bool:
+        if not exact:
+            return "anydesk.com" in value.lower()
+        return re.search(_term_pattern("anydesk.com"), value, re.IGNORECASE) is not None
+
+    def selects(event: Event) -> bool:
+        host, path = event["destination.domain"], event["_path"]
+        command = event.get("winlog.event_data.CommandLine")
+        return (
+            event["destination.port"] > 400
+            and (
+                has(host) or host.lower().endswith(".playanext.com") or path.lower().endswith("\\anydesk.exe")
+            )
+            and not (command is not None and "--update" in command.lower())
+        )
+
+    return selects
+
+
+def _wildcard(word: str) -> re.Pattern[str]:
+    out, index = [], 0
+    while index < len(word):
+        char = word[index]
+        if char == "\\":
+            out.append(re.escape(word[index + 1]))
+            index += 2
+            continue
+        out.append({"*": ".*", "?": "."}.get(char, re.escape(char)))
+        index += 1
+    return re.compile("".join(out), re.DOTALL)
+
+
+def evaluate(node: tree.Item, event: Event, field: str | None = None) -> bool:
+    """A luqum tree over one event: what Elasticsearch's query_string would select."""
+    if isinstance(node, tree.SearchField):
+        return evaluate(node.expr, event, node.name)
+    if isinstance(node, tree.Group | tree.FieldGroup):
+        return evaluate(node.expr, event, field)
+    if isinstance(node, tree.AndOperation):
+        return all(evaluate(child, event, field) for child in node.children)
+    if isinstance(node, tree.OrOperation):
+        return any(evaluate(child, event, field) for child in node.children)
+    if isinstance(node, tree.Not | tree.Prohibit):
+        return not evaluate(node.a, event, field)
+    assert field is not None, node
+    value = event.get(field)
+    if value is None:
+        return False
+    if isinstance(node, tree.Regex):
+        return re.fullmatch(node.value[1:-1].replace("\\/", "/"), str(value), re.DOTALL) is not None
+    if isinstance(node, tree.From):
+        bound = float(node.a.value)
+        return bool(value >= bound if node.include else value > bound)
+    if isinstance(node, tree.To):
+        bound = float(node.a.value)
+        return bool(value <= bound if node.include else value < bound)
+    if isinstance(node, tree.Phrase):
+        return bool(str(value) == node.value[1:-1])
+    if isinstance(node, tree.Word):
+        return _wildcard(node.value).fullmatch(str(value)) is not None
+    raise AssertionError(f"no evaluator for {node!r}")
+
+
+def _lucene_regexes(query: str) -> list[str]:
+    return [
+        node.value[1:-1].replace("\\/", "/")
+        for node in _walk(parser.parse(query))
+        if isinstance(node, tree.Regex)
+    ]
+
+
+def _walk(node: tree.Item) -> list[tree.Item]:
+    return [node, *(item for child in node.children for item in _walk(child))]
+
+
+def _esql_regexes(query: str) -> list[str]:
+    literals = re.findall(r'rlike "((?:[^"\\]|\\.)*)"', query)
+    return [re.sub(r"\\(.)", r"\1", literal) for literal in literals]
+
+
+@pytest.mark.parametrize("exact", [False, True], ids=["default", "exact"])
+def test_lucene_selects_what_the_sigma_rule_selects(exact: bool) -> None:
+    query = transpile(QUERY, "lucene", exact=exact)
+    parsed = parser.parse(query)
+    expected = _sigma(exact)
+    selected = [event for event in EVENTS if evaluate(parsed, event)]
+    assert selected == [event for event in EVENTS if expected(event)]
+    hosts = {event["destination.domain"] for event in selected if event["_path"] == PATHS[2]}
+    assert {"AnyDesk.COM", "relay.AnyDesk.com", "anydesk.com.evil", "api.PlayAnext.com"} <= hosts
+    assert ("xanydesk.comx" in hosts) is not exact
+    assert not any(
+        evaluate(parsed, e) for e in EVENTS if "UPDATE" in e.get("winlog.event_data.CommandLine", "")
+    )
+    assert any(evaluate(parsed, e) for e in EVENTS if "winlog.event_data.CommandLine" not in e)
+
+
+def test_the_default_queries_without_the_rewrite_missed_other_spellings() -> None:
+    """The wildcard pySigma emitted before, as Elasticsearch reads it: case-sensitive."""
+    before = parser.parse("destination.domain:*anydesk.com*")
+    assert not evaluate(before, _event("AnyDesk.COM", PATHS[2], None))
+    after = parser.parse(transpile("DeviceNetworkEvents | where RemoteUrl has 'anydesk.com'", "lucene"))
+    assert evaluate(after, _event("AnyDesk.COM", PATHS[2], None))
+
+
+@pytest.mark.parametrize("exact", [False, True], ids=["default", "exact"])
+def test_esql_rlike_patterns_are_the_lucene_regexes(exact: bool) -> None:
+    lucene = _lucene_regexes(transpile(QUERY, "lucene", exact=exact))
+    esql = _esql_regexes(transpile(QUERY, "esql", exact=exact))
+    assert len(lucene) == 4
+    assert esql == lucene
+    assert "like " not in transpile(QUERY, "esql", exact=exact).replace("rlike", "")
+
+
+def test_eql_keeps_its_case_insensitive_operators() -> None:
+    eql = transpile(QUERY, "eql")
+    assert 'destination.domain:"*anydesk.com*"' in eql and "regex" not in eql
+
+
+def test_fold_escapes_lucene_reserved_characters_and_folds_letters() -> None:
+    assert fold("ab.c") == r"[aA][bB]\.[cC]"
+    assert fold('1-2_ #@&<>~"') == r"1-2_ \#\@\&\<\>\~\""
+    assert fold("Σß") == "[σΣ]ß"
+    assert fold("aB", ignore_case=False) == "aB"
+    for text in ["ab.c", 'x?+*|{}[]()"\\#@&<>~^$y', "ÄÖü"]:
+        pattern = re.compile(fold(text), re.DOTALL)
+        assert pattern.fullmatch(text) and pattern.fullmatch(text.swapcase())
+
+
+def test_string_regex_shapes() -> None:
+    from sigma.types import SigmaString
+
+    assert string_regex(SigmaString("*ab.c*").s) == r".*[aA][bB]\.[cC].*"
+    assert string_regex(SigmaString("x*").s) == "[xX].*"
+    assert string_regex(SigmaString("*x").s) == ".*[xX]"
+    assert string_regex(SigmaString("a?b").s) == "[aA].[bB]"
+
+
+NEEDLES = ["anydesk.com", "AnyDesk", ".exe", "a+b", "x$y", "é"]
+SAMPLES = [
+    "",
+    "anydesk.com",
+    "ANYDESK.COMX",
+    "x.anydesk.com/y",
+    "path\\AnyDesk\\x.exe",
+    "C:\\AnyDesk-1.exe",
+    "C:\\AnyDesk\\sub\\app.exe",
+    "a+b",
+    "xa+by",
+    "[x$y]",
+    "line\nanydesk.com\nnext",
+    "café",
+    "cafée",
+]
+
+
+@pytest.mark.parametrize("needle", NEEDLES)
+@pytest.mark.parametrize("tail", ["", r"[^\\]*$"], ids=["term", "file name"])
+@pytest.mark.parametrize("ignore_case", [True, False], ids=["i", "cased"])
+def test_term_regexes_mean_the_same_as_whole_value_regexes(needle: str, tail: str, ignore_case: bool) -> None:
+    original = _term_pattern(needle, tail=tail)
+    lucene = term_regex(original, ignore_case)
+    assert lucene is not None and "^" not in lucene.replace("[^", "") and "$" not in lucene.replace("\\$", "")
+    flags = re.IGNORECASE if ignore_case else 0
+    for sample in [*SAMPLES, needle, needle.upper(), f" {needle} ", f"x{needle}\\y"]:
+        assert (re.search(original, sample, flags) is not None) == (
+            re.fullmatch(lucene, sample, re.DOTALL) is not None
+        ), (needle, tail, sample)
+
+
+def test_other_regexes_are_left_alone() -> None:
+    assert term_regex("^anydesk", True) is None
+    assert term_regex("any.*desk", True) is None
+    assert term_regex("", True) is None
+    kql = "DeviceProcessEvents | where ProcessCommandLine matches regex @'any.*desk'"
+    assert transpile(kql, "lucene") == "process.command_line:/any.*desk/"
