@@ -226,3 +226,18 @@ def test_stdin_is_read_as_yaml(tmp_path: Path) -> None:
     entry = json.loads((tmp_path / "report.json").read_text())["inputs"][0]
     assert entry["source"] == "-"
     assert entry["rules"][0]["sigma"] == "sigma_rules/process_creation/proc_creation_win_rmm_demo.yml"
+
+
+def test_numbers_and_case_sensitive_strings_get_the_right_modifiers() -> None:
+    sigma = yaml.safe_load(
+        rmm2sigma.transpile(
+            "DeviceNetworkEvents | where RemotePort != 4 and RemoteUrl == 'Exact.example' "
+            "and RemotePort > 1000"
+        )
+    )
+    assert sigma["detection"]["selection"] == {
+        "DestinationHostname|cased": "Exact.example",
+        "DestinationPort|gt": 1000,
+    }
+    assert sigma["detection"]["filter_main_destinationport"] == {"DestinationPort": 4}
+    assert sigma["detection"]["condition"] == "selection and not filter_main_destinationport"

@@ -19,8 +19,10 @@ from pathlib import PurePath
 from typing import Any
 
 from ruamel.yaml import YAML
+from sigma.exceptions import SigmaError
 from sigma.rule import SigmaRule
 
+from .errors import UnsupportedKqlError
 from .mapping import MappedRule
 from .model import And, Match, Node, Not, Or, Predicate, Value
 from .sources import SourceRule
@@ -107,7 +109,10 @@ class EmittedRule:
 def emit(source: SourceRule, mapped: MappedRule, options: Options) -> EmittedRule:
     """Build the Sigma rule (validated by pySigma's parser) and its YAML text."""
     document = rule_document(source, mapped, options)
-    rule = SigmaRule.from_dict(document)
+    try:
+        rule = SigmaRule.from_dict(document)
+    except SigmaError as error:  # a rule we built that pySigma refuses: say so, never a traceback
+        raise UnsupportedKqlError(f"pySigma refused the converted rule: {error}") from None
     return EmittedRule(
         rule, dump_yaml(document), mapped.table.logsource["category"], file_name(source, mapped)
     )
@@ -259,8 +264,8 @@ def sigma_item(leaf: Predicate) -> tuple[str, Any]:
     if leaf.match is Match.REGEX:
         if not leaf.case_sensitive:
             modifiers.append("i")
-    elif leaf.case_sensitive and leaf.match not in (Match.LT, Match.LTE, Match.GT, Match.GTE, Match.EMPTY):
-        modifiers.append("cased")
+    elif leaf.case_sensitive and any(isinstance(v, str) for v in leaf.values):
+        modifiers.append("cased")  # numbers have no case, and pySigma refuses |cased on them
     key = "|".join([leaf.column, *modifiers])
     if leaf.match is Match.EMPTY:
         return key, ["", None]
