@@ -47,6 +47,11 @@ CASES = {
         "exact",
     ),
     "numbers": (NETWORK + "RemotePort > 5000 and RemoteUrl endswith '.example.com'", "exact", "exact"),
+    "case-sensitive": (
+        NETWORK + "RemoteUrl == 'Nano.example' or RemoteUrl contains_cs 'aB' or RemotePort != 443",
+        "exact",
+        "exact",
+    ),
     "dropped column": (
         NETWORK + "RemoteUrl endswith '.example.com' and InitiatingProcessVersionInfoCompanyName =~ 'Nano'",
         "approximate",

@@ -35,20 +35,20 @@ from sigma.types import (
     SpecialChars,
 )
 
-from .mapping import _TERM_CLASS
+from .mapping import TERM_CLASS
 from .model import Match
 
 # Lucene's reserved regex characters, plus ``^``/``$`` (plain in Lucene, anchors in Python: escaping
 # keeps both readings literal). ``/`` is the lucene backend's to escape, ``"`` the ES|QL backend's
 # too but a backslash before it is harmless.
 _RESERVED = frozenset('.?+*|{}[]()"\\#@&<>~^$')
-_PYTHON_META = frozenset("\\.^$|?*+()[]{}")  # what mapping._regex_escape escapes
+_PYTHON_META = frozenset("\\.^$|?*+()[]{}")  # what mapping.regex_escape escapes
 MAX_REGEX_LENGTH = 1000  # Elasticsearch's default index.max_regex_length
 
-_HEAD = f"(^|[^{_TERM_CLASS}])"
+_HEAD = f"(^|[^{TERM_CLASS}])"
 _TAILS = (  # (the tail _term_pattern emits, its whole-value equivalent), the empty tail last
-    (f"($|[^{_TERM_CLASS}])", f"([^{_TERM_CLASS}].*)?"),
-    (f"($|[^{_TERM_CLASS}\\\\][^\\\\]*$)", f"([^{_TERM_CLASS}\\\\][^\\\\]*)?"),
+    (f"($|[^{TERM_CLASS}])", f"([^{TERM_CLASS}].*)?"),
+    (f"($|[^{TERM_CLASS}\\\\][^\\\\]*$)", f"([^{TERM_CLASS}\\\\][^\\\\]*)?"),
     ("[^\\\\]*$", "[^\\\\]*"),
     ("", ".*"),
 )
@@ -112,7 +112,7 @@ def term_regex(pattern: str, ignore_case: bool) -> str | None:
 
 
 def _unescape(text: str) -> str | None:
-    """The literal that ``mapping._regex_escape`` turned into ``text``, or None if it did not."""
+    """The literal that ``mapping.regex_escape`` turned into ``text``, or None if it did not."""
     out: list[str] = []
     index = 0
     while index < len(text):

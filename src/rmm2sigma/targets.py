@@ -45,7 +45,14 @@ def _kusto() -> Backend:
     from sigma.backends.kusto import KustoBackend
     from sigma.pipelines.microsoftxdr import microsoft_xdr_pipeline
 
-    return KustoBackend(_pipeline("kusto_tables") + microsoft_xdr_pipeline() + _pipeline("kusto_aggregation"))
+    from .kusto import cased_pipeline
+
+    return KustoBackend(
+        cased_pipeline()
+        + _pipeline("kusto_tables")
+        + microsoft_xdr_pipeline()
+        + _pipeline("kusto_aggregation")
+    )
 
 
 def _splunk() -> Backend:

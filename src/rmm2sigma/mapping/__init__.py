@@ -42,9 +42,9 @@ def _term_class(last: int = 0x52F) -> str:
     return "".join(ranges)
 
 
-_TERM_CLASS = _term_class()
-_TERM_CHAR = re.compile(f"[{_TERM_CLASS}]")
-_NOT_TERM = f"[^{_TERM_CLASS}]"
+TERM_CLASS = _term_class()
+_TERM_CHAR = re.compile(f"[{TERM_CLASS}]")
+_NOT_TERM = f"[^{TERM_CLASS}]"
 
 
 @dataclass(frozen=True)
@@ -254,9 +254,9 @@ class _Mapper:
                 return replace(leaf, match=Match.CONTAINS, values=tuple("\\" + str(v) for v in leaf.values))
             return replace(leaf, match=Match.CONTAINS)
         if match is Match.STARTSWITH:
-            patterns = tuple(r"\\" + _regex_escape(str(v)) + r"[^\\]*$" for v in leaf.values)
+            patterns = tuple(r"\\" + regex_escape(str(v)) + r"[^\\]*$" for v in leaf.values)
         elif match is Match.CONTAINS:
-            patterns = tuple(_regex_escape(str(v)) + r"[^\\]*$" for v in leaf.values)
+            patterns = tuple(regex_escape(str(v)) + r"[^\\]*$" for v in leaf.values)
         elif match is Match.HAS:
             patterns = tuple(_term_pattern(str(v), tail=r"[^\\]*$") for v in leaf.values)
         else:
@@ -273,12 +273,12 @@ def _term_regex(leaf: Predicate) -> Predicate:
 def _term_pattern(needle: str, tail: str = "") -> str:
     head = f"(^|{_NOT_TERM})" if needle[:1] and _TERM_CHAR.match(needle[0]) else ""
     if needle[-1:] and _TERM_CHAR.match(needle[-1]):
-        end = f"($|{_NOT_TERM})" if not tail else f"($|[^{_TERM_CLASS}\\\\]{tail})"
+        end = f"($|{_NOT_TERM})" if not tail else f"($|[^{TERM_CLASS}\\\\]{tail})"
     else:
         end = tail
-    return head + _regex_escape(needle) + end
+    return head + regex_escape(needle) + end
 
 
-def _regex_escape(text: str) -> str:
+def regex_escape(text: str) -> str:
     """Escape only the regex metacharacters, so the pattern stays readable and RE2-compatible."""
     return re.sub(r"([\\.^$|?*+()\[\]{}])", r"\\\1", text)
