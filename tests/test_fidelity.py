@@ -94,12 +94,11 @@ def test_the_report_declares_what_the_proof_checks() -> None:
     assert not any(note.startswith(("lucene:", "esql:")) for note in result.notes)
 
 
-def test_regexes_are_rewritten_for_lucene_and_esql_and_narrowed_on_eql() -> None:
+def test_exact_regexes_are_rewritten_for_every_elastic_target() -> None:
     result = convert_rule(SourceRule(path="case.kql", kql=CASES["file name prefix"][0]), Options(exact=True))
-    assert result.fidelity_by_target["kusto"] == "exact"
-    assert {result.fidelity_by_target[t] for t in ("lucene", "esql")} == {"exact"}
-    assert result.fidelity_by_target["eql"] == "narrowed"
-    assert any(note.startswith("eql:") and "Lucene's engine" in note for note in result.notes)
+    assert {result.fidelity_by_target[t] for t in ("kusto", "lucene", "esql", "eql")} == {"exact"}
+    assert "(?i)" not in result.queries["eql"] and "[sS][uU][pP]" in result.queries["eql"]
+    assert not any("Lucene's engine" in note for note in result.notes)
 
 
 def test_certificate_rules_are_exact_in_kusto_and_approximate_in_sigma() -> None:

@@ -12,10 +12,10 @@ with a note. Known target limits (pySigma 1.5, FACTS §4):
   ES|QL ``rlike``, EQL ``regex~``) with Lucene's engine: the whole value must match, ``(?i)`` is
   not a flag and ``^``/``$`` are no anchors. ``rmm2sigma.elastic`` rewrites, before the backend
   sees them, every case-insensitive string test and every regex of the shapes ``--exact`` emits
-  into whole-value Lucene regexes with ``[xX]`` letter classes, for lucene and esql, so those
-  tests keep the rule's label. What it leaves alone keeps the loss: other regexes, a regex
-  longer than Elasticsearch's ``index.max_regex_length``, and every regex on EQL (its ``:`` and
-  ``like~`` are case-insensitive, but ``regex~`` still gets Sigma's regex unchanged).
+  into whole-value Lucene regexes with ``[xX]`` letter classes (strings for lucene and esql only:
+  EQL's ``:`` and ``like~`` are case-insensitive already), so those tests keep the rule's label.
+  What it leaves alone keeps the loss: other regexes, and a regex longer than Elasticsearch's
+  ``index.max_regex_length``.
 * EQL and ES|QL use three-valued logic: ``not (field : "x")`` is null, not true, when the field
   is absent, so a negated test misses the events without that field (Sigma, Splunk, Lucene and
   the SQLite proof match them).
@@ -100,10 +100,8 @@ def _elastic_loss(target: str, leaf: Predicate, field: str) -> str | None:
     from .elastic import predicate_regex, term_regex  # imports pySigma
 
     if leaf.match is Match.REGEX:
-        if target != "eql" and all(
-            isinstance(v, str) and term_regex(v, not leaf.case_sensitive) for v in leaf.values
-        ):
-            return None  # rewritten into Lucene's dialect (elastic.py, lucene and esql)
+        if all(isinstance(v, str) and term_regex(v, not leaf.case_sensitive) for v in leaf.values):
+            return None  # rewritten into Lucene's dialect (elastic.py)
         return (
             f"Elasticsearch reads the regex on {field} with Lucene's engine (whole-value match, no "
             "`(?i)` flag, no `^`/`$` anchors), so it misses events the Sigma regex matches"

@@ -6,7 +6,8 @@
   matching rather than SQLite's ASCII-only folding.
 * EQL: the ``eql`` package's Python engine over the rows in ECS names. It compares every string
   case-insensitively (ES EQL does so for ``:``, ``like~`` and ``regex~``, which is what the backend
-  emits) and anchors regexes at the start (Elasticsearch's Lucene engine anchors both ends).
+  emits). Its regexes only anchor at the start; Elasticsearch's Lucene engine matches the whole
+  value, so the engine is run with whole-value regex matching (``_whole_value_regexes``).
 * Lucene: luqum parses the query; there is no engine to run it.
 
 One connection per engine is kept for a whole run; tables are reloaded for every rule.
@@ -16,7 +17,8 @@ from __future__ import annotations
 
 import re
 import sqlite3
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from datetime import datetime
 from functools import lru_cache
 from typing import Any
@@ -273,13 +275,32 @@ class EqlEngine:
             raise NotExecutable(f"eql: {_first_line(error)}") from None
         selected: set[int] = set()
         engine = eql.PythonEngine()
-        try:
-            engine.add_query(parsed)
-        except re.error as error:  # each regex may carry `(?i)`; the engine joins them with `|`
-            raise NotExecutable(f"eql engine: {_first_line(error)}") from None
-        engine.add_output_hook(lambda result: selected.update(int(e.data[ID]) for e in result.events))
-        engine.stream_events([eql.Event("any", 0, document) for document in documents])
+        with _whole_value_regexes():
+            try:
+                engine.add_query(parsed)
+            except re.error as error:
+                raise NotExecutable(f"eql engine: {_first_line(error)}") from None
+            engine.add_output_hook(lambda result: selected.update(int(e.data[ID]) for e in result.events))
+            engine.stream_events([eql.Event("any", 0, document) for document in documents])
         return selected
+
+
+@contextmanager
+def _whole_value_regexes() -> Iterator[None]:
+    """Make the eql engine's ``regex`` match whole values, as Elasticsearch's Lucene engine does."""
+    original = eql.functions.Match.get_callback
+
+    def get_callback(source_ast: Any, *literals: Any) -> Callable[..., bool | None]:
+        compiled = re.compile(
+            "|".join(f"(?:{literal.value})" for literal in literals), eql.functions.regex_flags()
+        )
+        return lambda source, *_: compiled.fullmatch(source) is not None if isinstance(source, str) else None
+
+    eql.functions.Match.get_callback = classmethod(lambda cls, *args: get_callback(*args))
+    try:
+        yield
+    finally:
+        eql.functions.Match.get_callback = original
 
 
 def lucene_error(query: str) -> str | None:
