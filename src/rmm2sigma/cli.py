@@ -5,14 +5,21 @@ from __future__ import annotations
 import datetime as dt
 import os
 import sys
-from concurrent.futures import ProcessPoolExecutor
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
-from .sources import discover
 from .targets import TARGETS
+
+if TYPE_CHECKING:
+    from .convert import InputResult
+    from .sigma import Options
+
+INPUTS_PER_WORKER = 32
+"""With ``--jobs 0``, a worker per this many inputs at most: each worker builds its own five
+backends (~0.3 s), which fewer inputs do not pay back."""
 
 app = typer.Typer(
     add_completion=False,
@@ -34,19 +41,25 @@ def convert(
     inputs: Annotated[list[str], typer.Argument(help="Files or folders (recursive); '-' reads stdin.")],
     out: Annotated[Path, typer.Option("--out", "-o", help="Output folder.")],
     target: Annotated[
-        list[str] | None, typer.Option("--target", "-t", help=f"Targets (repeat or comma-separate): {', '.join(TARGETS)}.")
+        list[str] | None,
+        typer.Option("--target", "-t", help=f"Targets (repeat or comma-separate): {', '.join(TARGETS)}."),
     ] = None,
     exact: Annotated[bool, typer.Option(help="Keep KQL semantics exactly (term regexes for `has`).")] = False,
     force: Annotated[bool, typer.Option(help="Replace existing files in --out.")] = False,
     author: Annotated[str, typer.Option(help="Sigma `author`.")] = "rmm2sigma",
     date: Annotated[str | None, typer.Option(help="Sigma `date` (YYYY-MM-DD); default today.")] = None,
-    jobs: Annotated[int, typer.Option("--jobs", "-j", min=0, help="Worker processes (0: one per core).")] = 1,
+    jobs: Annotated[
+        int,
+        typer.Option(
+            "--jobs", "-j", min=0, help="Worker processes; 0: one per core once there are enough inputs."
+        ),
+    ] = 0,
     verify: Annotated[bool, typer.Option(help="Then prove every rule with the execution oracles.")] = False,
 ) -> None:
     """Convert queries; writes OUT/sigma_rules, OUT/backends/<target> and OUT/report.json."""
-    from .convert import convert_input
     from .report import summary_table, write_outputs
     from .sigma import Options
+    from .sources import MAX_INPUT_BYTES, discover
 
     wanted = _targets(target)
     try:
@@ -58,18 +71,13 @@ def convert(
     missing = [p for p in paths if p != "-" and not Path(p).exists()]
     if not paths or len(missing) == len(paths):
         raise typer.BadParameter(f"no input found: {', '.join(missing or inputs)}", param_hint="INPUTS")
-    stdin = sys.stdin.buffer.read() if "-" in paths else None
-    workers = jobs or os.cpu_count() or 1
-    if workers > 1 and len(paths) > 1 and stdin is None:
-        with ProcessPoolExecutor(workers) as pool:
-            results = list(
-                pool.map(convert_input, paths, [options] * len(paths), [wanted] * len(paths), chunksize=16)
-            )
-    else:
-        results = [convert_input(p, options, wanted, stdin if p == "-" else None) for p in paths]
+    # one byte over the limit is enough for the size check to refuse it; the rest is never read
+    stdin = sys.stdin.buffer.read(MAX_INPUT_BYTES + 1) if "-" in paths else None
+    workers = jobs or min(_cores(), len(paths) // INPUTS_PER_WORKER)
+    results = convert_many(paths, options, wanted, workers, stdin)
     try:
         results, report = write_outputs(results, out, wanted, force)
-    except FileExistsError as error:
+    except OSError as error:  # report.json refused, or the output folder cannot be written
         typer.echo(f"error: {error}", err=True)
         raise typer.Exit(1) from None
     typer.echo(summary_table(report))
@@ -93,9 +101,53 @@ def _verify(out: Path) -> bool:
     try:
         from .verify.run import verify_output
     except ImportError as error:
-        typer.echo(f"error: the proof needs the verify extra: pip install 'rmm2sigma[verify]' ({error})", err=True)
+        typer.echo(
+            f"error: the proof needs the verify extra: pip install 'rmm2sigma[verify]' ({error})", err=True
+        )
         raise typer.Exit(2) from None
     return verify_output(out, echo=typer.echo)
+
+
+def convert_many(
+    paths: Sequence[str],
+    options: Options,
+    wanted: Sequence[str],
+    workers: int = 1,
+    stdin: bytes | None = None,
+) -> list[InputResult]:
+    """Convert in order, in ``workers`` processes when that pays off.
+
+    Each worker converts large chunks (about four per worker) so the pool's per-task cost is
+    paid a few times, not per file; on Linux workers are forked after pySigma is imported, so
+    they only build the backends, once each. Results are plain data, cheap to send back.
+    """
+    workers = min(workers, len(paths))
+    if workers <= 1 or stdin is not None:
+        return [_convert_one(path, options, wanted, stdin if path == "-" else None) for path in paths]
+    from concurrent.futures import ProcessPoolExecutor
+    from functools import partial
+
+    chunk = -(-len(paths) // (workers * 4))
+    with ProcessPoolExecutor(workers) as pool:
+        return list(pool.map(partial(_convert_one, options=options, wanted=wanted), paths, chunksize=chunk))
+
+
+def _convert_one(
+    path: str, options: Options, wanted: Sequence[str], data: bytes | None = None
+) -> InputResult:
+    """``convert_input``, and a bug in the converter fails this input, not the whole batch."""
+    from .convert import InputResult, convert_input
+    from .errors import printable
+
+    try:
+        return convert_input(path, options, wanted, data)
+    except Exception as error:  # a defect, not bad input: reported as such, and the batch goes on
+        return InputResult(path, "failed", f"{printable(path)}: internal error, please report it: {error!r}")
+
+
+def _cores() -> int:
+    """Cores this process may run on (its affinity, e.g. in a container), not the machine's."""
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
 
 
 def main() -> None:

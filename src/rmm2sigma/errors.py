@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 
 class Rmm2SigmaError(Exception):
     """A problem with the user's input, located in the original file when possible.
@@ -36,12 +38,33 @@ class Rmm2SigmaError(Exception):
         )
 
     def __str__(self) -> str:
-        where = self.source or "<input>"
+        where = printable(self.source or "<input>")
         if self.line is not None:
             where += f":{self.line}"
             if self.column is not None:
                 where += f":{self.column}"
-        return f"{where}: {self.message}"
+        return f"{where}: {one_line(self.message)}"
+
+
+def one_line(text: str) -> str:
+    """Messages are printed one per input in summaries and logs: fold any line breaks."""
+    return " ".join(part.strip() for part in text.splitlines() if part.strip())
+
+
+def printable(text: str) -> str:
+    """A path as it can be printed on one line: control characters (a newline in a name) escaped."""
+    return text if text.isprintable() else "".join(c if c.isprintable() else repr(c)[1:-1] for c in text)
+
+
+def split_location(message: str | None, source: str) -> tuple[int | None, int | None]:
+    """The line and column of a message made by ``Rmm2SigmaError.__str__`` for ``source``."""
+    prefix = printable(source) + ":"
+    if not message or not message.startswith(prefix):
+        return None, None
+    match = re.match(r"(\d+)(?::(\d+))?: ", message[len(prefix) :])
+    if not match:
+        return None, None
+    return int(match[1]), int(match[2]) if match[2] else None
 
 
 class KqlSyntaxError(Rmm2SigmaError):

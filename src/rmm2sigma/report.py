@@ -1,15 +1,20 @@
 """Write the results: Sigma files, backend queries and ``report.json``, safely.
 
-Safety rules: names are already sanitised by the Sigma stage; two inputs that want the same name
-both get a stable suffix from their rule id; an existing file with other content is never
-replaced without ``force``; every file is written to a temporary name and renamed into place.
+Safety rules: every path component is checked against a strict pattern (no separators, no ``..``,
+no reserved Windows device names, bounded length); two rules that want the same name both get a
+stable suffix from their rule id; an existing file with other content is never replaced without
+``force``; everything is decided before anything is written, and every file is written to a
+temporary name and renamed into place, so an interrupted run leaves no half-written file.
 """
 
 from __future__ import annotations
 
+import hashlib
+import itertools
 import json
 import os
-import tempfile
+import re
+import stat
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -17,10 +22,15 @@ from pathlib import Path
 from typing import Any
 
 from .convert import InputResult, RuleResult
+from .errors import printable, split_location
 from .model import Fidelity
 from .targets import EXTENSIONS, TARGETS
 
 REPORT_VERSION = 1
+MAX_STEM = 90  # SigmaHQ's file-name rule: [a-z0-9_]{10,90}
+_WINDOWS_DEVICES = frozenset(
+    ["con", "prn", "aux", "nul", *(f"com{i}" for i in range(10)), *(f"lpt{i}" for i in range(10))]
+)
 
 
 @dataclass(frozen=True)
@@ -30,68 +40,195 @@ class PlannedRule:
 
     @property
     def sigma_path(self) -> str:
-        return f"sigma_rules/{self.rule.category}/{self.stem}.yml"
+        return f"sigma_rules/{safe_part(self.rule.category)}/{self.stem}.yml"
 
     def query_path(self, target: str) -> str:
         return f"backends/{target}/{self.stem}.{EXTENSIONS[target]}"
 
 
+def safe_part(text: str, limit: int = MAX_STEM) -> str:
+    """One path component that is harmless on every file system: ``[a-z0-9_]``, bounded, not a device.
+
+    The Sigma stage already emits such names; this is the last line of defence before the disk.
+    """
+    part = re.sub(r"[^a-z0-9_]+", "_", text.lower()).strip("_")[:limit].rstrip("_") or "rule"
+    return f"rule_{part}" if part in _WINDOWS_DEVICES else part
+
+
 def plan_names(results: Sequence[InputResult]) -> dict[int, PlannedRule]:
-    """File stems for every rule (keyed by ``id(rule)``), suffixed by rule id where names collide."""
-    rules = [rule for result in results for rule in result.rules]
-    counts = Counter((r.category, r.filename) for r in rules)
+    """A unique file stem per rule (keyed by ``id(rule)``), the same on every run of the same inputs.
+
+    Stems are unique across categories too: every target's folder holds all categories. Rules
+    that share a stem are all suffixed with their rule id (never first-come-keeps-it, so adding
+    an input does not rename another's file by order); rules that also share the id (the same
+    Sentinel file in two folders) use a digest of their source path; anything still taken gets a
+    counter in input order.
+    """
+    rules = [(result.source, rule) for result in results for rule in result.rules]
+    stems = [safe_part(rule.filename.removesuffix(".yml")) for _, rule in rules]
+    by_stem = Counter(stems)
+    by_id = Counter(zip(stems, (rule.rule_id for _, rule in rules), strict=True))
     planned: dict[int, PlannedRule] = {}
-    for rule in rules:
-        stem = rule.filename.removesuffix(".yml")
-        if counts[(rule.category, rule.filename)] > 1:
-            stem = f"{stem[:77]}_{rule.rule_id.replace('-', '')[:8]}"
-        planned[id(rule)] = PlannedRule(rule, stem)
+    taken: set[str] = set()
+    for stem, (source, rule) in zip(stems, rules, strict=True):
+        if by_stem[stem] > 1:
+            tag = rule.rule_id if by_id[(stem, rule.rule_id)] == 1 else _digest(source)
+            stem = _suffixed(stem, tag.replace("-", "")[:8])
+        unique, counter = stem, 2
+        while unique in taken:
+            unique, counter = _suffixed(stem, str(counter)), counter + 1
+        taken.add(unique)
+        planned[id(rule)] = PlannedRule(rule, unique)
     return planned
 
 
+def _suffixed(stem: str, suffix: str) -> str:
+    return f"{stem[: MAX_STEM - len(suffix) - 1].rstrip('_')}_{suffix}"
+
+
+def _digest(text: str) -> str:
+    return hashlib.sha256(text.encode("utf-8", "surrogateescape")).hexdigest()
+
+
 def write_atomic(path: Path, text: str, force: bool) -> str | None:
-    """Write ``text`` to ``path`` unless another content is there; returns a refusal reason."""
-    if path.exists():
-        if path.is_file() and path.read_text(encoding="utf-8", errors="replace") == text:
-            return None
-        if not force:
-            return f"{path} exists with other content; use --force to replace it"
-    path.parent.mkdir(parents=True, exist_ok=True)
-    handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    """Write ``text`` to ``path`` unless it is refused; returns the refusal reason."""
+    data = text.encode("utf-8")
+    needed, reason = _check(path, data, force, {})
+    if needed:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        _replace(path, data)
+    return reason
+
+
+_DIR, _NEW, _BLOCKED = "dir", "new", "blocked"
+
+
+def _check(path: Path, data: bytes, force: bool, folders: dict[Path, str]) -> tuple[bool, str | None]:
+    """Whether to write, and why not if refused: the same content already there needs no write;
+    a folder, or a file where a folder must go, is always refused; other content needs ``force``."""
+    state = _folder_state(path.parent, folders)
+    if state == _BLOCKED:
+        return False, f"{path}: a file is in the way of its folder"
+    if state == _NEW:
+        return True, None  # a folder still to be made holds nothing: no need to look
     try:
-        with os.fdopen(handle, "w", encoding="utf-8", newline="\n") as stream:
-            stream.write(text)
+        if stat.S_ISDIR(os.stat(path).st_mode):
+            return False, f"{path} is a folder"
+        if path.read_bytes() == data:
+            return False, None
+    except FileNotFoundError:
+        if not os.path.islink(path):
+            return True, None
+    except OSError:  # a dangling or looping link, an unreadable file: other content
+        pass
+    return (True, None) if force else (False, f"{path} exists with other content; use --force to replace it")
+
+
+def _folder_state(folder: Path, known: dict[Path, str]) -> str:
+    """A directory, to be made (its nearest existing ancestor is a directory), or blocked by a file."""
+    if folder not in known:
+        if folder.is_dir():
+            known[folder] = _DIR
+        elif folder.exists() or folder.is_symlink() or folder.parent == folder:
+            known[folder] = _BLOCKED
+        else:
+            parent = _folder_state(folder.parent, known)
+            known[folder] = _NEW if parent != _BLOCKED else _BLOCKED
+    return known[folder]
+
+
+_TEMPORARY = itertools.count()
+
+
+def _replace(path: Path, data: bytes) -> None:
+    """Temporary file in the same folder, then an atomic rename: readers never see half a file.
+
+    ``O_EXCL`` never opens an existing name (nor follows a planted link), and the mode is the
+    user's umask applied to 0666, as for any new file.
+    """
+    while True:
+        temporary = path.with_name(f".{path.name}.{os.getpid()}.{next(_TEMPORARY)}.tmp")
+        try:
+            handle = os.open(
+                temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0), 0o666
+            )
+            break
+        except FileExistsError:  # left by a killed run with this process id
+            continue
+    try:
+        with os.fdopen(handle, "wb") as stream:
+            stream.write(data)
         os.replace(temporary, path)
     except BaseException:
-        Path(temporary).unlink(missing_ok=True)
+        temporary.unlink(missing_ok=True)
         raise
-    return None
+
+
+def _encoded(text: str) -> bytes | str:
+    """UTF-8 bytes, or why not: a lone surrogate (from a KQL ``\\ud800`` escape) has no encoding."""
+    try:
+        return text.encode("utf-8")
+    except UnicodeEncodeError as error:
+        return f"output cannot be written as UTF-8 ({error.reason}: {text[error.start]!r})"
 
 
 def write_outputs(
     results: Sequence[InputResult], out: Path, wanted: Sequence[str] = TARGETS, force: bool = False
 ) -> tuple[list[InputResult], dict[str, Any]]:
-    """Write every file and the report; inputs whose files were refused become failures."""
+    """Write every file and the report; inputs whose files were refused become failures.
+
+    All refusals are decided first: an input with any refused file writes none of its files (and
+    its rules leave the report), and a refused ``report.json`` raises ``FileExistsError`` before
+    anything is written.
+    """
     planned = plan_names(results)
     final: list[InputResult] = []
+    writes: list[tuple[Path, bytes]] = []
+    folders: dict[Path, str] = {}
     for result in results:
-        refusals: list[str] = []
+        files: dict[str, str] = {}
         for rule in result.rules:
             plan = planned[id(rule)]
-            files = {plan.sigma_path: rule.yaml}
+            files[plan.sigma_path] = rule.yaml
             files.update({plan.query_path(t): q + "\n" for t, q in rule.queries.items() if t in wanted})
-            refusals.extend(r for name, text in files.items() if (r := write_atomic(out / name, text, force)))
+        refusals: list[str] = []
+        planned_writes: list[tuple[Path, bytes]] = []
+        for name, text in files.items():
+            data = _encoded(text)
+            if isinstance(data, str):
+                refusals.append(data)
+                continue
+            needed, reason = _check(out / name, data, force, folders)
+            if reason:
+                refusals.append(reason)
+            elif needed:
+                planned_writes.append((out / name, data))
         if refusals:
-            result = InputResult(result.source, "failed", "; ".join(refusals), result.warnings, result.rules)
+            error = f"{printable(result.source)}: {'; '.join(dict.fromkeys(refusals))}"
+            result = InputResult(result.source, "failed", error, result.warnings)
+        else:
+            writes.extend(planned_writes)
         final.append(result)
     report = build_report(final, planned)
-    refusal = write_atomic(out / "report.json", json.dumps(report, indent=2, ensure_ascii=False) + "\n", force)
-    if refusal:
-        raise FileExistsError(refusal)
+    # surrogates (undecodable file names) become \udcxx escapes, which JSON reads back as written
+    report_data = (json.dumps(report, indent=2, ensure_ascii=False) + "\n").encode(
+        "utf-8", "backslashreplace"
+    )
+    needed, reason = _check(out / "report.json", report_data, force, folders)
+    if reason:
+        raise FileExistsError(reason)
+    for folder in sorted({path.parent for path, _ in writes} | {out}):
+        folder.mkdir(parents=True, exist_ok=True)
+    for path, data in writes:
+        _replace(path, data)
+    if needed:
+        _replace(out / "report.json", report_data)
     return final, report
 
 
-def build_report(results: Sequence[InputResult], planned: dict[int, PlannedRule] | None = None) -> dict[str, Any]:
+def build_report(
+    results: Sequence[InputResult], planned: dict[int, PlannedRule] | None = None
+) -> dict[str, Any]:
     planned = planned or plan_names(results)
     inputs = []
     for result in results:
@@ -110,11 +247,14 @@ def build_report(results: Sequence[InputResult], planned: dict[int, PlannedRule]
                     "target_errors": rule.errors,
                 }
             )
+        line, column = split_location(result.error, result.source)
         inputs.append(
             {
                 "source": result.source,
                 "status": result.status,
                 "error": result.error,
+                "line": line,
+                "column": column,
                 "warnings": list(result.warnings),
                 "rules": rules,
             }
@@ -155,9 +295,12 @@ def summary_table(report: dict[str, Any]) -> str:
     ]
     if summary["targets"]:
         lines.append("")
-        lines.extend(f"{t:<12}{v['converted']:>6} ok {v['failed']:>4} failed" for t, v in summary["targets"].items())
+        lines.extend(
+            f"{t:<12}{v['converted']:>6} ok {v['failed']:>4} failed" for t, v in summary["targets"].items()
+        )
     problems = [i for i in report["inputs"] if i["status"] != "converted"]
     if problems:
         lines.append("")
         lines.extend(f"{i['status'].upper()}: {i['error']}" for i in problems)
-    return "\n".join(lines)
+    # a path from an undecodable file name holds surrogates, which no terminal encoding accepts
+    return "\n".join(lines).encode("utf-8", "backslashreplace").decode("utf-8")

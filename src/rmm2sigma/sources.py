@@ -9,8 +9,11 @@ from __future__ import annotations
 
 import codecs
 import csv
+import io
+import os
 import re
-from collections.abc import Iterator
+import stat
+from collections.abc import Hashable, Iterator
 from dataclasses import dataclass, field, replace
 from functools import cache
 from pathlib import Path
@@ -71,45 +74,69 @@ def _hidden(child: Path, root: Path) -> bool:
 def read_source(path: str, data: bytes | None = None, max_bytes: int = MAX_INPUT_BYTES) -> SourceRule:
     """Read one input (``data`` given for stdin); raises ``InputError`` with a location."""
     if data is None:
-        try:
-            size = Path(path).stat().st_size
-            if size > max_bytes:
-                raise InputError(f"file is {size} bytes, over the {max_bytes}-byte limit", source=path)
-            data = Path(path).read_bytes()
-        except OSError as error:
-            raise InputError(f"cannot read: {error.strerror or error}", source=path) from None
+        data = read_bounded(path, max_bytes)
     if len(data) > max_bytes:
-        raise InputError(f"input is {len(data)} bytes, over the {max_bytes}-byte limit", source=path)
+        raise InputError(f"input is over the {max_bytes}-byte limit", source=path)
     text = decode(data, path)
     if not text.strip():
         raise InputError("file is empty", source=path)
     suffix = Path(path).suffix.lower()
     if suffix in YAML_SUFFIXES or (suffix not in (".kql", ".txt", ".md") and _looks_like_yaml(text)):
         rule = read_yaml(path, text)
-    elif re.search(r"^\s*KQL Query\s*$", text, re.M):
+    elif re.search(r"^[ \t]*KQL Query[ \t]*$", text, re.M):
         rule = read_page(path, text)
     else:
-        rule = SourceRule(path=path, kql=text, name=Path(path).stem if path != "-" else None)
+        rule = SourceRule(
+            path=path, kql=text, name=_name(os.fsencode(Path(path).stem).decode("utf-8", "replace"))
+        )
     return _with_manifest_reference(rule)
 
 
-def decode(data: bytes, path: str) -> str:
-    """UTF-8 (with or without BOM) or BOM-marked UTF-16; a bad byte is reported by line and column."""
-    if b"\x00" in data[:4096] and not data.startswith((codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE)):
-        raise InputError("binary file (NUL bytes), not a query", source=path)
+def read_bounded(path: str, max_bytes: int = MAX_INPUT_BYTES) -> bytes:
+    """At most ``max_bytes`` of a regular file: the limit holds even if the file grows while read,
+    and a FIFO or device named on the command line cannot block or flood the run."""
     try:
-        if data.startswith((codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE)):
-            text = data.decode("utf-16")
-        else:
-            text = data.decode("utf-8-sig")
+        # non-blocking open: opening a FIFO to read would otherwise wait for a writer
+        with os.fdopen(os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0)), "rb") as handle:
+            if not stat.S_ISREG(os.fstat(handle.fileno()).st_mode):
+                raise InputError("not a regular file", source=path)
+            data = handle.read(max_bytes + 1)
+    except OSError as error:
+        raise InputError(f"cannot read: {error.strerror or error}", source=path) from None
+    if len(data) > max_bytes:
+        raise InputError(f"file is over the {max_bytes}-byte limit", source=path)
+    return data
+
+
+_BOMS = (
+    (codecs.BOM_UTF32_LE, "utf-32"),  # before UTF-16: its BOM starts with UTF-16 LE's
+    (codecs.BOM_UTF32_BE, "utf-32"),
+    (codecs.BOM_UTF16_LE, "utf-16"),
+    (codecs.BOM_UTF16_BE, "utf-16"),
+)
+
+
+def decode(data: bytes, path: str) -> str:
+    """UTF-8 (with or without BOM) or BOM-marked UTF-16/32; a bad byte is reported by line and column."""
+    encoding = next((name for bom, name in _BOMS if data.startswith(bom)), "utf-8-sig")
+    if encoding == "utf-8-sig" and (nul := data.find(b"\x00", 0, 4096)) >= 0:
+        line, column = _position(data, nul, encoding)
+        raise InputError("binary file (NUL byte), not a query", source=path, line=line, column=column)
+    try:
+        text = data.decode(encoding)
     except UnicodeDecodeError as error:
-        start = error.start
-        line = data.count(b"\n", 0, start) + 1
-        column = start - (data.rfind(b"\n", 0, start) + 1) + 1
+        line, column = _position(data, error.start, encoding)
+        label = encoding.removesuffix("-sig").upper()
         raise InputError(
-            f"not valid UTF-8 (byte 0x{data[start]:02x})", source=path, line=line, column=column
+            f"not valid {label} (byte 0x{data[error.start]:02x})", source=path, line=line, column=column
         ) from None
-    return text.replace("\r\n", "\n").replace("\r", "\n")
+    return text.removeprefix("\ufeff").replace("\r\n", "\n").replace("\r", "\n")
+
+
+def _position(data: bytes, offset: int, encoding: str) -> tuple[int, int]:
+    """1-based line and column (in characters) of byte ``offset``: the text before it decodes."""
+    before = data[:offset].decode(encoding, errors="replace")
+    return before.count("\n") + 1, len(before) - (before.rfind("\n") + 1) + 1
 
 
 def _looks_like_yaml(text: str) -> bool:
@@ -119,48 +146,98 @@ def _looks_like_yaml(text: str) -> bool:
 # ---------------------------------------------------------------- Sentinel YAML
 
 
-class _StrictLoader(yaml.SafeLoader):
-    """Safe loading that refuses aliases (no alias bombs) and duplicate keys."""
+MAX_YAML_DEPTH = 64
+"""Deepest YAML nesting accepted (Sentinel files use 4): libyaml's composer recurses in C."""
 
-    def compose_node(self, parent: Any, index: Any) -> Any:
-        if self.check_event(yaml.AliasEvent):
-            event = self.peek_event()
-            raise yaml.MarkedYAMLError("while composing", None, "aliases are not accepted", event.start_mark)
-        return super().compose_node(parent, index)
+_YamlBase: Any = getattr(yaml, "CSafeLoader", yaml.SafeLoader)  # libyaml when built with it: 10x faster
+
+
+class _Refused(yaml.MarkedYAMLError):
+    """A YAML feature refused outright, not recovered by layout (aliases, duplicates, nesting, tags)."""
+
+
+class _StrictLoader(_YamlBase):  # type: ignore[misc]
+    """Safe loading that refuses duplicate keys; aliases and depth are checked by ``_check_events``."""
 
     def construct_mapping(self, node: Any, deep: bool = False) -> Any:
         seen: set[Any] = set()
         for key_node, _ in node.value:
             key = self.construct_object(key_node, deep=deep)
-            if key in seen:
-                raise yaml.MarkedYAMLError(
-                    "while constructing a mapping", node.start_mark, f"duplicate key {key!r}", key_node.start_mark
-                )
-            seen.add(key)
+            if isinstance(key, Hashable):
+                if key in seen:
+                    raise _Refused(None, None, f"duplicate key {key!r}", key_node.start_mark)
+                seen.add(key)
         return super().construct_mapping(node, deep=deep)
+
+    def construct_undefined(self, node: Any) -> Any:
+        raise _Refused(None, None, f"YAML tag {node.tag!r} is not accepted", node.start_mark)
+
+
+_StrictLoader.add_constructor(None, _StrictLoader.construct_undefined)
+
+
+def _check_events(text: str) -> None:
+    """Refuse aliases and deep nesting from the event stream, before any node is built.
+
+    The parser is iterative, so this bounds both memory (an alias bomb is refused at its first
+    ``*alias``, never expanded) and the composer's recursion that follows.
+    """
+    loader = _YamlBase(text)
+    depth = 0
+    try:
+        while (event := loader.get_event()) is not None:
+            kind = type(event)
+            if kind is yaml.AliasEvent:
+                raise _Refused(None, None, "YAML aliases (*name) are not accepted", event.start_mark)
+            if kind is yaml.MappingStartEvent or kind is yaml.SequenceStartEvent:
+                depth += 1
+                if depth > MAX_YAML_DEPTH:
+                    raise _Refused(
+                        None, None, f"YAML nested deeper than {MAX_YAML_DEPTH} levels", event.start_mark
+                    )
+            elif kind is yaml.MappingEndEvent or kind is yaml.SequenceEndEvent:
+                depth -= 1
+    finally:
+        loader.dispose()
+
+
+def _load_yaml(text: str) -> tuple[Any, Any]:
+    """The root node (for positions) and the document."""
+    _check_events(text)
+    loader = _StrictLoader(text)
+    try:
+        root = loader.get_single_node()
+        return root, loader.construct_document(root) if root is not None else None
+    finally:
+        loader.dispose()
 
 
 def read_yaml(path: str, text: str) -> SourceRule:
     try:
-        loader = _StrictLoader(text)
-        try:
-            root = loader.get_single_node()
-            document = loader.construct_document(root) if root is not None else None
-        finally:
-            loader.dispose()
+        root, document = _load_yaml(text)
+    except _Refused as error:
+        mark = error.problem_mark
+        raise InputError(
+            str(error.problem),
+            source=path,
+            line=mark.line + 1 if mark else None,
+            column=mark.column + 1 if mark else None,
+        ) from None
     except yaml.MarkedYAMLError as error:
         mark = error.problem_mark
         where = f"line {mark.line + 1} column {mark.column + 1}: " if mark else ""
-        if error.problem and ("alias" in error.problem or "duplicate" in error.problem):
-            raise InputError(
-                error.problem,
-                source=path,
-                line=mark.line + 1 if mark else None,
-                column=mark.column + 1 if mark else None,
-            ) from None
-        return _recover_yaml(path, text, f"not valid YAML ({where}{error.problem}); fields recovered by layout")
+        return _recover_yaml(
+            path, text, f"not valid YAML ({where}{error.problem}); fields recovered by layout"
+        )
+    except yaml.reader.ReaderError as error:
+        code = error.character if isinstance(error.character, int) else ord(error.character)
+        line = text.count("\n", 0, error.position) + 1
+        column = error.position - (text.rfind("\n", 0, error.position) + 1) + 1
+        problem = f"line {line} column {column}: character #x{code:04x}: {error.reason}"
+        return _recover_yaml(path, text, f"not valid YAML ({problem}); fields recovered by layout")
     except yaml.YAMLError as error:
-        return _recover_yaml(path, text, f"not valid YAML ({error}); fields recovered by layout")
+        problem = " ".join(str(error).split())
+        return _recover_yaml(path, text, f"not valid YAML ({problem}); fields recovered by layout")
     if not isinstance(document, dict) or "query" not in document:
         raise InputError("YAML has no `query:` key: not a Sentinel query", source=path, line=1, column=1)
     query = document["query"]
@@ -173,7 +250,7 @@ def read_yaml(path: str, text: str) -> SourceRule:
         kql_line=line,
         kql_column=column,
         id=_text(document.get("id")),
-        name=_text(document.get("name")),
+        name=_name(document.get("name")),
         description=_text(document.get("description")),
         tactics=_names(document.get("tactics")),
         techniques=_names(document.get("relevantTechniques")),
@@ -202,6 +279,12 @@ def _text(value: Any) -> str | None:
     return None if value is None else str(value).strip() or None
 
 
+def _name(value: Any) -> str | None:
+    """A name with no letter or digit (``..``, ``-``) names nothing, and would leave an empty title."""
+    text = _text(value)
+    return text if text and any(c.isalnum() for c in text) else None
+
+
 def _names(value: Any) -> tuple[str, ...]:
     if value is None:
         return ()
@@ -216,14 +299,16 @@ def _recover_yaml(path: str, text: str, warning: str) -> SourceRule:
     """Pull the fields out of a Sentinel file by its layout when YAML refuses it."""
     fields, positions = _top_level_blocks(text.split("\n"), 0)
     if "query" not in fields or not fields["query"].strip():
-        raise InputError(warning.replace("; fields recovered by layout", "") + " and no `query:` found", source=path)
+        raise InputError(
+            warning.replace("; fields recovered by layout", "") + " and no `query:` found", source=path
+        )
     return SourceRule(
         path=path,
         kql=fields["query"],
         kql_line=positions["query"][0],
         kql_column=positions["query"][1],
         id=_text(fields.get("id")),
-        name=_text(fields.get("name")),
+        name=_name(fields.get("name")),
         description=_text(fields.get("description")),
         tactics=_names(fields.get("tactics")),
         techniques=_names(fields.get("relevantTechniques")),
@@ -258,7 +343,8 @@ def _top_level_blocks(lines: list[str], first: int) -> tuple[dict[str, str], dic
             fields[key] = "\n".join(b[indent:] for b in block) + "\n"
             positions[key] = (index + 2, indent + 1)
         else:
-            fields[key] = rest.strip("'\"")
+            quoted = len(rest) > 1 and rest[0] == rest[-1] and rest[0] in "'\""
+            fields[key] = rest[1:-1] if quoted else rest
             positions[key] = (index + 1, len(lines[index]) - len(match.group(2).lstrip()) + 1)
         index = end
     return fields, positions
@@ -270,11 +356,7 @@ _PAGE_SECTIONS = re.compile(
     r"^\s*(Analytic Rule Definition|MITRE ATT&CK Context|References|False Positive Guidance|"
     r"Scenario:|\| Sentinel Table|id:\s)",
 )
-_FALSE_POSITIVE = re.compile(
-    r"^Scenario:\s*(?P<scenario>.+?)\s*\n\s*Description:\s*(?P<description>.+?)\s*\n"
-    r"\s*Filter/Exclusion:\s*(?P<exclusion>.*)$",
-    re.M,
-)
+_FALSE_POSITIVE_LABELS = ("Scenario:", "Description:", "Filter/Exclusion:")
 
 
 def read_page(path: str, text: str) -> SourceRule:
@@ -291,10 +373,17 @@ def read_page(path: str, text: str) -> SourceRule:
         kql_lines.pop()
     if not kql_lines:
         raise InputError("the KQL Query section is empty", source=path, line=start + 1, column=1)
-    fields, _ = _top_level_blocks([line.strip() if _TOP_KEY.match(line.strip()) else line for line in lines], end)
-    fields = {k: v for k, v in fields.items() if k in ("id", "name", "description", "tactics", "relevantTechniques")}
-    severity = re.search(r"^kql\s+(LOW|MEDIUM|HIGH|CRITICAL|INFORMATIONAL)\b", text, re.M)
-    original = re.search(r"^Original source:\s*(\S.*?)\s*$", text, re.M)
+    fields, _ = _top_level_blocks(
+        [line.strip() if _TOP_KEY.match(line.strip()) else line for line in lines], end
+    )
+    fields = {
+        k: v for k, v in fields.items() if k in ("id", "name", "description", "tactics", "relevantTechniques")
+    }
+    severity = re.search(r"^kql[ \t]+(LOW|MEDIUM|HIGH|CRITICAL|INFORMATIONAL)\b", text, re.M)
+    originals = (
+        line.removeprefix("Original source:").strip() for line in lines if line.startswith("Original source:")
+    )
+    original = next((url for url in originals if url), "")
     description = fields.get("description")
     return SourceRule(
         path=path,
@@ -302,16 +391,39 @@ def read_page(path: str, text: str) -> SourceRule:
         kql_line=start + 1,
         kql_column=1,
         id=_text(fields.get("id")),
-        name=_text(fields.get("name")),
+        name=_name(fields.get("name")),
         description=_text(description),
         tactics=_names(fields.get("tactics")),
         techniques=_names(fields.get("relevantTechniques")),
         severity=severity.group(1).lower() if severity else None,
-        references=(_url(original.group(1)),) if original else (),
-        false_positives=tuple(
-            FalsePositive(m["scenario"], m["description"], m["exclusion"].strip()) for m in _FALSE_POSITIVE.finditer(text)
-        ),
+        references=(_url(original),) if original else (),
+        false_positives=_false_positives(lines),
     )
+
+
+def _false_positives(lines: list[str]) -> tuple[FalsePositive, ...]:
+    """``Scenario:``/``Description:``/``Filter/Exclusion:`` triples, blank lines allowed between.
+
+    Line by line rather than one multi-line regex: that regex backtracked quadratically (minutes
+    for a 400 kB page of blank lines after a ``Scenario:``).
+    """
+    found = []
+    for start, line in enumerate(lines):
+        if not line.startswith("Scenario:"):
+            continue
+        values: list[str] = []
+        index = start
+        for label in _FALSE_POSITIVE_LABELS:
+            while index < len(lines) and not lines[index].strip():
+                index += 1
+            item = lines[index].strip() if index < len(lines) else ""
+            if not item.startswith(label):
+                break
+            values.append(item[len(label) :].strip())
+            index += 1
+        if len(values) == 3 and values[0] and values[1]:
+            found.append(FalsePositive(*values))
+    return tuple(found)
 
 
 def _url(text: str) -> str:
@@ -329,14 +441,25 @@ def _with_manifest_reference(rule: SourceRule) -> SourceRule:
     manifest = path.parent / "MANIFEST.tsv"
     if not manifest.is_file():
         return rule
-    for row in _manifest(str(manifest)):
+    rows, problem = _manifest(str(manifest))
+    if problem:
+        return replace(rule, warnings=(*rule.warnings, f"{manifest}: {problem}; no reference added"))
+    for row in rows:
         if row.get("file") == path.name and row.get("source_repo") and row.get("commit"):
-            link = _url(f"https://github.com/{row['source_repo']}/blob/{row['commit']}/{row.get('source_path', '')}")
+            link = _url(
+                f"https://github.com/{row['source_repo']}/blob/{row['commit']}/{row.get('source_path', '')}"
+            )
             return replace(rule, references=(*rule.references, link))
     return rule
 
 
 @cache
-def _manifest(path: str) -> list[dict[str, str]]:
-    with open(path, encoding="utf-8", newline="") as handle:
-        return list(csv.DictReader(handle, delimiter="\t"))
+def _manifest(path: str) -> tuple[list[dict[str, str]], str | None]:
+    """The manifest's rows, or why it cannot be used: it is input too, and may be hostile."""
+    try:
+        text = decode(read_bounded(path, 16 * MAX_INPUT_BYTES), path)
+        return list(csv.DictReader(io.StringIO(text), delimiter="\t")), None
+    except InputError as error:
+        return [], error.message
+    except csv.Error as error:
+        return [], f"not a TSV file ({error})"
