@@ -11,15 +11,16 @@ Errors in the user's input are ``Rmm2SigmaError`` with ``source``, ``line`` and 
 
 from __future__ import annotations
 
+from importlib import import_module
 from typing import TYPE_CHECKING
 
 from .errors import KqlSyntaxError, Rmm2SigmaError, UnsupportedKqlError
-from .model import Fidelity
-from .sigma import Options
-from .sources import SourceRule
 
 if TYPE_CHECKING:
     from .convert import InputResult, RuleResult
+    from .model import Fidelity
+    from .sigma import Options
+    from .sources import SourceRule
 
 __all__ = [
     "Fidelity",
@@ -39,6 +40,8 @@ __all__ = [
 def transpile(kql: str, write: str = "sigma", *, exact: bool = False, name: str | None = None) -> str:
     """Convert one KQL query: ``write`` is ``sigma`` or a target (kusto, splunk, lucene, esql, eql)."""
     from .convert import convert_rule
+    from .sigma import Options
+    from .sources import SourceRule
 
     targets = () if write == "sigma" else (write,)
     result = convert_rule(SourceRule(path="<kql>", kql=kql, name=name), Options(exact=exact), targets)
@@ -50,9 +53,8 @@ def transpile(kql: str, write: str = "sigma", *, exact: bool = False, name: str 
 
 
 def __getattr__(name: str) -> object:
-    """Lazy access to the heavier conversion API (it imports pySigma)."""
-    if name in ("convert_input", "convert_rule", "InputResult", "RuleResult"):
-        from . import convert
-
-        return getattr(convert, name)
+    """Lazy access to the conversion API: it imports pySigma, which ``--help`` must not pay for."""
+    homes = {"Fidelity": "model", "Options": "sigma", "SourceRule": "sources"}
+    if name in ("convert_input", "convert_rule", "InputResult", "RuleResult", *homes):
+        return getattr(import_module(f".{homes.get(name, 'convert')}", __name__), name)
     raise AttributeError(name)

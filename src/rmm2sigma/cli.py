@@ -121,28 +121,17 @@ def convert_many(
     paid a few times, not per file; on Linux workers are forked after pySigma is imported, so
     they only build the backends, once each. Results are plain data, cheap to send back.
     """
+    from .convert import convert_input
+
     workers = min(workers, len(paths))
     if workers <= 1 or stdin is not None:
-        return [_convert_one(path, options, wanted, stdin if path == "-" else None) for path in paths]
+        return [convert_input(path, options, wanted, stdin if path == "-" else None) for path in paths]
     from concurrent.futures import ProcessPoolExecutor
     from functools import partial
 
     chunk = -(-len(paths) // (workers * 4))
     with ProcessPoolExecutor(workers) as pool:
-        return list(pool.map(partial(_convert_one, options=options, wanted=wanted), paths, chunksize=chunk))
-
-
-def _convert_one(
-    path: str, options: Options, wanted: Sequence[str], data: bytes | None = None
-) -> InputResult:
-    """``convert_input``, and a bug in the converter fails this input, not the whole batch."""
-    from .convert import InputResult, convert_input
-    from .errors import printable
-
-    try:
-        return convert_input(path, options, wanted, data)
-    except Exception as error:  # a defect, not bad input: reported as such, and the batch goes on
-        return InputResult(path, "failed", f"{printable(path)}: internal error, please report it: {error!r}")
+        return list(pool.map(partial(convert_input, options=options, wanted=wanted), paths, chunksize=chunk))
 
 
 def _cores() -> int:

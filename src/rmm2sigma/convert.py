@@ -14,7 +14,7 @@ from importlib import resources
 from typing import Any
 
 from . import kql, targets
-from .errors import Rmm2SigmaError
+from .errors import Rmm2SigmaError, printable
 from .fidelity import SIGMA, target_fidelity
 from .kql.lower import Schema, lower
 from .mapping import map_detection
@@ -107,7 +107,7 @@ def _rule_from(document: dict[str, Any]) -> Any:
 def convert_input(
     path: str, options: Options, wanted: Sequence[str] = targets.TARGETS, data: bytes | None = None
 ) -> InputResult:
-    """Convert one file; never raises for bad input."""
+    """Convert one file; never raises, whatever the input (or a converter bug) does."""
     warnings: tuple[str, ...] = ()
     try:
         source = read_source(path, data)
@@ -118,7 +118,10 @@ def convert_input(
             error.source = path
         return InputResult(path, "failed", str(error), warnings)
     except RecursionError:
-        return InputResult(path, "failed", f"{path}: input nested too deeply to convert", warnings)
+        return InputResult(path, "failed", f"{printable(path)}: input nested too deeply to convert", warnings)
+    except Exception as error:  # a defect, not bad input: reported as such, and the batch goes on
+        defect = f"{printable(path)}: internal error, please report it: {error!r}"
+        return InputResult(path, "failed", defect, warnings)
     status = "partial" if rule.errors else "converted"
     message = "; ".join(rule.errors.values()) if rule.errors else None
     return InputResult(path, status, message, source.warnings, (rule,))

@@ -149,12 +149,13 @@ def rule_id(source: SourceRule, exact: bool) -> str:
     # the file name joins the Sentinel id: the same query pasted twice (a page and a YAML) must
     # not give two rules one id; a folder move keeps the id
     identity = f"{source.id or source.kql.strip()}|{PurePath(source.path).name}"
-    digest = hashlib.sha256(f"{_NAMESPACE}|{identity}|{'exact' if exact else 'default'}".encode()).digest()
+    text = f"{_NAMESPACE}|{identity}|{'exact' if exact else 'default'}"
+    digest = hashlib.sha256(text.encode("utf-8", "surrogateescape")).digest()
     return str(uuid.UUID(bytes=digest[:16], version=4))
 
 
 def _title(source: SourceRule) -> str:
-    name = " ".join((source.name or "Converted Sentinel Query").split()).rstrip(".")
+    name = " ".join((source.name or "").split()).rstrip(".") or "Converted Sentinel Query"
     words = [w if not w.islower() or w in _SMALL_WORDS else w[:1].upper() + w[1:] for w in name.split(" ")]
     if words and words[0].lower().startswith("detect"):
         words = words[1:] or ["Activity"]
@@ -178,9 +179,8 @@ def attack_tags(source: SourceRule) -> list[str]:
 
 def file_name(source: SourceRule, mapped: MappedRule) -> str:
     """``<log source prefix><slug>.yml`` within SigmaHQ's ``[a-z0-9_]{10,90}`` rule."""
-    text = (
-        unicodedata.normalize("NFKD", (source.name or source.path).lower()).encode("ascii", "ignore").decode()
-    )
+    name = source.name or PurePath(source.path).stem  # never the folder: it changes with the cwd
+    text = unicodedata.normalize("NFKD", name.lower()).encode("ascii", "ignore").decode()
     text = " ".join(re.sub(r"[^a-z0-9]+", " ", text).split())
     for phrase, replacement in _SLUG_REWRITES:
         text = text.replace(phrase, replacement)

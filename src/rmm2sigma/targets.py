@@ -16,11 +16,11 @@ from typing import TYPE_CHECKING, Any
 
 import yaml
 
-from .model import Aggregation
-
 if TYPE_CHECKING:
     from sigma.conversion.base import Backend
     from sigma.rule import SigmaRule
+
+    from .model import Aggregation
 
 TARGETS = ("kusto", "splunk", "lucene", "esql", "eql")
 EXTENSIONS = {"kusto": "kql", "splunk": "spl", "lucene": "lucene", "esql": "esql", "eql": "eql"}

@@ -1,7 +1,7 @@
 """The KQL front end: ``parse`` text to a syntax tree, ``to_kql`` a tree back to text."""
 
-from .parser import parse
-from .printer import to_kql
+from typing import TYPE_CHECKING
+
 from .syntax import (
     NOWHERE,
     ArrayLit,
@@ -33,6 +33,10 @@ from .syntax import (
     Unary,
     Where,
 )
+
+if TYPE_CHECKING:
+    from .parser import parse
+    from .printer import to_kql
 
 __all__ = [
     "NOWHERE",
@@ -67,3 +71,16 @@ __all__ = [
     "parse",
     "to_kql",
 ]
+
+
+def __getattr__(name: str) -> object:
+    """``parse`` and ``to_kql`` load Lark on first use, not when the syntax tree is imported."""
+    if name == "parse":
+        from .parser import parse
+
+        return parse
+    if name == "to_kql":
+        from .printer import to_kql
+
+        return to_kql
+    raise AttributeError(name)
