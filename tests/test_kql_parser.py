@@ -532,3 +532,16 @@ def test_corpus() -> None:
     assert dwservice.context == "| Sha1 in (rmmInitialFileSet)"
     assert queries["rmm_DWService_createproc.yaml"].split("\n")[11][2:].startswith("Sha1 in")
     assert "'where'" in dwservice.message
+
+
+def test_a_surrogate_pair_escape_is_one_character() -> None:
+    query = parse(r"T | where a == '\ud83d\ude42x'")
+    where = query.body.operators[0]
+    assert isinstance(where, Where) and isinstance(where.predicate, Binary)
+    assert where.predicate.right == StringLit("\U0001f642x")
+
+
+def test_a_lone_surrogate_escape_is_refused_where_it_stands() -> None:
+    with pytest.raises(KqlSyntaxError, match="half of a surrogate pair") as caught:
+        parse("T\n| where a == 'ab\\ud800'")
+    assert (caught.value.line, caught.value.column) == (2, 17)

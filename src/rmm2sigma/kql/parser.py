@@ -117,15 +117,28 @@ _ESCAPES = {
     "t": "\t",
     "v": "\v",
 }
-_ESCAPE = re.compile(r"\\(u[0-9A-Fa-f]{4}|.)")
+_ESCAPE = re.compile(r"\\(u[dD][89abAB][0-9A-Fa-f]{2}\\u[dD][c-fC-F][0-9A-Fa-f]{2}|u[0-9A-Fa-f]{4}|.)")
 
 
 def _unescape(body: str, line: int, column: int) -> str:
-    """Decode the backslash escapes of a quoted string whose body starts at ``column``."""
+    """Decode the backslash escapes of a quoted string whose body starts at ``column``.
+
+    A ``\\uD83D\\uDE42`` surrogate pair is one character; a lone surrogate is no character at
+    all (it could never be written out as UTF-8), so it is refused where it stands.
+    """
 
     def decode(match: re.Match[str]) -> str:
         code = match.group(1)
+        if len(code) == 11:
+            high, low = int(code[1:5], 16), int(code[7:], 16)
+            return chr(0x10000 + ((high - 0xD800) << 10) + (low - 0xDC00))
         if len(code) == 5:
+            if 0xD800 <= int(code[1:], 16) <= 0xDFFF:
+                raise KqlSyntaxError(
+                    f"'\\{code}' is half of a surrogate pair, not a character",
+                    line=line,
+                    column=column + match.start(),
+                )
             return chr(int(code[1:], 16))
         if code in _ESCAPES:
             return _ESCAPES[code]
