@@ -21,7 +21,7 @@ Lucene's regex syntax for what we emit (literals, classes, negated classes of li
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
 from sigma.processing.pipeline import ProcessingItem, ProcessingPipeline
@@ -72,8 +72,16 @@ def fold(text: str, ignore_case: bool = True) -> str:
     return "".join(out)
 
 
-def string_regex(parts: Iterable[str | SpecialChars | Placeholder]) -> str | None:
-    """A case-insensitive Sigma string (plain text and wildcards) as a whole-value Lucene regex."""
+def string_regex(
+    parts: Iterable[str | SpecialChars | Placeholder],
+    literal: Callable[[str], str] = fold,
+    limit: int | None = MAX_REGEX_LENGTH,
+) -> str | None:
+    """A Sigma string (text and wildcards) as a whole-value regex; ``literal`` writes the text.
+
+    The default is a case-insensitive Lucene regex; None for a placeholder (not ours to expand)
+    or a pattern over ``limit``.
+    """
     out: list[str] = []
     for part in parts:
         if part is SpecialChars.WILDCARD_MULTI:
@@ -81,11 +89,11 @@ def string_regex(parts: Iterable[str | SpecialChars | Placeholder]) -> str | Non
         elif part is SpecialChars.WILDCARD_SINGLE:
             out.append(".")
         elif isinstance(part, str):
-            out.append(fold(part))
-        else:  # a placeholder: not ours to expand
+            out.append(literal(part))
+        else:
             return None
     pattern = "".join(out)
-    return pattern if len(pattern) <= MAX_REGEX_LENGTH else None
+    return pattern if limit is None or len(pattern) <= limit else None
 
 
 def predicate_regex(value: str, match: Match) -> str | None:

@@ -10,8 +10,9 @@ from dataclasses import dataclass
 
 from sigma.processing.pipeline import ProcessingItem, ProcessingPipeline
 from sigma.processing.transformations.base import ValueTransformation
-from sigma.types import SigmaCasedString, SigmaRegularExpression, SigmaType, SpecialChars
+from sigma.types import SigmaCasedString, SigmaRegularExpression, SigmaType
 
+from .elastic import string_regex
 from .mapping import regex_escape
 
 
@@ -22,17 +23,8 @@ class CasedAsRegexTransformation(ValueTransformation):
     def apply_value(self, field: str | None, val: SigmaType) -> SigmaType | None:
         if not isinstance(val, SigmaCasedString):
             return None
-        parts: list[str] = []
-        for part in val.s:
-            if part is SpecialChars.WILDCARD_MULTI:
-                parts.append(".*")
-            elif part is SpecialChars.WILDCARD_SINGLE:
-                parts.append(".")
-            elif isinstance(part, str):
-                parts.append(regex_escape(part))
-            else:  # a placeholder: not ours to expand
-                return None
-        return SigmaRegularExpression("^" + "".join(parts) + "$")
+        pattern = string_regex(val.s, literal=regex_escape, limit=None)
+        return None if pattern is None else SigmaRegularExpression(f"^{pattern}$")
 
 
 def cased_pipeline() -> ProcessingPipeline:

@@ -13,7 +13,7 @@ import io
 import os
 import re
 import stat
-from collections.abc import Hashable, Iterator
+from collections.abc import Hashable, Iterator, Mapping
 from dataclasses import dataclass, field, replace
 from functools import cache
 from pathlib import Path
@@ -243,18 +243,25 @@ def read_yaml(path: str, text: str) -> SourceRule:
     query = document["query"]
     if not isinstance(query, str) or not query.strip():
         raise InputError("`query:` is empty or not text", source=path)
-    line, column = _query_position(root, text)
+    return _sentinel_rule(path, document, query, _query_position(root, text))
+
+
+def _sentinel_rule(
+    path: str, fields: Mapping[str, Any], kql: str, position: tuple[int, int], warnings: tuple[str, ...] = ()
+) -> SourceRule:
+    """A Sentinel rule's fields, whether YAML gave them or the layout did."""
     return SourceRule(
         path=path,
-        kql=query,
-        kql_line=line,
-        kql_column=column,
-        id=_text(document.get("id")),
-        name=_name(document.get("name")),
-        description=_text(document.get("description")),
-        tactics=_names(document.get("tactics")),
-        techniques=_names(document.get("relevantTechniques")),
-        severity=_text(document.get("severity")),
+        kql=kql,
+        kql_line=position[0],
+        kql_column=position[1],
+        id=_text(fields.get("id")),
+        name=_name(fields.get("name")),
+        description=_text(fields.get("description")),
+        tactics=_names(fields.get("tactics")),
+        techniques=_names(fields.get("relevantTechniques")),
+        severity=_text(fields.get("severity")),
+        warnings=warnings,
     )
 
 
@@ -302,19 +309,7 @@ def _recover_yaml(path: str, text: str, warning: str) -> SourceRule:
         raise InputError(
             warning.replace("; fields recovered by layout", "") + " and no `query:` found", source=path
         )
-    return SourceRule(
-        path=path,
-        kql=fields["query"],
-        kql_line=positions["query"][0],
-        kql_column=positions["query"][1],
-        id=_text(fields.get("id")),
-        name=_name(fields.get("name")),
-        description=_text(fields.get("description")),
-        tactics=_names(fields.get("tactics")),
-        techniques=_names(fields.get("relevantTechniques")),
-        severity=_text(fields.get("severity")),
-        warnings=(warning,),
-    )
+    return _sentinel_rule(path, fields, fields["query"], positions["query"], (warning,))
 
 
 def _top_level_blocks(lines: list[str], first: int) -> tuple[dict[str, str], dict[str, tuple[int, int]]]:
