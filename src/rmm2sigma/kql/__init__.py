@@ -2,75 +2,14 @@
 
 from typing import TYPE_CHECKING
 
-from .syntax import (
-    NOWHERE,
-    ArrayLit,
-    Assignment,
-    Between,
-    Binary,
-    BoolLit,
-    Call,
-    Datatable,
-    Distinct,
-    Expr,
-    Extend,
-    Index,
-    Let,
-    Name,
-    NumberLit,
-    Operator,
-    Pipeline,
-    Pos,
-    Project,
-    Query,
-    SetOp,
-    StringLit,
-    SubQuery,
-    Summarize,
-    TableRef,
-    Take,
-    TimespanLit,
-    Unary,
-    Where,
-)
+from . import syntax
+from .syntax import *  # noqa: F403  (the tree's node types are part of this package's API)
 
 if TYPE_CHECKING:
     from .parser import parse
     from .printer import to_kql
 
-__all__ = [
-    "NOWHERE",
-    "ArrayLit",
-    "Assignment",
-    "Between",
-    "Binary",
-    "BoolLit",
-    "Call",
-    "Datatable",
-    "Distinct",
-    "Expr",
-    "Extend",
-    "Index",
-    "Let",
-    "Name",
-    "NumberLit",
-    "Operator",
-    "Pipeline",
-    "Pos",
-    "Project",
-    "Query",
-    "SetOp",
-    "StringLit",
-    "SubQuery",
-    "Summarize",
-    "TableRef",
-    "Take",
-    "TimespanLit",
-    "Unary",
-    "Where",
-    "parse",
-    "to_kql",
-]
+__all__ = [*syntax.__all__, "parse", "to_kql"]
 
 
 def __getattr__(name: str) -> object:

@@ -8,6 +8,38 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+__all__ = [
+    "NOWHERE",
+    "ArrayLit",
+    "Assignment",
+    "Between",
+    "Binary",
+    "BoolLit",
+    "Call",
+    "Datatable",
+    "Distinct",
+    "Expr",
+    "Extend",
+    "Index",
+    "Let",
+    "Name",
+    "NumberLit",
+    "Operator",
+    "Pipeline",
+    "Pos",
+    "Project",
+    "Query",
+    "SetOp",
+    "StringLit",
+    "SubQuery",
+    "Summarize",
+    "TableRef",
+    "Take",
+    "TimespanLit",
+    "Unary",
+    "Where",
+]
+
 
 @dataclass(frozen=True)
 class Pos:
