@@ -283,8 +283,8 @@ def test_yaml_is_only_loaded_with_safe_loaders() -> None:
     assert not issubclass(sources._StrictLoader, yaml.constructor.FullConstructor)
 
 
-def test_output_that_is_not_unicode_fails_its_input_only(tmp_path: Path) -> None:
-    """A KQL ``\\ud800`` escape decodes to a lone surrogate, which no UTF-8 file can hold."""
+def test_a_lone_surrogate_fails_its_input_only(tmp_path: Path) -> None:
+    """A KQL ``\\ud800`` escape is no character: the parser refuses it where it stands."""
     (tmp_path / "lone.kql").write_text(
         'DeviceProcessEvents | where FileName =~ "a\\ud800"\n', encoding="utf-8"
     )
@@ -293,11 +293,19 @@ def test_output_that_is_not_unicode_fails_its_input_only(tmp_path: Path) -> None
     )
     out = tmp_path / "out"
     done = CliRunner().invoke(app, ["convert", str(tmp_path), "-o", str(out), "-t", "kusto"])
-    assert done.exit_code == 1 and "cannot be written as UTF-8" in done.output
+    assert done.exit_code == 1
     entries = {Path(e["source"]).name: e for e in json.loads((out / "report.json").read_text())["inputs"]}
     assert entries["lone.kql"]["status"] == "failed" and not entries["lone.kql"]["rules"]
+    assert "1:43: '\\ud800' is half of a surrogate pair" in entries["lone.kql"]["error"]
     assert entries["fine.kql"]["status"] == "converted"
     assert len(list((out / "sigma_rules").rglob("*.yml"))) == 1
+
+
+def test_text_no_utf_8_file_can_hold_is_refused_not_written() -> None:
+    assert report._encoded("fine é") == "fine é".encode()
+    assert (
+        report._encoded("a\ud800") == "output cannot be written as UTF-8 (surrogates not allowed: '\\ud800')"
+    )
 
 
 @pytest.mark.skipif(os.name == "nt", reason="POSIX file names are bytes")
