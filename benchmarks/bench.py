@@ -242,6 +242,7 @@ def step_corpus(corpus: Path, work: Path, repeat: int) -> tuple[list[str], Path]
 
 def step_synthetic(corpus: Path, work: Path, count: int, jobs: int) -> list[str]:
     from rmm2sigma.cli import INPUTS_PER_WORKER
+    from rmm2sigma.convert import available_cores
 
     small, large = max(count // 10, 1), count
     folders = {n: synthetic(corpus, n, work / f"synthetic-{n}") for n in (small, large)}
@@ -258,7 +259,7 @@ def step_synthetic(corpus: Path, work: Path, count: int, jobs: int) -> list[str]
         f"scaling: ms/rule at {large} / at {small} = {per_rule[large] / per_rule[small]:.2f} (1.00 is linear)"
     )
     parallel = convert(folders[large], work / f"synthetic-{large}-out-parallel", "--jobs", str(jobs))
-    cores = jobs or min(_cores(), large // INPUTS_PER_WORKER)
+    cores = jobs or min(available_cores(), large // INPUTS_PER_WORKER)
     ms = parallel.wall * 1000 / large
     rows.append(_row(f"{large:>6} rules, --jobs {jobs} ({cores} workers)", parallel, f"{ms:6.2f} ms/rule"))
     speedup = per_rule[large] * large / 1000 / parallel.wall
@@ -335,7 +336,7 @@ def step_profile(corpus: Path, work: Path) -> list[str]:
     Stage times come from clocks around the stage functions (cProfile's own cost is uneven: it
     triples ruamel's many small calls), then cProfile lists the top functions.
     """
-    from rmm2sigma.cli import convert_many
+    from rmm2sigma.convert import convert_all
     from rmm2sigma.report import write_outputs
     from rmm2sigma.sigma import Options
     from rmm2sigma.sources import discover
@@ -343,7 +344,7 @@ def step_profile(corpus: Path, work: Path) -> list[str]:
 
     paths = list(discover([str(corpus)]))
     started = time.perf_counter()
-    convert_many(paths[:1], Options(), TARGETS)  # imports, grammar and backends: paid once per process
+    convert_all(paths[:1], Options(), TARGETS)  # imports, grammar and backends: paid once per process
     rows = [f"one-time set-up (imports, grammar, backends) {time.perf_counter() - started:7.2f} s"]
 
     clocks = {label: 0.0 for label, _, _ in STAGES}
@@ -356,7 +357,7 @@ def step_profile(corpus: Path, work: Path) -> list[str]:
             setattr(module, attribute, _clocked(original, clocks, label))
     try:
         started = time.perf_counter()
-        results = convert_many(paths, Options(), TARGETS)
+        results = convert_all(paths, Options(), TARGETS)
         converted = time.perf_counter()
         write_outputs(results, work / "profile-out")
         written = time.perf_counter()
@@ -378,7 +379,7 @@ def step_profile(corpus: Path, work: Path) -> list[str]:
 
     profiler = cProfile.Profile()
     profiler.enable()
-    convert_many(paths, Options(), TARGETS)
+    convert_all(paths, Options(), TARGETS)
     profiler.disable()
     stats = pstats.Stats(profiler)
     rows.append("top 15 by cumulative time (cProfile, which slows small calls the most):")
@@ -415,10 +416,6 @@ def _row(label: str, run: Run, note: str = "") -> str:
     return f"{label:<40}{run.wall:7.2f} s {peak}   {note}".rstrip()
 
 
-def _cores() -> int:
-    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
-
-
 # ---------------------------------------------------------------- main
 
 
@@ -436,11 +433,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     import yaml
 
     from rmm2sigma import __name__ as package
+    from rmm2sigma.convert import available_cores
 
     versions = _versions("pysigma", "rmm2sigma", "sigma-cli")
     print(f"# rmm2sigma benchmark{' (quick: sizes too small for the targets)' if quick else ''}")
     print(
-        f"python {platform.python_version()} on {platform.system()} {platform.machine()}, {_cores()} cores; "
+        f"python {platform.python_version()} on {platform.system()} {platform.machine()}, "
+        f"{available_cores()} cores; "
         f"{versions}; libyaml {'yes' if yaml.__with_libyaml__ else 'no'}; {package} from {REPO}"
     )
     with tempfile.TemporaryDirectory(prefix="rmm2sigma-bench-") as temporary:

@@ -13,8 +13,8 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from rmm2sigma.cli import app, convert_many
-from rmm2sigma.convert import InputResult, convert_input
+from rmm2sigma.cli import app
+from rmm2sigma.convert import InputResult, convert_all, convert_input
 from rmm2sigma.sigma import Options
 from rmm2sigma.sources import MAX_INPUT_BYTES, MAX_YAML_DEPTH
 
@@ -294,7 +294,7 @@ def test_parallel_conversion_loses_nothing_and_keeps_order(tmp_path: Path) -> No
         names.append(tmp_path / name)
         names[-1].write_bytes(data)
     paths = [str(path) for path in names]
-    serial = convert_many(paths, OPTIONS, ("kusto",), workers=1)
-    parallel = convert_many(paths, OPTIONS, ("kusto",), workers=2)
+    serial = convert_all(paths, OPTIONS, ("kusto",), workers=1)
+    parallel = convert_all(paths, OPTIONS, ("kusto",), workers=2)
     assert parallel == serial
     assert [result.source for result in parallel] == paths

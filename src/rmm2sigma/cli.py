@@ -3,9 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
-import os
 import sys
-from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
 
@@ -14,8 +12,7 @@ import typer
 from .targets import TARGETS
 
 if TYPE_CHECKING:
-    from .convert import InputResult
-    from .sigma import Options
+    pass
 
 INPUTS_PER_WORKER = 32
 """With ``--jobs 0``, a worker per this many inputs at most: each worker builds its own five
@@ -73,8 +70,10 @@ def convert(
         raise typer.BadParameter(f"no input found: {', '.join(missing or inputs)}", param_hint="INPUTS")
     # one byte over the limit is enough for the size check to refuse it; the rest is never read
     stdin = sys.stdin.buffer.read(MAX_INPUT_BYTES + 1) if "-" in paths else None
-    workers = jobs or min(_cores(), len(paths) // INPUTS_PER_WORKER)
-    results = convert_many(paths, options, wanted, workers, stdin)
+    from .convert import available_cores, convert_all
+
+    workers = jobs or min(available_cores(), len(paths) // INPUTS_PER_WORKER)
+    results = convert_all(paths, options, wanted, workers, stdin)
     try:
         results, report = write_outputs(results, out, wanted, force)
     except OSError as error:  # report.json refused, or the output folder cannot be written
@@ -106,37 +105,6 @@ def _verify(out: Path) -> bool:
         )
         raise typer.Exit(2) from None
     return verify_output(out, echo=typer.echo)
-
-
-def convert_many(
-    paths: Sequence[str],
-    options: Options,
-    wanted: Sequence[str],
-    workers: int = 1,
-    stdin: bytes | None = None,
-) -> list[InputResult]:
-    """Convert in order, in ``workers`` processes when that pays off.
-
-    Each worker converts large chunks (about four per worker) so the pool's per-task cost is
-    paid a few times, not per file; on Linux workers are forked after pySigma is imported, so
-    they only build the backends, once each. Results are plain data, cheap to send back.
-    """
-    from .convert import convert_input
-
-    workers = min(workers, len(paths))
-    if workers <= 1 or stdin is not None:
-        return [convert_input(path, options, wanted, stdin if path == "-" else None) for path in paths]
-    from concurrent.futures import ProcessPoolExecutor
-    from functools import partial
-
-    chunk = -(-len(paths) // (workers * 4))
-    with ProcessPoolExecutor(workers) as pool:
-        return list(pool.map(partial(convert_input, options=options, wanted=wanted), paths, chunksize=chunk))
-
-
-def _cores() -> int:
-    """Cores this process may run on (its affinity, e.g. in a container), not the machine's."""
-    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
 
 
 def main() -> None:

@@ -7,9 +7,11 @@ in the result, so a batch always goes on and every input is accounted for.
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable, Sequence
+import os
+from collections.abc import Sequence
+from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
-from functools import cache
+from functools import cache, partial
 from importlib import resources
 from typing import Any
 
@@ -128,6 +130,26 @@ def convert_input(
 
 
 def convert_all(
-    paths: Iterable[str], options: Options, wanted: Sequence[str] = targets.TARGETS
+    paths: Sequence[str],
+    options: Options,
+    wanted: Sequence[str] = targets.TARGETS,
+    workers: int = 1,
+    stdin: bytes | None = None,
 ) -> list[InputResult]:
-    return [convert_input(path, options, wanted) for path in paths]
+    """Convert in order, in ``workers`` processes when that pays off.
+
+    Each worker converts large chunks (about four per worker) so the pool's per-task cost is
+    paid a few times, not per file; on Linux workers are forked after pySigma is imported, so
+    they only build the backends, once each. Results are plain data, cheap to send back.
+    """
+    workers = min(workers, len(paths))
+    if workers <= 1 or stdin is not None:
+        return [convert_input(path, options, wanted, stdin if path == "-" else None) for path in paths]
+    chunk = -(-len(paths) // (workers * 4))
+    with ProcessPoolExecutor(workers) as pool:
+        return list(pool.map(partial(convert_input, options=options, wanted=wanted), paths, chunksize=chunk))
+
+
+def available_cores() -> int:
+    """Cores this process may run on (its affinity, e.g. in a container), not the machine's."""
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1

@@ -117,13 +117,6 @@ class Detection:
     notes: tuple[str, ...] = ()
 
 
-def conjuncts(node: Node | None) -> tuple[Node, ...]:
-    """The top-level AND items of a predicate (a non-AND node is a single item)."""
-    if node is None:
-        return ()
-    return node.items if isinstance(node, And) else (node,)
-
-
 def simplify(node: Node | None) -> Node | None:
     """Flatten nested AND/OR and drop single-item groups; None stands for TRUE."""
     if node is None or isinstance(node, Predicate | Opaque):

@@ -226,10 +226,7 @@ def write_outputs(
     return final, report
 
 
-def build_report(
-    results: Sequence[InputResult], planned: dict[int, PlannedRule] | None = None
-) -> dict[str, Any]:
-    planned = planned or plan_names(results)
+def build_report(results: Sequence[InputResult], planned: dict[int, PlannedRule]) -> dict[str, Any]:
     inputs = []
     for result in results:
         rules = []

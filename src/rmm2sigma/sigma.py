@@ -297,13 +297,5 @@ def _writer() -> YAML:
 def dump_yaml(document: Mapping[str, Any]) -> str:
     """SigmaHQ layout: 4-space indent, sequences indented under their key, no document marker."""
     buffer = io.StringIO()
-    _writer().dump(_plain(document), buffer)
+    _writer().dump(document, buffer)
     return buffer.getvalue()
-
-
-def _plain(value: Any) -> Any:
-    if isinstance(value, Mapping):
-        return {key: _plain(item) for key, item in value.items()}
-    if isinstance(value, list):
-        return [_plain(item) for item in value]
-    return value

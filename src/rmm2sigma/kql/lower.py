@@ -25,6 +25,7 @@ from ..model import (
     Or,
     Predicate,
     Value,
+    walk,
 )
 from . import syntax as k
 from .printer import to_kql
@@ -109,7 +110,7 @@ class _Lowering:
                 if aggregation is not None:
                     raise _fail("a filter after summarize (a threshold) has no Sigma rule equivalent", op)
                 node = self.condition(op.predicate, top_level=True)
-                for leaf_column in _columns(node):
+                for leaf_column in {leaf.column for leaf in walk(node) if isinstance(leaf, Predicate)}:
                     if leaf_column in reshaped:
                         raise _fail(f"filter on {leaf_column!r} after it was redefined by extend", op)
                 if node is not None:
@@ -309,16 +310,6 @@ def _now_offset(expr: k.Expr) -> timedelta | None:
     if expr.function == "now" and sign == -1:
         return span
     return None
-
-
-def _columns(node: Node | None) -> set[str]:
-    if node is None or isinstance(node, Opaque):
-        return set()
-    if isinstance(node, Predicate):
-        return {node.column}
-    if isinstance(node, Not):
-        return _columns(node.item)
-    return set().union(*(_columns(item) for item in node.items))
 
 
 def _shorten(text: str, limit: int = 120) -> str:
