@@ -5,14 +5,11 @@ from __future__ import annotations
 import datetime as dt
 import sys
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated
+from typing import Annotated
 
 import typer
 
 from .targets import TARGETS
-
-if TYPE_CHECKING:
-    pass
 
 INPUTS_PER_WORKER = 32
 """With ``--jobs 0``, a worker per this many inputs at most: each worker builds its own five
@@ -23,6 +20,24 @@ app = typer.Typer(
     no_args_is_help=True,
     help="Convert Microsoft Sentinel / Defender KQL hunting queries to Sigma, Splunk, Elastic and KQL.",
 )
+
+
+def _version(value: bool) -> None:
+    if value:
+        from importlib.metadata import version
+
+        typer.echo(f"rmm2sigma {version('rmm2sigma')}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _main(
+    show_version: Annotated[
+        bool,
+        typer.Option("--version", callback=_version, is_eager=True, help="Print the version and exit."),
+    ] = False,
+) -> None:
+    """Convert Microsoft Sentinel / Defender KQL hunting queries to Sigma, Splunk, Elastic and KQL."""
 
 
 def _targets(values: list[str] | None) -> list[str]:
@@ -44,7 +59,10 @@ def convert(
     exact: Annotated[bool, typer.Option(help="Keep KQL semantics exactly (term regexes for `has`).")] = False,
     force: Annotated[bool, typer.Option(help="Replace existing files in --out.")] = False,
     author: Annotated[str, typer.Option(help="Sigma `author`.")] = "rmm2sigma",
-    date: Annotated[str | None, typer.Option(help="Sigma `date` (YYYY-MM-DD); default today.")] = None,
+    date: Annotated[
+        str | None,
+        typer.Option(help="Sigma `date` (YYYY-MM-DD); default: the source's own date, else 2026-11-23."),
+    ] = None,
     jobs: Annotated[
         int,
         typer.Option(
@@ -63,6 +81,8 @@ def convert(
         day = dt.date.fromisoformat(date) if date else None
     except ValueError:
         raise typer.BadParameter(f"{date!r} is not a YYYY-MM-DD date", param_hint="--date") from None
+    if out.exists() and not out.is_dir():
+        raise typer.BadParameter(f"{out} exists and is not a folder", param_hint="--out")
     options = Options(author=author, date=day, exact=exact)
     paths = list(discover(inputs))
     missing = [p for p in paths if p != "-" and not Path(p).exists()]
@@ -76,7 +96,11 @@ def convert(
     results = convert_all(paths, options, wanted, workers, stdin)
     try:
         results, report = write_outputs(results, out, wanted, force)
-    except OSError as error:  # report.json refused, or the output folder cannot be written
+    except FileExistsError as error:  # report.json refused: every file in the way is named
+        for line in str(error).splitlines():
+            typer.echo(f"error: {line}", err=True)
+        raise typer.Exit(1) from None
+    except OSError as error:  # the output folder cannot be written
         typer.echo(f"error: {error}", err=True)
         raise typer.Exit(1) from None
     typer.echo(summary_table(report))
@@ -93,6 +117,25 @@ def verify_command(
 ) -> None:
     """Prove each rule in OUT by executing original and converted queries over generated events."""
     raise typer.Exit(1 if _verify(out) else 0)
+
+
+@app.command("setup-kusto")
+def setup_kusto(
+    directory: Annotated[
+        Path | None, typer.Argument(help="Install folder; default ~/.cache/rmm2sigma/kusto.")
+    ] = None,
+) -> None:
+    """Install Microsoft's Kusto.Language parser (npm) so `verify` also validates the emitted KQL."""
+    from .verify.kusto_language import ENV_VAR, install_kusto, user_tools_dir
+
+    try:
+        folder = install_kusto(directory)
+    except RuntimeError as error:
+        typer.echo(f"error: {error}", err=True)
+        raise typer.Exit(1) from None
+    typer.echo(f"Kusto.Language installed in {folder}")
+    if directory is not None and directory.resolve() != user_tools_dir().resolve():
+        typer.echo(f"set {ENV_VAR}={folder} so that `rmm2sigma verify` finds it")
 
 
 def _verify(out: Path) -> bool:

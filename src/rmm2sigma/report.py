@@ -179,12 +179,13 @@ def write_outputs(
 
     All refusals are decided first: an input with any refused file writes none of its files (and
     its rules leave the report), and a refused ``report.json`` raises ``FileExistsError`` before
-    anything is written.
+    anything is written, naming every refused file, one per line.
     """
     planned = plan_names(results)
     final: list[InputResult] = []
     writes: list[tuple[Path, bytes]] = []
     folders: dict[Path, str] = {}
+    blocked: list[str] = []  # every refusal, named again if report.json itself is refused
     for result in results:
         files: dict[str, str] = {}
         for rule in result.rules:
@@ -204,6 +205,7 @@ def write_outputs(
             elif needed:
                 planned_writes.append((out / name, data))
         if refusals:
+            blocked.extend(refusals)
             error = f"{printable(result.source)}: {'; '.join(dict.fromkeys(refusals))}"
             result = InputResult(result.source, "failed", error, result.warnings)
         else:
@@ -216,7 +218,7 @@ def write_outputs(
     )
     needed, reason = _check(out / "report.json", report_data, force, folders)
     if reason:
-        raise FileExistsError(reason)
+        raise FileExistsError("\n".join(dict.fromkeys([*blocked, reason])))
     for folder in sorted({path.parent for path, _ in writes} | {out}):
         folder.mkdir(parents=True, exist_ok=True)
     for path, data in writes:

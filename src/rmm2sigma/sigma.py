@@ -91,6 +91,11 @@ _MODIFIERS = {
 _URL = re.compile(r"https?://\S+")
 
 
+DEFAULT_DATE = dt.date(2026, 11, 23)
+"""A rule's ``date`` when neither ``--date`` nor the source gives one: fixed, never the clock, so a
+re-run tomorrow writes the same files."""
+
+
 @dataclass(frozen=True)
 class Options:
     author: str = "rmm2sigma"
@@ -132,7 +137,7 @@ def rule_document(source: SourceRule, mapped: MappedRule, options: Options) -> d
         "description": description,
         "references": list(dict.fromkeys(u.rstrip(".,)") for u in (*urls, *source.references))),
         "author": options.author,
-        "date": options.date or dt.date.today(),
+        "date": options.date or source.date or DEFAULT_DATE,
         "tags": attack_tags(source),
         "logsource": dict(mapped.table.logsource),
         "detection": detection_document(detection.predicate),

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import codecs
 import csv
+import datetime as dt
 import io
 import os
 import re
@@ -52,6 +53,7 @@ class SourceRule:
     severity: str | None = None
     references: tuple[str, ...] = ()
     false_positives: tuple[FalsePositive, ...] = ()
+    date: dt.date | None = None  # the source's own date, when it has one
     warnings: tuple[str, ...] = field(default=(), compare=False)
 
 
@@ -81,15 +83,42 @@ def read_source(path: str, data: bytes | None = None, max_bytes: int = MAX_INPUT
     if not text.strip():
         raise InputError("file is empty", source=path)
     suffix = Path(path).suffix.lower()
-    if suffix in YAML_SUFFIXES or (suffix not in (".kql", ".txt", ".md") and _looks_like_yaml(text)):
+    if suffix in YAML_SUFFIXES and not _looks_like_yaml(text) and not _is_yaml_collection(text):
+        rule = read_plain_kql(path, text, ("no YAML `query:` key: read as a plain KQL file",))
+    elif suffix in YAML_SUFFIXES or (suffix not in (".kql", ".txt", ".md") and _looks_like_yaml(text)):
         rule = read_yaml(path, text)
     elif re.search(r"^[ \t]*KQL Query[ \t]*$", text, re.M):
         rule = read_page(path, text)
     else:
-        rule = SourceRule(
-            path=path, kql=text, name=_name(os.fsencode(Path(path).stem).decode("utf-8", "replace"))
-        )
+        rule = read_plain_kql(path, text)
     return _with_manifest_reference(rule)
+
+
+_HEADER = re.compile(r"^[ \t]*//[ \t]*(Title|Name|Description)[ \t]*:(.*)$", re.I)
+
+
+def read_plain_kql(path: str, text: str, warnings: tuple[str, ...] = ()) -> SourceRule:
+    """A bare query; ``//Title:`` and ``//Description:`` comment lines before it give its metadata."""
+    fields: dict[str, str] = {}
+    for line in text.split("\n"):
+        if match := _HEADER.match(line):
+            fields.setdefault(match.group(1).lower(), match.group(2).strip())
+        elif line.strip() and not line.lstrip().startswith("//"):
+            break
+    name = (
+        fields.get("title") or fields.get("name") or os.fsencode(Path(path).stem).decode("utf-8", "replace")
+    )
+    return SourceRule(
+        path=path, kql=text, name=_name(name), description=_text(fields.get("description")), warnings=warnings
+    )
+
+
+def _is_yaml_collection(text: str) -> bool:
+    """Whether the text is a YAML mapping or list (a query file, however broken, is neither)."""
+    try:
+        return isinstance(_load_yaml(text)[1], dict | list)
+    except yaml.YAMLError:
+        return False
 
 
 def read_bounded(path: str, max_bytes: int = MAX_INPUT_BYTES) -> bytes:
@@ -261,8 +290,26 @@ def _sentinel_rule(
         tactics=_names(fields.get("tactics")),
         techniques=_names(fields.get("relevantTechniques")),
         severity=_text(fields.get("severity")),
+        date=_date(fields),
         warnings=warnings,
     )
+
+
+_DATE_KEYS = ("lastUpdatedDate", "lastUpdated", "lastModified", "modified", "createdDate", "date")
+
+
+def _date(fields: Mapping[str, Any]) -> dt.date | None:
+    """The first date-like field (``2024-05-01``, ``2024-05-01T10:00:00Z``, or a YAML date)."""
+    for key in _DATE_KEYS:
+        value = fields.get(key)
+        if isinstance(value, dt.date):
+            return value if not isinstance(value, dt.datetime) else value.date()
+        if isinstance(value, str) and re.match(r"\d{4}-\d{2}-\d{2}", value.strip()):
+            try:
+                return dt.date.fromisoformat(value.strip()[:10])
+            except ValueError:
+                continue
+    return None
 
 
 def _query_position(root: Any, text: str) -> tuple[int, int]:

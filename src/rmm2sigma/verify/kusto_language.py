@@ -1,9 +1,15 @@
 """Validate KQL with Microsoft's official parser (Kusto.Language) against the Defender schema.
 
 Kusto.Language is a .NET library; its JavaScript build (npm ``@kusto/language-service-next``) runs
-under node. ``validate_kql`` analyses a whole batch in one node process (``tools/kusto/validate.js``),
-because loading the library is what costs time. Install it with ``npm ci --prefix tools/kusto`` or
-point ``RMM2SIGMA_KUSTO_DIR`` at a folder containing ``node_modules/@kusto/language-service-next``.
+under node. ``validate_kql`` analyses a whole batch in one node process (the packaged
+``validate.js``), because loading the library is what costs time.
+
+Where the npm package is looked for, first match wins:
+
+1. ``RMM2SIGMA_KUSTO_DIR``: a folder containing ``node_modules/@kusto/language-service-next``;
+2. the user cache folder that ``rmm2sigma setup-kusto`` installs into
+   (``$XDG_CACHE_HOME/rmm2sigma/kusto``, by default ``~/.cache/rmm2sigma/kusto``);
+3. a source checkout's ``tools/kusto`` after ``npm ci --prefix tools/kusto``.
 """
 
 from __future__ import annotations
@@ -15,13 +21,15 @@ import subprocess
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from functools import cache
-from importlib.resources import files
+from importlib.resources import as_file, files
 from pathlib import Path
 from typing import Any
 
 ENV_VAR = "RMM2SIGMA_KUSTO_DIR"
-_PACKAGE = Path("node_modules") / "@kusto" / "language-service-next"
-_SCRIPT = "validate.js"
+NPM_PACKAGE = "@kusto/language-service-next"
+NPM_VERSION = "12.4.1"
+"""The version the proof was measured with; ``tools/kusto/package.json`` pins the same (a test checks)."""
+_PACKAGE = Path("node_modules") / NPM_PACKAGE
 
 
 @dataclass(frozen=True)
@@ -39,11 +47,17 @@ class KustoDiagnostic:
         return self.severity == "Error"
 
 
+def user_tools_dir() -> Path:
+    """Where ``rmm2sigma setup-kusto`` installs Kusto.Language for an installed rmm2sigma."""
+    cache_home = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+    return Path(cache_home) / "rmm2sigma" / "kusto"
+
+
 def _repo_tools_dir() -> Path | None:
-    """The repo's ``tools/kusto`` (walking up from this file), if it has validate.js."""
+    """A source checkout's ``tools/kusto`` (walking up from this file), if there is one."""
     for parent in Path(__file__).resolve().parents:
         candidate = parent / "tools" / "kusto"
-        if (candidate / _SCRIPT).is_file():
+        if (candidate / "package.json").is_file():
             return candidate
     return None
 
@@ -51,27 +65,36 @@ def _repo_tools_dir() -> Path | None:
 def kusto_tools_dir() -> Path | None:
     """Folder whose ``node_modules`` holds Kusto.Language, or None when it is not installed.
 
-    ``RMM2SIGMA_KUSTO_DIR`` wins when set (even if it does not exist, so it can disable the check);
-    otherwise the repo's ``tools/kusto`` is used when ``npm ci`` has been run there.
+    ``RMM2SIGMA_KUSTO_DIR`` wins when set (even if it does not exist, so it can disable the check).
     """
     configured = os.environ.get(ENV_VAR)
-    directory = Path(configured) if configured else _repo_tools_dir()
-    if directory is None or not (directory / _PACKAGE).is_dir():
-        return None
-    return directory
-
-
-def _script(tools_dir: Path) -> Path | None:
-    for directory in (tools_dir, _repo_tools_dir()):
-        if directory is not None and (directory / _SCRIPT).is_file():
-            return directory / _SCRIPT
-    return None
+    candidates = [Path(configured)] if configured else [user_tools_dir(), _repo_tools_dir()]
+    return next((d for d in candidates if d is not None and (d / _PACKAGE).is_dir()), None)
 
 
 def kusto_available() -> bool:
-    """True when node is on PATH and Kusto.Language plus validate.js can be found."""
-    tools_dir = kusto_tools_dir()
-    return shutil.which("node") is not None and tools_dir is not None and _script(tools_dir) is not None
+    """True when node is on PATH and Kusto.Language can be found."""
+    return shutil.which("node") is not None and kusto_tools_dir() is not None
+
+
+def install_kusto(directory: Path | None = None) -> Path:
+    """Install the pinned Kusto.Language with npm into ``directory`` (default: the user cache)."""
+    npm = shutil.which("npm")
+    if npm is None:
+        raise RuntimeError("installing Kusto.Language needs npm on PATH (Node.js 20+)")
+    directory = directory or user_tools_dir()
+    directory.mkdir(parents=True, exist_ok=True)
+    manifest = {"name": "rmm2sigma-kusto", "private": True, "dependencies": {NPM_PACKAGE: NPM_VERSION}}
+    (directory / "package.json").write_text(json.dumps(manifest, indent=2) + "\n", encoding="utf-8")
+    proc = subprocess.run(
+        [npm, "install", "--no-audit", "--no-fund", "--prefix", str(directory)],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    if proc.returncode != 0:
+        raise RuntimeError(f"npm install failed (exit {proc.returncode}): {proc.stderr.strip()[-500:]}")
+    return directory
 
 
 @cache
@@ -92,13 +115,13 @@ def validate_kql(
     """
     node = shutil.which("node")
     tools_dir = kusto_tools_dir()
-    script = _script(tools_dir) if tools_dir is not None else None
     if node is None:
         raise RuntimeError("Kusto.Language validation needs node on PATH (Node.js 20+).")
-    if tools_dir is None or script is None:
+    if tools_dir is None:
         raise RuntimeError(
-            "Kusto.Language is not installed: run `npm ci --prefix tools/kusto` in the repo, "
-            f"or set {ENV_VAR} to a folder containing node_modules/@kusto/language-service-next."
+            "Kusto.Language is not installed: run `rmm2sigma setup-kusto` (or, in a checkout, "
+            f"`npm ci --prefix tools/kusto`), or set {ENV_VAR} to a folder containing "
+            f"node_modules/{NPM_PACKAGE}."
         )
     if not queries:
         return []
@@ -110,16 +133,17 @@ def validate_kql(
     env = dict(os.environ)
     env["NODE_PATH"] = os.pathsep.join(filter(None, [str(tools_dir / "node_modules"), env.get("NODE_PATH")]))
     try:
-        proc = subprocess.run(
-            [node, str(script)],
-            input=request,
-            capture_output=True,
-            text=True,
-            encoding="utf-8",
-            env=env,
-            timeout=120 + 0.5 * len(queries),
-            check=False,
-        )
+        with as_file(files(__package__).joinpath("validate.js")) as script:
+            proc = subprocess.run(
+                [node, str(script)],
+                input=request,
+                capture_output=True,
+                text=True,
+                encoding="utf-8",
+                env=env,
+                timeout=120 + 0.5 * len(queries),
+                check=False,
+            )
     except subprocess.TimeoutExpired as exc:
         raise RuntimeError(f"Kusto.Language validation timed out after {exc.timeout:.0f} s") from exc
     if proc.returncode != 0:
