@@ -1,6 +1,6 @@
 """The 165 real Azure-Sentinel RMM queries: outcomes, SigmaHQ checks, Kusto.Language, fresh artefacts.
 
-Runs when ../shared/corpus exists beside the repository (CI has it); otherwise skips and says so.
+Marked ``corpus``: runs when the shared corpora exist (CI has them); see ``conftest.py``.
 """
 
 from __future__ import annotations
@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 
+from conftest import corpus
 from rmm2sigma.convert import InputResult, convert_all
 from rmm2sigma.report import write_outputs
 from rmm2sigma.sigma import Options
@@ -20,10 +21,9 @@ from rmm2sigma.sources import discover
 from rmm2sigma.verify.kusto_language import kusto_available, validate_kql
 
 REPO = Path(__file__).resolve().parents[1]
-CORPUS = REPO.parent / "shared" / "corpus" / "azure-sentinel-rmm"
+CORPUS = corpus("azure-sentinel-rmm")
 sys.path.insert(0, str(REPO / "scripts"))
-
-pytestmark = pytest.mark.skipif(not CORPUS.is_dir(), reason=f"corpus not found at {CORPUS} (CI has it)")
+pytestmark = pytest.mark.corpus
 
 
 @pytest.fixture(scope="module")

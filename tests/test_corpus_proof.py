@@ -1,6 +1,6 @@
 """Every convertible corpus query, executed: the conversion loses no event and its labels hold.
 
-Runs when ../shared/corpus exists beside the repository (CI has it); otherwise skips and says so.
+Marked ``corpus``: runs when the shared corpora exist (CI has them); see ``conftest.py``.
 Both modes are measured once per session (two worker processes) and the tests read the results.
 """
 
@@ -14,6 +14,7 @@ from pathlib import Path
 
 import pytest
 
+from conftest import corpus
 from rmm2sigma.convert import RuleResult, convert_rule
 from rmm2sigma.errors import Rmm2SigmaError
 from rmm2sigma.fidelity import SIGMA
@@ -21,8 +22,8 @@ from rmm2sigma.sigma import Options
 from rmm2sigma.sources import read_source
 from rmm2sigma.verify.proof import DIVERGED, NARROWED, NOT_EXECUTED, WIDENED, RuleProof, measure
 
-CORPUS = Path(__file__).resolve().parents[2] / "shared" / "corpus" / "azure-sentinel-rmm"
-pytestmark = pytest.mark.skipif(not CORPUS.is_dir(), reason=f"corpus not found at {CORPUS} (CI has it)")
+CORPUS = corpus("azure-sentinel-rmm")
+pytestmark = pytest.mark.corpus
 WHY_WIDER = re.compile(r"inside words|tests the whole \w+ path|the rule is wider")
 
 

@@ -6,6 +6,7 @@ import codecs
 import datetime as dt
 import json
 import os
+import re
 import time
 import tracemalloc
 from pathlib import Path
@@ -148,12 +149,29 @@ def test_an_alias_bomb_is_refused_before_expansion(tmp_path: Path) -> None:
     assert peak < 5_000_000 and time.perf_counter() - started < 5
 
 
+@pytest.mark.parametrize("opening", ["[", "{a: "])
+def test_deep_yaml_is_refused_not_a_recursion_error(tmp_path: Path, opening: str) -> None:
+    """Refused cleanly, on line 1, somewhere in the brackets, whoever notices first.
+
+    Our own limit (64 levels) and the YAML library's (libyaml or PyYAML's own, which differ between
+    releases) both give a one-line located refusal, and when YAML gives up, layout recovery hands the
+    text to the KQL parser, whose depth limit refuses it: the behaviour is the same either way.
+    """
+    text = "query: " + opening * 50_000
+    result = convert_bytes(tmp_path, "deep.yaml", text.encode())
+    assert result.status == "failed" and result.error is not None and "\n" not in result.error
+    match = re.match(rf"{re.escape(result.source)}:1:(\d+): (.*)$", result.error)
+    assert match, result.error
+    assert 8 <= int(match.group(1)) <= len(text), result.error
+    assert re.search(r"nest|deep", match.group(2), re.I), result.error
+
+
 @pytest.mark.parametrize(
     ("opening", "column"), [("[", 8 + MAX_YAML_DEPTH - 1), ("{a: ", 8 + 4 * (MAX_YAML_DEPTH - 1))]
 )
-def test_deep_yaml_is_refused_not_a_recursion_error(tmp_path: Path, opening: str, column: int) -> None:
-    """The 64th bracket is the 65th level: the document's own mapping is the first."""
-    text = "query: " + opening * 50_000
+def test_our_yaml_depth_limit_is_exact(tmp_path: Path, opening: str, column: int) -> None:
+    """Below any YAML library's own limit, ours refuses at the 65th level (the document is the first)."""
+    text = "query: " + opening * (MAX_YAML_DEPTH + 6)
     failed_at(
         convert_bytes(tmp_path, "deep.yaml", text.encode()), f"nested deeper than {MAX_YAML_DEPTH}", 1, column
     )

@@ -95,7 +95,7 @@ def convert(
     workers = jobs or min(available_cores(), len(paths) // INPUTS_PER_WORKER)
     results = convert_all(paths, options, wanted, workers, stdin)
     try:
-        results, report = write_outputs(results, out, wanted, force)
+        results, report = write_outputs(results, out, wanted, force, stdin)
     except FileExistsError as error:  # report.json refused: every file in the way is named
         for line in str(error).splitlines():
             typer.echo(f"error: {line}", err=True)

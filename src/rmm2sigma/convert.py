@@ -85,6 +85,9 @@ def convert_rule(source: SourceRule, options: Options, wanted: Sequence[str] = t
             queries[target] = result.query
     labels = target_fidelity(mapped, (SIGMA, *queries))
     by_target = {target: label.label for target, label in labels.items()}
+    # the headline is the worst target's label: a rule exact in Sigma but narrowed in lucene is not exact
+    measured = [Fidelity(label) for label in by_target.values() if label in Fidelity._value2member_map_]
+    headline = Fidelity.worst(mapped.fidelity, *measured)
     notes.extend(note for label in labels.values() for note in label.notes)
     return RuleResult(
         title=emitted.rule.title,
@@ -92,7 +95,7 @@ def convert_rule(source: SourceRule, options: Options, wanted: Sequence[str] = t
         category=emitted.category,
         filename=emitted.filename,
         yaml=emitted.yaml,
-        fidelity=mapped.fidelity,
+        fidelity=headline,
         notes=tuple(dict.fromkeys(notes)),
         queries=queries,
         errors=errors,
@@ -122,7 +125,9 @@ def convert_input(
     except RecursionError:
         return InputResult(path, "failed", f"{printable(path)}: input nested too deeply to convert", warnings)
     except Exception as error:  # a defect, not bad input: reported as such, and the batch goes on
-        defect = f"{printable(path)}: internal error, please report it: {error!r}"
+        missing = getattr(error, "filename", None)  # a packaged file missing from an install: name it
+        detail = f"{error!r} ({missing})" if isinstance(error, OSError) and missing else repr(error)
+        defect = f"{printable(path)}: internal error, please report it: {detail}"
         return InputResult(path, "failed", defect, warnings)
     status = "partial" if rule.errors else "converted"
     message = "; ".join(rule.errors.values()) if rule.errors else None

@@ -36,8 +36,8 @@ from .model import And, Fidelity, Match, Node, Not, Or, Predicate
 
 ELASTIC = ("lucene", "esql", "eql")
 SIGMA = "sigma"  # the Sigma rule itself, as every Sigma consumer reads it
-NARROWED = "narrowed"
-DIVERGED = "diverged"
+NARROWED = Fidelity.NARROWED.value
+DIVERGED = Fidelity.DIVERGED.value
 
 
 @dataclass(frozen=True)

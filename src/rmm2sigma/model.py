@@ -38,11 +38,15 @@ class Fidelity(Enum):
 
     exact: selects the same events; widened: selects every original event and possibly more;
     approximate: the data model changed (another category, a condition with no Sigma field).
+    Only a target's own limits give the last two: narrowed (it misses events the original
+    selects) and diverged (it misses some and adds others).
     """
 
     EXACT = "exact"
     WIDENED = "widened"
     APPROXIMATE = "approximate"
+    NARROWED = "narrowed"
+    DIVERGED = "diverged"
 
     @staticmethod
     def worst(*labels: Fidelity) -> Fidelity:

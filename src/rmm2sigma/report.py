@@ -172,8 +172,16 @@ def _encoded(text: str) -> bytes | str:
         return f"output cannot be written as UTF-8 ({error.reason}: {text[error.start]!r})"
 
 
+STDIN_COPY = "stdin.input"
+"""Where a conversion keeps what it read from stdin, so ``rmm2sigma verify`` can read it again."""
+
+
 def write_outputs(
-    results: Sequence[InputResult], out: Path, wanted: Sequence[str] = TARGETS, force: bool = False
+    results: Sequence[InputResult],
+    out: Path,
+    wanted: Sequence[str] = TARGETS,
+    force: bool = False,
+    stdin: bytes | None = None,
 ) -> tuple[list[InputResult], dict[str, Any]]:
     """Write every file and the report; inputs whose files were refused become failures.
 
@@ -194,8 +202,10 @@ def write_outputs(
             files.update({plan.query_path(t): q + "\n" for t, q in rule.queries.items() if t in wanted})
         refusals: list[str] = []
         planned_writes: list[tuple[Path, bytes]] = []
-        for name, text in files.items():
-            data = _encoded(text)
+        contents = {name: _encoded(text) for name, text in files.items()}
+        if result.source == "-" and stdin is not None and result.rules:
+            contents[STDIN_COPY] = stdin
+        for name, data in contents.items():
             if isinstance(data, str):
                 refusals.append(data)
                 continue

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import json
 import os
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import asdict, replace
 from pathlib import Path
@@ -20,7 +20,7 @@ from typing import Any
 from ..convert import convert_rule
 from ..errors import Rmm2SigmaError
 from ..fidelity import SIGMA, agrees
-from ..report import write_atomic
+from ..report import STDIN_COPY, write_atomic
 from ..sigma import Options, rule_id
 from ..sources import read_source
 from .proof import NOT_EXECUTED, VACUOUS, RuleProof, measure, summary
@@ -32,7 +32,8 @@ _HIDDEN = ("Timestamp", "DeviceId", "DeviceName", "ReportId")
 def verify_output(out: Path, echo: Callable[[str], None]) -> bool:
     """Measure every rule in ``out``; True when a target loses events, a label fails, or a check fails."""
     report = json.loads((out / "report.json").read_text(encoding="utf-8"))
-    jobs = [(item["source"], rule) for item in report["inputs"] for rule in item["rules"]]
+    stdin = out / STDIN_COPY
+    jobs = [(item["source"], rule, stdin) for item in report["inputs"] for rule in item["rules"]]
     workers = min(os.cpu_count() or 1, max(1, len(jobs) // 8))
     if workers > 1:
         with ProcessPoolExecutor(workers) as pool:
@@ -41,7 +42,7 @@ def verify_output(out: Path, echo: Callable[[str], None]) -> bool:
         checked = [_check(job) for job in jobs]
     proofs = [proof for proof, _ in checked]
     findings = [finding for _, finding in checked]
-    _kusto_language(jobs, findings)
+    _kusto_language(findings)
     failed = False
     for proof, finding in zip(proofs, findings, strict=True):
         failed = _print(proof, finding, echo) or failed
@@ -65,12 +66,12 @@ def verify_output(out: Path, echo: Callable[[str], None]) -> bool:
     return failed
 
 
-def _check(job: tuple[str, dict[str, Any]]) -> tuple[RuleProof, dict[str, Any]]:
+def _check(job: tuple[str, dict[str, Any], Path]) -> tuple[RuleProof, dict[str, Any]]:
     """Measure one reported rule and hold it to what the report says."""
-    path, rule = job
+    path, rule, stdin = job
     finding: dict[str, Any] = {"report_problems": []}
     try:
-        source = read_source(path)
+        source = read_source(path, stdin.read_bytes() if path == "-" and stdin.is_file() else None)
     except Rmm2SigmaError as error:
         return RuleProof(path, rule.get("title", ""), error=f"cannot read the source again: {error}"), finding
     exact = rule.get("id") == rule_id(source, True)
@@ -97,7 +98,7 @@ def _check(job: tuple[str, dict[str, Any]]) -> tuple[RuleProof, dict[str, Any]]:
     return replace(proof, exact_mode=exact, targets=targets), finding
 
 
-def _kusto_language(jobs: Sequence[tuple[str, dict[str, Any]]], findings: list[dict[str, Any]]) -> None:
+def _kusto_language(findings: list[dict[str, Any]]) -> None:
     """Kusto.Language errors of the original and emitted KQL, in one node process."""
     from .kusto_language import kusto_available, validate_kql
 
