@@ -22,7 +22,7 @@ from .kql.lower import Schema, lower
 from .mapping import map_detection
 from .model import Fidelity
 from .sigma import Options, emit
-from .sources import SourceRule, read_source
+from .sources import SourceRule, read_sources
 
 
 @dataclass(frozen=True)
@@ -67,7 +67,7 @@ def convert_rule(source: SourceRule, options: Options, wanted: Sequence[str] = t
         detection = lower(query, defender_schema())
         mapped = map_detection(detection, exact=options.exact, schema=defender_schema())
     except Rmm2SigmaError as error:
-        raise error.located(source.path, source.kql_line - 1, source.kql_column - 1) from None
+        raise _located(error, source) from None
     emitted = emit(source, mapped, options)
     document = emitted.rule.to_dict()
     queries: dict[str, str] = {}
@@ -103,6 +103,24 @@ def convert_rule(source: SourceRule, options: Options, wanted: Sequence[str] = t
     )
 
 
+def _located(error: Rmm2SigmaError, source: SourceRule) -> Rmm2SigmaError:
+    """An error inside the query, located in the file the query came from."""
+    if not source.escaped:
+        return error.located(source.path, source.kql_line - 1, source.kql_column - 1)
+    # a JSON string: one line of the file, escapes (\n, \") counted in its columns
+    from .rule_files import json_column
+
+    column = json_column(source.kql, error.line or 1, error.column or 1)
+    where = f" (in {source.where}, query line {error.line}, column {error.column})" if error.line else ""
+    return type(error)(
+        error.message + where,
+        source=source.path,
+        line=source.kql_line,
+        column=source.kql_column + column - 1,
+        context=error.context,
+    )
+
+
 def _rule_from(document: dict[str, Any]) -> Any:
     from sigma.rule import SigmaRule
 
@@ -115,9 +133,9 @@ def convert_input(
     """Convert one file; never raises, whatever the input (or a converter bug) does."""
     warnings: tuple[str, ...] = ()
     try:
-        source = read_source(path, data)
-        warnings = source.warnings
-        rule = convert_rule(source, options, wanted)
+        sources = read_sources(path, data)
+        warnings = tuple(w for source in sources for w in source.warnings)
+        rules = tuple(convert_rule(source, options, wanted) for source in sources)
     except Rmm2SigmaError as error:
         if error.source is None:
             error.source = path
@@ -129,9 +147,8 @@ def convert_input(
         detail = f"{error!r} ({missing})" if isinstance(error, OSError) and missing else repr(error)
         defect = f"{printable(path)}: internal error, please report it: {detail}"
         return InputResult(path, "failed", defect, warnings)
-    status = "partial" if rule.errors else "converted"
-    message = "; ".join(rule.errors.values()) if rule.errors else None
-    return InputResult(path, status, message, source.warnings, (rule,))
+    errors = [message for rule in rules for message in rule.errors.values()]
+    return InputResult(path, "partial" if errors else "converted", "; ".join(errors) or None, warnings, rules)
 
 
 def convert_all(

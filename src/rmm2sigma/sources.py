@@ -27,7 +27,12 @@ from .errors import InputError
 
 MAX_INPUT_BYTES = 1024 * 1024
 YAML_SUFFIXES = (".yaml", ".yml")
-INPUT_SUFFIXES = (*YAML_SUFFIXES, ".kql", ".txt")  # found in folders; any file can be named explicitly
+INPUT_SUFFIXES = (
+    *YAML_SUFFIXES,
+    ".json",
+    ".kql",
+    ".txt",
+)  # found in folders; any file can be named explicitly
 
 
 @dataclass(frozen=True)
@@ -54,6 +59,8 @@ class SourceRule:
     references: tuple[str, ...] = ()
     false_positives: tuple[FalsePositive, ...] = ()
     date: dt.date | None = None  # the source's own date, when it has one
+    escaped: bool = False  # the KQL is a JSON string on one line of the file (see rule_files)
+    where: str = ""  # which rule of a file holding several, e.g. ``resources[2]``
     warnings: tuple[str, ...] = field(default=(), compare=False)
 
 
@@ -71,6 +78,23 @@ def discover(inputs: list[str]) -> Iterator[str]:
 
 def _hidden(child: Path, root: Path) -> bool:
     return any(part.startswith(".") for part in child.relative_to(root).parts)
+
+
+def read_sources(path: str, data: bytes | None = None) -> tuple[SourceRule, ...]:
+    """Every query of one input: JSON rule files (ARM exports, Defender custom detections) hold
+    several; every other shape holds one."""
+    from .rule_files import looks_like_json, read_json_rules
+
+    if data is None:
+        data = read_bounded(path)
+    if Path(path).suffix.lower() == ".json" or (path == "-" and looks_like_json(data)):
+        if len(data) > MAX_INPUT_BYTES:
+            raise InputError(f"input is over the {MAX_INPUT_BYTES}-byte limit", source=path)
+        text = decode(data, path)
+        if not text.strip():
+            raise InputError("file is empty", source=path)
+        return tuple(_with_manifest_reference(rule) for rule in read_json_rules(path, text))
+    return (read_source(path, data),)
 
 
 def read_source(path: str, data: bytes | None = None, max_bytes: int = MAX_INPUT_BYTES) -> SourceRule:

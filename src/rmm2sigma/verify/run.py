@@ -22,7 +22,7 @@ from ..errors import Rmm2SigmaError
 from ..fidelity import SIGMA, agrees
 from ..report import STDIN_COPY, write_atomic
 from ..sigma import Options, rule_id
-from ..sources import read_source
+from ..sources import read_sources
 from .proof import NOT_EXECUTED, VACUOUS, RuleProof, measure, summary
 
 VERIFY_VERSION = 1
@@ -71,9 +71,11 @@ def _check(job: tuple[str, dict[str, Any], Path]) -> tuple[RuleProof, dict[str, 
     path, rule, stdin = job
     finding: dict[str, Any] = {"report_problems": []}
     try:
-        source = read_source(path, stdin.read_bytes() if path == "-" and stdin.is_file() else None)
+        sources = read_sources(path, stdin.read_bytes() if path == "-" and stdin.is_file() else None)
     except Rmm2SigmaError as error:
         return RuleProof(path, rule.get("title", ""), error=f"cannot read the source again: {error}"), finding
+    # a file may hold several rules: the one whose id (in either mode) the report gives
+    source = next((s for s in sources if rule.get("id") in (rule_id(s, True), rule_id(s, False))), sources[0])
     exact = rule.get("id") == rule_id(source, True)
     proof = measure(source, Options(exact=exact))
     try:

@@ -1,0 +1,122 @@
+"""JSON rule files that hold several queries: Sentinel ARM exports and Defender custom detections.
+
+- The ARM template the Sentinel portal exports: ``resources`` whose ``type`` ends in ``alertRules``
+  (``Microsoft.SecurityInsights/alertRules`` or the older
+  ``Microsoft.OperationalInsights/workspaces/providers/alertRules``), each with ``properties``
+  holding ``displayName``, ``query``, ``severity``, ``queryFrequency``, ``tactics`` ...
+- Defender custom detections (Microsoft Graph ``detectionRule``): ``queryCondition.queryText``,
+  ``detectionAction.alertTemplate`` for title, description, severity and MITRE techniques; one
+  object, a list, or a Graph ``{"value": [...]}`` page.
+
+A query is a JSON string, so it sits on one line of the file. Each ``SourceRule`` records where
+that string starts and ``escaped=True``: ``json_column`` turns a position inside the query into the
+column of the file, so errors still point at the file.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Iterator, Mapping
+from dataclasses import replace
+from typing import Any
+
+from .errors import InputError
+from .sources import SourceRule, _sentinel_rule
+
+
+def looks_like_json(data: bytes) -> bool:
+    return data.lstrip()[:1] in (b"{", b"[")
+
+
+def read_json_rules(path: str, text: str) -> tuple[SourceRule, ...]:
+    """Every query of an ARM template or of Defender custom detections, in file order."""
+    try:
+        document = json.loads(text)
+    except json.JSONDecodeError as error:
+        raise InputError(
+            f"not valid JSON: {error.msg}", source=path, line=error.lineno, column=error.colno
+        ) from None
+    found = list(_rules(document))
+    if not found:
+        raise InputError(
+            "JSON holds no Sentinel alert rule (`resources[].properties.query`) "
+            "nor Defender custom detection (`queryCondition.queryText`)",
+            source=path,
+            line=1,
+            column=1,
+        )
+    positions = _string_positions(text, ("query", "queryText"))
+    rules = []
+    for index, (where, fields) in enumerate(found):
+        line, column = positions[index] if index < len(positions) else (1, 1)
+        rule = _sentinel_rule(path, fields, fields["query"], (line, column))
+        rules.append(replace(rule, escaped=True, where=where))
+    return tuple(rules)
+
+
+def json_column(query: str, line: int, column: int) -> int:
+    """Columns into the JSON string (1-based, after its quote) of the query's ``line``:``column``."""
+    lines = query.split("\n")
+    offset = sum(len(text) + 1 for text in lines[: line - 1]) + column - 1
+    return len(json.dumps(query[:offset], ensure_ascii=False)) - 2 + 1
+
+
+def _rules(document: Any) -> Iterator[tuple[str, dict[str, Any]]]:
+    """``(where, Sentinel-style fields)`` for every rule found."""
+    if isinstance(document, Mapping) and isinstance(document.get("resources"), list):
+        for index, resource in enumerate(document["resources"]):
+            kind = str(resource.get("type", "")) if isinstance(resource, Mapping) else ""
+            properties = resource.get("properties") if isinstance(resource, Mapping) else None
+            if (
+                kind.endswith("alertRules")
+                and isinstance(properties, Mapping)
+                and _text(properties.get("query"))
+            ):
+                yield f"resources[{index}]", _arm_fields(properties)
+        return
+    items = document.get("value") if isinstance(document, Mapping) and "value" in document else document
+    for index, item in enumerate(items if isinstance(items, list) else [items]):
+        condition = item.get("queryCondition") if isinstance(item, Mapping) else None
+        if isinstance(condition, Mapping) and _text(condition.get("queryText")):
+            yield (f"[{index}]" if isinstance(items, list) else ""), _defender_fields(item)
+
+
+def _arm_fields(properties: Mapping[str, Any]) -> dict[str, Any]:
+    fields = dict(properties)
+    fields["name"] = properties.get("displayName")
+    fields["relevantTechniques"] = properties.get("techniques")
+    return fields
+
+
+def _defender_fields(item: Mapping[str, Any]) -> dict[str, Any]:
+    template = item.get("detectionAction", {}).get("alertTemplate", {}) or {}
+    schedule = item.get("schedule", {}) or {}
+    return {
+        "id": item.get("id"),
+        "name": item.get("displayName") or template.get("title"),
+        "description": template.get("description"),
+        "severity": template.get("severity"),
+        "tactics": [template["category"]] if template.get("category") else [],
+        "relevantTechniques": template.get("mitreTechniques") or [],
+        "queryFrequency": schedule.get("period"),
+        "query": item["queryCondition"]["queryText"],
+    }
+
+
+def _text(value: Any) -> bool:
+    return isinstance(value, str) and bool(value.strip())
+
+
+_KEY = r'"(?:{keys})"\s*:\s*"'
+
+
+def _string_positions(text: str, keys: tuple[str, ...]) -> list[tuple[int, int]]:
+    """Line and column (1-based) of the first character inside each ``"key": "..."`` string, in order."""
+    pattern = re.compile(_KEY.format(keys="|".join(map(re.escape, keys))))
+    positions = []
+    for match in pattern.finditer(text):
+        start = match.end()
+        line = text.count("\n", 0, start) + 1
+        positions.append((line, start - (text.rfind("\n", 0, start) + 1) + 1))
+    return positions
