@@ -75,10 +75,10 @@ def _table(header: list[str], body: list[list[str]]) -> list[str]:
 
 def _text(text: str) -> str:
     """Prose from the input, inert in Markdown and in any HTML it is rendered to, on one line."""
-    text = " ".join(text.split())
+    text = re.sub(r"([\\`*_\[\]#])", r"\\\1", " ".join(text.split()))
     for raw, entity in (("&", "&amp;"), ("<", "&lt;"), (">", "&gt;"), ("|", "&#124;")):
-        text = text.replace(raw, entity)
-    return re.sub(r"([\\`*_\[\]#])", r"\\\1", text)
+        text = text.replace(raw, entity)  # after the backslashes: an entity's '#' stays unescaped
+    return text
 
 
 def _code(text: str) -> str:
