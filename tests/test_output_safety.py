@@ -18,6 +18,7 @@ from rmm2sigma.cli import app
 from rmm2sigma.convert import InputResult, RuleResult, convert_input
 from rmm2sigma.model import Fidelity
 from rmm2sigma.report import MAX_STEM, plan_names, safe_part, write_outputs
+from rmm2sigma.reports import REPORT_FILES
 from rmm2sigma.sigma import Options
 
 SRC = Path(report.__file__).resolve().parent
@@ -89,7 +90,7 @@ def test_titles_that_attack_the_file_system_give_safe_file_names(tmp_path: Path)
     out = tmp_path / "out"
     write_outputs(results, out, ("kusto",))
     files = [p for p in out.rglob("*") if p.is_file()]
-    assert len(files) == 2 * len(titles) + 1
+    assert len(files) == 2 * len(titles) + 1 + len(REPORT_FILES)  # + report.json and the reports
     for path in files:
         assert path.resolve().is_relative_to(out.resolve())
         assert len(path.name) <= MAX_STEM + len(".lucene")

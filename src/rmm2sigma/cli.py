@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import datetime as dt
 import sys
+from functools import partial
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 
@@ -70,9 +71,15 @@ def convert(
         ),
     ] = 0,
     verify: Annotated[bool, typer.Option(help="Then prove every rule with the execution oracles.")] = False,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar.")] = False,
+    as_json: Annotated[
+        bool, typer.Option("--json", help="Print only a JSON summary on stdout; messages go to stderr.")
+    ] = False,
 ) -> None:
-    """Convert queries; writes OUT/sigma_rules, OUT/backends/<target> and OUT/report.json."""
-    from .report import summary_table, write_outputs
+    """Convert queries; writes OUT/sigma_rules, OUT/backends/<target>, OUT/report.json, report.md,
+    report.html and layer.json (an ATT&CK Navigator layer)."""
+    from .console import progress, source_excerpt
+    from .report import failure_lines, summary_table, terminal_text, write_outputs
     from .sigma import Options
     from .sources import MAX_INPUT_BYTES, discover
 
@@ -93,21 +100,34 @@ def convert(
     from .convert import available_cores, convert_all
 
     workers = jobs or min(available_cores(), len(paths) // INPUTS_PER_WORKER)
-    results = convert_all(paths, options, wanted, workers, stdin)
+    with progress(len(paths), sys.stderr.isatty() and not quiet) as advance:
+        results = convert_all(paths, options, wanted, workers, stdin, advance)
     try:
         results, report = write_outputs(results, out, wanted, force, stdin)
-    except FileExistsError as error:  # report.json refused: every file in the way is named
+    except FileExistsError as error:  # a report file refused: every file in the way is named
         for line in str(error).splitlines():
             typer.echo(f"error: {line}", err=True)
         raise typer.Exit(1) from None
     except OSError as error:  # the output folder cannot be written
         typer.echo(f"error: {error}", err=True)
         raise typer.Exit(1) from None
-    typer.echo(summary_table(report))
-    typer.echo(f"\nreport: {out / 'report.json'}")
+
+    def excerpt(entry: dict[str, Any]) -> list[str]:
+        return source_excerpt(entry, stdin)
+
+    if as_json:
+        from .reports import json_summary
+
+        failures = failure_lines(report, excerpt)
+        if failures:
+            typer.echo(terminal_text(failures[1:]), err=True)
+        typer.echo(json_summary(report))
+    else:
+        typer.echo(summary_table(report, excerpt))
+        typer.echo(f"\nreports: {out / 'report.json'}, report.md, report.html, layer.json")
     failed = any(r.status == "failed" for r in results)
     if verify:
-        failed = _verify(out) or failed
+        failed = _verify(out, as_json) or failed
     raise typer.Exit(1 if failed else 0)
 
 
@@ -138,8 +158,9 @@ def setup_kusto(
         typer.echo(f"set {ENV_VAR}={folder} so that `rmm2sigma verify` finds it")
 
 
-def _verify(out: Path) -> bool:
-    """Run the proof; True when something diverged or could not be checked."""
+def _verify(out: Path, to_stderr: bool = False) -> bool:
+    """Run the proof; True when something diverged or could not be checked. With ``--json`` its
+    lines go to stderr: stdout holds the JSON summary only."""
     try:
         from .verify.run import verify_output
     except ImportError as error:
@@ -147,7 +168,7 @@ def _verify(out: Path) -> bool:
             f"error: the proof needs the verify extra: pip install 'rmm2sigma[verify]' ({error})", err=True
         )
         raise typer.Exit(2) from None
-    return verify_output(out, echo=typer.echo)
+    return verify_output(out, echo=partial(typer.echo, err=to_stderr))
 
 
 def main() -> None:

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import json
 import os
-from collections.abc import Sequence
+from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
 from functools import cache, partial
@@ -42,6 +42,8 @@ class RuleResult:
     queries: dict[str, str]
     errors: dict[str, str] = field(default_factory=dict)
     fidelity_by_target: dict[str, str] = field(default_factory=dict)
+    kql: str = ""  # the source query, shown beside the rule in the reports
+    tags: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -100,6 +102,8 @@ def convert_rule(source: SourceRule, options: Options, wanted: Sequence[str] = t
         queries=queries,
         errors=errors,
         fidelity_by_target=by_target,
+        kql=source.kql,
+        tags=tuple(str(tag) for tag in emitted.rule.tags),
     )
 
 
@@ -157,6 +161,7 @@ def convert_all(
     wanted: Sequence[str] = targets.TARGETS,
     workers: int = 1,
     stdin: bytes | None = None,
+    done: Callable[[InputResult], None] | None = None,
 ) -> list[InputResult]:
     """Convert in order, in ``workers`` processes when that pays off.
 
@@ -166,10 +171,24 @@ def convert_all(
     """
     workers = min(workers, len(paths))
     if workers <= 1 or stdin is not None:
-        return [convert_input(path, options, wanted, stdin if path == "-" else None) for path in paths]
+        return _collect(
+            (convert_input(path, options, wanted, stdin if path == "-" else None) for path in paths), done
+        )
     chunk = -(-len(paths) // (workers * 4))
     with ProcessPoolExecutor(workers) as pool:
-        return list(pool.map(partial(convert_input, options=options, wanted=wanted), paths, chunksize=chunk))
+        return _collect(
+            pool.map(partial(convert_input, options=options, wanted=wanted), paths, chunksize=chunk), done
+        )
+
+
+def _collect(results: Iterable[InputResult], done: Callable[[InputResult], None] | None) -> list[InputResult]:
+    """The results in input order, telling ``done`` of each as it arrives (a progress bar)."""
+    collected = []
+    for result in results:
+        collected.append(result)
+        if done is not None:
+            done(result)
+    return collected
 
 
 def available_cores() -> int:

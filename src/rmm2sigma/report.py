@@ -1,4 +1,4 @@
-"""Write the results: Sigma files, backend queries and ``report.json``, safely.
+"""Write the results: Sigma files, backend queries, ``report.json`` and the reports rendered from it, safely.
 
 Safety rules: every path component is checked against a strict pattern (no separators, no ``..``,
 no reserved Windows device names, bounded length); two rules that want the same name both get a
@@ -16,7 +16,7 @@ import os
 import re
 import stat
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -24,6 +24,7 @@ from typing import Any
 from .convert import InputResult, RuleResult
 from .errors import printable, split_location
 from .model import Fidelity
+from .reports import LABELS, not_exact, render_all, target_rows
 from .targets import EXTENSIONS, TARGETS
 
 REPORT_VERSION = 1
@@ -186,14 +187,15 @@ def write_outputs(
     """Write every file and the report; inputs whose files were refused become failures.
 
     All refusals are decided first: an input with any refused file writes none of its files (and
-    its rules leave the report), and a refused ``report.json`` raises ``FileExistsError`` before
-    anything is written, naming every refused file, one per line.
+    its rules leave the report), and a refused report file (``report.json``, ``report.md``,
+    ``report.html``, ``layer.json``) raises ``FileExistsError`` before anything is written, naming
+    every refused file, one per line.
     """
     planned = plan_names(results)
     final: list[InputResult] = []
     writes: list[tuple[Path, bytes]] = []
     folders: dict[Path, str] = {}
-    blocked: list[str] = []  # every refusal, named again if report.json itself is refused
+    blocked: list[str] = []  # every refusal, named again if a report file is refused
     for result in results:
         files: dict[str, str] = {}
         for rule in result.rules:
@@ -222,19 +224,24 @@ def write_outputs(
             writes.extend(planned_writes)
         final.append(result)
     report = build_report(final, planned)
-    # surrogates (undecodable file names) become \udcxx escapes, which JSON reads back as written
-    report_data = (json.dumps(report, indent=2, ensure_ascii=False) + "\n").encode(
-        "utf-8", "backslashreplace"
-    )
-    needed, reason = _check(out / "report.json", report_data, force, folders)
-    if reason:
-        raise FileExistsError("\n".join(dict.fromkeys([*blocked, reason])))
+    texts = {"report.json": json.dumps(report, indent=2, ensure_ascii=False) + "\n"}
+    texts.update(render_all(report, {p.sigma_path: p.rule.yaml for p in planned.values()}))
+    reports: list[tuple[Path, bytes]] = []
+    refused_reports: list[str] = []
+    for name, text in texts.items():
+        # surrogates (undecodable file names) become \udcxx escapes, which JSON reads back as written
+        data = text.encode("utf-8", "backslashreplace")
+        needed, reason = _check(out / name, data, force, folders)
+        if reason:
+            refused_reports.append(reason)
+        elif needed:
+            reports.append((out / name, data))
+    if refused_reports:
+        raise FileExistsError("\n".join(dict.fromkeys([*blocked, *refused_reports])))
     for folder in sorted({path.parent for path, _ in writes} | {out}):
         folder.mkdir(parents=True, exist_ok=True)
-    for path, data in writes:
+    for path, data in [*writes, *reports]:
         _replace(path, data)
-    if needed:
-        _replace(out / "report.json", report_data)
     return final, report
 
 
@@ -254,6 +261,8 @@ def build_report(results: Sequence[InputResult], planned: dict[int, PlannedRule]
                     "notes": list(rule.notes),
                     "queries": rule.queries,
                     "target_errors": rule.errors,
+                    "tags": list(rule.tags),
+                    "kql": rule.kql,
                 }
             )
         line, column = split_location(result.error, result.source)
@@ -291,8 +300,11 @@ def summarize(results: Sequence[InputResult]) -> dict[str, Any]:
     }
 
 
-def summary_table(report: dict[str, Any]) -> str:
-    """The few lines printed after a run: outcomes, fidelity, and every failure with its reason."""
+def summary_table(
+    report: dict[str, Any], excerpt: Callable[[dict[str, Any]], list[str]] | None = None
+) -> str:
+    """The lines printed after a run: outcomes, labels per target, the rules that are not exact on
+    each target, and every failure with its reason (and ``excerpt``'s lines under it: the source)."""
     summary = report["summary"]
     lines = [
         f"{'inputs':<12}{summary['inputs']:>6}",
@@ -302,14 +314,42 @@ def summary_table(report: dict[str, Any]) -> str:
         "",
         *(f"{label:<12}{count:>6}" for label, count in summary["fidelity"].items()),
     ]
-    if summary["targets"]:
-        lines.append("")
-        lines.extend(
-            f"{t:<12}{v['converted']:>6} ok {v['failed']:>4} failed" for t, v in summary["targets"].items()
-        )
-    problems = [i for i in report["inputs"] if i["status"] != "converted"]
-    if problems:
-        lines.append("")
-        lines.extend(f"{i['status'].upper()}: {i['error']}" for i in problems)
-    # a path from an undecodable file name holds surrogates, which no terminal encoding accepts
+    rows = target_rows(report)
+    if rows:
+        columns = ["converted", *LABELS, "failed"]
+        lines += ["", f"{'target':<10}" + "".join(f"{c:>12}" for c in columns)]
+        lines += [f"{t:<10}" + "".join(f"{row[c]:>12}" for c in columns) for t, row in rows.items()]
+    lines += not_exact_lines(not_exact(report))
+    return terminal_text([*lines, *failure_lines(report, excerpt)])
+
+
+def failure_lines(
+    report: dict[str, Any], excerpt: Callable[[dict[str, Any]], list[str]] | None = None
+) -> list[str]:
+    """Each input that is not fully converted: its located message, then ``excerpt``'s lines."""
+    lines: list[str] = []
+    for entry in report["inputs"]:
+        if entry["status"] != "converted":
+            lines += [
+                "",
+                f"{entry['status'].upper()}: {entry['error']}",
+                *(excerpt(entry) if excerpt else []),
+            ]
+    return lines
+
+
+def terminal_text(lines: list[str]) -> str:
+    """A path from an undecodable file name holds surrogates, which no terminal encoding accepts."""
     return "\n".join(lines).encode("utf-8", "backslashreplace").decode("utf-8")
+
+
+def not_exact_lines(listed: dict[str, list[dict[str, str]]]) -> list[str]:
+    """Targets with the same rules and labels share one list, so a batch prints each list once."""
+    groups: dict[tuple[tuple[str, str], ...], list[str]] = {}
+    for target, entries in listed.items():
+        groups.setdefault(tuple((e["fidelity"], e["sigma"]) for e in entries), []).append(target)
+    lines: list[str] = []
+    for group, targets in groups.items():
+        lines += ["", f"not exact on {', '.join(targets)} ({len(group)}):"]
+        lines += [f"  {label:<12}{printable(sigma)}" for label, sigma in group]
+    return lines
