@@ -10,7 +10,7 @@ import json
 import os
 from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import ProcessPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from functools import cache, partial
 from importlib import resources
 from typing import Any
@@ -171,14 +171,15 @@ def convert_all(
     """
     workers = min(workers, len(paths))
     if workers <= 1 or stdin is not None:
-        return _collect(
+        results = _collect(
             (convert_input(path, options, wanted, stdin if path == "-" else None) for path in paths), done
         )
-    chunk = -(-len(paths) // (workers * 4))
-    with ProcessPoolExecutor(workers) as pool:
-        return _collect(
-            pool.map(partial(convert_input, options=options, wanted=wanted), paths, chunksize=chunk), done
-        )
+    else:
+        chunk = -(-len(paths) // (workers * 4))
+        with ProcessPoolExecutor(workers) as pool:
+            convert = partial(convert_input, options=options, wanted=wanted)
+            results = _collect(pool.map(convert, paths, chunksize=chunk), done)
+    return merge_duplicates(results)
 
 
 def _collect(results: Iterable[InputResult], done: Callable[[InputResult], None] | None) -> list[InputResult]:
@@ -189,6 +190,54 @@ def _collect(results: Iterable[InputResult], done: Callable[[InputResult], None]
         if done is not None:
             done(result)
     return collected
+
+
+def merge_duplicates(results: Sequence[InputResult]) -> list[InputResult]:
+    """One rule per detection: a rule with the same log source and detection as an earlier one
+    (a network query that fell back to ``process_creation`` reproduces the tool's process rule)
+    is merged into it.
+
+    The earlier rule gains the later one's references; the later input keeps no rule of its own
+    and a warning names the rule that now stands for it. SigmaHQ refuses two files with one
+    detection, and two identical rules would fire twice on every event.
+    """
+    from .sigma import merge_references
+
+    kept: dict[str, tuple[int, int]] = {}  # detection key -> (result index, rule index)
+    merged = list(results)
+    for index, result in enumerate(results):
+        rules: list[RuleResult] = []
+        warnings = list(result.warnings)
+        for rule in result.rules:
+            key = detection_key(rule.yaml)
+            if key not in kept:
+                kept[key] = (index, len(rules))
+                rules.append(rule)
+                continue
+            first_index, rule_index = kept[key]
+            first = merged[first_index]
+            target = first.rules[rule_index] if first_index != index else rules[rule_index]
+            joined = replace(target, yaml=merge_references(target.yaml, rule.yaml))
+            if first_index == index:
+                rules[rule_index] = joined
+            else:
+                merged[first_index] = replace(
+                    first, rules=tuple(joined if i == rule_index else r for i, r in enumerate(first.rules))
+                )
+            warnings.append(
+                f"its rule '{rule.title}' has the same log source and detection as "
+                f"'{target.title}' ({target.rule_id}) from {printable(first.source)}; merged into it"
+            )
+        merged[index] = replace(merged[index], rules=tuple(rules), warnings=tuple(warnings))
+    return merged
+
+
+def detection_key(rule_yaml: str) -> str:
+    """The log source and detection of a rule, as one comparable text."""
+    import yaml
+
+    document = yaml.safe_load(rule_yaml)
+    return json.dumps([document.get("logsource"), document.get("detection")], sort_keys=True, default=str)
 
 
 def available_cores() -> int:

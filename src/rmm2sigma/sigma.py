@@ -77,6 +77,25 @@ _SLUG_REWRITES = (
     ("network connection", ""),
     ("file signature", ""),
 )
+# Phrases that Sentinel query names use for a kind of event, and the Sigma category each names
+# (Defender's file certificate table is matched through image_load, see mapping/defender.yml).
+_CATEGORY_PHRASES = {
+    "create process": "process_creation",
+    "process creation": "process_creation",
+    "network connection": "network_connection",
+    "file signature": "image_load",
+    "image load": "image_load",
+    "dns query": "dns_query",
+    "file creation": "file_event",
+    "file event": "file_event",
+}
+_CATEGORY_TITLES = {
+    "process_creation": "Process Creation",
+    "network_connection": "Network Connection",
+    "image_load": "Image Load",
+    "dns_query": "DNS Query",
+    "file_event": "File Event",
+}
 _LEVELS = {"informational", "low", "medium", "high", "critical"}
 _MODIFIERS = {
     Match.CONTAINS: "contains",
@@ -131,7 +150,7 @@ def rule_document(source: SourceRule, mapped: MappedRule, options: Options) -> d
     detection = mapped.detection
     assert detection.predicate is not None
     document: dict[str, Any] = {
-        "title": _title(source),
+        "title": _title(source, mapped.table.logsource.get("category")),
         "id": rule_id(source, options.exact),
         "status": "experimental",
         "description": description,
@@ -159,14 +178,30 @@ def rule_id(source: SourceRule, exact: bool) -> str:
     return str(uuid.UUID(bytes=digest[:16], version=4))
 
 
-def _title(source: SourceRule) -> str:
+def _title(source: SourceRule, category: str | None = None) -> str:
     name = " ".join((source.name or "").split()).rstrip(".") or "Converted Sentinel Query"
+    if category:
+        name = _title_category(name, category)
     words = [w if not w.islower() or w in _SMALL_WORDS else w[:1].upper() + w[1:] for w in name.split(" ")]
     if words and words[0].lower().startswith("detect"):
         words = words[1:] or ["Activity"]
     title = " ".join(words)
     title = title[:1].upper() + title[1:]
     return title if len(title) <= 120 else title[:117].rstrip() + "..."
+
+
+def _title_category(name: str, category: str) -> str:
+    """A title never claims a category the rule does not have.
+
+    A network query that falls back to ``process_creation`` keeps its source name "... - Network
+    Connection" only if the last `` - `` part names no other category; otherwise that part
+    becomes the rule's own category phrase.
+    """
+    head, dash, last = name.rpartition(" - ")
+    claimed = _CATEGORY_PHRASES.get(last.strip().lower())
+    if not dash or claimed is None or claimed == category:
+        return name
+    return f"{head} - {_CATEGORY_TITLES.get(category, category.replace('_', ' ').title())}"
 
 
 def _sentence(text: str) -> str:
@@ -296,7 +331,24 @@ def _writer() -> YAML:
     writer = YAML()
     writer.indent(mapping=4, sequence=6, offset=4)
     writer.width = 4096
+    # ruamel writes None as nothing, so a null list item becomes "- " with a trailing space, which
+    # SigmaHQ's strict yamllint refuses: write it as the word null
+    writer.representer.add_representer(type(None), _null)
     return writer
+
+
+def merge_references(kept: str, merged: str) -> str:
+    """``kept`` rule YAML with the references of ``merged`` added (a duplicate merged into it)."""
+    import yaml
+
+    document = yaml.safe_load(kept)
+    extra = yaml.safe_load(merged).get("references") or []
+    document["references"] = list(dict.fromkeys([*(document.get("references") or []), *extra]))
+    return dump_yaml({key: document[key] for key in _KEY_ORDER if document.get(key)})
+
+
+def _null(representer: Any, _: None) -> Any:
+    return representer.represent_scalar("tag:yaml.org,2002:null", "null")
 
 
 def dump_yaml(document: Mapping[str, Any]) -> str:
