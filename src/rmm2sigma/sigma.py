@@ -24,7 +24,7 @@ from sigma.rule import SigmaRule
 
 from .errors import UnsupportedKqlError
 from .mapping import MappedRule
-from .model import And, Match, Node, Not, Or, Predicate, Value
+from .model import ANY_COLUMN, And, Match, Node, Not, Or, Predicate, Value
 from .sources import SourceRule
 
 _NAMESPACE = uuid.UUID("6f1d3c52-6d0e-4f4e-9a55-2b8f1f3e7a10")
@@ -87,6 +87,8 @@ _MODIFIERS = {
     Match.LTE: "lte",
     Match.GT: "gt",
     Match.GTE: "gte",
+    Match.CIDR: "cidr",
+    Match.FIELDREF: "fieldref",
 }
 _URL = re.compile(r"https?://\S+")
 
@@ -204,9 +206,9 @@ def detection_document(predicate: Node) -> dict[str, Any]:
 
 class _Detection:
     def __init__(self) -> None:
-        self.named: dict[str, dict[str, Any]] = {}
+        self.named: dict[str, Any] = {}
 
-    def add(self, base: str, items: dict[str, Any]) -> str:
+    def add(self, base: str, items: dict[str, Any] | list[Value]) -> str:
         name, counter = base, 2
         while name in self.named:
             name, counter = f"{base}_{counter}", counter + 1
@@ -214,6 +216,9 @@ class _Detection:
         return name
 
     def condition(self, node: Node, top: bool = False) -> str:
+        if isinstance(node, Predicate) and node.column == ANY_COLUMN:
+            name = self.add("keywords", keywords(node))
+            return f"not {name}" if node.negated else name
         if isinstance(node, Predicate):
             key, value = sigma_item(node)
             base = (
@@ -230,7 +235,7 @@ class _Detection:
             merged: dict[str, Any] = {}
             rest: list[Node] = []
             for item in node.items:
-                if isinstance(item, Predicate) and not item.negated:
+                if isinstance(item, Predicate) and not item.negated and item.column != ANY_COLUMN:
                     key, value = sigma_item(item)
                     if key not in merged:
                         merged[key] = value
@@ -269,8 +274,15 @@ def sigma_item(leaf: Predicate) -> tuple[str, Any]:
     key = "|".join([leaf.column, *modifiers])
     if leaf.match is Match.EMPTY:
         return key, ["", None]
+    if leaf.match is Match.NULL:
+        return key, None
     values = [v if leaf.match is Match.REGEX else _escape(v) for v in leaf.values]
     return key, values[0] if len(values) == 1 else values
+
+
+def keywords(leaf: Predicate) -> list[Value]:
+    """A substring search over the whole event (``* contains 'x'``): wildcards around each value."""
+    return [f"*{_escape(v)}*" for v in leaf.values]
 
 
 def _escape(value: Value) -> Value:

@@ -19,7 +19,22 @@ from typing import Any
 import yaml
 
 from ..errors import UnsupportedKqlError
-from ..model import And, Detection, Fidelity, Match, Node, Not, Opaque, Or, Predicate, simplify
+from ..model import (
+    ANY_COLUMN,
+    And,
+    Detection,
+    Fidelity,
+    Match,
+    Node,
+    Not,
+    Opaque,
+    Or,
+    Predicate,
+    simplify,
+)
+
+# KQL's term operators: Sigma has no modifier for them, ``contains`` is the sound widening
+_TERM_MATCHES = (Match.HAS, Match.HASPREFIX, Match.HASSUFFIX)
 
 
 def _term_class(last: int = 0x52F) -> str:
@@ -221,23 +236,61 @@ class _Mapper:
         return items[0] if len(items) == 1 else type(node)(tuple(items))
 
     def predicate(self, leaf: Predicate, positive: bool) -> Node | bool:
+        widening_allowed = positive != leaf.negated and not self.exact
+        if leaf.column == ANY_COLUMN:
+            return self.keywords(leaf, positive, widening_allowed)
         spec = self.spec.fields.get(leaf.column)
         if spec is None:
             self.leave_out(
                 f"`{leaf.text}` was left out: {leaf.column} has no field in Sigma's "
-                f"{self.spec.logsource['category']} category; the rule is wider"
+                f"{self.spec.logsource.get('category') or self.spec.logsource.get('service')} "
+                "category; the rule is wider"
             )
             return positive
         mapped = replace(leaf, column=spec.field)
-        widening_allowed = positive != leaf.negated and not self.exact
+        if leaf.match is Match.FIELDREF:
+            return self.field_pair(mapped, spec, positive, widening_allowed)
+        if leaf.match is Match.CIDR and positive == leaf.negated:
+            # Kusto's ipv4_is_in_range() of a missing address is null, so its negation drops the row
+            self.widen(f"`{leaf.text}` is negated: Sigma also matches events without an address")
         if spec.part == "file_name":
             return self.file_name(mapped, widening_allowed)
-        if leaf.match is Match.HAS:
+        if leaf.match in _TERM_MATCHES:
             if widening_allowed:
                 self.widen(f"`{leaf.text}` matches whole terms; Sigma `contains` also matches inside words")
                 return replace(mapped, match=Match.CONTAINS)
             return _term_regex(mapped)
         return mapped
+
+    def field_pair(
+        self, leaf: Predicate, spec: FieldSpec, positive: bool, widening_allowed: bool
+    ) -> Node | bool:
+        """``A == B`` as Sigma's ``fieldref``, which compares case-insensitively like every Sigma value."""
+        other = self.spec.fields.get(str(leaf.values[0]))
+        if other is None or spec.part or other.part:
+            self.leave_out(
+                f"`{leaf.text}` was left out: Sigma has no pair of fields to compare; the rule is wider"
+            )
+            return positive
+        case_sensitive = leaf.case_sensitive
+        leaf = replace(leaf, values=(other.field,), case_sensitive=False)
+        if not case_sensitive:
+            return leaf
+        if widening_allowed:
+            self.widen(f"`{leaf.text}` compares case-sensitively; Sigma's fieldref ignores case")
+            return leaf
+        self.leave_out(f"`{leaf.text}` (case-sensitive, negated) was left out: Sigma's fieldref ignores case")
+        return positive
+
+    def keywords(self, leaf: Predicate, positive: bool, widening_allowed: bool) -> Node | bool:
+        """``* has 'x'``: Sigma keywords, a search over the whole event, as a substring."""
+        if leaf.match is Match.CONTAINS and not leaf.case_sensitive:
+            return leaf
+        if widening_allowed:
+            self.widen(f"`{leaf.text}` becomes a keyword, which Sigma matches anywhere in the event text")
+            return replace(leaf, match=Match.CONTAINS, case_sensitive=False)
+        self.leave_out(f"`{leaf.text}` was left out: a negated or exact term search has no Sigma keyword")
+        return positive
 
     def file_name(self, leaf: Predicate, widening_allowed: bool) -> Node | bool:
         """A test on a path's last part, as a test on the whole path (backslash-separated)."""
@@ -246,7 +299,7 @@ class _Mapper:
             return replace(leaf, match=Match.ENDSWITH, values=tuple("\\" + str(v) for v in leaf.values))
         if match in (Match.ENDSWITH, Match.EMPTY):
             return leaf
-        if match in (Match.STARTSWITH, Match.CONTAINS, Match.HAS) and widening_allowed:
+        if match in (Match.STARTSWITH, Match.CONTAINS, *_TERM_MATCHES) and widening_allowed:
             self.widen(
                 f"`{leaf.text}` tests the file name; the Sigma rule tests the whole {leaf.column} path"
             )
@@ -257,8 +310,8 @@ class _Mapper:
             patterns = tuple(r"\\" + regex_escape(str(v)) + r"[^\\]*$" for v in leaf.values)
         elif match is Match.CONTAINS:
             patterns = tuple(regex_escape(str(v)) + r"[^\\]*$" for v in leaf.values)
-        elif match is Match.HAS:
-            patterns = tuple(_term_pattern(str(v), tail=r"[^\\]*$") for v in leaf.values)
+        elif match in _TERM_MATCHES:
+            patterns = tuple(_term_pattern(str(v), match, tail=r"[^\\]*$") for v in leaf.values)
         else:
             self.leave_out(f"`{leaf.text}` tests the file name; it cannot be rewritten on {leaf.column}")
             return True if widening_allowed else leaf
@@ -266,13 +319,20 @@ class _Mapper:
 
 
 def _term_regex(leaf: Predicate) -> Predicate:
-    """KQL ``has``: the needle bounded by non-term characters (RE2-compatible, no look-around)."""
-    return replace(leaf, match=Match.REGEX, values=tuple(_term_pattern(str(v)) for v in leaf.values))
+    """KQL ``has``: the needle bounded by non-term characters (RE2-compatible, no look-around).
+
+    ``hasprefix`` bounds only the start, ``hassuffix`` only the end.
+    """
+    patterns = tuple(_term_pattern(str(v), leaf.match) for v in leaf.values)
+    return replace(leaf, match=Match.REGEX, values=patterns)
 
 
-def _term_pattern(needle: str, tail: str = "") -> str:
-    head = f"(^|{_NOT_TERM})" if needle[:1] and _TERM_CHAR.match(needle[0]) else ""
-    if needle[-1:] and _TERM_CHAR.match(needle[-1]):
+def _term_pattern(needle: str, match: Match = Match.HAS, tail: str = "") -> str:
+    bounded_start = match is not Match.HASSUFFIX and needle[:1] and _TERM_CHAR.match(needle[0])
+    head = f"(^|{_NOT_TERM})" if bounded_start else ""
+    if match is Match.HASPREFIX:
+        end = tail
+    elif needle[-1:] and _TERM_CHAR.match(needle[-1]):
         end = f"($|{_NOT_TERM})" if not tail else f"($|[^{TERM_CLASS}\\\\]{tail})"
     else:
         end = tail
