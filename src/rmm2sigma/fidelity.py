@@ -31,7 +31,7 @@ from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, replace
 from functools import cache
 
-from .mapping import MappedRule, tables
+from .mapping import MappedRule, all_specs
 from .model import And, Fidelity, Match, Node, Not, Or, Predicate
 
 ELASTIC = ("lucene", "esql", "eql")
@@ -77,7 +77,7 @@ def agrees(label: str, measured: str) -> bool:
 def _elastic(target: str, base: Fidelity, mapped: MappedRule) -> TargetFidelity:
     misses: list[str] = []
     adds: list[str] = []
-    fields = ecs_field_names(mapped.table.logsource["category"])
+    fields = ecs_field_names(mapped.table.logsource.get("category", ""))
     for leaf, positive in _leaves(mapped.detection.predicate):
         field = fields.get(leaf.column, leaf.column)
         reason = _elastic_loss(target, leaf, field)
@@ -160,11 +160,13 @@ def ecs_field_names(category: str) -> Mapping[str, str]:
     from sigma.pipelines.elasticsearch.windows import ecs_windows
     from sigma.rule import SigmaRule
 
+    if not category:  # a service (the Security log): the rule keeps Sigma's names
+        return {}
     fields = sorted(
         {
             spec.field
-            for table in tables().values()
-            if table.logsource["category"] == category
+            for table in all_specs()
+            if table.logsource.get("category") == category
             for spec in table.fields.values()
         }
     )

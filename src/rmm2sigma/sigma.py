@@ -116,7 +116,10 @@ def emit(source: SourceRule, mapped: MappedRule, options: Options) -> EmittedRul
     except SigmaError as error:  # a rule we built that pySigma refuses: say so, never a traceback
         raise UnsupportedKqlError(f"pySigma refused the converted rule: {error}") from None
     return EmittedRule(
-        rule, dump_yaml(document), mapped.table.logsource["category"], file_name(source, mapped)
+        rule,
+        dump_yaml(document),
+        mapped.table.logsource.get("category") or mapped.table.logsource["service"],
+        file_name(source, mapped),
     )
 
 
@@ -269,8 +272,9 @@ def sigma_item(leaf: Predicate) -> tuple[str, Any]:
     if leaf.match is Match.REGEX:
         if not leaf.case_sensitive:
             modifiers.append("i")
-    elif leaf.case_sensitive and any(isinstance(v, str) for v in leaf.values):
-        modifiers.append("cased")  # numbers have no case, and pySigma refuses |cased on them
+    elif leaf.case_sensitive and any(isinstance(v, str) and v.lower() != v.upper() for v in leaf.values):
+        modifiers.append("cased")  # only letters have case (an IP address has none); pySigma refuses
+        # |cased on numbers
     key = "|".join([leaf.column, *modifiers])
     if leaf.match is Match.EMPTY:
         return key, ["", None]
