@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import pytest
+from sigma.pipelines.microsoftxdr.mappings import CATEGORY_TO_TABLE_MAPPINGS
 from sigma.rule import SigmaRule
 
 from rmm2sigma import kql
 from rmm2sigma.convert import defender_schema
 from rmm2sigma.errors import UnsupportedKqlError
 from rmm2sigma.kql.lower import lower
-from rmm2sigma.mapping import MappedRule, map_detection, tables
+from rmm2sigma.mapping import MappedRule, all_specs, map_detection
 from rmm2sigma.model import And, Fidelity, Match, Not, Predicate
 from rmm2sigma.targets import backend
 
@@ -30,12 +31,17 @@ def kusto_column(category: str, field: str) -> str:
     return query.split("| where ", 1)[1].split(" contains ", 1)[0].strip("( ")
 
 
-PLAIN_ENTRIES = [
-    (spec.name, spec.logsource["category"], column, field.field)
-    for spec in tables().values()
-    for column, field in spec.fields.items()
-    if field.part is None
-]
+# categories the microsoft_xdr pipeline gives a table (the others have no entry to invert)
+XDR_CATEGORIES = set(CATEGORY_TO_TABLE_MAPPINGS)
+PLAIN_ENTRIES = sorted(
+    {
+        (spec.name, spec.logsource["category"], column, field.field)
+        for spec in all_specs()
+        if spec.logsource.get("category") in XDR_CATEGORIES and not spec.kusto_table
+        for column, field in spec.fields.items()
+        if field.part is None and field.values is None
+    }
+)
 
 
 @pytest.mark.parametrize(("table", "category", "column", "field"), PLAIN_ENTRIES)
@@ -186,7 +192,9 @@ def test_structure_survives_mapping() -> None:
         ("DeviceProcessEvents | take 10", "no condition"),
         ("DeviceProcessEvents | where NoSuchColumn has 'x'", "unknown column 'NoSuchColumn'"),
         ("NoSuchTable | where X has 'x'", "unknown table 'NoSuchTable'"),
-        ("DeviceRegistryEvents | where RegistryKey has 'x'", "has no Sigma log source mapping"),
+        ("DeviceInfo | where OSPlatform has 'x'", "has no Sigma log source mapping"),
+        ("DeviceEvents | where FileName =~ 'x.exe'", "an `ActionType ==` test must select one"),
+        ("DeviceEvents | where ActionType == 'NamedPipeEvent'", "tests only the ActionType"),
     ],
 )
 def test_unconvertible_queries_are_refused_with_a_reason(query: str, message: str) -> None:

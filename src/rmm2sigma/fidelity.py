@@ -31,7 +31,7 @@ from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, replace
 from functools import cache
 
-from .mapping import MappedRule, tables
+from .mapping import MappedRule, all_specs
 from .model import And, Fidelity, Match, Node, Not, Or, Predicate
 
 ELASTIC = ("lucene", "esql", "eql")
@@ -55,9 +55,12 @@ def target_fidelity(mapped: MappedRule, targets: Iterable[str]) -> dict[str, Tar
         if target == "kusto" and mapped.table.kusto_table:  # the Defender table is kept: no model change
             out[target] = TargetFidelity(measurable.value)
             continue
-        label = (
-            _elastic(target, measurable, mapped) if target in ELASTIC else TargetFidelity(measurable.value)
-        )
+        if target in ELASTIC:
+            label = _elastic(target, measurable, mapped)
+        elif target == "splunk":
+            label = _splunk(measurable, mapped)
+        else:
+            label = TargetFidelity(measurable.value)
         if declared and label.label in (Fidelity.EXACT.value, Fidelity.WIDENED.value):
             label = replace(label, label=Fidelity.APPROXIMATE.value)
         out[target] = label
@@ -74,7 +77,7 @@ def agrees(label: str, measured: str) -> bool:
 def _elastic(target: str, base: Fidelity, mapped: MappedRule) -> TargetFidelity:
     misses: list[str] = []
     adds: list[str] = []
-    fields = ecs_field_names(mapped.table.logsource["category"])
+    fields = ecs_field_names(mapped.table.logsource.get("category", ""))
     for leaf, positive in _leaves(mapped.detection.predicate):
         field = fields.get(leaf.column, leaf.column)
         reason = _elastic_loss(target, leaf, field)
@@ -95,6 +98,20 @@ def _elastic(target: str, base: Fidelity, mapped: MappedRule) -> TargetFidelity:
     return TargetFidelity(DIVERGED if adds or base is not Fidelity.EXACT else NARROWED, notes)
 
 
+def _splunk(base: Fidelity, mapped: MappedRule) -> TargetFidelity:
+    """Splunk's ``where 'A'='B'`` (pySigma's fieldref) compares case-sensitively, unlike Sigma."""
+    polarities = {
+        positive for leaf, positive in _leaves(mapped.detection.predicate) if leaf.match is Match.FIELDREF
+    }
+    if not polarities:
+        return TargetFidelity(base.value)
+    note = "splunk: a field reference compares case-sensitively in `where`; Sigma's fieldref ignores case"
+    if True not in polarities:
+        return TargetFidelity(Fidelity.worst(base, Fidelity.WIDENED).value, (note + "; negated, so wider",))
+    narrowed = base is Fidelity.EXACT and False not in polarities
+    return TargetFidelity(NARROWED if narrowed else DIVERGED, (note,))
+
+
 def _elastic_loss(target: str, leaf: Predicate, field: str) -> str | None:
     """Why an Elastic target can miss events this test matches in Sigma, or None."""
     from .elastic import predicate_regex, term_regex  # imports pySigma
@@ -109,7 +126,8 @@ def _elastic_loss(target: str, leaf: Predicate, field: str) -> str | None:
     if (
         target == "eql"
         or leaf.case_sensitive
-        or leaf.match in (Match.EMPTY, Match.LT, Match.LTE, Match.GT, Match.GTE)
+        or leaf.match
+        in (Match.EMPTY, Match.NULL, Match.LT, Match.LTE, Match.GT, Match.GTE, Match.CIDR, Match.FIELDREF)
     ):
         return None
     cased = [v for v in leaf.values if isinstance(v, str) and v.lower() != v.upper()]
@@ -142,11 +160,13 @@ def ecs_field_names(category: str) -> Mapping[str, str]:
     from sigma.pipelines.elasticsearch.windows import ecs_windows
     from sigma.rule import SigmaRule
 
+    if not category:  # a service (the Security log): the rule keeps Sigma's names
+        return {}
     fields = sorted(
         {
             spec.field
-            for table in tables().values()
-            if table.logsource["category"] == category
+            for table in all_specs()
+            if table.logsource.get("category") == category
             for spec in table.fields.values()
         }
     )

@@ -22,8 +22,13 @@ class Match(Enum):
     STARTSWITH = "startswith"
     ENDSWITH = "endswith"
     HAS = "has"  # KQL whole-term match: no Sigma modifier, widened to CONTAINS or rendered as a regex
+    HASPREFIX = "hasprefix"  # a term starts with the value: widened to CONTAINS or a regex, like HAS
+    HASSUFFIX = "hassuffix"  # a term ends with the value
     REGEX = "regex"
     EMPTY = "empty"  # null or ""
+    NULL = "null"  # null only (a non-string column: Kusto strings are never null)
+    CIDR = "cidr"  # an IPv4 address inside one of the networks in ``values``
+    FIELDREF = "fieldref"  # equal to the column named in ``values`` (of the same row)
     LT = "lt"
     LTE = "lte"
     GT = "gt"
@@ -31,6 +36,7 @@ class Match(Enum):
 
 
 Value = str | int | float
+ANY_COLUMN = "*"  # ``where * has 'x'``: any column of the row (Sigma keywords)
 
 
 class Fidelity(Enum):

@@ -24,7 +24,7 @@ from sigma.rule import SigmaRule
 
 from .errors import UnsupportedKqlError
 from .mapping import MappedRule
-from .model import And, Match, Node, Not, Or, Predicate, Value
+from .model import ANY_COLUMN, And, Match, Node, Not, Or, Predicate, Value
 from .sources import SourceRule
 
 _NAMESPACE = uuid.UUID("6f1d3c52-6d0e-4f4e-9a55-2b8f1f3e7a10")
@@ -106,6 +106,8 @@ _MODIFIERS = {
     Match.LTE: "lte",
     Match.GT: "gt",
     Match.GTE: "gte",
+    Match.CIDR: "cidr",
+    Match.FIELDREF: "fieldref",
 }
 _URL = re.compile(r"https?://\S+")
 
@@ -138,7 +140,10 @@ def emit(source: SourceRule, mapped: MappedRule, options: Options) -> EmittedRul
     except SigmaError as error:  # a rule we built that pySigma refuses: say so, never a traceback
         raise UnsupportedKqlError(f"pySigma refused the converted rule: {error}") from None
     return EmittedRule(
-        rule, dump_yaml(document), mapped.table.logsource["category"], file_name(source, mapped)
+        rule,
+        dump_yaml(document),
+        mapped.table.logsource.get("category") or mapped.table.logsource["service"],
+        file_name(source, mapped),
     )
 
 
@@ -244,9 +249,9 @@ def detection_document(predicate: Node) -> dict[str, Any]:
 
 class _Detection:
     def __init__(self) -> None:
-        self.named: dict[str, dict[str, Any]] = {}
+        self.named: dict[str, Any] = {}
 
-    def add(self, base: str, items: dict[str, Any]) -> str:
+    def add(self, base: str, items: dict[str, Any] | list[Value]) -> str:
         name, counter = base, 2
         while name in self.named:
             name, counter = f"{base}_{counter}", counter + 1
@@ -254,6 +259,9 @@ class _Detection:
         return name
 
     def condition(self, node: Node, top: bool = False) -> str:
+        if isinstance(node, Predicate) and node.column == ANY_COLUMN:
+            name = self.add("keywords", keywords(node))
+            return f"not {name}" if node.negated else name
         if isinstance(node, Predicate):
             key, value = sigma_item(node)
             base = (
@@ -270,7 +278,7 @@ class _Detection:
             merged: dict[str, Any] = {}
             rest: list[Node] = []
             for item in node.items:
-                if isinstance(item, Predicate) and not item.negated:
+                if isinstance(item, Predicate) and not item.negated and item.column != ANY_COLUMN:
                     key, value = sigma_item(item)
                     if key not in merged:
                         merged[key] = value
@@ -304,13 +312,21 @@ def sigma_item(leaf: Predicate) -> tuple[str, Any]:
     if leaf.match is Match.REGEX:
         if not leaf.case_sensitive:
             modifiers.append("i")
-    elif leaf.case_sensitive and any(isinstance(v, str) for v in leaf.values):
-        modifiers.append("cased")  # numbers have no case, and pySigma refuses |cased on them
+    elif leaf.case_sensitive and any(isinstance(v, str) and v.lower() != v.upper() for v in leaf.values):
+        modifiers.append("cased")  # only letters have case (an IP address has none); pySigma refuses
+        # |cased on numbers
     key = "|".join([leaf.column, *modifiers])
     if leaf.match is Match.EMPTY:
         return key, ["", None]
+    if leaf.match is Match.NULL:
+        return key, None
     values = [v if leaf.match is Match.REGEX else _escape(v) for v in leaf.values]
     return key, values[0] if len(values) == 1 else values
+
+
+def keywords(leaf: Predicate) -> list[Value]:
+    """A substring search over the whole event (``* contains 'x'``): wildcards around each value."""
+    return [f"*{_escape(v)}*" for v in leaf.values]
 
 
 def _escape(value: Value) -> Value:

@@ -7,6 +7,7 @@ output, like ``extend`` or ``project``).
 
 from __future__ import annotations
 
+import ipaddress
 import re
 from collections.abc import Mapping
 from datetime import timedelta
@@ -14,6 +15,7 @@ from typing import TypeGuard
 
 from ..errors import UnsupportedKqlError
 from ..model import (
+    ANY_COLUMN,
     AggregateFunction,
     Aggregation,
     And,
@@ -25,7 +27,6 @@ from ..model import (
     Or,
     Predicate,
     Value,
-    walk,
 )
 from . import syntax as k
 from .printer import to_kql
@@ -34,6 +35,8 @@ from .printer import to_kql
 _STRING_OPERATORS: dict[str, tuple[Match, bool, bool]] = {}
 for _name, _match in (
     ("has", Match.HAS),
+    ("hasprefix", Match.HASPREFIX),
+    ("hassuffix", Match.HASSUFFIX),
     ("contains", Match.CONTAINS),
     ("startswith", Match.STARTSWITH),
     ("endswith", Match.ENDSWITH),
@@ -64,6 +67,17 @@ _SET_OPERATORS: dict[str, tuple[Match, bool, bool, bool]] = {
     "has_any": (Match.HAS, False, False, False),
     "has_all": (Match.HAS, False, False, True),
 }
+# ``<`` <-> ``>`` when the operands are swapped (``ago(7d) < Timestamp``)
+_FLIPPED = {"<": ">", "<=": ">=", ">": "<", ">=": "<=", "==": "==", "!=": "!=", "=~": "=~", "!~": "!~"}
+# the event time: a bound on it is the rule's schedule, not a test (Sentinel adds TimeGenerated)
+TIME_COLUMNS = frozenset({"Timestamp", "TimeGenerated"})
+# functions of one column that keep its value (up to case) and can be folded into the test
+_CASE_FUNCTIONS = {"tolower": str.lower, "toupper": str.upper}
+# operators that only shape the output, by the ``keyword`` of the syntax node (``top``: see below)
+_SHAPING_KEYWORDS = frozenset(
+    {"sort", "order", "project-away", "project-rename", "project-reorder", "project-keep", "serialize", "as"}
+)
+_PRIVATE_NETWORKS = ("10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16")  # RFC 1918, as ipv4_is_private
 _TIMESPAN = re.compile(r"^(\d+(?:\.\d+)?)(d|h|m|s|ms)$")
 _TIMESPAN_UNITS = {"d": "days", "h": "hours", "m": "minutes", "s": "seconds", "ms": "milliseconds"}
 
@@ -93,6 +107,8 @@ class _Lowering:
                 self.scalars[let.name] = let.value
         self.notes: list[str] = []
         self.window: timedelta | None = None
+        self.computed: dict[str, k.Expr] = {}  # extend columns, inlined where a filter reads them
+        self.inlined: set[str] = set()
 
     def detection(self) -> Detection:
         body = self.query.body
@@ -104,30 +120,71 @@ class _Lowering:
         self.columns = self.schema[table]
         conditions: list[Node] = []
         aggregation: Aggregation | None = None
-        reshaped: set[str] = set()
+        extends: list[k.Extend] = []
         for op in body.operators:
+            keyword = getattr(op, "keyword", None)
             if isinstance(op, k.Where):
                 if aggregation is not None:
                     raise _fail("a filter after summarize (a threshold) has no Sigma rule equivalent", op)
                 node = self.condition(op.predicate, top_level=True)
-                for leaf_column in {leaf.column for leaf in walk(node) if isinstance(leaf, Predicate)}:
-                    if leaf_column in reshaped:
-                        raise _fail(f"filter on {leaf_column!r} after it was redefined by extend", op)
                 if node is not None:
                     conditions.append(node)
             elif isinstance(op, k.Summarize):
                 aggregation = self.aggregation(op)
             elif isinstance(op, k.Extend):
-                reshaped.update(a.name for a in op.columns if a.name)
+                extends.append(op)
+                for assignment in op.columns:
+                    if assignment.name:
+                        self.computed[assignment.name] = self.inline(assignment.expr)
+            elif isinstance(op, k.Take):
+                self.notes.append(
+                    f"`{_shorten(to_kql(op))}` caps the rows a hunting query returns; a Sigma rule "
+                    "reports every matching event, so it is left out"
+                )
+            elif isinstance(op, k.Project | k.Distinct) or keyword in _SHAPING_KEYWORDS:
                 self.notes.append(f"output shaping `{_shorten(to_kql(op))}` is not part of a Sigma rule")
+            elif keyword == "top" and self.sorts_by_time(op):
+                self.notes.append(
+                    f"`{_shorten(to_kql(op))}` keeps the latest rows of a hunting query; a Sigma rule "
+                    "reports every matching event, so it is left out"
+                )
             else:
+                raise _fail(f"`{keyword or type(op).__name__.lower()}` has no Sigma equivalent", op)
+        for op in extends:
+            unused = [a.name or "" for a in op.columns if (a.name or "") not in self.inlined]
+            if unused:
                 self.notes.append(f"output shaping `{_shorten(to_kql(op))}` is not part of a Sigma rule")
         predicate: Node | None
         if not conditions:
             predicate = None
         else:
             predicate = conditions[0] if len(conditions) == 1 else And(tuple(conditions))
-        return Detection(table, predicate, self.window, aggregation, tuple(self.notes))
+        return Detection(table, predicate, self.window, aggregation, tuple(dict.fromkeys(self.notes)))
+
+    def sorts_by_time(self, op: object) -> bool:
+        """Whether a ``top`` orders by the event time only (then it just picks the latest rows)."""
+        names = {
+            item.name
+            for value in vars(op).values()
+            for item in (value if isinstance(value, tuple) else (value,))
+            if isinstance(item, k.Name)
+        }
+        names |= {
+            item.expr.name
+            for value in vars(op).values()
+            if isinstance(value, tuple)
+            for item in value
+            if isinstance(item, k.Assignment) and isinstance(item.expr, k.Name)
+        }
+        return bool(names) and names <= TIME_COLUMNS
+
+    def inline(self, expr: k.Expr) -> k.Expr:
+        """An ``extend`` value with earlier computed columns substituted (they may chain)."""
+        if isinstance(expr, k.Name) and expr.name in self.computed:
+            return self.computed[expr.name]
+        if isinstance(expr, k.Call):
+            return k.Call(expr.function, tuple(self.inline(a) for a in expr.args), expr.pos)
+        return expr
 
     # ------------------------------------------------------------ predicates
 
@@ -143,37 +200,170 @@ class _Lowering:
             if inner is None:
                 raise _fail("a negated time filter cannot be expressed", expr)
             return Not(inner)
-        if isinstance(expr, k.Call) and expr.function in ("isempty", "isnotempty", "isnull", "isnotnull"):
-            column = self.column(expr.args[0] if expr.args else expr)
-            negated = expr.function in ("isnotempty", "isnotnull")
-            return Predicate(column, Match.EMPTY, (), negated=negated, text=to_kql(expr), pos=expr.pos)
+        if isinstance(expr, k.Name) and expr.name in self.computed:
+            self.inlined.add(expr.name)
+            return self.condition(self.computed[expr.name], top_level)
+        if isinstance(expr, k.Call):
+            return self.call(expr)
         if isinstance(expr, k.Between):
             return self.between(expr, top_level)
         if isinstance(expr, k.SetOp) and expr.op in _SET_OPERATORS:
             match, case_sensitive, negated, match_all = _SET_OPERATORS[expr.op]
-            column = self.column(expr.left)
+            column, case = self.operand(expr.left)
             values = self.value_list(expr)
             if isinstance(values, Opaque):
                 return values
-            return Predicate(
-                column, match, values, case_sensitive, match_all, negated, to_kql(expr), expr.pos
-            )
+            return self.test(expr, column, case, match, values, case_sensitive, negated, match_all)
         if isinstance(expr, k.Binary) and expr.op in _STRING_OPERATORS:
-            match, case_sensitive, negated = _STRING_OPERATORS[expr.op]
-            column = self.column(expr.left)
-            value = self.scalar(expr.right)
+            left, op, right = expr.left, expr.op, expr.right
+            if self.is_column(right) and not self.is_column(left):
+                left, op, right = right, _FLIPPED.get(op, op), left
+            if isinstance(left, k.Name) and left.name in TIME_COLUMNS:
+                self.time_bound(expr, op, right, top_level)
+                return None
+            if isinstance(left, k.Name) and left.name == ANY_COLUMN:
+                return self.any_column(expr, op, right)
+            match, case_sensitive, negated = _STRING_OPERATORS[op]
+            column, case = self.operand(left)
+            if self.is_column(right):
+                return self.column_pair(expr, column, case, op, right)
+            value = self.scalar(right)
             if isinstance(value, str) and match in (Match.LT, Match.LTE, Match.GT, Match.GTE):
-                raise _fail(f"`{expr.op}` on a string has no Sigma modifier", expr)
-            return Predicate(column, match, (value,), case_sensitive, False, negated, to_kql(expr), expr.pos)
+                raise _fail(f"`{op}` on a string has no Sigma modifier", expr)
+            return self.test(expr, column, case, match, (value,), case_sensitive, negated)
         raise _fail(f"`{_shorten(to_kql(expr))}` has no Sigma equivalent", expr)
 
+    def call(self, expr: k.Call) -> Node:
+        """A boolean function of one column: emptiness and IPv4 ranges."""
+        function, args = expr.function, expr.args
+        if function in ("isempty", "isnotempty", "isnull", "isnotnull") and len(args) == 1:
+            column, _ = self.operand(args[0])
+            negated = function.startswith("isnot")
+            if function in ("isnull", "isnotnull") and self.columns.get(column) == "string":
+                # Kusto strings are never null: isnull() is always false, isnotnull() always true
+                raise _fail(f"`{function}()` of the string column {column} is constant in Kusto", expr)
+            match = Match.EMPTY if self.columns.get(column) == "string" else Match.NULL
+            return Predicate(column, match, (), negated=negated, text=to_kql(expr), pos=expr.pos)
+        if function in ("ipv4_is_in_range", "ipv4_is_match", "ipv4_is_private") and args:
+            column, case = self.operand(args[0])
+            if case is not None:
+                raise _fail(f"`{function}()` of a case-converted column has no Sigma equivalent", expr)
+            if function == "ipv4_is_private":
+                if len(args) != 1:
+                    raise _fail("`ipv4_is_private()` takes one address", expr)
+                networks: tuple[Value, ...] = _PRIVATE_NETWORKS
+            else:
+                networks = (self.network(expr),)
+            return Predicate(column, Match.CIDR, networks, text=to_kql(expr), pos=expr.pos)
+        raise _fail(f"`{function}()` has no Sigma equivalent", expr)
+
+    def network(self, expr: k.Call) -> str:
+        """The network of ``ipv4_is_in_range(ip, 'a.b.c.d/n')`` or ``ipv4_is_match(ip, 'a.b.c.d'[, n])``."""
+        if len(expr.args) not in (2, 3) or (expr.function == "ipv4_is_in_range" and len(expr.args) != 2):
+            raise _fail(f"`{expr.function}()` with these arguments has no Sigma equivalent", expr)
+        text = self.scalar(expr.args[1])
+        prefix = self.scalar(expr.args[2]) if len(expr.args) == 3 else None
+        try:
+            if prefix is not None:
+                if "/" in str(text) or not isinstance(prefix, int):
+                    raise ValueError(text)
+                text = f"{text}/{prefix}"
+            return str(ipaddress.IPv4Network(str(text), strict=False))
+        except ValueError:
+            raise _fail(f"`{_shorten(to_kql(expr))}` does not give an IPv4 network", expr) from None
+
+    def test(
+        self,
+        expr: k.Expr,
+        column: str,
+        case: str | None,
+        match: Match,
+        values: tuple[Value, ...],
+        case_sensitive: bool,
+        negated: bool,
+        match_all: bool = False,
+    ) -> Node:
+        """One column test; ``case`` is tolower/toupper applied to the column first."""
+        if case is not None and case_sensitive:
+            if match is Match.REGEX:
+                raise _fail(f"`matches regex` on `{case}()` has no Sigma equivalent", expr)
+            convert = _CASE_FUNCTIONS[case]
+            # a value the conversion cannot produce never matches: without it the test is the same
+            kept = tuple(v for v in values if not isinstance(v, str) or convert(v) == v)
+            if not kept:
+                raise _fail(
+                    f"`{_shorten(to_kql(expr))}` never matches: no {case}() value has that case", expr
+                )
+            if len(kept) < len(values):
+                if match_all:
+                    raise _fail(f"`{_shorten(to_kql(expr))}` never matches", expr)
+                self.notes.append(
+                    f"`{_shorten(to_kql(expr))}`: values that {case}() cannot produce are left out"
+                )
+            values, case_sensitive = kept, False
+        return Predicate(column, match, values, case_sensitive, match_all, negated, to_kql(expr), expr.pos)
+
+    def column_pair(self, expr: k.Binary, column: str, case: str | None, op: str, right: k.Expr) -> Node:
+        """``A == B``: Sigma's ``fieldref``."""
+        other, other_case = self.operand(right)
+        if op not in ("==", "!=", "=~", "!~") or case != other_case:
+            raise _fail(f"`{_shorten(to_kql(expr))}` compares two columns in a way Sigma cannot", expr)
+        _, case_sensitive, negated = _STRING_OPERATORS[op]
+        return Predicate(
+            column,
+            Match.FIELDREF,
+            (other,),
+            case_sensitive and case is None,
+            False,
+            negated,
+            to_kql(expr),
+            expr.pos,
+        )
+
+    def any_column(self, expr: k.Binary, op: str, right: k.Expr) -> Node:
+        """``* has 'x'``: a search in every column, Sigma's keywords."""
+        match, case_sensitive, negated = _STRING_OPERATORS[op]
+        value = self.scalar(right)
+        if match not in (Match.HAS, Match.CONTAINS) or not isinstance(value, str):
+            raise _fail(f"`{op}` over every column (`*`) has no Sigma equivalent", expr)
+        return Predicate(ANY_COLUMN, match, (value,), case_sensitive, False, negated, to_kql(expr), expr.pos)
+
+    def time_bound(self, expr: k.Binary, op: str, value: k.Expr, top_level: bool) -> None:
+        """A bound on the event time becomes the rule's look-back window, or a note to schedule it."""
+        if not top_level or op not in ("<", "<=", ">", ">="):
+            raise _fail("a time filter is only supported as a top-level `>`/`<` or `between`", expr)
+        bound = self.resolve(value)
+        if op in ("<", "<="):
+            if not (_is_call(bound, "now") and not bound.args):
+                self.notes.append(
+                    f"time bound `{_shorten(to_kql(expr))}` is not now; schedule the rule yourself"
+                )
+            return
+        self.narrow_window(self.now_offset(bound), expr)
+
+    def narrow_window(self, offset: timedelta | None, expr: k.Expr) -> None:
+        if offset is None:
+            self.notes.append(
+                f"time range `{_shorten(to_kql(expr))}` is not relative to now; schedule it yourself"
+            )
+        elif self.window is None or offset < self.window:
+            self.window = offset
+
     def between(self, expr: k.Between, top_level: bool) -> Node | None:
-        column = self.column(expr.left)
-        if self.columns.get(column) == "datetime":
+        if isinstance(expr.left, k.Name) and expr.left.name in TIME_COLUMNS:
             if not top_level or expr.negated:
                 raise _fail("a time range is only supported as a top-level filter", expr)
-            self.window = self.time_window(expr)
+            end = self.resolve(expr.high)
+            if not (_is_call(end, "now") and not end.args):
+                self.notes.append(
+                    f"time range `{_shorten(to_kql(expr))}` does not end now; schedule it yourself"
+                )
+                return None
+            self.narrow_window(self.now_offset(self.resolve(expr.low)), expr)
             return None
+        column, case = self.operand(expr.left)
+        if case is not None:
+            raise _fail(f"`between` on `{case}()` has no Sigma equivalent", expr)
         low, high = self.scalar(expr.low), self.scalar(expr.high)
         text = to_kql(expr)
         node = And(
@@ -184,21 +374,55 @@ class _Lowering:
         )
         return Not(node) if expr.negated else node
 
-    def time_window(self, expr: k.Between) -> timedelta | None:
-        start, end = self.resolve(expr.low), self.resolve(expr.high)
-        if not (_is_call(end, "now") and not end.args):
-            self.notes.append(f"time range `{_shorten(to_kql(expr))}` does not end now; schedule it yourself")
+    def now_offset(self, expr: k.Expr) -> timedelta | None:
+        """``now(-5d)`` and ``ago(5d)`` (``let`` constants resolved) as the 5-day distance from now."""
+        if not isinstance(expr, k.Call) or len(expr.args) != 1:
             return None
-        offset = _now_offset(start)
-        if offset is None:
-            self.notes.append(f"time range `{_shorten(to_kql(expr))}` not understood; schedule it yourself")
-        return offset
+        return _now_offset(k.Call(expr.function, (self.resolve_span(expr.args[0]),), expr.pos))
 
-    def column(self, expr: k.Expr) -> str:
+    def resolve_span(self, expr: k.Expr) -> k.Expr:
+        if isinstance(expr, k.Unary):
+            return k.Unary(expr.op, self.resolve(expr.operand), expr.pos)
+        return self.resolve(expr)
+
+    def is_column(self, expr: k.Expr) -> bool:
+        """A column (possibly case-converted or computed by ``extend``), not a ``let`` constant."""
+        expr = self.computed.get(expr.name, expr) if isinstance(expr, k.Name) else expr
+        while isinstance(expr, k.Call) and expr.function in ("tolower", "toupper", "tostring") and expr.args:
+            expr = expr.args[0]
+        return isinstance(expr, k.Name) and expr.name not in self.scalars and expr.name in self.columns
+
+    def operand(self, expr: k.Expr) -> tuple[str, str | None]:
+        """The column a test reads and the case conversion applied to it (``tolower``/``toupper``).
+
+        ``extend`` columns are inlined; ``tostring()`` of a string column is the column itself.
+        """
+        case: str | None = None
+        while True:
+            if isinstance(expr, k.Name) and expr.name in self.computed:
+                self.inlined.add(expr.name)
+                expr = self.computed[expr.name]
+            elif isinstance(expr, k.Call) and len(expr.args) == 1 and expr.function in _CASE_FUNCTIONS:
+                case = case or expr.function  # the outer conversion wins
+                expr = expr.args[0]
+            elif isinstance(expr, k.Call) and len(expr.args) == 1 and expr.function == "tostring":
+                inner = expr.args[0]
+                if not (isinstance(inner, k.Name) and self.columns.get(inner.name) == "string"):
+                    raise _fail("`tostring()` of a non-string value has no Sigma equivalent", expr)
+                expr = inner
+            else:
+                return self.column(expr), case
+
+    def column(self, expr: k.Expr, tested: bool = True) -> str:
+        """The column ``expr`` names; a ``tested`` one must be comparable in Sigma (not a datetime)."""
+        if isinstance(expr, k.Call):
+            raise _fail(f"`{expr.function}()` has no Sigma equivalent", expr)
         if not isinstance(expr, k.Name):
             raise _fail(f"`{_shorten(to_kql(expr))}` is not a column; Sigma tests columns only", expr)
         if expr.name not in self.columns:
             raise _fail(f"unknown column {expr.name!r} for this table", expr)
+        if tested and self.columns[expr.name] == "datetime":
+            raise _fail(f"a test on the datetime column {expr.name} has no Sigma equivalent", expr)
         return expr.name
 
     def resolve(self, expr: k.Expr) -> k.Expr:
@@ -214,6 +438,8 @@ class _Lowering:
             return expr.value
         if isinstance(expr, k.Unary) and expr.op == "-" and isinstance(expr.operand, k.NumberLit):
             return -expr.operand.value
+        if isinstance(expr, k.Call):
+            raise _fail(f"`{expr.function}()` has no Sigma equivalent", expr)
         raise _fail(f"`{_shorten(to_kql(expr))}` is not a literal value", expr)
 
     def value_list(self, expr: k.SetOp) -> tuple[Value, ...] | Opaque:
@@ -268,13 +494,13 @@ class _Lowering:
             call = assignment.expr
             if not isinstance(call, k.Call) or len(call.args) > 1:
                 raise _fail(f"aggregate `{_shorten(to_kql(call))}` is not supported", call)
-            column = self.column(call.args[0]) if call.args else None
+            column = self.column(call.args[0], tested=False) if call.args else None
             functions.append(AggregateFunction(assignment.name or call.function, call.function, column))
         by = []
         for assignment in op.by:
             if assignment.name is not None:
                 raise _fail("computed group-by columns are not supported", assignment)
-            by.append(self.column(assignment.expr))
+            by.append(self.column(assignment.expr, tested=False))
         return Aggregation(tuple(functions), tuple(by))
 
 

@@ -19,7 +19,23 @@ from typing import Any
 import yaml
 
 from ..errors import UnsupportedKqlError
-from ..model import And, Detection, Fidelity, Match, Node, Not, Opaque, Or, Predicate, simplify
+from ..model import (
+    ANY_COLUMN,
+    And,
+    Detection,
+    Fidelity,
+    Match,
+    Node,
+    Not,
+    Opaque,
+    Or,
+    Predicate,
+    Value,
+    simplify,
+)
+
+# KQL's term operators: Sigma has no modifier for them, ``contains`` is the sound widening
+_TERM_MATCHES = (Match.HAS, Match.HASPREFIX, Match.HASSUFFIX)
 
 
 def _term_class(last: int = 0x52F) -> str:
@@ -51,6 +67,7 @@ _NOT_TERM = f"[^{TERM_CLASS}]"
 class FieldSpec:
     field: str
     part: str | None = None  # "file_name": the column holds the last part of the field's path
+    values: Mapping[str, Value] | None = None  # Defender value -> Sigma value (e.g. logon types)
 
 
 @dataclass(frozen=True)
@@ -64,6 +81,10 @@ class TableSpec:
     fallback_table: str | None = None
     fallback_columns: Mapping[str, str] | None = None
     fallback_note: str | None = None
+    action_types: tuple[str, ...] = ()  # the ActionType values this category stands for
+    categories: tuple[TableSpec, ...] = ()  # the table's other categories, chosen by ActionType
+    conditions: Mapping[str, Value | list[Value]] | None = None  # Sigma tests the category implies
+    unselected_note: str | None = None  # why the default category is approximate without ActionType
 
 
 @dataclass(frozen=True)
@@ -79,16 +100,21 @@ class MappedRule:
 
 @cache
 def tables() -> Mapping[str, TableSpec]:
-    """The mapping data, read once from the packaged ``defender.yml``."""
+    """The mapping data, read once from the packaged ``defender.yml``: each table's default category."""
     raw = yaml.safe_load(resources.files(__package__).joinpath("defender.yml").read_text(encoding="utf-8"))
     return {name: _table_spec(name, spec) for name, spec in raw["tables"].items()}
+
+
+def all_specs() -> list[TableSpec]:
+    """Every (table, category) pair, the categories chosen by ActionType included."""
+    return [spec for table in tables().values() for spec in (table, *table.categories)]
 
 
 def _table_spec(name: str, spec: Mapping[str, Any]) -> TableSpec:
     fields = {
         column: FieldSpec(target)
         if isinstance(target, str)
-        else FieldSpec(target["field"], target.get("part"))
+        else FieldSpec(target["field"], target.get("part"), target.get("values"))
         for column, target in spec["fields"].items()
     }
     fallback = spec.get("fallback") or {}
@@ -102,6 +128,10 @@ def _table_spec(name: str, spec: Mapping[str, Any]) -> TableSpec:
         fallback_table=fallback.get("table"),
         fallback_columns=fallback.get("columns"),
         fallback_note=_one_line(fallback.get("note")),
+        action_types=tuple(spec.get("action_types") or ()),
+        categories=tuple(_table_spec(name, category) for category in spec.get("categories") or ()),
+        conditions=spec.get("conditions"),
+        unselected_note=_one_line(spec.get("unselected_note")),
     )
 
 
@@ -121,11 +151,16 @@ def map_detection(
         raise UnsupportedKqlError(f"table {detection.table!r} has no Sigma log source mapping")
     if detection.predicate is None:
         raise UnsupportedKqlError("the query has no condition: a Sigma rule would match every event")
-    spec = specs[detection.table]
+    spec, source_predicate, category_note = _select_category(specs[detection.table], detection.predicate)
+    if source_predicate is None:
+        raise UnsupportedKqlError("the query tests only the ActionType: a Sigma rule needs a condition")
+    detection = replace(detection, predicate=source_predicate)
     mapper = _Mapper(spec, exact)
-    predicate = mapper.node(detection.predicate, positive=True)
+    if category_note:
+        mapper.change_model(category_note)
+    predicate = mapper.node(source_predicate, positive=True)
     if predicate is True and spec.fallback_table and spec.fallback_columns:
-        renamed = _rename_columns(detection.predicate, spec.fallback_columns)
+        renamed = _rename_columns(source_predicate, spec.fallback_columns)
         fallback = _Mapper(specs[spec.fallback_table], exact)
         predicate = fallback.node(renamed, positive=True)
         fallback.change_model(specs[detection.table].fallback_note or "")
@@ -138,9 +173,54 @@ def map_detection(
         raise UnsupportedKqlError("no condition of this query can be expressed with Sigma fields")
     if spec.approximate:
         mapper.change_model(spec.approximate, first=True)
+    if spec.conditions:
+        implied = tuple(
+            Predicate(field, Match.EQUALS, tuple(value if isinstance(value, list) else [value]))
+            for field, value in spec.conditions.items()
+        )
+        predicate = And((*implied, predicate))
     mapped = replace(detection, table=spec.name, predicate=simplify(predicate))
     notes = tuple(dict.fromkeys(n for n in (*mapper.notes, *detection.notes) if n))
     return MappedRule(mapped, spec, mapper.fidelity, notes, mapper.measurable)
+
+
+ACTION_TYPE = "ActionType"
+
+
+def _select_category(table: TableSpec, predicate: Node) -> tuple[TableSpec, Node | None, str | None]:
+    """The category an ``ActionType ==``/``in`` conjunct selects, the predicate without it, and a note.
+
+    A Defender table with several event kinds (``DeviceFileEvents``: created, deleted, renamed ...)
+    maps to one Sigma category per kind. The conjunct that names the kind becomes the category;
+    an ActionType test that selects no single category stays a test (left out: no Sigma field).
+    """
+    if not table.categories:
+        return table, predicate, None
+    items = predicate.items if isinstance(predicate, And) else (predicate,)
+    for index, item in enumerate(items):
+        if not (isinstance(item, Predicate) and item.column == ACTION_TYPE and item.match is Match.EQUALS):
+            continue
+        if item.negated or not item.values:
+            continue
+        for spec in (table, *table.categories):
+            names = {name if item.case_sensitive else name.lower(): name for name in spec.action_types}
+            wanted = [str(v) if item.case_sensitive else str(v).lower() for v in item.values]
+            if not all(value in names for value in wanted):
+                continue
+            rest = items[:index] + items[index + 1 :]
+            kept: Node | None = (rest[0] if len(rest) == 1 else And(rest)) if rest else None
+            category = spec.logsource.get("category") or spec.logsource.get("service")
+            others = sorted(set(spec.action_types) - {names[value] for value in wanted})
+            wider = f", which also holds {', '.join(others)}: the rule is wider" if others else ""
+            note = f"`{item.text}` selects Sigma's {category} log source{wider}"
+            return spec, kept, note
+    if not table.action_types:
+        kinds = ", ".join(t for spec in table.categories for t in spec.action_types)
+        raise UnsupportedKqlError(
+            f"{table.name} holds many kinds of events: an `ActionType ==` test must select one "
+            f"that has a Sigma category ({kinds})"
+        )
+    return table, predicate, table.unselected_note
 
 
 def _fallback_aggregation(
@@ -221,23 +301,72 @@ class _Mapper:
         return items[0] if len(items) == 1 else type(node)(tuple(items))
 
     def predicate(self, leaf: Predicate, positive: bool) -> Node | bool:
+        widening_allowed = positive != leaf.negated and not self.exact
+        if leaf.column == ANY_COLUMN:
+            return self.keywords(leaf, positive, widening_allowed)
         spec = self.spec.fields.get(leaf.column)
         if spec is None:
             self.leave_out(
                 f"`{leaf.text}` was left out: {leaf.column} has no field in Sigma's "
-                f"{self.spec.logsource['category']} category; the rule is wider"
+                f"{self.spec.logsource.get('category') or self.spec.logsource.get('service')} "
+                "category; the rule is wider"
             )
             return positive
         mapped = replace(leaf, column=spec.field)
-        widening_allowed = positive != leaf.negated and not self.exact
+        if spec.values is not None:
+            return self.translate(mapped, spec.values, positive)
+        if leaf.match is Match.FIELDREF:
+            return self.field_pair(mapped, spec, positive, widening_allowed)
+        if leaf.match is Match.CIDR and positive == leaf.negated:
+            # Kusto's ipv4_is_in_range() of a missing address is null, so its negation drops the row
+            self.widen(f"`{leaf.text}` is negated: Sigma also matches events without an address")
         if spec.part == "file_name":
             return self.file_name(mapped, widening_allowed)
-        if leaf.match is Match.HAS:
+        if leaf.match in _TERM_MATCHES:
             if widening_allowed:
                 self.widen(f"`{leaf.text}` matches whole terms; Sigma `contains` also matches inside words")
                 return replace(mapped, match=Match.CONTAINS)
             return _term_regex(mapped)
         return mapped
+
+    def field_pair(
+        self, leaf: Predicate, spec: FieldSpec, positive: bool, widening_allowed: bool
+    ) -> Node | bool:
+        """``A == B`` as Sigma's ``fieldref``, which compares case-insensitively like every Sigma value."""
+        other = self.spec.fields.get(str(leaf.values[0]))
+        if other is None or spec.part or other.part:
+            self.leave_out(
+                f"`{leaf.text}` was left out: Sigma has no pair of fields to compare; the rule is wider"
+            )
+            return positive
+        case_sensitive = leaf.case_sensitive
+        leaf = replace(leaf, values=(other.field,), case_sensitive=False)
+        if not case_sensitive:
+            return leaf
+        if widening_allowed:
+            self.widen(f"`{leaf.text}` compares case-sensitively; Sigma's fieldref ignores case")
+            return leaf
+        self.leave_out(f"`{leaf.text}` (case-sensitive, negated) was left out: Sigma's fieldref ignores case")
+        return positive
+
+    def translate(self, leaf: Predicate, values: Mapping[str, Value], positive: bool) -> Node | bool:
+        """A column whose values Sigma's field spells differently (``Network`` logon type -> 3)."""
+        by_name = {name.lower(): value for name, value in values.items()}
+        wanted = [str(v).lower() for v in leaf.values]
+        if leaf.match is not Match.EQUALS or not all(v in by_name for v in wanted):
+            self.leave_out(f"`{leaf.text}` was left out: its values have no {leaf.column} equivalent")
+            return positive
+        return replace(leaf, values=tuple(by_name[v] for v in wanted), case_sensitive=False)
+
+    def keywords(self, leaf: Predicate, positive: bool, widening_allowed: bool) -> Node | bool:
+        """``* has 'x'``: Sigma keywords, a search over the whole event, as a substring."""
+        if leaf.match is Match.CONTAINS and not leaf.case_sensitive:
+            return leaf
+        if widening_allowed:
+            self.widen(f"`{leaf.text}` becomes a keyword, which Sigma matches anywhere in the event text")
+            return replace(leaf, match=Match.CONTAINS, case_sensitive=False)
+        self.leave_out(f"`{leaf.text}` was left out: a negated or exact term search has no Sigma keyword")
+        return positive
 
     def file_name(self, leaf: Predicate, widening_allowed: bool) -> Node | bool:
         """A test on a path's last part, as a test on the whole path (backslash-separated)."""
@@ -246,7 +375,7 @@ class _Mapper:
             return replace(leaf, match=Match.ENDSWITH, values=tuple("\\" + str(v) for v in leaf.values))
         if match in (Match.ENDSWITH, Match.EMPTY):
             return leaf
-        if match in (Match.STARTSWITH, Match.CONTAINS, Match.HAS) and widening_allowed:
+        if match in (Match.STARTSWITH, Match.CONTAINS, *_TERM_MATCHES) and widening_allowed:
             self.widen(
                 f"`{leaf.text}` tests the file name; the Sigma rule tests the whole {leaf.column} path"
             )
@@ -257,8 +386,8 @@ class _Mapper:
             patterns = tuple(r"\\" + regex_escape(str(v)) + r"[^\\]*$" for v in leaf.values)
         elif match is Match.CONTAINS:
             patterns = tuple(regex_escape(str(v)) + r"[^\\]*$" for v in leaf.values)
-        elif match is Match.HAS:
-            patterns = tuple(_term_pattern(str(v), tail=r"[^\\]*$") for v in leaf.values)
+        elif match in _TERM_MATCHES:
+            patterns = tuple(_term_pattern(str(v), match, tail=r"[^\\]*$") for v in leaf.values)
         else:
             self.leave_out(f"`{leaf.text}` tests the file name; it cannot be rewritten on {leaf.column}")
             return True if widening_allowed else leaf
@@ -266,13 +395,20 @@ class _Mapper:
 
 
 def _term_regex(leaf: Predicate) -> Predicate:
-    """KQL ``has``: the needle bounded by non-term characters (RE2-compatible, no look-around)."""
-    return replace(leaf, match=Match.REGEX, values=tuple(_term_pattern(str(v)) for v in leaf.values))
+    """KQL ``has``: the needle bounded by non-term characters (RE2-compatible, no look-around).
+
+    ``hasprefix`` bounds only the start, ``hassuffix`` only the end.
+    """
+    patterns = tuple(_term_pattern(str(v), leaf.match) for v in leaf.values)
+    return replace(leaf, match=Match.REGEX, values=patterns)
 
 
-def _term_pattern(needle: str, tail: str = "") -> str:
-    head = f"(^|{_NOT_TERM})" if needle[:1] and _TERM_CHAR.match(needle[0]) else ""
-    if needle[-1:] and _TERM_CHAR.match(needle[-1]):
+def _term_pattern(needle: str, match: Match = Match.HAS, tail: str = "") -> str:
+    bounded_start = match is not Match.HASSUFFIX and needle[:1] and _TERM_CHAR.match(needle[0])
+    head = f"(^|{_NOT_TERM})" if bounded_start else ""
+    if match is Match.HASPREFIX:
+        end = tail
+    elif needle[-1:] and _TERM_CHAR.match(needle[-1]):
         end = f"($|{_NOT_TERM})" if not tail else f"($|[^{TERM_CLASS}\\\\]{tail})"
     else:
         end = tail

@@ -148,7 +148,7 @@ def measure(source: SourceRule, options: Options, now: datetime | None = None) -
                 if target == "kusto":
                     selected = kql_engine.select(with_ids(converted.query), moment)
                 else:
-                    names = ecs_field_names(mapped_spec.logsource["category"])
+                    names = ecs_field_names(mapped_spec.logsource.get("category", ""))
                     selected = eql_engine.select(converted.query, ecs_rows(events, names))
             else:
                 results[target] = _not_executed(target, make_rule, label)

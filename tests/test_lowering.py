@@ -1,0 +1,375 @@
+"""Lowering and mapping of one KQL construct at a time: the Sigma detection, its label and its note.
+
+Each case is a whole query converted by ``convert_rule``, so what is asserted is what a user gets.
+"""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from typing import Any
+
+import pytest
+import yaml
+
+from rmm2sigma import kql
+from rmm2sigma.convert import convert_rule, defender_schema
+from rmm2sigma.errors import UnsupportedKqlError
+from rmm2sigma.kql import syntax as k
+from rmm2sigma.kql.lower import lower
+from rmm2sigma.sigma import Options
+from rmm2sigma.sources import SourceRule
+
+PROCESS = "DeviceProcessEvents\n| where "
+NETWORK = "DeviceNetworkEvents\n| where "
+
+
+def converted(query: str, exact: bool = False) -> tuple[dict[str, Any], str, tuple[str, ...], dict[str, Any]]:
+    """The rule's logsource and detection, its label, its notes and its target queries."""
+    result = convert_rule(SourceRule(path="case.kql", kql=query), Options(exact=exact))
+    document = yaml.safe_load(result.yaml)
+    rule = {"logsource": document["logsource"], "detection": document["detection"]}
+    return rule, result.fidelity.value, result.notes, {**result.queries, **result.errors}
+
+
+def refused(query: str) -> str:
+    with pytest.raises(UnsupportedKqlError) as error:
+        lower(kql.parse(query), defender_schema())
+    return str(error.value)
+
+
+# ---------------------------------------------------------------- time and presentation
+
+
+@pytest.mark.parametrize(
+    ("bound", "window"),
+    [
+        ("Timestamp > ago(7d)", timedelta(days=7)),
+        ("Timestamp >= ago(1h)", timedelta(hours=1)),
+        ("ago(2d) < Timestamp", timedelta(days=2)),
+        ("Timestamp between (ago(3d) .. now())", timedelta(days=3)),
+        ("TimeGenerated > ago(30m)", timedelta(minutes=30)),
+    ],
+)
+def test_a_time_bound_becomes_the_window(bound: str, window: timedelta) -> None:
+    detection = lower(kql.parse(PROCESS + bound + " and FileName =~ 'a.exe'"), defender_schema())
+    assert detection.window == window
+    assert detection.notes == ()
+
+
+def test_let_constants_and_the_narrowest_bound_make_the_window() -> None:
+    query = (
+        "let lookback = 7d;\nlet start = ago(2d);\n"
+        + PROCESS
+        + ("Timestamp > ago(lookback) and Timestamp > start and FileName =~ 'a.exe'")
+    )
+    assert lower(kql.parse(query), defender_schema()).window == timedelta(days=2)
+
+
+@pytest.mark.parametrize(
+    "bound",
+    [
+        "Timestamp > datetime(2021-03-01)",
+        "Timestamp < ago(1d)",
+        "Timestamp between (datetime(2021-03-01) .. datetime(2021-03-05))",
+    ],
+)
+def test_a_bound_that_is_not_relative_to_now_is_a_note_to_schedule_it(bound: str) -> None:
+    detection = lower(kql.parse(PROCESS + bound + " and FileName =~ 'a.exe'"), defender_schema())
+    assert detection.window is None
+    assert any("schedule" in note and bound.split(" ")[0] in note for note in detection.notes)
+
+
+def test_a_time_bound_inside_or_is_refused_at_its_position() -> None:
+    message = refused(PROCESS + "FileName =~ 'a.exe' or Timestamp > ago(1d)")
+    assert message.startswith("<input>:2:32:") and "time filter" in message
+
+
+def test_shaping_operators_are_dropped_with_a_note_and_take_says_what_it_caps() -> None:
+    rule, label, notes, _ = converted(
+        PROCESS
+        + "FileName =~ 'a.exe'\n| project FileName, ProcessCommandLine\n| distinct FileName\n| take 10"
+    )
+    assert rule["detection"] == {"selection": {"Image|endswith": "\\a.exe"}, "condition": "selection"}
+    assert label == "exact"
+    assert any("`project FileName, ProcessCommandLine`" in note for note in notes)
+    assert any("`distinct FileName`" in note for note in notes)
+    assert any("`take 10` caps the rows" in note for note in notes)
+
+
+@pytest.fixture(autouse=True)
+def _print_fake_operators(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The printer learns the parser's new operator classes with the merge; until then, by keyword."""
+    from rmm2sigma.kql import lower as lowering
+
+    printer = lowering.to_kql
+    monkeypatch.setattr(lowering, "to_kql", lambda node: getattr(node, "keyword", None) or printer(node))
+
+
+def _with_operator(keyword: str, **fields: Any) -> k.Query:
+    """A query whose last operator is a node of the parser's post-merge shape (class with ``keyword``)."""
+    base = kql.parse(PROCESS + "FileName =~ 'a.exe'")
+    node_type = type("Op", (), {"__init__": lambda self: vars(self).update(fields), "keyword": keyword})
+    operator: Any = node_type()
+    operator.pos = k.Pos(3, 3)
+    return k.Query(base.lets, k.Pipeline(base.body.source, (*base.body.operators, operator)))
+
+
+@pytest.mark.parametrize("keyword", ["sort", "order", "project-away", "project-rename", "serialize"])
+def test_new_shaping_operators_are_recognised_by_their_keyword(keyword: str) -> None:
+    query = _with_operator(keyword, columns=(k.Name("Timestamp"),))
+    detection = lower(query, defender_schema())
+    assert detection.predicate is not None and len(detection.notes) == 1
+
+
+def test_top_is_dropped_only_when_it_orders_by_time() -> None:
+    by_time = _with_operator("top", count=10, by=k.Name("Timestamp"))
+    assert "latest rows" in lower(by_time, defender_schema()).notes[0]
+    by_column = _with_operator("top", count=10, by=k.Name("FileName"))
+    with pytest.raises(UnsupportedKqlError, match="`top` has no Sigma equivalent"):
+        lower(by_column, defender_schema())
+
+
+def test_an_unknown_operator_is_refused_by_keyword_at_its_position() -> None:
+    with pytest.raises(UnsupportedKqlError, match=r"3:3: `join` has no Sigma equivalent"):
+        lower(_with_operator("join"), defender_schema())
+
+
+def test_an_extend_used_by_the_filter_is_inlined() -> None:
+    rule, label, notes, _ = converted(
+        "DeviceProcessEvents\n| extend Cmd = tolower(ProcessCommandLine), Other = strlen(FileName)\n"
+        "| where Cmd == 'whoami /all'"
+    )
+    assert rule["detection"]["selection"] == {"CommandLine": "whoami /all"}
+    assert label == "exact"
+    assert any("output shaping `extend" in note for note in notes)  # Other is not used
+
+
+def test_an_extend_of_another_function_is_refused_by_name_where_it_is_used() -> None:
+    message = refused("DeviceProcessEvents\n| extend Len = strlen(ProcessCommandLine)\n| where Len > 100")
+    assert "`strlen()` has no Sigma equivalent" in message and message.startswith("<input>:2:")
+
+
+@pytest.mark.parametrize(
+    "function", ["strlen(ProcessCommandLine) > 5", "countof(ProcessCommandLine, 'a') > 5"]
+)
+def test_functions_without_sigma_equivalent_are_refused_by_name(function: str) -> None:
+    name = function.split("(")[0]
+    assert f"`{name}()` has no Sigma equivalent" in refused(PROCESS + function)
+
+
+# ---------------------------------------------------------------- operators and functions
+
+
+def test_tolower_with_a_case_sensitive_operator_is_a_case_insensitive_test() -> None:
+    rule, label, _, _ = converted(PROCESS + "tolower(FileName) in ('a.exe', 'b.exe')")
+    assert rule["detection"]["selection"] == {"Image|endswith": ["\\a.exe", "\\b.exe"]}
+    assert label == "exact"
+
+
+def test_a_value_tolower_cannot_produce_is_left_out_or_refused() -> None:
+    assert "never matches" in refused(PROCESS + "tolower(FileName) == 'A.exe'")
+    rule, _, notes, _ = converted(PROCESS + "toupper(FileName) in ('A.EXE', 'b.exe')")
+    assert rule["detection"]["selection"] == {"Image|endswith": "\\A.EXE"}
+    assert any("cannot produce" in note for note in notes)
+
+
+@pytest.mark.parametrize(
+    ("operator", "default", "exact_regex"),
+    [
+        ("hasprefix", "CommandLine|contains", r"(^|[^"),
+        ("hassuffix", "CommandLine|contains", r"invoke($|[^"),
+    ],
+)
+def test_term_prefix_and_suffix_widen_to_contains_or_a_half_bounded_regex(
+    operator: str, default: str, exact_regex: str
+) -> None:
+    rule, label, notes, _ = converted(PROCESS + f"ProcessCommandLine {operator} 'invoke'")
+    assert rule["detection"]["selection"] == {default: "invoke"}
+    assert label == "widened" and any("whole terms" in note for note in notes)
+    rule, label, _, _ = converted(PROCESS + f"ProcessCommandLine {operator} 'invoke'", exact=True)
+    (regex,) = rule["detection"]["selection"].values()
+    assert exact_regex in regex and label == "exact"
+    assert regex.endswith("invoke") == (operator == "hasprefix")
+    assert regex.startswith("invoke") == (operator == "hassuffix")
+
+
+def test_a_negated_term_prefix_is_never_widened() -> None:
+    rule, label, _, _ = converted(PROCESS + "FileName =~ 'a.exe' and ProcessCommandLine !hasprefix 'enc'")
+    assert "CommandLine|re|i" in rule["detection"]["filter_main_commandline"]
+    assert label == "exact"
+
+
+def test_emptiness_and_nullness() -> None:
+    rule, label, _, _ = converted(PROCESS + "isnotempty(ProcessCommandLine) and isnull(InitiatingProcessId)")
+    assert rule["detection"]["selection"] == {"ParentProcessId": None}
+    assert rule["detection"]["filter_main_commandline"] == {"CommandLine": ["", None]}
+    assert rule["detection"]["condition"] == "selection and not filter_main_commandline"
+    assert label == "exact"
+    assert "constant in Kusto" in refused(PROCESS + "isnotnull(ProcessCommandLine)")
+
+
+def test_ipv4_functions_become_cidr_tests() -> None:
+    rule, label, _, queries = converted(
+        NETWORK + "ipv4_is_in_range(RemoteIP, '10.1.2.3/16') and not(ipv4_is_private(LocalIP)) "
+        "and ipv4_is_match(RemoteIP, '10.1.0.0', 8)"
+    )
+    detection = rule["detection"]
+    assert detection["selection"] == {"DestinationIp|cidr": "10.1.0.0/16"}
+    assert detection["selection_destinationip"] == {"DestinationIp|cidr": "10.0.0.0/8"}
+    assert detection["selection_sourceip"] == {
+        "SourceIp|cidr": ["10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16"]
+    }
+    assert "not selection_sourceip" in detection["condition"]
+    assert label == "widened"  # the negated range also matches events without an address
+    assert 'ipv4_is_in_range(RemoteIP, "10.1.0.0/16")' in queries["kusto"]
+    assert "cidrMatch(destination.ip" in queries["eql"]
+
+
+def test_an_invalid_network_is_refused() -> None:
+    assert "IPv4 network" in refused(NETWORK + "ipv4_is_in_range(RemoteIP, '10.0.0.300/8')")
+
+
+def test_column_pairs_become_field_references() -> None:
+    rule, label, notes, queries = converted(PROCESS + "FolderPath =~ InitiatingProcessFolderPath")
+    assert rule["detection"]["selection"] == {"Image|fieldref": "ParentImage"}
+    assert label == "exact"
+    assert queries["kusto"].startswith("kusto:")  # pySigma's KQL backend refuses fieldref: a clean error
+    assert "where 'Image'='ParentImage'" in queries["splunk"]
+    rule, label, notes, _ = converted(PROCESS + "FolderPath == InitiatingProcessFolderPath")
+    assert label == "widened" and any("compares case-sensitively" in note for note in notes)
+    rule, label, notes, _ = converted(
+        PROCESS + "FileName =~ 'a.exe' and ProcessCommandLine != InitiatingProcessCommandLine"
+    )
+    assert rule["detection"] == {"selection": {"Image|endswith": "\\a.exe"}, "condition": "selection"}
+    assert label == "approximate" and any("fieldref ignores case" in note for note in notes)
+
+
+def test_let_lists_and_datatables_feed_in_and_has_any() -> None:
+    rule, _, _, _ = converted(
+        "let names = dynamic(['a.exe', 'b.exe']);\n"
+        "let hosts = datatable(Host:string)['x.com', 'y.com'];\n"
+        + NETWORK
+        + "InitiatingProcessFileName in~ (names) "
+        "and RemoteUrl has_any ((hosts | distinct Host))"
+    )
+    assert rule["detection"]["selection"] == {
+        "Image|endswith": ["\\a.exe", "\\b.exe"],
+        "DestinationHostname|contains": ["x.com", "y.com"],
+    }
+
+
+def test_numeric_comparisons() -> None:
+    rule, label, _, _ = converted(NETWORK + "RemotePort between (1000 .. 2000) and LocalPort < 1024")
+    assert rule["detection"]["selection"] == {
+        "DestinationPort|gte": 1000,
+        "DestinationPort|lte": 2000,
+        "SourcePort|lt": 1024,
+    }
+    assert label == "exact"
+
+
+def test_a_search_over_every_column_becomes_keywords() -> None:
+    query = kql.parse(PROCESS + "FileName =~ 'a.exe'")
+    star = k.Where(k.Binary("has", k.Name("*"), k.StringLit("mimikatz")))
+    detection = lower(k.Query((), k.Pipeline(query.body.source, (star,))), defender_schema())
+    from rmm2sigma.mapping import map_detection
+    from rmm2sigma.sigma import detection_document
+
+    mapped = map_detection(detection)
+    assert mapped.detection.predicate is not None
+    assert detection_document(mapped.detection.predicate) == {
+        "keywords": ["*mimikatz*"],
+        "condition": "keywords",
+    }
+    assert mapped.fidelity.value == "widened"
+
+
+# ---------------------------------------------------------------- tables and log sources
+
+
+@pytest.mark.parametrize(
+    ("query", "logsource", "selection"),
+    [
+        (
+            "DeviceFileEvents | where ActionType == 'FileCreated' and FolderPath endswith '.ps1'",
+            {"product": "windows", "category": "file_event"},
+            {"TargetFilename|endswith": ".ps1"},
+        ),
+        (
+            "DeviceFileEvents | where ActionType in ('FileDeleted') and FileName =~ 'x.docx'",
+            {"product": "windows", "category": "file_delete"},
+            {"TargetFilename|endswith": "\\x.docx"},
+        ),
+        (
+            "DeviceFileEvents | where ActionType =~ 'filerenamed' and FolderPath endswith '.lock'",
+            {"product": "windows", "category": "file_rename"},
+            {"TargetFilename|endswith": ".lock"},
+        ),
+        (
+            "DeviceRegistryEvents | where ActionType == 'RegistryValueSet' and RegistryValueData =~ 'x'",
+            {"product": "windows", "category": "registry_set"},
+            {"Details": "x"},
+        ),
+        (
+            "DeviceRegistryEvents | where ActionType in ('RegistryKeyDeleted', 'RegistryValueDeleted') "
+            "and RegistryKey endswith 'Run'",
+            {"product": "windows", "category": "registry_delete"},
+            {"TargetObject|endswith": "Run"},
+        ),
+        (
+            "DeviceEvents | where ActionType == 'NamedPipeEvent' and InitiatingProcessFileName =~ 'x.exe'",
+            {"product": "windows", "category": "pipe_created"},
+            {"Image|endswith": "\\x.exe"},
+        ),
+        (
+            "DeviceEvents | where ActionType == 'CreateRemoteThreadApiCall' and FileName =~ 'lsass.exe'",
+            {"product": "windows", "category": "create_remote_thread"},
+            {"TargetImage|endswith": "\\lsass.exe"},
+        ),
+        (
+            "DeviceEvents | where ActionType == 'PowerShellCommand' and AdditionalFields has 'Invoke-Foo'",
+            {"product": "windows", "category": "ps_module"},
+            {"Payload|contains": "Invoke-Foo"},
+        ),
+        (
+            "DeviceLogonEvents | where ActionType == 'LogonFailed' and LogonType == 'RemoteInteractive' "
+            "and AccountName =~ 'admin'",
+            {"product": "windows", "service": "security"},
+            {"EventID": 4625, "LogonType": 10, "TargetUserName": "admin"},
+        ),
+    ],
+)
+def test_action_type_selects_the_category(
+    query: str, logsource: dict[str, str], selection: dict[str, Any]
+) -> None:
+    rule, label, notes, _ = converted(query)
+    assert rule["logsource"] == logsource
+    assert rule["detection"]["selection"] == selection
+    assert label == "approximate"
+    assert any("ActionType" in note for note in notes)
+
+
+def test_image_loads_map_exactly() -> None:
+    rule, label, _, queries = converted("DeviceImageLoadEvents | where FileName =~ 'clr.dll'")
+    assert rule["logsource"] == {"product": "windows", "category": "image_load"}
+    assert rule["detection"]["selection"] == {"ImageLoaded|endswith": "\\clr.dll"}
+    assert label == "exact"
+    assert queries["kusto"].startswith("DeviceImageLoadEvents")
+
+
+def test_a_category_wider_than_the_action_type_says_so() -> None:
+    _, _, notes, _ = converted(
+        "DeviceFileEvents | where ActionType == 'FileCreated' and FolderPath endswith '.ps1'"
+    )
+    assert any("which also holds FileModified" in note for note in notes)
+
+
+def test_an_action_type_that_selects_no_single_category_is_left_out_and_noted() -> None:
+    rule, label, notes, _ = converted(
+        "DeviceFileEvents | where ActionType in ('FileCreated', 'FileDeleted') and FolderPath endswith '.ps1'"
+    )
+    assert rule["logsource"]["category"] == "file_event"
+    assert rule["detection"]["selection"] == {"TargetFilename|endswith": ".ps1"}
+    assert label == "approximate"
+    assert any("ActionType in" in note and "left out" in note for note in notes)
+    assert any("every kind of file event" in note for note in notes)
