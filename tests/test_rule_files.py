@@ -44,13 +44,17 @@ def arm_template(*queries: str) -> str:
     return json.dumps(document, indent=4)
 
 
+def export(folder: Path, *queries: str) -> Path:
+    path = folder / "export.json"
+    path.write_text(arm_template(*queries))
+    return path
+
+
 def test_an_arm_export_gives_one_rule_per_alert_rule(tmp_path: Path) -> None:
-    path = tmp_path / "export.json"
-    path.write_text(
-        arm_template(
-            'DeviceProcessEvents\n| where FileName =~ "one.exe"',
-            'DeviceNetworkEvents\n| where RemoteUrl has "two.example.org"',
-        )
+    path = export(
+        tmp_path,
+        'DeviceProcessEvents\n| where FileName =~ "one.exe"',
+        'DeviceNetworkEvents\n| where RemoteUrl has "two.example.org"',
     )
     result = convert_input(str(path), OPTIONS, ("kusto",))
     assert result.status == "converted", result.error
@@ -114,12 +118,10 @@ def test_json_without_rules_is_refused_and_bad_json_located(tmp_path: Path) -> N
 
 
 def test_a_conversion_of_an_arm_export_can_be_verified(tmp_path: Path) -> None:
-    path = tmp_path / "export.json"
-    path.write_text(
-        arm_template(
-            'DeviceProcessEvents | where FileName =~ "one.exe"',
-            'DeviceProcessEvents | where FileName =~ "b.exe"',
-        )
+    path = export(
+        tmp_path,
+        'DeviceProcessEvents | where FileName =~ "one.exe"',
+        'DeviceProcessEvents | where FileName =~ "b.exe"',
     )
     out = tmp_path / "out"
     run = [sys.executable, "-m", "rmm2sigma"]
