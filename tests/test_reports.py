@@ -10,6 +10,7 @@ from typing import Any
 
 import jsonschema
 import pytest
+from markdown_it import MarkdownIt
 
 from rmm2sigma.convert import convert_all
 from rmm2sigma.report import summary_table, write_outputs
@@ -191,6 +192,9 @@ def test_hostile_text_is_inert_in_markdown_and_html() -> None:
     outside = re.sub(r"^(`{3,})\w*\n.*?\n\1$", "", markdown, flags=re.M | re.S)  # code is literal
     outside = re.sub(r"`[^`\n]*`", "", outside)
     assert "<script" not in outside and "<img" not in outside and "&lt;script&gt;" in outside
+    rendered = MarkdownIt("commonmark").enable("table").render(markdown)  # as a Markdown viewer shows it
+    assert "<script" not in rendered and "<img" not in rendered and "&lt;script&gt;alert(1)" in rendered
+    assert rendered.count("<table>") == 4 and '<a href="#rule-1">' in rendered
     row = next(line for line in markdown.splitlines() if line.startswith("| 1 | [Probe"))
     assert row.count("|") == 5 and "&#124; \\*bold\\*" in row  # the title's pipe splits no cell
 
