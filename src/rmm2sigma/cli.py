@@ -52,8 +52,14 @@ def convert(
         ),
     ] = 0,
     verify: Annotated[bool, typer.Option(help="Then prove every rule with the execution oracles.")] = False,
+    apply_filters: Annotated[
+        bool,
+        typer.Option(
+            "--apply-filters", help="Render the queries with the page's false-positive filters (OUT/filters)."
+        ),
+    ] = False,
 ) -> None:
-    """Convert queries; writes OUT/sigma_rules, OUT/backends/<target> and OUT/report.json."""
+    """Convert queries; writes OUT/sigma_rules, OUT/filters, OUT/backends/<target> and OUT/report.json."""
     from .report import summary_table, write_outputs
     from .sigma import Options
     from .sources import MAX_INPUT_BYTES, discover
@@ -63,7 +69,7 @@ def convert(
         day = dt.date.fromisoformat(date) if date else None
     except ValueError:
         raise typer.BadParameter(f"{date!r} is not a YYYY-MM-DD date", param_hint="--date") from None
-    options = Options(author=author, date=day, exact=exact)
+    options = Options(author=author, date=day, exact=exact, apply_filters=apply_filters)
     paths = list(discover(inputs))
     missing = [p for p in paths if p != "-" and not Path(p).exists()]
     if not paths or len(missing) == len(paths):

@@ -96,6 +96,7 @@ class Options:
     author: str = "rmm2sigma"
     date: dt.date | None = None
     exact: bool = False
+    apply_filters: bool = False  # render the target queries with the page's false-positive filters
 
 
 @dataclass(frozen=True)
@@ -104,6 +105,7 @@ class EmittedRule:
     yaml: str
     category: str
     filename: str
+    document: dict[str, Any]  # what ``yaml`` holds, as plain data (dates as dates)
 
 
 def emit(source: SourceRule, mapped: MappedRule, options: Options) -> EmittedRule:
@@ -114,15 +116,17 @@ def emit(source: SourceRule, mapped: MappedRule, options: Options) -> EmittedRul
     except SigmaError as error:  # a rule we built that pySigma refuses: say so, never a traceback
         raise UnsupportedKqlError(f"pySigma refused the converted rule: {error}") from None
     return EmittedRule(
-        rule, dump_yaml(document), mapped.table.logsource["category"], file_name(source, mapped)
+        rule, dump_yaml(document), mapped.table.logsource["category"], file_name(source, mapped), document
     )
 
 
 def rule_document(source: SourceRule, mapped: MappedRule, options: Options) -> dict[str, Any]:
-    urls = _URL.findall(source.description or "")
+    urls = _URL.findall(f"{source.description or ''} {source.hypothesis or ''}")
     description = " ".join(_URL.sub("", source.description or "").split())
     if len(description) < 16:
         description = f"Detects the activity of the Microsoft Sentinel query {_title(source)!r}."
+    if source.hypothesis:  # a page's hunt hypothesis says why to look: it follows what the rule does
+        description = f"{description} {' '.join(_URL.sub('', source.hypothesis).split())}"
     detection = mapped.detection
     assert detection.predicate is not None
     document: dict[str, Any] = {
@@ -155,13 +159,20 @@ def rule_id(source: SourceRule, exact: bool) -> str:
 
 
 def _title(source: SourceRule) -> str:
-    name = " ".join((source.name or "").split()).rstrip(".") or "Converted Sentinel Query"
+    return title_case(source.name or "") or title_case("Converted Sentinel Query")
+
+
+def title_case(text: str, limit: int = 120) -> str:
+    """SigmaHQ's title style: Title Case but for small words, no leading "Detects", no final dot."""
+    name = " ".join(text.split()).rstrip(".")
+    if not name:
+        return ""
     words = [w if not w.islower() or w in _SMALL_WORDS else w[:1].upper() + w[1:] for w in name.split(" ")]
     if words and words[0].lower().startswith("detect"):
         words = words[1:] or ["Activity"]
     title = " ".join(words)
     title = title[:1].upper() + title[1:]
-    return title if len(title) <= 120 else title[:117].rstrip() + "..."
+    return title if len(title) <= limit else title[: limit - 3].rstrip() + "..."
 
 
 def _sentence(text: str) -> str:
