@@ -112,15 +112,24 @@ def parse_exclusion(text: str) -> Node:
     try:
         tree = _parser().parse(text)
     except UnexpectedInput as error:
+        if _at_end(error):  # located where more was expected: the end of the text
+            lines = text.split("\n")
+            raise InputError(_reason(error), line=len(lines), column=len(lines[-1]) + 1) from None
         raise InputError(_reason(error), line=error.line, column=error.column) from None
     return _ToModel(text).transform(tree)
 
 
+def _at_end(error: UnexpectedInput) -> bool:
+    return isinstance(error, UnexpectedEOF) or (
+        isinstance(error, UnexpectedToken) and error.token.type == "$END"
+    )
+
+
 def _reason(error: UnexpectedInput) -> str:
-    if isinstance(error, UnexpectedEOF):
+    if _at_end(error):
         return "the expression ends too early"
     if isinstance(error, UnexpectedToken):
-        return f"unexpected {error.token!s}" if error.token.type != "$END" else "the expression ends early"
+        return f"unexpected {error.token!s}"
     if isinstance(error, UnexpectedCharacters):
         return 'expected a field test such as process.name == "x.exe"'
     return "not an exclusion expression"
