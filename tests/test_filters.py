@@ -130,6 +130,14 @@ def test_what_cannot_be_read_is_located(text: str, column: int) -> None:
     assert (caught.value.line, caught.value.column) == (1, column)
 
 
+def test_deep_nesting_is_refused_where_it_starts() -> None:
+    text = "(" * 70 + 'process.name == "a.exe"' + ")" * 70
+    with pytest.raises(InputError) as caught:
+        parse_exclusion(text)
+    assert (caught.value.line, caught.value.column) == (1, 65)
+    assert shape(parse_exclusion("(" * 60 + 'process.name == "a.exe"' + ")" * 60)) == A
+
+
 # ---------------------------------------------------------------- fields and Sigma form
 
 

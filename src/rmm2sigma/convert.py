@@ -47,6 +47,7 @@ class RuleResult:
         default_factory=RuleFilters
     )  # the page's false-positive exclusions as Sigma filters
     filters_applied: bool = False  # whether ``queries`` apply them (--apply-filters)
+    data_connectors: tuple[tuple[str, str], ...] = ()  # a page's "Sentinel Table | Notes" rows
 
 
 @dataclass(frozen=True)
@@ -112,6 +113,7 @@ def convert_rule(source: SourceRule, options: Options, wanted: Sequence[str] = t
         fidelity_by_target=by_target,
         filters=page_filters,
         filters_applied=applied,
+        data_connectors=source.data_connectors,
     )
 
 

@@ -29,6 +29,7 @@ from lark import Lark, Token, Transformer, v_args
 from lark.exceptions import UnexpectedCharacters, UnexpectedEOF, UnexpectedInput, UnexpectedToken
 
 from .errors import InputError, Rmm2SigmaError, one_line
+from .kql.parser import _check_depth
 from .kql.syntax import Pos
 from .mapping import MappedRule, _rename_columns, map_detection
 from .model import And, Detection, Fidelity, Match, Node, Not, Or, Predicate, walk
@@ -109,6 +110,10 @@ def _parser() -> Lark:
 
 def parse_exclusion(text: str) -> Node:
     """An exclusion as a model tree over pseudo-ECS names; ``InputError`` located in ``text``."""
+    try:
+        _check_depth(text)  # the tree's consumers recurse: bound the nesting as for KQL
+    except Rmm2SigmaError as error:
+        raise InputError(error.message, line=error.line, column=error.column) from None
     try:
         tree = _parser().parse(text)
     except UnexpectedInput as error:
