@@ -90,6 +90,8 @@ C = ("user.name", Match.EQUALS, ("svc",), False)
         # a backslash escapes a quote or itself only: Windows paths stay as written
         (r'process.command_line contains "C:\Temp\\x \"q\""', (*B[:2], (r'C:\Temp\x "q"',), False)),
         ('process.parent_process_name == "SupRemoScheduler.exe"', None),
+        ("process.name in (\"a.exe\", 'b.exe')", ("process.name", Match.EQUALS, ("a.exe", "b.exe"), False)),
+        ('process.name IN ("a.exe")', A),
     ],
 )
 def test_every_spelling_of_the_exclusion_language(text: str, expected: Any) -> None:
@@ -177,6 +179,11 @@ def page(tmp_path: Path, table: str, *exclusions: str) -> Path:
         ("DeviceProcessEvents", 'user.name == "svc"', {"User": "svc"}),
         ("DeviceNetworkEvents", 'process.name == "mstsc.exe"', {"Image|endswith": "\\mstsc.exe"}),
         ("DeviceNetworkEvents", 'user.name == "support_user"', {"User": "support_user"}),
+        (
+            "DeviceProcessEvents",
+            'process.name in ("a.exe", "b.exe")',
+            {"Image|endswith": ["\\a.exe", "\\b.exe"]},
+        ),
         # a file-name test inside an exclusion is never widened to the whole path: that would
         # exclude more than the page says, and narrow the rule
         ("DeviceProcessEvents", 'process.name contains "sched"', {"Image|re|i": "sched[^\\\\]*$"}),
@@ -191,6 +198,16 @@ def test_fields_map_through_the_rules_own_mapping(
     assert detection.pop("condition") == "not selection"
     assert detection.pop("rules") == [result.rules[0].rule_id]
     assert detection == {"selection": selection}
+
+
+def test_not_equal_excludes_every_other_value(tmp_path: Path) -> None:
+    tree = parse_exclusion('process.user != "SYSTEM" and process.name == "a.exe"')
+    assert isinstance(tree, And) and isinstance(tree.items[0], Predicate) and tree.items[0].negated
+    result = convert_input(str(page(tmp_path, "DeviceProcessEvents", 'process.user != "SYSTEM"')), OPTIONS)
+    (page_filter,) = result.rules[0].filters.filters
+    detection = dict(page_filter.document["filter"])
+    assert detection.pop("condition") == "not (not filter_main_user)"
+    assert detection["filter_main_user"] == {"User": "SYSTEM"}
 
 
 def test_an_exclusion_on_a_field_without_a_column_is_a_located_note(tmp_path: Path) -> None:

@@ -8,10 +8,10 @@ with ``exclusion.lark``. Each name is moved to the Defender column it means in t
 exclusion would silently narrow the rule. The result is a Sigma v2 filter
 (``filter: {rules: [<rule id>], ..., condition: not ...}``), which pySigma applies at conversion.
 
-Semantics: ``==`` compares case-insensitively (a Windows process or user name is the same in any
-case, and Sigma's equality is case-insensitive); ``contains``, ``startswith`` and ``endswith`` are
-case-insensitive as in Sigma. An exclusion that does not parse (prose advice) or names a field
-with no column in the rule's table is kept as a note, never guessed.
+Semantics: ``==`` (and ``!=``, ``in (...)``) compares case-insensitively (a Windows process or user
+name is the same in any case, and Sigma's equality is case-insensitive); ``contains``,
+``startswith`` and ``endswith`` are case-insensitive as in Sigma. An exclusion that does not parse
+(prose advice) or names a field with no column in the rule's table is kept as a note, never guessed.
 """
 
 from __future__ import annotations
@@ -85,13 +85,27 @@ class _ToModel(Transformer[Token, Node]):
         self.text = text
 
     def test(self, field: Token, operator: Token, value: Token) -> Predicate:
-        # a backslash escapes only a quote or itself: any other is literal, as in C:\\Windows
-        literal = _ESCAPE.sub(r"\1", str(value)[1:-1])
+        name = str(operator).lower()
+        match = _OPERATORS[name.replace("!=", "==")]
+        return self._predicate(field, match, [value], name == "!=", self._span(field, value))
+
+    def test_in(self, field: Token, _in: Token, *values: Token) -> Predicate:
+        return self._predicate(field, Match.EQUALS, values, False, self._span(field, values[-1]) + ")")
+
+    def _span(self, first: Token, last: Token) -> str:
+        return self.text[first.start_pos : last.end_pos]
+
+    @staticmethod
+    def _predicate(
+        field: Token, match: Match, values: Sequence[Token], negated: bool, text: str
+    ) -> Predicate:
         return Predicate(
             column=str(field),
-            match=_OPERATORS[str(operator).lower()],
-            values=(literal,),
-            text=self.text[field.start_pos : value.end_pos],
+            match=match,
+            # a backslash escapes only a quote or itself: any other is literal, as in C:\\Windows
+            values=tuple(_ESCAPE.sub(r"\1", str(value)[1:-1]) for value in values),
+            negated=negated,
+            text=text,
             pos=Pos(field.line or 1, field.column or 1),
         )
 
