@@ -71,13 +71,19 @@ def convert(
         ),
     ] = 0,
     verify: Annotated[bool, typer.Option(help="Then prove every rule with the execution oracles.")] = False,
+    apply_filters: Annotated[
+        bool,
+        typer.Option(
+            "--apply-filters", help="Render the queries with the page's false-positive filters (OUT/filters)."
+        ),
+    ] = False,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar.")] = False,
     as_json: Annotated[
         bool, typer.Option("--json", help="Print only a JSON summary on stdout; messages go to stderr.")
     ] = False,
 ) -> None:
-    """Convert queries; writes OUT/sigma_rules, OUT/backends/<target>, OUT/report.json, report.md,
-    report.html and layer.json (an ATT&CK Navigator layer)."""
+    """Convert queries; writes OUT/sigma_rules, OUT/filters, OUT/backends/<target>, OUT/report.json,
+    report.md, report.html and layer.json (an ATT&CK Navigator layer)."""
     from .console import progress, source_excerpt
     from .report import failure_lines, summary_table, terminal_text, write_outputs
     from .sigma import Options
@@ -90,7 +96,7 @@ def convert(
         raise typer.BadParameter(f"{date!r} is not a YYYY-MM-DD date", param_hint="--date") from None
     if out.exists() and not out.is_dir():
         raise typer.BadParameter(f"{out} exists and is not a folder", param_hint="--out")
-    options = Options(author=author, date=day, exact=exact)
+    options = Options(author=author, date=day, exact=exact, apply_filters=apply_filters)
     paths = list(discover(inputs))
     missing = [p for p in paths if p != "-" and not Path(p).exists()]
     if not paths or len(missing) == len(paths):

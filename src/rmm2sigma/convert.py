@@ -18,6 +18,7 @@ from typing import Any
 from . import kql, targets
 from .errors import Rmm2SigmaError, printable
 from .fidelity import SIGMA, target_fidelity
+from .filters import RuleFilters, applied_rule, rule_filters
 from .kql.lower import Schema, lower
 from .mapping import map_detection
 from .model import Fidelity
@@ -44,6 +45,10 @@ class RuleResult:
     fidelity_by_target: dict[str, str] = field(default_factory=dict)
     kql: str = ""  # the source query, shown beside the rule in the reports
     tags: tuple[str, ...] = ()
+    # the page's false-positive exclusions as Sigma filters
+    filters: RuleFilters = field(default_factory=RuleFilters)
+    filters_applied: bool = False  # whether ``queries`` apply them (--apply-filters)
+    data_connectors: tuple[tuple[str, str], ...] = ()  # a page's "Sentinel Table | Notes" rows
 
 
 @dataclass(frozen=True)
@@ -75,12 +80,20 @@ def convert_rule(source: SourceRule, options: Options, wanted: Sequence[str] = t
     queries: dict[str, str] = {}
     errors: dict[str, str] = {}
     notes = list(mapped.notes)
+    page_filters = rule_filters(source, mapped, emitted.document, options.exact)
+    applied = options.apply_filters and bool(page_filters.filters)
+    notes.extend(_page_notes(source, page_filters, applied))
+
+    def make_rule() -> Any:
+        rule = _rule_from(document)
+        return applied_rule(rule, page_filters.filters) if applied else rule
+
     for target in wanted:
         attributes, target_notes = targets.rule_attributes(
             target, mapped.detection.aggregation, mapped.detection.window
         )
         notes.extend(target_notes)
-        result = targets.convert(target, lambda: _rule_from(document), attributes)
+        result = targets.convert(target, make_rule, attributes)
         if result.query is None:
             errors[target] = result.error or "conversion failed"
         else:
@@ -104,6 +117,9 @@ def convert_rule(source: SourceRule, options: Options, wanted: Sequence[str] = t
         fidelity_by_target=by_target,
         kql=source.kql,
         tags=tuple(str(tag) for tag in emitted.rule.tags),
+        filters=page_filters,
+        filters_applied=applied,
+        data_connectors=source.data_connectors,
     )
 
 
@@ -123,6 +139,24 @@ def _located(error: Rmm2SigmaError, source: SourceRule) -> Rmm2SigmaError:
         column=source.kql_column + column - 1,
         context=error.context,
     )
+
+
+def _page_notes(source: SourceRule, page_filters: RuleFilters, applied: bool) -> list[str]:
+    """What a pasted page adds beside the query: connectors to enable, filters and their state."""
+    notes = [f"data connector for {table}: {note or 'needed'}" for table, note in source.data_connectors]
+    notes.extend(page_filters.notes)
+    count = len(page_filters.filters)
+    if count and applied:
+        notes.append(
+            f"the queries apply {count} false-positive filter(s) (--apply-filters): they leave out the "
+            "events the page's exclusions name, which the original query selects"
+        )
+    elif count:
+        notes.append(
+            f"{count} false-positive filter(s) are written to filters/ and not applied to the queries; "
+            "apply them with --apply-filters or `sigma convert --filter`"
+        )
+    return notes
 
 
 def _rule_from(document: dict[str, Any]) -> Any:

@@ -43,6 +43,11 @@ class PlannedRule:
     def sigma_path(self) -> str:
         return f"sigma_rules/{safe_part(self.rule.category)}/{self.stem}.yml"
 
+    @property
+    def filter_path(self) -> str:
+        """The rule's false-positive filters, one multi-document file (``sigma convert --filter``)."""
+        return f"filters/{self.stem}.yml"
+
     def query_path(self, target: str) -> str:
         return f"backends/{target}/{self.stem}.{EXTENSIONS[target]}"
 
@@ -202,6 +207,8 @@ def write_outputs(
             plan = planned[id(rule)]
             files[plan.sigma_path] = rule.yaml
             files.update({plan.query_path(t): q + "\n" for t, q in rule.queries.items() if t in wanted})
+            if rule.filters.filters:
+                files[plan.filter_path] = rule.filters.yaml
         refusals: list[str] = []
         planned_writes: list[tuple[Path, bytes]] = []
         contents = {name: _encoded(text) for name, text in files.items()}
@@ -263,6 +270,16 @@ def build_report(results: Sequence[InputResult], planned: dict[int, PlannedRule]
                     "target_errors": rule.errors,
                     "tags": list(rule.tags),
                     "kql": rule.kql,
+                    "filters": [
+                        {
+                            "path": plan.filter_path,
+                            "id": page_filter.id,
+                            "title": page_filter.title,
+                            "exclusion": page_filter.exclusion,
+                        }
+                        for page_filter in rule.filters.filters
+                    ],
+                    "filters_applied": rule.filters_applied,
                 }
             )
         line, column = split_location(result.error, result.source)

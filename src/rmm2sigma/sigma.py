@@ -122,6 +122,7 @@ class Options:
     author: str = "rmm2sigma"
     date: dt.date | None = None
     exact: bool = False
+    apply_filters: bool = False  # render the target queries with the page's false-positive filters
 
 
 @dataclass(frozen=True)
@@ -130,6 +131,7 @@ class EmittedRule:
     yaml: str
     category: str
     filename: str
+    document: dict[str, Any]  # what ``yaml`` holds, as plain data (dates as dates)
 
 
 def emit(source: SourceRule, mapped: MappedRule, options: Options) -> EmittedRule:
@@ -144,14 +146,17 @@ def emit(source: SourceRule, mapped: MappedRule, options: Options) -> EmittedRul
         dump_yaml(document),
         mapped.table.logsource.get("category") or mapped.table.logsource["service"],
         file_name(source, mapped),
+        document,
     )
 
 
 def rule_document(source: SourceRule, mapped: MappedRule, options: Options) -> dict[str, Any]:
-    urls = _URL.findall(source.description or "")
+    urls = _URL.findall(f"{source.description or ''} {source.hypothesis or ''}")
     description = " ".join(_URL.sub("", source.description or "").split())
     if len(description) < 16:
         description = f"Detects the activity of the Microsoft Sentinel query {_title(source)!r}."
+    if source.hypothesis:  # a page's hunt hypothesis says why to look: it follows what the rule does
+        description = f"{description} {' '.join(_URL.sub('', source.hypothesis).split())}"
     detection = mapped.detection
     assert detection.predicate is not None
     document: dict[str, Any] = {
@@ -187,12 +192,20 @@ def _title(source: SourceRule, category: str | None = None) -> str:
     name = " ".join((source.name or "").split()).rstrip(".") or "Converted Sentinel Query"
     if category:
         name = _title_category(name, category)
+    return title_case(name)
+
+
+def title_case(text: str, limit: int = 120) -> str:
+    """SigmaHQ's title style: Title Case but for small words, no leading "Detects", no final dot."""
+    name = " ".join(text.split()).rstrip(".")
+    if not name:
+        return ""
     words = [w if not w.islower() or w in _SMALL_WORDS else w[:1].upper() + w[1:] for w in name.split(" ")]
     if words and words[0].lower().startswith("detect"):
         words = words[1:] or ["Activity"]
     title = " ".join(words)
     title = title[:1].upper() + title[1:]
-    return title if len(title) <= 120 else title[:117].rstrip() + "..."
+    return title if len(title) <= limit else title[: limit - 3].rstrip() + "..."
 
 
 def _title_category(name: str, category: str) -> str:

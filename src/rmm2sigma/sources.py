@@ -37,9 +37,13 @@ INPUT_SUFFIXES = (
 
 @dataclass(frozen=True)
 class FalsePositive:
+    """A page's false-positive block; ``line``/``column`` locate the exclusion's first character."""
+
     scenario: str
     description: str = ""
     exclusion: str = ""
+    line: int = field(default=0, compare=False)
+    column: int = field(default=0, compare=False)
 
 
 @dataclass(frozen=True)
@@ -61,6 +65,8 @@ class SourceRule:
     date: dt.date | None = None  # the source's own date, when it has one
     escaped: bool = False  # the KQL is a JSON string on one line of the file (see rule_files)
     where: str = ""  # which rule of a file holding several, e.g. ``resources[2]``
+    hypothesis: str | None = None  # a page's hunt hypothesis, the paragraph before "KQL Query"
+    data_connectors: tuple[tuple[str, str], ...] = ()  # a page's "Sentinel Table | Notes" rows
     warnings: tuple[str, ...] = field(default=(), compare=False)
 
 
@@ -428,7 +434,7 @@ _FALSE_POSITIVE_LABELS = ("Scenario:", "Description:", "Filter/Exclusion:")
 def read_page(path: str, text: str) -> SourceRule:
     """A pasted page: KQL under a "KQL Query" line, then the rule definition and FP scenarios."""
     lines = text.split("\n")
-    start = next(i for i, line in enumerate(lines) if line.strip() == "KQL Query") + 1
+    start = start_of_kql = next(i for i, line in enumerate(lines) if line.strip() == "KQL Query") + 1
     while start < len(lines) and not lines[start].strip():
         start += 1
     end = start
@@ -464,11 +470,14 @@ def read_page(path: str, text: str) -> SourceRule:
         severity=severity.group(1).lower() if severity else None,
         references=(_url(original),) if original else (),
         false_positives=_false_positives(lines),
+        hypothesis=_hypothesis(lines[: start_of_kql - 1]),
+        data_connectors=_connector_table(lines[end:]),
     )
 
 
 def _false_positives(lines: list[str]) -> tuple[FalsePositive, ...]:
-    """``Scenario:``/``Description:``/``Filter/Exclusion:`` triples, blank lines allowed between.
+    """``Scenario:`` blocks, each with an optional ``Description:`` and ``Filter/Exclusion:`` line
+    (in that order, blank lines allowed between); the exclusion keeps its place in the file.
 
     Line by line rather than one multi-line regex: that regex backtracked quadratically (minutes
     for a 400 kB page of blank lines after a ``Scenario:``).
@@ -477,19 +486,70 @@ def _false_positives(lines: list[str]) -> tuple[FalsePositive, ...]:
     for start, line in enumerate(lines):
         if not line.startswith("Scenario:"):
             continue
-        values: list[str] = []
-        index = start
-        for label in _FALSE_POSITIVE_LABELS:
+        values = {"Scenario:": line[len("Scenario:") :].strip()}
+        position = (0, 0)
+        index = start + 1
+        for label in _FALSE_POSITIVE_LABELS[1:]:
             while index < len(lines) and not lines[index].strip():
                 index += 1
-            item = lines[index].strip() if index < len(lines) else ""
-            if not item.startswith(label):
-                break
-            values.append(item[len(label) :].strip())
+            item = lines[index] if index < len(lines) else ""
+            if not item.lstrip().startswith(label):
+                continue
+            text = item.lstrip()[len(label) :]
+            values[label] = text.strip()
+            if label == "Filter/Exclusion:":
+                position = (index + 1, len(item) - len(text.lstrip()) + 1)
             index += 1
-        if len(values) == 3 and values[0] and values[1]:
-            found.append(FalsePositive(*values))
+        if values["Scenario:"]:
+            found.append(
+                FalsePositive(
+                    values["Scenario:"],
+                    values.get("Description:", ""),
+                    values.get("Filter/Exclusion:", ""),
+                    *position,
+                )
+            )
     return tuple(found)
+
+
+_HYPOTHESIS_HEADING = "Hunt Hypothesis"
+
+
+def _hypothesis(lines: list[str]) -> str | None:
+    """The paragraph under a "Hunt Hypothesis" heading, or the page's opening paragraph when it is
+    all that comes before the KQL (the other page shape); page chrome is never taken for it."""
+    paragraphs: list[list[str]] = [[]]
+    for line in lines:
+        if line.strip():
+            paragraphs[-1].append(line.strip())
+        elif paragraphs[-1]:
+            paragraphs.append([])
+    paragraphs = [p for p in paragraphs if p]
+    headed = [i for i, p in enumerate(paragraphs) if p == [_HYPOTHESIS_HEADING]]
+    if headed:
+        chosen = paragraphs[headed[-1] + 1 :]
+    elif len(paragraphs) == 1:
+        chosen = paragraphs
+    else:
+        return None
+    text = " ".join(" ".join(p) for p in chosen)
+    return text if len(text.split()) >= 5 else None
+
+
+def _connector_table(lines: list[str]) -> tuple[tuple[str, str], ...]:
+    """Rows of the "| Sentinel Table | Notes |" table (pasted pages often lose a row's first ``|``)."""
+    rows: list[tuple[str, str]] = []
+    for start, line in enumerate(lines):
+        if not line.lstrip().startswith("| Sentinel Table"):
+            continue
+        for row in lines[start + 1 :]:
+            if "|" not in row or row.startswith(_FALSE_POSITIVE_LABELS):
+                break
+            cells = [cell.strip() for cell in row.strip().strip("|").split("|")]
+            if all(set(cell) <= set("-: ") for cell in cells):
+                continue  # the |---|---| line under the header
+            rows.append((cells[0], " ".join(c for c in cells[1:] if c)))
+    return tuple(dict.fromkeys(rows))
 
 
 def _url(text: str) -> str:

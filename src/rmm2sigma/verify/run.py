@@ -79,7 +79,7 @@ def _check(job: tuple[str, dict[str, Any], Path]) -> tuple[RuleProof, dict[str, 
     exact = rule.get("id") == rule_id(source, True)
     proof = measure(source, Options(exact=exact))
     try:
-        fresh = convert_rule(source, Options(exact=exact))
+        fresh = convert_rule(source, Options(exact=exact, apply_filters=rule.get("filters_applied", False)))
     except Rmm2SigmaError as error:
         finding["report_problems"].append(f"the source no longer converts: {error}")
         return proof, finding
