@@ -18,6 +18,7 @@ from typing import Any
 from . import kql, targets
 from .errors import Rmm2SigmaError, printable
 from .fidelity import SIGMA, target_fidelity
+from .formats.schedule import Schedule, schedule
 from .kql.lower import Schema, lower
 from .mapping import map_detection
 from .model import Fidelity
@@ -42,6 +43,7 @@ class RuleResult:
     queries: dict[str, str]
     errors: dict[str, str] = field(default_factory=dict)
     fidelity_by_target: dict[str, str] = field(default_factory=dict)
+    schedule: Schedule | None = None  # how often and how far back a deployed rule runs
 
 
 @dataclass(frozen=True)
@@ -97,6 +99,7 @@ def convert_rule(source: SourceRule, options: Options, wanted: Sequence[str] = t
         queries=queries,
         errors=errors,
         fidelity_by_target=by_target,
+        schedule=schedule(source.query_frequency, source.query_period, mapped.detection.window),
     )
 
 

@@ -16,15 +16,18 @@ import os
 import re
 import stat
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from .convert import InputResult, RuleResult
 from .errors import printable, split_location
 from .model import Fidelity
 from .targets import EXTENSIONS, TARGETS
+
+if TYPE_CHECKING:
+    from .formats import DeployOptions
 
 REPORT_VERSION = 1
 MAX_STEM = 90  # SigmaHQ's file-name rule: [a-z0-9_]{10,90}
@@ -43,7 +46,7 @@ class PlannedRule:
         return f"sigma_rules/{safe_part(self.rule.category)}/{self.stem}.yml"
 
     def query_path(self, target: str) -> str:
-        return f"backends/{target}/{self.stem}.{EXTENSIONS[target]}"
+        return f"backends/{target}/{self.stem}.{EXTENSIONS.get(target, 'txt')}"
 
 
 def safe_part(text: str, limit: int = MAX_STEM) -> str:
@@ -173,13 +176,18 @@ def _encoded(text: str) -> bytes | str:
 
 
 def write_outputs(
-    results: Sequence[InputResult], out: Path, wanted: Sequence[str] = TARGETS, force: bool = False
+    results: Sequence[InputResult],
+    out: Path,
+    wanted: Sequence[str] = TARGETS,
+    force: bool = False,
+    deploy: Mapping[str, Sequence[str]] | None = None,
+    deploy_options: DeployOptions | None = None,
 ) -> tuple[list[InputResult], dict[str, Any]]:
     """Write every file and the report; inputs whose files were refused become failures.
 
     All refusals are decided first: an input with any refused file writes none of its files (and
-    its rules leave the report), and a refused ``report.json`` raises ``FileExistsError`` before
-    anything is written.
+    its rules leave the report), and a refused ``report.json`` or deployable file (``deploy``: a
+    target's formats, see ``formats``) raises ``FileExistsError`` before anything is written.
     """
     planned = plan_names(results)
     final: list[InputResult] = []
@@ -209,6 +217,17 @@ def write_outputs(
         else:
             writes.extend(planned_writes)
         final.append(result)
+    if deploy:
+        from .formats import deploy_files
+
+        kept = [(planned[id(rule)].stem, rule) for result in final for rule in result.rules]
+        for name, text in deploy_files(kept, deploy, deploy_options).items():
+            data = text.encode("utf-8", "backslashreplace")
+            needed, reason = _check(out / name, data, force, folders)
+            if reason:
+                raise FileExistsError(reason)
+            if needed:
+                writes.append((out / name, data))
     report = build_report(final, planned)
     # surrogates (undecodable file names) become \udcxx escapes, which JSON reads back as written
     report_data = (json.dumps(report, indent=2, ensure_ascii=False) + "\n").encode(

@@ -52,6 +52,8 @@ class SourceRule:
     severity: str | None = None
     references: tuple[str, ...] = ()
     false_positives: tuple[FalsePositive, ...] = ()
+    query_frequency: str | None = None  # Sentinel's ``queryFrequency`` (``1h``), for deployable rules
+    query_period: str | None = None  # Sentinel's ``queryPeriod`` (``14d``)
     warnings: tuple[str, ...] = field(default=(), compare=False)
 
 
@@ -261,6 +263,8 @@ def _sentinel_rule(
         tactics=_names(fields.get("tactics")),
         techniques=_names(fields.get("relevantTechniques")),
         severity=_text(fields.get("severity")),
+        query_frequency=_text(fields.get("queryFrequency")),
+        query_period=_text(fields.get("queryPeriod")),
         warnings=warnings,
     )
 
