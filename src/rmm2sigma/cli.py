@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 import sys
+from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
 
@@ -25,12 +26,14 @@ app = typer.Typer(
 )
 
 
-def _targets(values: list[str] | None) -> list[str]:
-    chosen = [t.strip() for value in values or [] for t in value.split(",") if t.strip()] or list(TARGETS)
-    unknown = [t for t in chosen if t not in TARGETS]
-    if unknown:
-        raise typer.BadParameter(f"unknown target(s) {', '.join(unknown)}; choose from {', '.join(TARGETS)}")
-    return chosen
+def _targets(values: list[str] | None) -> dict[str, list[str]]:
+    """Each chosen target with its deployable formats (``NAME[:FORMAT]``, case-insensitive)."""
+    from .formats import select
+
+    try:
+        return select(values or [], TARGETS)
+    except ValueError as error:
+        raise typer.BadParameter(str(error), param_hint="--target") from None
 
 
 @app.command()
@@ -39,8 +42,26 @@ def convert(
     out: Annotated[Path, typer.Option("--out", "-o", help="Output folder.")],
     target: Annotated[
         list[str] | None,
-        typer.Option("--target", "-t", help=f"Targets (repeat or comma-separate): {', '.join(TARGETS)}."),
+        typer.Option(
+            "--target",
+            "-t",
+            help=f"Targets as NAME[:FORMAT] (repeat or comma-separate): {', '.join(TARGETS)} or any "
+            "installed pySigma backend (`rmm2sigma targets` lists them and their formats).",
+        ),
     ] = None,
+    elastic_index: Annotated[
+        list[str] | None,
+        typer.Option(
+            help="Index pattern Elastic rules read (repeat); default winlogbeat-*, "
+            "logs-windows.sysmon_operational-*."
+        ),
+    ] = None,
+    splunk_index: Annotated[
+        str | None, typer.Option(help="Splunk index the saved searches read; default the user's.")
+    ] = None,
+    event_filter: Annotated[
+        bool, typer.Option(help="Elastic rules: add the ECS event category of the Sigma log source.")
+    ] = True,
     exact: Annotated[bool, typer.Option(help="Keep KQL semantics exactly (term regexes for `has`).")] = False,
     force: Annotated[bool, typer.Option(help="Replace existing files in --out.")] = False,
     author: Annotated[str, typer.Option(help="Sigma `author`.")] = "rmm2sigma",
@@ -58,7 +79,13 @@ def convert(
     from .sigma import Options
     from .sources import MAX_INPUT_BYTES, discover
 
-    wanted = _targets(target)
+    selection = _targets(target)
+    wanted = list(selection)
+    from .formats import DeployOptions
+
+    deploy_options = DeployOptions(splunk_index=splunk_index, event_filter=event_filter)
+    if elastic_index:
+        deploy_options = replace(deploy_options, elastic_index=tuple(elastic_index))
     try:
         day = dt.date.fromisoformat(date) if date else None
     except ValueError:
@@ -75,7 +102,7 @@ def convert(
     workers = jobs or min(available_cores(), len(paths) // INPUTS_PER_WORKER)
     results = convert_all(paths, options, wanted, workers, stdin)
     try:
-        results, report = write_outputs(results, out, wanted, force)
+        results, report = write_outputs(results, out, wanted, force, selection, deploy_options)
     except OSError as error:  # report.json refused, or the output folder cannot be written
         typer.echo(f"error: {error}", err=True)
         raise typer.Exit(1) from None
@@ -85,6 +112,30 @@ def convert(
     if verify:
         failed = _verify(out) or failed
     raise typer.Exit(1 if failed else 0)
+
+
+@app.command("targets")
+def targets_command() -> None:
+    """List the targets: the five built-in ones, then every installed pySigma backend."""
+    from .formats import PLAIN, formats_of
+    from .plugins import installed
+
+    lines = ["built-in (proven labels):"]
+    for name in TARGETS:
+        formats = ", ".join([PLAIN, *formats_of(name)])
+        lines.append(f"  {name:<12} formats: {formats}")
+    lines.append("installed pySigma backends (labels unproven):")
+    for name, target in installed().items():
+        if name in TARGETS:
+            continue
+        formats = ", ".join([PLAIN, *(f for f in target.formats if f != "default")])
+        lines.append(f"  {name:<12} {target.description}")
+        lines.append(f"  {'':<12} formats: {formats}")
+        lines.append(
+            f"  {'':<12} pipelines: {', '.join(target.default_pipelines) or 'none'}"
+            + (f" (installed for it: {', '.join(target.pipelines)})" if target.pipelines else "")
+        )
+    typer.echo("\n".join(lines))
 
 
 @app.command("verify")
