@@ -250,3 +250,37 @@ def test_schedule_defaults_and_repairs() -> None:
     repaired = schedule("1d", "1h", None)
     assert (repaired.frequency, repaired.period) == (86400, 86400) and repaired.notes
     assert schedule("often", None, None).notes[0].startswith("schedule: queryFrequency 'often'")
+
+
+CORPUS = Path(__file__).resolve().parents[2] / "shared" / "corpus" / "azure-sentinel-rmm"
+
+
+@pytest.mark.skipif(not CORPUS.is_dir(), reason=f"corpus not found at {CORPUS} (CI has it)")
+def test_every_corpus_rule_deploys_and_validates(tmp_path: Path) -> None:
+    """All 164 convertible corpus rules, in every default format, through the consumers' checks."""
+    out = _write(tmp_path, [str(CORPUS)], [])
+    report = json.loads((out / "report.json").read_text())
+    rules = report["summary"]["rules"]
+    assert rules == 164
+    parser = TABConfigParser()
+    parser.optionxform = str  # type: ignore[assignment,method-assign]
+    parser.read(out / "deploy/splunk/savedsearches.conf")
+    assert len(parser.sections()) == rules  # unique stanza names, nothing merged
+    for target, schema in (("lucene", "query"), ("esql", "esql"), ("eql", "eql")):
+        validator = _validator(f"kibana/{schema}.schema.json")
+        lines = (out / f"deploy/{target}/rules.ndjson").read_text().splitlines()
+        assert len(lines) == rules
+        for line in lines:
+            rule = json.loads(line)
+            assert list(validator.iter_errors(rule)) == [], rule["name"]
+            if target == "lucene":
+                lucene_parser.parse(rule["query"])
+            elif target == "eql":
+                with eql.parser.elasticsearch_syntax, eql.parser.ignore_missing_functions:
+                    eql.parse_query(rule["query"])
+    sentinel = _validator("sentinel/scheduled_rule.schema.json")
+    files = list((out / "deploy/kusto/sentinel").glob("*.yaml"))
+    assert len(files) == rules
+    for path in files:
+        assert list(sentinel.iter_errors(yaml.safe_load(path.read_text()))) == [], path.name
+    assert len(list((out / "deploy/kusto/defender").glob("*.json"))) == rules
