@@ -24,7 +24,7 @@ def test_targets_command_lists_builtin_and_installed() -> None:
     result = CliRunner().invoke(app, ["targets"])
     assert result.exit_code == 0, result.output
     lines = result.output.splitlines()
-    assert lines[1].split()[0] == "kusto" and "sentinel" in lines[1]
+    assert lines[1].split()[0] == "kusto" and "sentinel" in lines[1] and "microsoft_xdr" in lines[2]
     secops = next(i for i, line in enumerate(lines) if line.split()[:1] == ["secops"])
     assert "yara_l" in lines[secops + 1] and "secops_udm" in lines[secops + 2]
 

@@ -117,13 +117,14 @@ def convert(
 @app.command("targets")
 def targets_command() -> None:
     """List the targets: the five built-in ones, then every installed pySigma backend."""
-    from .formats import PLAIN, formats_of
+    from .formats import PLAIN, data, formats_of
     from .plugins import installed
 
     lines = ["built-in (proven labels):"]
     for name in TARGETS:
         formats = ", ".join([PLAIN, *formats_of(name)])
         lines.append(f"  {name:<12} formats: {formats}")
+        lines.append(f"  {'':<12} pipelines: {', '.join(data()['targets'][name]['pipelines'])}")
     lines.append("installed pySigma backends (labels unproven):")
     for name, target in installed().items():
         if name in TARGETS:
