@@ -108,6 +108,9 @@ def convert(
         raise typer.Exit(1) from None
     typer.echo(summary_table(report))
     typer.echo(f"\nreport: {out / 'report.json'}")
+    deployed = [target for target, formats in selection.items() if formats]
+    if deployed:
+        typer.echo(f"deployable rules: {out / 'deploy'} ({', '.join(deployed)})")
     failed = any(r.status == "failed" for r in results)
     if verify:
         failed = _verify(out) or failed
