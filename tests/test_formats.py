@@ -28,6 +28,7 @@ from rmm2sigma.report import write_outputs
 from rmm2sigma.sigma import Options
 from rmm2sigma.sources import discover
 from rmm2sigma.targets import TARGETS
+from rmm2sigma.verify.kusto_language import kusto_available, validate_kql
 
 EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
 FIXTURES = Path(__file__).resolve().parent / "fixtures"
@@ -168,16 +169,21 @@ def test_defender_custom_detection_shape(examples_out: Path, report: dict[str, A
     queries = set(_queries(report, "kusto").values())
     files = sorted((examples_out / "deploy/kusto/defender").glob("*.json"))
     assert len(files) == 5
+    texts = []
     for path in files:
         body = json.loads(path.read_text())
-        assert body["queryCondition"]["queryText"] in queries
+        text = body["queryCondition"]["queryText"]
+        # every example summarizes by DeviceId: the latest Timestamp and ReportId are kept too
+        assert text.replace("summarize arg_max(Timestamp, ReportId), ", "summarize ") in queries
+        texts.append(text + "\n| project Timestamp, ReportId, DeviceId")  # the columns Defender requires
         assert body["schedule"]["period"] in ("0", "1H", "3H", "12H", "24H")
         template = body["detectionAction"]["alertTemplate"]
         assert template["severity"] in ("informational", "low", "medium", "high")
         assert template["mitreTechniques"] == ["T1219"]
         assert template["category"] == "CommandAndControl"
-        # every example summarizes without Timestamp/ReportId: the description must say so
-        assert "requires of a custom detection" in template["description"]
+        assert "arg_max(Timestamp, ReportId)" in template["description"]
+    if kusto_available():  # Microsoft's parser binds the queries against the Defender schema
+        assert [[d for d in found if d.is_error] for found in validate_kql(texts)] == [[]] * len(texts)
 
 
 def test_analytic_rule_schedule_reaches_every_format(tmp_path: Path) -> None:

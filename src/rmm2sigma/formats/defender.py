@@ -8,8 +8,8 @@ continuous, for simple queries only); the rule's frequency is rounded down to th
 those, so it never runs less often than the source asked, and a note says so.
 
 Defender requires the results to carry ``Timestamp`` and ``ReportId`` columns and an impacted
-asset column; a query that summarizes returns neither unless its aggregation keeps them, so such
-a rule's description says so rather than pretending it imports unchanged.
+asset column (``DeviceId``); a final ``summarize`` that drops them gets
+``arg_max(Timestamp, ReportId)`` as a further aggregate, and the description says so.
 """
 
 from __future__ import annotations
@@ -36,30 +36,34 @@ def period(seconds: int) -> tuple[str, str | None]:
     )
 
 
-def _columns_note(query: str) -> str | None:
-    """Whether the query's results lose the columns Defender requires (a summarize without them)."""
-    last = query.rsplit("| summarize", 1)
-    if len(last) == 1:
-        return None
-    kept = {name for name in re.findall(r"[A-Za-z_]\w*", last[1].split(" by ", 1)[-1])}
-    missing = [c for c in ("Timestamp", "ReportId") if c not in kept]
-    if not missing:
-        return None
-    return (
-        f"defender: the summarized results have no {' or '.join(missing)} column, which Defender "
-        "requires of a custom detection; add them (e.g. arg_max(Timestamp, ReportId)) before enabling"
+def defender_query(query: str) -> tuple[str, str | None]:
+    """The query with the columns Defender requires kept through a final ``summarize``, and a note.
+
+    ``arg_max(Timestamp, ReportId)`` adds, per group, the latest event's time and report id: the
+    groups and every other aggregate stay as they were.
+    """
+    head, bar, last = query.rpartition("| summarize ")
+    if not bar:
+        return query, None
+    kept = set(re.findall(r"[A-Za-z_]\w*", last.split(" by ", 1)[-1]))
+    if {"Timestamp", "ReportId"} <= kept:
+        return query, None
+    note = (
+        "defender: the summarize also keeps arg_max(Timestamp, ReportId), the latest event of each "
+        "group, because custom detections require both columns"
     )
+    return f"{head}{bar}arg_max(Timestamp, ReportId), {last}", note
 
 
 def rule_body(rule: DeployRule, options: DeployOptions) -> dict[str, Any]:
     every, period_note = period(rule.schedule.frequency)
-    columns_note = _columns_note(rule.query)
+    query, columns_note = defender_query(rule.query)
     notes = rule.review_notes([n for n in (period_note, columns_note) if n])
     tactics = rule.sentinel_tactics()
     return {
         "displayName": rule.title,
         "isEnabled": options.enabled,
-        "queryCondition": {"queryText": rule.query},
+        "queryCondition": {"queryText": query},
         "schedule": {"period": every},
         "detectionAction": {
             "alertTemplate": {
