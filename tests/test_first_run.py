@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
+from conftest import WheelEnv
 from rmm2sigma import convert as convert_module
 from rmm2sigma.cli import app
 from rmm2sigma.convert import convert_input
@@ -36,24 +37,9 @@ def run(*args: str, stdin: str | None = None) -> subprocess.CompletedProcess[str
 # ---------------------------------------------------------------- install and set-up
 
 
-def test_the_wheel_holds_every_data_file_the_package_reads(tmp_path: Path) -> None:
+def test_the_wheel_holds_every_data_file_the_package_reads(wheel_env: WheelEnv) -> None:
     """Every non-Python file under src/ that git tracks is in the built wheel (defender.yml was not)."""
-    subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "pip",
-            "wheel",
-            "-q",
-            "--no-deps",
-            "-w",
-            tmp_path,
-            REPO,
-        ],
-        check=True,
-        capture_output=True,
-    )
-    (wheel,) = tmp_path.glob("rmm2sigma-*.whl")
+    wheel = wheel_env.wheel
     names = set(zipfile.ZipFile(wheel).namelist())
     tracked = subprocess.run(
         ["git", "-C", REPO, "ls-files", "src/rmm2sigma"], capture_output=True, text=True, check=True

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 import sys
+from dataclasses import replace
 from functools import partial
 from pathlib import Path
 from typing import Annotated, Any
@@ -41,12 +42,14 @@ def _main(
     """Convert Microsoft Sentinel / Defender KQL hunting queries to Sigma, Splunk, Elastic and KQL."""
 
 
-def _targets(values: list[str] | None) -> list[str]:
-    chosen = [t.strip() for value in values or [] for t in value.split(",") if t.strip()] or list(TARGETS)
-    unknown = [t for t in chosen if t not in TARGETS]
-    if unknown:
-        raise typer.BadParameter(f"unknown target(s) {', '.join(unknown)}; choose from {', '.join(TARGETS)}")
-    return chosen
+def _targets(values: list[str] | None) -> dict[str, list[str]]:
+    """Each chosen target with its deployable formats (``NAME[:FORMAT]``, case-insensitive)."""
+    from .formats import select
+
+    try:
+        return select(values or [], TARGETS)
+    except ValueError as error:
+        raise typer.BadParameter(str(error), param_hint="--target") from None
 
 
 @app.command()
@@ -55,8 +58,26 @@ def convert(
     out: Annotated[Path, typer.Option("--out", "-o", help="Output folder.")],
     target: Annotated[
         list[str] | None,
-        typer.Option("--target", "-t", help=f"Targets (repeat or comma-separate): {', '.join(TARGETS)}."),
+        typer.Option(
+            "--target",
+            "-t",
+            help=f"Targets as NAME[:FORMAT] (repeat or comma-separate): {', '.join(TARGETS)} or any "
+            "installed pySigma backend (`rmm2sigma targets` lists them and their formats).",
+        ),
     ] = None,
+    elastic_index: Annotated[
+        list[str] | None,
+        typer.Option(
+            help="Index pattern Elastic rules read (repeat); default winlogbeat-*, "
+            "logs-windows.sysmon_operational-*."
+        ),
+    ] = None,
+    splunk_index: Annotated[
+        str | None, typer.Option(help="Splunk index the saved searches read; default the user's.")
+    ] = None,
+    event_filter: Annotated[
+        bool, typer.Option(help="Elastic rules: add the ECS event category of the Sigma log source.")
+    ] = True,
     exact: Annotated[bool, typer.Option(help="Keep KQL semantics exactly (term regexes for `has`).")] = False,
     force: Annotated[bool, typer.Option(help="Replace existing files in --out.")] = False,
     author: Annotated[str, typer.Option(help="Sigma `author`.")] = "rmm2sigma",
@@ -89,7 +110,13 @@ def convert(
     from .sigma import Options
     from .sources import MAX_INPUT_BYTES, discover
 
-    wanted = _targets(target)
+    selection = _targets(target)
+    wanted = list(selection)
+    from .formats import DeployOptions
+
+    deploy_options = DeployOptions(splunk_index=splunk_index, event_filter=event_filter)
+    if elastic_index:
+        deploy_options = replace(deploy_options, elastic_index=tuple(elastic_index))
     try:
         day = dt.date.fromisoformat(date) if date else None
     except ValueError:
@@ -109,7 +136,9 @@ def convert(
     with progress(len(paths), sys.stderr.isatty() and not quiet) as advance:
         results = convert_all(paths, options, wanted, workers, stdin, advance)
     try:
-        results, report = write_outputs(results, out, wanted, force, stdin)
+        results, report = write_outputs(
+            results, out, wanted, force, stdin=stdin, deploy=selection, deploy_options=deploy_options
+        )
     except FileExistsError as error:  # a report file refused: every file in the way is named
         for line in str(error).splitlines():
             typer.echo(f"error: {line}", err=True)
@@ -131,10 +160,38 @@ def convert(
     else:
         typer.echo(summary_table(report, excerpt))
         typer.echo(f"\nreports: {out / 'report.json'}, report.md, report.html, layer.json")
+    deployed = [target for target, formats in selection.items() if formats]
+    if deployed and not as_json:
+        typer.echo(f"deployable rules: {out / 'deploy'} ({', '.join(deployed)})")
     failed = any(r.status == "failed" for r in results)
     if verify:
         failed = _verify(out, as_json) or failed
     raise typer.Exit(1 if failed else 0)
+
+
+@app.command("targets")
+def targets_command() -> None:
+    """List the targets: the five built-in ones, then every installed pySigma backend."""
+    from .formats import PLAIN, data, formats_of
+    from .plugins import installed
+
+    lines = ["built-in (proven labels):"]
+    for name in TARGETS:
+        formats = ", ".join([PLAIN, *formats_of(name)])
+        lines.append(f"  {name:<12} formats: {formats}")
+        lines.append(f"  {'':<12} pipelines: {', '.join(data()['targets'][name]['pipelines'])}")
+    lines.append("installed pySigma backends (labels unproven):")
+    for name, target in installed().items():
+        if name in TARGETS:
+            continue
+        formats = ", ".join([PLAIN, *(f for f in target.formats if f != "default")])
+        lines.append(f"  {name:<12} {target.description}")
+        lines.append(f"  {'':<12} formats: {formats}")
+        lines.append(
+            f"  {'':<12} pipelines: {', '.join(target.default_pipelines) or 'none'}"
+            + (f" (installed for it: {', '.join(target.pipelines)})" if target.pipelines else "")
+        )
+    typer.echo("\n".join(lines))
 
 
 @app.command("verify")

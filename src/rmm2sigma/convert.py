@@ -19,6 +19,7 @@ from . import kql, targets
 from .errors import Rmm2SigmaError, printable
 from .fidelity import SIGMA, target_fidelity
 from .filters import RuleFilters, applied_rule, rule_filters
+from .formats.schedule import Schedule, schedule
 from .kql.lower import Schema, lower
 from .mapping import map_detection
 from .model import Fidelity
@@ -49,6 +50,7 @@ class RuleResult:
     filters: RuleFilters = field(default_factory=RuleFilters)
     filters_applied: bool = False  # whether ``queries`` apply them (--apply-filters)
     data_connectors: tuple[tuple[str, str], ...] = ()  # a page's "Sentinel Table | Notes" rows
+    schedule: Schedule | None = None  # how often and how far back a deployed rule runs
 
 
 @dataclass(frozen=True)
@@ -120,6 +122,7 @@ def convert_rule(source: SourceRule, options: Options, wanted: Sequence[str] = t
         filters=page_filters,
         filters_applied=applied,
         data_connectors=source.data_connectors,
+        schedule=schedule(source.query_frequency, source.query_period, mapped.detection.window),
     )
 
 

@@ -38,6 +38,11 @@ ELASTIC = ("lucene", "esql", "eql")
 SIGMA = "sigma"  # the Sigma rule itself, as every Sigma consumer reads it
 NARROWED = Fidelity.NARROWED.value
 DIVERGED = Fidelity.DIVERGED.value
+UNPROVEN = "unproven"
+UNPROVEN_NOTE = (
+    "a backend found by pySigma's plugin discovery; no oracle executes it, so its label is unproven"
+)
+PROVEN = frozenset({SIGMA, "kusto", "splunk", "lucene", "esql", "eql"})
 
 
 @dataclass(frozen=True)
@@ -52,6 +57,9 @@ def target_fidelity(mapped: MappedRule, targets: Iterable[str]) -> dict[str, Tar
     declared = mapped.fidelity is Fidelity.APPROXIMATE and measurable is not Fidelity.APPROXIMATE
     out: dict[str, TargetFidelity] = {}
     for target in targets:
+        if target not in PROVEN:
+            out[target] = TargetFidelity(UNPROVEN, (f"{target}: {UNPROVEN_NOTE}",))
+            continue
         if target == "kusto" and mapped.table.kusto_table:  # the Defender table is kept: no model change
             out[target] = TargetFidelity(measurable.value)
             continue

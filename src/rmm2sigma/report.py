@@ -16,16 +16,19 @@ import os
 import re
 import stat
 from collections import Counter
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from .convert import InputResult, RuleResult
 from .errors import printable, split_location
 from .model import Fidelity
 from .reports import LABELS, not_exact, render_all, target_rows
 from .targets import EXTENSIONS, TARGETS
+
+if TYPE_CHECKING:
+    from .formats import DeployOptions
 
 REPORT_VERSION = 1
 MAX_STEM = 90  # SigmaHQ's file-name rule: [a-z0-9_]{10,90}
@@ -49,7 +52,7 @@ class PlannedRule:
         return f"filters/{self.stem}.yml"
 
     def query_path(self, target: str) -> str:
-        return f"backends/{target}/{self.stem}.{EXTENSIONS[target]}"
+        return f"backends/{target}/{self.stem}.{EXTENSIONS.get(target, 'txt')}"
 
 
 def safe_part(text: str, limit: int = MAX_STEM) -> str:
@@ -188,13 +191,16 @@ def write_outputs(
     wanted: Sequence[str] = TARGETS,
     force: bool = False,
     stdin: bytes | None = None,
+    deploy: Mapping[str, Sequence[str]] | None = None,
+    deploy_options: DeployOptions | None = None,
 ) -> tuple[list[InputResult], dict[str, Any]]:
     """Write every file and the report; inputs whose files were refused become failures.
 
     All refusals are decided first: an input with any refused file writes none of its files (and
     its rules leave the report), and a refused report file (``report.json``, ``report.md``,
-    ``report.html``, ``layer.json``) raises ``FileExistsError`` before anything is written, naming
-    every refused file, one per line.
+    ``report.html``, ``layer.json``) or deployable file (``deploy``: a target's formats, see
+    ``formats``) raises ``FileExistsError`` before anything is written, naming every refused file,
+    one per line.
     """
     planned = plan_names(results)
     final: list[InputResult] = []
@@ -231,23 +237,28 @@ def write_outputs(
             writes.extend(planned_writes)
         final.append(result)
     report = build_report(final, planned)
+    # files of the whole run: one in the way stops the run before anything is written
     texts = {"report.json": json.dumps(report, indent=2, ensure_ascii=False) + "\n"}
     texts.update(render_all(report, {p.sigma_path: p.rule.yaml for p in planned.values()}))
-    reports: list[tuple[Path, bytes]] = []
-    refused_reports: list[str] = []
+    if deploy:
+        from .formats import deploy_files
+
+        kept = [(planned[id(rule)].stem, rule) for result in final for rule in result.rules]
+        texts.update(deploy_files(kept, deploy, deploy_options))
+    refused_run_files: list[str] = []
     for name, text in texts.items():
         # surrogates (undecodable file names) become \udcxx escapes, which JSON reads back as written
         data = text.encode("utf-8", "backslashreplace")
         needed, reason = _check(out / name, data, force, folders)
         if reason:
-            refused_reports.append(reason)
+            refused_run_files.append(reason)
         elif needed:
-            reports.append((out / name, data))
-    if refused_reports:
-        raise FileExistsError("\n".join(dict.fromkeys([*blocked, *refused_reports])))
+            writes.append((out / name, data))
+    if refused_run_files:
+        raise FileExistsError("\n".join(dict.fromkeys([*blocked, *refused_run_files])))
     for folder in sorted({path.parent for path, _ in writes} | {out}):
         folder.mkdir(parents=True, exist_ok=True)
-    for path, data in [*writes, *reports]:
+    for path, data in writes:
         _replace(path, data)
     return final, report
 

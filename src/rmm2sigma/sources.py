@@ -67,6 +67,8 @@ class SourceRule:
     where: str = ""  # which rule of a file holding several, e.g. ``resources[2]``
     hypothesis: str | None = None  # a page's hunt hypothesis, the paragraph before "KQL Query"
     data_connectors: tuple[tuple[str, str], ...] = ()  # a page's "Sentinel Table | Notes" rows
+    query_frequency: str | None = None  # Sentinel's ``queryFrequency`` (``1h``), for deployable rules
+    query_period: str | None = None  # Sentinel's ``queryPeriod`` (``14d``)
     warnings: tuple[str, ...] = field(default=(), compare=False)
 
 
@@ -321,6 +323,8 @@ def _sentinel_rule(
         techniques=_names(fields.get("relevantTechniques")),
         severity=_text(fields.get("severity")),
         date=_date(fields),
+        query_frequency=_text(fields.get("queryFrequency")),
+        query_period=_text(fields.get("queryPeriod")),
         warnings=warnings,
     )
 

@@ -95,6 +95,10 @@ _FACTORIES: dict[str, Callable[[], Backend]] = {
 
 @cache
 def backend(target: str) -> Backend:
+    if target not in _FACTORIES:  # any other installed pySigma backend (plugins.py)
+        from .plugins import backend as installed_backend
+
+        return installed_backend(target)
     return _FACTORIES[target]()
 
 

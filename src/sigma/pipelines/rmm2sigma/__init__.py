@@ -1,0 +1,65 @@
+"""rmm2sigma's processing pipelines as a pySigma pipeline plugin, for sigma-cli and pySigma users.
+
+``sigma convert -t kusto -p microsoft_xdr -p rmm2sigma_kusto rules/`` gives the queries the
+``kusto`` target of rmm2sigma writes; likewise ``-t splunk -p sysmon -p splunk_windows -p
+rmm2sigma_splunk``, ``-t lucene -p ecs_windows -p rmm2sigma_lucene``, ``-t esql -p ecs_windows -p
+rmm2sigma_esql`` and ``-t eql -p ecs_windows -p rmm2sigma_eql``. What each adds:
+
+* ``rmm2sigma_kusto``: case-sensitive tests as anchored ``matches regex`` (the KQL backend refuses
+  ``|cased``), the Defender table for rules with no microsoft_xdr category (the signer table), and
+  the time window and ``summarize``;
+* ``rmm2sigma_splunk``: the window as ``earliest=`` and the aggregation as ``| stats``;
+* ``rmm2sigma_lucene`` / ``rmm2sigma_esql`` / ``rmm2sigma_eql``: case-insensitive strings and
+  term regexes in Lucene's regex dialect (and ES|QL's window and ``STATS``).
+
+The window and aggregation templates read a rule's ``rmm2sigma`` attribute (``window``,
+``functions``, ``by``), a top-level key of the Sigma YAML that pySigma keeps in
+``custom_attributes``; a rule without it converts without them.
+
+Lives in the ``sigma.pipelines`` namespace, where pySigma's plugin discovery looks; every
+pipeline here is a function returning a ``ProcessingPipeline``, named ``<id>_pipeline``.
+"""
+
+from __future__ import annotations
+
+from sigma.processing.pipeline import ProcessingPipeline
+
+from rmm2sigma.elastic import lucene_pipeline
+from rmm2sigma.kusto import cased_pipeline
+from rmm2sigma.targets import _pipeline
+
+__all__ = [
+    "rmm2sigma_eql_pipeline",
+    "rmm2sigma_esql_pipeline",
+    "rmm2sigma_kusto_pipeline",
+    "rmm2sigma_lucene_pipeline",
+    "rmm2sigma_splunk_pipeline",
+]
+
+
+def _named(pipeline: ProcessingPipeline, name: str) -> ProcessingPipeline:
+    """Joined pipelines have no name, which ``sigma list pipelines`` prints."""
+    pipeline.name = f"rmm2sigma: {name}"
+    return pipeline
+
+
+def rmm2sigma_kusto_pipeline() -> ProcessingPipeline:
+    joined = cased_pipeline() + _pipeline("kusto_tables") + _pipeline("kusto_aggregation")
+    return _named(joined, "cased tests as regexes, Defender tables, window and summarize for KQL")
+
+
+def rmm2sigma_splunk_pipeline() -> ProcessingPipeline:
+    return _named(_pipeline("splunk_aggregation"), "window and stats for Splunk")
+
+
+def rmm2sigma_lucene_pipeline() -> ProcessingPipeline:
+    return _named(lucene_pipeline(strings=True), "case-insensitive strings and regexes for Lucene")
+
+
+def rmm2sigma_esql_pipeline() -> ProcessingPipeline:
+    joined = lucene_pipeline(strings=True) + _pipeline("esql_aggregation")
+    return _named(joined, "case-insensitive strings and regexes, window and STATS for ES|QL")
+
+
+def rmm2sigma_eql_pipeline() -> ProcessingPipeline:
+    return _named(lucene_pipeline(strings=False), "regexes in Lucene's dialect for EQL")
