@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib
 import json
 import subprocess
 import sys
@@ -12,12 +13,12 @@ import pytest
 from typer.testing import CliRunner
 
 from conftest import WheelEnv
-from rmm2sigma import convert as convert_module
 from rmm2sigma.cli import app
 from rmm2sigma.convert import convert_input
 from rmm2sigma.sigma import DEFAULT_DATE, Options
 
 REPO = Path(__file__).resolve().parents[1]
+convert_module = importlib.import_module("rmm2sigma.convert")  # the module: rmm2sigma.convert is the API
 EXAMPLES = REPO / "examples"
 PLAIN_KQL_AS_YAML = """\
 //Title:WebDav Client Execution - Network connections using DavSetCookie

@@ -24,11 +24,11 @@ NETWORK = "DeviceNetworkEvents\n| where "
 
 
 def converted(query: str, exact: bool = False) -> tuple[dict[str, Any], str, tuple[str, ...], dict[str, Any]]:
-    """The rule's logsource and detection, its label, its notes and its target queries."""
+    """The rule's logsource and detection, the Sigma rule's label, its notes and its target queries."""
     result = convert_rule(SourceRule(path="case.kql", kql=query), Options(exact=exact))
     document = yaml.safe_load(result.yaml)
     rule = {"logsource": document["logsource"], "detection": document["detection"]}
-    return rule, result.fidelity.value, result.notes, {**result.queries, **result.errors}
+    return rule, result.fidelity_by_target["sigma"], result.notes, {**result.queries, **result.errors}
 
 
 def refused(query: str) -> str:

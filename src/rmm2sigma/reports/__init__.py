@@ -11,11 +11,12 @@ import json
 from collections.abc import Mapping
 from typing import Any
 
-from ..fidelity import DIVERGED, NARROWED, SIGMA
+from ..fidelity import SIGMA, UNPROVEN
 from ..model import Fidelity
 
-LABELS = (*(label.value for label in Fidelity), NARROWED, DIVERGED)
-"""Every fidelity label a target can carry, best first: the columns of the per-target summary."""
+LABELS = (*(label.value for label in Fidelity), UNPROVEN)
+"""Every fidelity label a target can carry, best first (``unproven``: a backend no oracle runs):
+the columns of the per-target summary."""
 
 REPORT_FILES = ("report.md", "report.html", "layer.json")
 
