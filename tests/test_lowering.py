@@ -231,10 +231,15 @@ def test_an_invalid_network_is_refused() -> None:
 
 def test_column_pairs_become_field_references() -> None:
     rule, label, notes, queries = converted(PROCESS + "FolderPath =~ InitiatingProcessFolderPath")
-    assert rule["detection"]["selection"] == {"Image|fieldref": "ParentImage"}
+    # Kusto strings are never null, so two empty values are equal: said explicitly for Sigma
+    assert rule["detection"] == {
+        "selection_image": {"Image|fieldref": "ParentImage"},
+        "selection_group": {"Image": ["", None], "ParentImage": ["", None]},
+        "condition": "selection_image or selection_group",
+    }
     assert label == "exact"
     assert queries["kusto"].startswith("kusto:")  # pySigma's KQL backend refuses fieldref: a clean error
-    assert "where 'Image'='ParentImage'" in queries["splunk"]
+    assert "process.executable.caseless==process.parent.executable.caseless" in queries["esql"]
     rule, label, notes, _ = converted(PROCESS + "FolderPath == InitiatingProcessFolderPath")
     assert label == "widened" and any("compares case-sensitively" in note for note in notes)
     rule, label, notes, _ = converted(

@@ -85,7 +85,8 @@ def _elastic(target: str, base: Fidelity, mapped: MappedRule) -> TargetFidelity:
             misses.append(reason)
         elif reason:
             adds.append(f"{reason}; the test is negated, so this widens the query")
-        if not positive and target in ("eql", "esql") and leaf.match is not Match.EMPTY:
+        # a negated CIDR test of a missing address is null in Kusto too (see mapping): no loss
+        if not positive and target in ("eql", "esql") and leaf.match not in (Match.EMPTY, Match.CIDR):
             misses.append(
                 f"a negated test on {field} is null, not true, when the field is absent, so events "
                 f"without {field} are missed (Sigma matches them)"

@@ -339,15 +339,19 @@ class _Mapper:
                 f"`{leaf.text}` was left out: Sigma has no pair of fields to compare; the rule is wider"
             )
             return positive
-        case_sensitive = leaf.case_sensitive
-        leaf = replace(leaf, values=(other.field,), case_sensitive=False)
-        if not case_sensitive:
-            return leaf
-        if widening_allowed:
+        if leaf.case_sensitive and not widening_allowed:
+            self.leave_out(
+                f"`{leaf.text}` (case-sensitive, negated) was left out: Sigma's fieldref ignores case"
+            )
+            return positive
+        if leaf.case_sensitive:
             self.widen(f"`{leaf.text}` compares case-sensitively; Sigma's fieldref ignores case")
-            return leaf
-        self.leave_out(f"`{leaf.text}` (case-sensitive, negated) was left out: Sigma's fieldref ignores case")
-        return positive
+        # Kusto strings are never null: two empty values are equal there, and absent fields never are
+        # in Sigma, so the empty pair is said explicitly
+        equal = replace(leaf, values=(other.field,), case_sensitive=False, negated=False)
+        both_empty = And(tuple(Predicate(f, Match.EMPTY, text=leaf.text) for f in (leaf.column, other.field)))
+        node = Or((equal, both_empty))
+        return Not(node) if leaf.negated else node
 
     def translate(self, leaf: Predicate, values: Mapping[str, Value], positive: bool) -> Node | bool:
         """A column whose values Sigma's field spells differently (``Network`` logon type -> 3)."""
