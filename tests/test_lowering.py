@@ -378,3 +378,33 @@ def test_an_action_type_that_selects_no_single_category_is_left_out_and_noted() 
     assert label == "approximate"
     assert any("ActionType in" in note and "left out" in note for note in notes)
     assert any("every kind of file event" in note for note in notes)
+
+
+def test_summary_limits_and_time_buckets_are_left_out_with_notes() -> None:
+    detection = lower(
+        kql.parse(
+            PROCESS + "FileName =~ 'a.exe'\n"
+            "| summarize Commands=make_set(ProcessCommandLine, 1000), Count=count()\n"
+            "    by bin(Timestamp, 1h), DeviceName"
+        ),
+        defender_schema(),
+    )
+    assert detection.aggregation is not None
+    assert detection.aggregation.by == ("DeviceName",)
+    assert [f.column for f in detection.aggregation.functions] == ["ProcessCommandLine", None]
+    assert any("size limit" in note for note in detection.notes)
+    assert any("`bin(Timestamp, 1h)`" in note for note in detection.notes)
+    assert "computed group-by" in refused(
+        PROCESS + "FileName =~ 'a.exe'\n| summarize count() by L = strlen(FileName)"
+    )
+
+
+def test_action_type_in_a_later_where_still_selects_the_category() -> None:
+    rule, _, notes, queries = converted(
+        "DeviceEvents\n| where InitiatingProcessFileName =~ 'powershell.exe'\n"
+        "| where ActionType == 'AmsiScriptContent' and AdditionalFields contains 'Deimos'"
+    )
+    assert rule["logsource"] == {"product": "windows", "category": "ps_script"}
+    assert rule["detection"]["selection"] == {"ScriptBlockText|contains": "Deimos"}
+    assert any("InitiatingProcessFileName has no field" in note for note in notes)
+    assert queries["kusto"].startswith('DeviceEvents\n| where ActionType =~ "AmsiScriptContent"')

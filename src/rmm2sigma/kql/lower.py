@@ -489,18 +489,32 @@ class _Lowering:
     # ------------------------------------------------------------ aggregation
 
     def aggregation(self, op: k.Summarize) -> Aggregation:
+        """The summary a hunting query returns; it never changes which events match, only how they
+        are reported, so a size limit or a time bucket it cannot carry is left out with a note."""
         functions: list[AggregateFunction] = []
         for assignment in op.aggregates:
             call = assignment.expr
+            if (
+                isinstance(call, k.Call)
+                and call.function in ("make_set", "make_list")
+                and len(call.args) == 2
+                and isinstance(self.resolve(call.args[1]), k.NumberLit)
+            ):
+                self.notes.append(f"the size limit of `{_shorten(to_kql(call))}` is left out")
+                call = k.Call(call.function, call.args[:1], call.pos)
             if not isinstance(call, k.Call) or len(call.args) > 1:
                 raise _fail(f"aggregate `{_shorten(to_kql(call))}` is not supported", call)
             column = self.column(call.args[0], tested=False) if call.args else None
             functions.append(AggregateFunction(assignment.name or call.function, call.function, column))
         by = []
         for assignment in op.by:
+            expr = assignment.expr
+            if _is_call(expr, "bin") and expr.args and _names_time(expr.args[0]):
+                self.notes.append(f"the time buckets `{_shorten(to_kql(expr))}` of the summary are left out")
+                continue
             if assignment.name is not None:
                 raise _fail("computed group-by columns are not supported", assignment)
-            by.append(self.column(assignment.expr, tested=False))
+            by.append(self.column(expr, tested=False))
         return Aggregation(tuple(functions), tuple(by))
 
 
@@ -515,6 +529,10 @@ def _chain(expr: k.Expr, op: str) -> list[k.Expr]:
         else:
             operands.append(item)
     return operands
+
+
+def _names_time(expr: k.Expr) -> bool:
+    return isinstance(expr, k.Name) and expr.name in TIME_COLUMNS
 
 
 def _is_call(expr: k.Expr, name: str) -> TypeGuard[k.Call]:

@@ -196,7 +196,8 @@ def _select_category(table: TableSpec, predicate: Node) -> tuple[TableSpec, Node
     """
     if not table.categories:
         return table, predicate, None
-    items = predicate.items if isinstance(predicate, And) else (predicate,)
+    flat = simplify(predicate)  # conjuncts of several `where` operators are one AND
+    items = flat.items if isinstance(flat, And) else (predicate,)
     for index, item in enumerate(items):
         if not (isinstance(item, Predicate) and item.column == ACTION_TYPE and item.match is Match.EQUALS):
             continue
