@@ -408,3 +408,13 @@ def test_action_type_in_a_later_where_still_selects_the_category() -> None:
     assert rule["detection"]["selection"] == {"ScriptBlockText|contains": "Deimos"}
     assert any("InitiatingProcessFileName has no field" in note for note in notes)
     assert queries["kusto"].startswith('DeviceEvents\n| where ActionType =~ "AmsiScriptContent"')
+
+
+def test_a_number_written_as_a_string_on_a_numeric_column_is_a_number() -> None:
+    rule, label, _, _ = converted(NETWORK + "RemotePort == '3389' or RemotePort in ('445', '139')")
+    assert rule["detection"] == {
+        "selection_destinationport": {"DestinationPort": 3389},
+        "selection_destinationport_2": {"DestinationPort": [445, 139]},
+        "condition": "1 of selection_*",
+    }
+    assert label == "exact"

@@ -284,6 +284,8 @@ class _Lowering:
         match_all: bool = False,
     ) -> Node:
         """One column test; ``case`` is tolower/toupper applied to the column first."""
+        if self.columns.get(column) in ("int", "long"):  # `RemotePort == "3389"`: Kusto converts
+            values = tuple(int(v) if isinstance(v, str) and re.fullmatch(r"-?\d+", v) else v for v in values)
         if case is not None and case_sensitive:
             if match is Match.REGEX:
                 raise _fail(f"`matches regex` on `{case}()` has no Sigma equivalent", expr)
