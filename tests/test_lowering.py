@@ -376,7 +376,7 @@ def test_an_action_type_that_selects_no_single_category_is_left_out_and_noted() 
     assert rule["logsource"]["category"] == "file_event"
     assert rule["detection"]["selection"] == {"TargetFilename|endswith": ".ps1"}
     assert label == "approximate"
-    assert any("ActionType in" in note and "left out" in note for note in notes)
+    assert any("ActionType in" in note and "does not choose one Sigma category" in note for note in notes)
     assert any("every kind of file event" in note for note in notes)
 
 
@@ -418,3 +418,15 @@ def test_a_number_written_as_a_string_on_a_numeric_column_is_a_number() -> None:
         "condition": "1 of selection_*",
     }
     assert label == "exact"
+
+
+def test_logons_go_back_to_defender_columns_in_kusto_or_are_refused_there() -> None:
+    _, _, _, queries = converted(
+        "DeviceLogonEvents | where ActionType == 'LogonFailed' and AccountName =~ 'admin'"
+    )
+    assert queries["kusto"] == 'DeviceLogonEvents\n| where AccountName =~ "admin"'
+    _, _, _, queries = converted(
+        "DeviceLogonEvents | where ActionType == 'LogonSuccess' and LogonType == 'Network'"
+    )
+    assert queries["kusto"].startswith("kusto: LogonType is a number")
+    assert "LogonType=3" in queries["splunk"].replace(" ", "").replace('"', "")

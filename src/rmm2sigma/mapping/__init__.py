@@ -306,6 +306,12 @@ class _Mapper:
         if leaf.column == ANY_COLUMN:
             return self.keywords(leaf, positive, widening_allowed)
         spec = self.spec.fields.get(leaf.column)
+        if spec is None and leaf.column == ACTION_TYPE:
+            self.leave_out(
+                f"`{leaf.text}` was left out: it does not choose one Sigma category (only an "
+                "`ActionType ==`/`in` conjunct naming kinds of one category does); the rule is wider"
+            )
+            return positive
         if spec is None:
             self.leave_out(
                 f"`{leaf.text}` was left out: {leaf.column} has no field in Sigma's "
