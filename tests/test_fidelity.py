@@ -234,3 +234,27 @@ def _address_or_none(value: object) -> object:
         return str(ipaddress.ip_address(str(value)))
     except ValueError:
         return None
+
+
+@pytest.mark.parametrize(
+    "query",
+    [
+        "DeviceFileEvents\n| where ActionType == 'FileCreated' and FolderPath endswith '.ps1' "
+        "and InitiatingProcessFileName =~ 'winword.exe'",
+        "DeviceFileEvents\n| where FileName has 'invoice' and FolderPath contains 'Temp'",
+        "DeviceRegistryEvents\n| where ActionType == 'RegistryValueSet' and RegistryKey has 'CurrentVersion' "
+        "and RegistryValueData contains 'powershell'",
+        "DeviceImageLoadEvents\n| where FileName =~ 'clr.dll' "
+        "and InitiatingProcessFileName in~ ('a.exe', 'b.exe')",
+        "DeviceEvents\n| where ActionType == 'CreateRemoteThreadApiCall' and FileName =~ 'lsass.exe'",
+        "DeviceLogonEvents\n| where ActionType == 'LogonFailed' and AccountName =~ 'admin' "
+        "and LogonType == 'Network'",
+    ],
+)
+@pytest.mark.parametrize("exact", [False, True], ids=["default", "exact"])
+def test_labels_of_the_new_tables_agree_with_measurement(query: str, exact: bool) -> None:
+    """Rows of every ActionType are generated: a category chosen by ActionType measures wider."""
+    result = proof(query, exact)
+    executed = {t: r for t, r in result.targets.items() if r.verdict != NOT_EXECUTED}
+    assert SIGMA in executed and result.original > 0
+    assert not {t: (r.label, r.verdict) for t, r in executed.items() if not r.agrees}

@@ -53,7 +53,11 @@ def target_fidelity(mapped: MappedRule, targets: Iterable[str]) -> dict[str, Tar
     out: dict[str, TargetFidelity] = {}
     for target in targets:
         if target == "kusto" and mapped.table.kusto_table:  # the Defender table is kept: no model change
-            out[target] = TargetFidelity(measurable.value)
+            if mapped.table.action_types:  # pipelines/kusto_tables.yml adds `ActionType =~ ...` back
+                note = "kusto: the ActionType the category stands for is compared case-insensitively"
+                out[target] = TargetFidelity(Fidelity.worst(measurable, Fidelity.WIDENED).value, (note,))
+            else:
+                out[target] = TargetFidelity(measurable.value)
             continue
         if target in ELASTIC:
             label = _elastic(target, measurable, mapped)
