@@ -124,6 +124,9 @@ def test_new_shaping_operators_are_recognised_by_their_keyword(keyword: str) -> 
 def test_top_is_dropped_only_when_it_orders_by_time() -> None:
     by_time = _with_operator("top", count=10, by=k.Name("Timestamp"))
     assert "latest rows" in lower(by_time, defender_schema()).notes[0]
+    sort_key = type("SortKey", (), {})()
+    sort_key.expr, sort_key.ascending = k.Name("Timestamp"), False
+    assert lower(_with_operator("top", count=10, keys=(sort_key,)), defender_schema()).predicate is not None
     by_column = _with_operator("top", count=10, by=k.Name("FileName"))
     with pytest.raises(UnsupportedKqlError, match="`top` has no Sigma equivalent"):
         lower(by_column, defender_schema())

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import ipaddress
 import re
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from datetime import timedelta
 from typing import TypeGuard
 
@@ -163,19 +163,7 @@ class _Lowering:
 
     def sorts_by_time(self, op: object) -> bool:
         """Whether a ``top`` orders by the event time only (then it just picks the latest rows)."""
-        names = {
-            item.name
-            for value in vars(op).values()
-            for item in (value if isinstance(value, tuple) else (value,))
-            if isinstance(item, k.Name)
-        }
-        names |= {
-            item.expr.name
-            for value in vars(op).values()
-            if isinstance(value, tuple)
-            for item in value
-            if isinstance(item, k.Assignment) and isinstance(item.expr, k.Name)
-        }
+        names = set(_names(op))
         return bool(names) and names <= TIME_COLUMNS
 
     def inline(self, expr: k.Expr) -> k.Expr:
@@ -531,6 +519,18 @@ def _chain(expr: k.Expr, op: str) -> list[k.Expr]:
         else:
             operands.append(item)
     return operands
+
+
+def _names(node: object) -> Iterator[str]:
+    """Every column name inside a syntax node, whatever its shape (sort keys, assignments ...)."""
+    if isinstance(node, k.Name):
+        yield node.name
+    elif isinstance(node, tuple | list):
+        for item in node:
+            yield from _names(item)
+    elif hasattr(node, "__dict__") and not isinstance(node, k.Pos):
+        for value in vars(node).values():
+            yield from _names(value)
 
 
 def _names_time(expr: k.Expr) -> bool:
