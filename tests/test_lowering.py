@@ -290,6 +290,11 @@ def test_a_search_over_every_column_becomes_keywords() -> None:
         "condition": "keywords",
     }
     assert mapped.fidelity.value == "widened"
+    from rmm2sigma.fidelity import target_fidelity
+
+    labels = target_fidelity(mapped, ("sigma", "kusto", "splunk"))
+    assert labels["kusto"].label == "diverged" and "bare string" in labels["kusto"].notes[0]
+    assert labels["splunk"].label == "widened"
 
 
 # ---------------------------------------------------------------- tables and log sources

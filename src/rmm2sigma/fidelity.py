@@ -32,7 +32,7 @@ from dataclasses import dataclass, replace
 from functools import cache
 
 from .mapping import MappedRule, all_specs
-from .model import And, Fidelity, Match, Node, Not, Or, Predicate
+from .model import ANY_COLUMN, And, Fidelity, Match, Node, Not, Or, Predicate
 
 ELASTIC = ("lucene", "esql", "eql")
 SIGMA = "sigma"  # the Sigma rule itself, as every Sigma consumer reads it
@@ -51,7 +51,12 @@ def target_fidelity(mapped: MappedRule, targets: Iterable[str]) -> dict[str, Tar
     measurable = mapped.measurable
     declared = mapped.fidelity is Fidelity.APPROXIMATE and measurable is not Fidelity.APPROXIMATE
     out: dict[str, TargetFidelity] = {}
+    keywords = any(leaf.column == ANY_COLUMN for leaf, _ in _leaves(mapped.detection.predicate))
     for target in targets:
+        if target == "kusto" and keywords:  # pySigma writes `| where "*x*"`: Kusto rejects it
+            note = "kusto: pySigma's KQL backend writes a keyword as a bare string, which is no KQL filter"
+            out[target] = TargetFidelity(DIVERGED, (note,))
+            continue
         if target == "kusto" and mapped.table.kusto_table:  # the Defender table is kept: no model change
             if mapped.table.action_types:  # pipelines/kusto_tables.yml adds `ActionType =~ ...` back
                 note = "kusto: the ActionType the category stands for is compared case-insensitively"
