@@ -124,6 +124,9 @@ def test_new_shaping_operators_are_recognised_by_their_keyword(keyword: str) -> 
 def test_top_is_dropped_only_when_it_orders_by_time() -> None:
     by_time = _with_operator("top", count=10, by=k.Name("Timestamp"))
     assert "latest rows" in lower(by_time, defender_schema()).notes[0]
+    sort_key = type("SortKey", (), {})()
+    sort_key.expr, sort_key.ascending = k.Name("Timestamp"), False
+    assert lower(_with_operator("top", count=10, keys=(sort_key,)), defender_schema()).predicate is not None
     by_column = _with_operator("top", count=10, by=k.Name("FileName"))
     with pytest.raises(UnsupportedKqlError, match="`top` has no Sigma equivalent"):
         lower(by_column, defender_schema())
@@ -231,10 +234,15 @@ def test_an_invalid_network_is_refused() -> None:
 
 def test_column_pairs_become_field_references() -> None:
     rule, label, notes, queries = converted(PROCESS + "FolderPath =~ InitiatingProcessFolderPath")
-    assert rule["detection"]["selection"] == {"Image|fieldref": "ParentImage"}
+    # Kusto strings are never null, so two empty values are equal: said explicitly for Sigma
+    assert rule["detection"] == {
+        "selection_image": {"Image|fieldref": "ParentImage"},
+        "selection_group": {"Image": ["", None], "ParentImage": ["", None]},
+        "condition": "selection_image or selection_group",
+    }
     assert label == "exact"
     assert queries["kusto"].startswith("kusto:")  # pySigma's KQL backend refuses fieldref: a clean error
-    assert "where 'Image'='ParentImage'" in queries["splunk"]
+    assert "process.executable.caseless==process.parent.executable.caseless" in queries["esql"]
     rule, label, notes, _ = converted(PROCESS + "FolderPath == InitiatingProcessFolderPath")
     assert label == "widened" and any("compares case-sensitively" in note for note in notes)
     rule, label, notes, _ = converted(
@@ -282,6 +290,11 @@ def test_a_search_over_every_column_becomes_keywords() -> None:
         "condition": "keywords",
     }
     assert mapped.fidelity.value == "widened"
+    from rmm2sigma.fidelity import target_fidelity
+
+    labels = target_fidelity(mapped, ("sigma", "kusto", "splunk"))
+    assert labels["kusto"].label == "diverged" and "bare string" in labels["kusto"].notes[0]
+    assert labels["splunk"].label == "widened"
 
 
 # ---------------------------------------------------------------- tables and log sources
@@ -371,5 +384,57 @@ def test_an_action_type_that_selects_no_single_category_is_left_out_and_noted() 
     assert rule["logsource"]["category"] == "file_event"
     assert rule["detection"]["selection"] == {"TargetFilename|endswith": ".ps1"}
     assert label == "approximate"
-    assert any("ActionType in" in note and "left out" in note for note in notes)
+    assert any("ActionType in" in note and "does not choose one Sigma category" in note for note in notes)
     assert any("every kind of file event" in note for note in notes)
+
+
+def test_summary_limits_and_time_buckets_are_left_out_with_notes() -> None:
+    detection = lower(
+        kql.parse(
+            PROCESS + "FileName =~ 'a.exe'\n"
+            "| summarize Commands=make_set(ProcessCommandLine, 1000), Count=count()\n"
+            "    by bin(Timestamp, 1h), DeviceName"
+        ),
+        defender_schema(),
+    )
+    assert detection.aggregation is not None
+    assert detection.aggregation.by == ("DeviceName",)
+    assert [f.column for f in detection.aggregation.functions] == ["ProcessCommandLine", None]
+    assert any("size limit" in note for note in detection.notes)
+    assert any("`bin(Timestamp, 1h)`" in note for note in detection.notes)
+    assert "computed group-by" in refused(
+        PROCESS + "FileName =~ 'a.exe'\n| summarize count() by L = strlen(FileName)"
+    )
+
+
+def test_action_type_in_a_later_where_still_selects_the_category() -> None:
+    rule, _, notes, queries = converted(
+        "DeviceEvents\n| where InitiatingProcessFileName =~ 'powershell.exe'\n"
+        "| where ActionType == 'AmsiScriptContent' and AdditionalFields contains 'Deimos'"
+    )
+    assert rule["logsource"] == {"product": "windows", "category": "ps_script"}
+    assert rule["detection"]["selection"] == {"ScriptBlockText|contains": "Deimos"}
+    assert any("InitiatingProcessFileName has no field" in note for note in notes)
+    assert queries["kusto"].startswith('DeviceEvents\n| where ActionType =~ "AmsiScriptContent"')
+
+
+def test_a_number_written_as_a_string_on_a_numeric_column_is_a_number() -> None:
+    rule, label, _, _ = converted(NETWORK + "RemotePort == '3389' or RemotePort in ('445', '139')")
+    assert rule["detection"] == {
+        "selection_destinationport": {"DestinationPort": 3389},
+        "selection_destinationport_2": {"DestinationPort": [445, 139]},
+        "condition": "1 of selection_*",
+    }
+    assert label == "exact"
+
+
+def test_logons_go_back_to_defender_columns_in_kusto_or_are_refused_there() -> None:
+    _, _, _, queries = converted(
+        "DeviceLogonEvents | where ActionType == 'LogonFailed' and AccountName =~ 'admin'"
+    )
+    assert queries["kusto"] == 'DeviceLogonEvents\n| where AccountName =~ "admin"'
+    _, _, _, queries = converted(
+        "DeviceLogonEvents | where ActionType == 'LogonSuccess' and LogonType == 'Network'"
+    )
+    assert queries["kusto"].startswith("kusto: LogonType is a number")
+    assert "LogonType=3" in queries["splunk"].replace(" ", "").replace('"', "")

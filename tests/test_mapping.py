@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 import pytest
 from sigma.pipelines.microsoftxdr.mappings import CATEGORY_TO_TABLE_MAPPINGS
 from sigma.rule import SigmaRule
@@ -28,7 +30,9 @@ def kusto_column(category: str, field: str) -> str:
         }
     )
     query = backend("kusto").convert_rule(rule)[0]
-    return query.split("| where ", 1)[1].split(" contains ", 1)[0].strip("( ")
+    found = re.search(r"(\w+) contains \"probe\"", query)
+    assert found, query
+    return found.group(1)
 
 
 # categories the microsoft_xdr pipeline gives a table (the others have no entry to invert)
@@ -37,7 +41,7 @@ PLAIN_ENTRIES = sorted(
     {
         (spec.name, spec.logsource["category"], column, field.field)
         for spec in all_specs()
-        if spec.logsource.get("category") in XDR_CATEGORIES and not spec.kusto_table
+        if spec.logsource.get("category") in XDR_CATEGORIES or spec.kusto_table
         for column, field in spec.fields.items()
         if field.part is None and field.values is None
     }
@@ -200,3 +204,18 @@ def test_structure_survives_mapping() -> None:
 def test_unconvertible_queries_are_refused_with_a_reason(query: str, message: str) -> None:
     with pytest.raises(UnsupportedKqlError, match=message):
         mapped(query)
+
+
+def test_device_events_kinds_get_their_table_and_action_type_back_in_kusto() -> None:
+    rule = mapped(
+        "DeviceEvents | where ActionType == 'CreateRemoteThreadApiCall' and FileName =~ 'lsass.exe'"
+    )
+    assert rule.table.logsource["category"] == "create_remote_thread"
+    document = {
+        "title": "Remote Thread Probe",
+        "logsource": dict(rule.table.logsource),
+        "detection": {"selection": {"TargetImage|endswith": "\\lsass.exe"}, "condition": "selection"},
+    }
+    query = backend("kusto").convert_rule(SigmaRule.from_dict(document))[0]
+    assert query.startswith('DeviceEvents\n| where ActionType =~ "CreateRemoteThreadApiCall"')
+    assert 'FolderPath endswith "\\\\lsass.exe"' in query

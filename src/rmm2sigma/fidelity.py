@@ -32,7 +32,7 @@ from dataclasses import dataclass, replace
 from functools import cache
 
 from .mapping import MappedRule, all_specs
-from .model import And, Fidelity, Match, Node, Not, Or, Predicate
+from .model import ANY_COLUMN, And, Fidelity, Match, Node, Not, Or, Predicate
 
 ELASTIC = ("lucene", "esql", "eql")
 SIGMA = "sigma"  # the Sigma rule itself, as every Sigma consumer reads it
@@ -56,12 +56,21 @@ def target_fidelity(mapped: MappedRule, targets: Iterable[str]) -> dict[str, Tar
     measurable = mapped.measurable
     declared = mapped.fidelity is Fidelity.APPROXIMATE and measurable is not Fidelity.APPROXIMATE
     out: dict[str, TargetFidelity] = {}
+    keywords = any(leaf.column == ANY_COLUMN for leaf, _ in _leaves(mapped.detection.predicate))
     for target in targets:
         if target not in PROVEN:
             out[target] = TargetFidelity(UNPROVEN, (f"{target}: {UNPROVEN_NOTE}",))
             continue
+        if target == "kusto" and keywords:  # pySigma writes `| where "*x*"`: Kusto rejects it
+            note = "kusto: pySigma's KQL backend writes a keyword as a bare string, which is no KQL filter"
+            out[target] = TargetFidelity(DIVERGED, (note,))
+            continue
         if target == "kusto" and mapped.table.kusto_table:  # the Defender table is kept: no model change
-            out[target] = TargetFidelity(measurable.value)
+            if mapped.table.action_types:  # pipelines/kusto_tables.yml adds `ActionType =~ ...` back
+                note = "kusto: the ActionType the category stands for is compared case-insensitively"
+                out[target] = TargetFidelity(Fidelity.worst(measurable, Fidelity.WIDENED).value, (note,))
+            else:
+                out[target] = TargetFidelity(measurable.value)
             continue
         if target in ELASTIC:
             label = _elastic(target, measurable, mapped)
@@ -93,7 +102,8 @@ def _elastic(target: str, base: Fidelity, mapped: MappedRule) -> TargetFidelity:
             misses.append(reason)
         elif reason:
             adds.append(f"{reason}; the test is negated, so this widens the query")
-        if not positive and target in ("eql", "esql") and leaf.match is not Match.EMPTY:
+        # a negated CIDR test of a missing address is null in Kusto too (see mapping): no loss
+        if not positive and target in ("eql", "esql") and leaf.match not in (Match.EMPTY, Match.CIDR):
             misses.append(
                 f"a negated test on {field} is null, not true, when the field is absent, so events "
                 f"without {field} are missed (Sigma matches them)"
@@ -130,6 +140,16 @@ def _elastic_loss(target: str, leaf: Predicate, field: str) -> str | None:
         return (
             f"Elasticsearch reads the regex on {field} with Lucene's engine (whole-value match, no "
             "`(?i)` flag, no `^`/`$` anchors), so it misses events the Sigma regex matches"
+        )
+    if (
+        target == "eql"
+        and leaf.case_sensitive
+        and leaf.match in (Match.CONTAINS, Match.STARTSWITH, Match.ENDSWITH)
+        and any(isinstance(v, str) and v.lower() != v.upper() for v in leaf.values)
+    ):
+        return (
+            f"EQL writes a case-sensitive {leaf.match.value} test on {field} with `==`, which does not "
+            "expand wildcards, so it misses the events the test matches"
         )
     if (
         target == "eql"

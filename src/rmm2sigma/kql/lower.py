@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import ipaddress
 import re
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from datetime import timedelta
 from typing import TypeGuard
 
@@ -163,19 +163,7 @@ class _Lowering:
 
     def sorts_by_time(self, op: object) -> bool:
         """Whether a ``top`` orders by the event time only (then it just picks the latest rows)."""
-        names = {
-            item.name
-            for value in vars(op).values()
-            for item in (value if isinstance(value, tuple) else (value,))
-            if isinstance(item, k.Name)
-        }
-        names |= {
-            item.expr.name
-            for value in vars(op).values()
-            if isinstance(value, tuple)
-            for item in value
-            if isinstance(item, k.Assignment) and isinstance(item.expr, k.Name)
-        }
+        names = set(_names(op))
         return bool(names) and names <= TIME_COLUMNS
 
     def inline(self, expr: k.Expr) -> k.Expr:
@@ -284,6 +272,8 @@ class _Lowering:
         match_all: bool = False,
     ) -> Node:
         """One column test; ``case`` is tolower/toupper applied to the column first."""
+        if self.columns.get(column) in ("int", "long"):  # `RemotePort == "3389"`: Kusto converts
+            values = tuple(int(v) if isinstance(v, str) and re.fullmatch(r"-?\d+", v) else v for v in values)
         if case is not None and case_sensitive:
             if match is Match.REGEX:
                 raise _fail(f"`matches regex` on `{case}()` has no Sigma equivalent", expr)
@@ -489,18 +479,32 @@ class _Lowering:
     # ------------------------------------------------------------ aggregation
 
     def aggregation(self, op: k.Summarize) -> Aggregation:
+        """The summary a hunting query returns; it never changes which events match, only how they
+        are reported, so a size limit or a time bucket it cannot carry is left out with a note."""
         functions: list[AggregateFunction] = []
         for assignment in op.aggregates:
             call = assignment.expr
+            if (
+                isinstance(call, k.Call)
+                and call.function in ("make_set", "make_list")
+                and len(call.args) == 2
+                and isinstance(self.resolve(call.args[1]), k.NumberLit)
+            ):
+                self.notes.append(f"the size limit of `{_shorten(to_kql(call))}` is left out")
+                call = k.Call(call.function, call.args[:1], call.pos)
             if not isinstance(call, k.Call) or len(call.args) > 1:
                 raise _fail(f"aggregate `{_shorten(to_kql(call))}` is not supported", call)
             column = self.column(call.args[0], tested=False) if call.args else None
             functions.append(AggregateFunction(assignment.name or call.function, call.function, column))
         by = []
         for assignment in op.by:
+            expr = assignment.expr
+            if _is_call(expr, "bin") and expr.args and _names_time(expr.args[0]):
+                self.notes.append(f"the time buckets `{_shorten(to_kql(expr))}` of the summary are left out")
+                continue
             if assignment.name is not None:
                 raise _fail("computed group-by columns are not supported", assignment)
-            by.append(self.column(assignment.expr, tested=False))
+            by.append(self.column(expr, tested=False))
         return Aggregation(tuple(functions), tuple(by))
 
 
@@ -515,6 +519,22 @@ def _chain(expr: k.Expr, op: str) -> list[k.Expr]:
         else:
             operands.append(item)
     return operands
+
+
+def _names(node: object) -> Iterator[str]:
+    """Every column name inside a syntax node, whatever its shape (sort keys, assignments ...)."""
+    if isinstance(node, k.Name):
+        yield node.name
+    elif isinstance(node, tuple | list):
+        for item in node:
+            yield from _names(item)
+    elif hasattr(node, "__dict__") and not isinstance(node, k.Pos):
+        for value in vars(node).values():
+            yield from _names(value)
+
+
+def _names_time(expr: k.Expr) -> bool:
+    return isinstance(expr, k.Name) and expr.name in TIME_COLUMNS
 
 
 def _is_call(expr: k.Expr, name: str) -> TypeGuard[k.Call]:

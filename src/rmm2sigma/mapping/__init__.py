@@ -196,7 +196,8 @@ def _select_category(table: TableSpec, predicate: Node) -> tuple[TableSpec, Node
     """
     if not table.categories:
         return table, predicate, None
-    items = predicate.items if isinstance(predicate, And) else (predicate,)
+    flat = simplify(predicate)  # conjuncts of several `where` operators are one AND
+    items = flat.items if isinstance(flat, And) else (predicate,)
     for index, item in enumerate(items):
         if not (isinstance(item, Predicate) and item.column == ACTION_TYPE and item.match is Match.EQUALS):
             continue
@@ -305,6 +306,12 @@ class _Mapper:
         if leaf.column == ANY_COLUMN:
             return self.keywords(leaf, positive, widening_allowed)
         spec = self.spec.fields.get(leaf.column)
+        if spec is None and leaf.column == ACTION_TYPE:
+            self.leave_out(
+                f"`{leaf.text}` was left out: it does not choose one Sigma category (only an "
+                "`ActionType ==`/`in` conjunct naming kinds of one category does); the rule is wider"
+            )
+            return positive
         if spec is None:
             self.leave_out(
                 f"`{leaf.text}` was left out: {leaf.column} has no field in Sigma's "
@@ -339,15 +346,19 @@ class _Mapper:
                 f"`{leaf.text}` was left out: Sigma has no pair of fields to compare; the rule is wider"
             )
             return positive
-        case_sensitive = leaf.case_sensitive
-        leaf = replace(leaf, values=(other.field,), case_sensitive=False)
-        if not case_sensitive:
-            return leaf
-        if widening_allowed:
+        if leaf.case_sensitive and not widening_allowed:
+            self.leave_out(
+                f"`{leaf.text}` (case-sensitive, negated) was left out: Sigma's fieldref ignores case"
+            )
+            return positive
+        if leaf.case_sensitive:
             self.widen(f"`{leaf.text}` compares case-sensitively; Sigma's fieldref ignores case")
-            return leaf
-        self.leave_out(f"`{leaf.text}` (case-sensitive, negated) was left out: Sigma's fieldref ignores case")
-        return positive
+        # Kusto strings are never null: two empty values are equal there, and absent fields never are
+        # in Sigma, so the empty pair is said explicitly
+        equal = replace(leaf, values=(other.field,), case_sensitive=False, negated=False)
+        both_empty = And(tuple(Predicate(f, Match.EMPTY, text=leaf.text) for f in (leaf.column, other.field)))
+        node = Or((equal, both_empty))
+        return Not(node) if leaf.negated else node
 
     def translate(self, leaf: Predicate, values: Mapping[str, Value], positive: bool) -> Node | bool:
         """A column whose values Sigma's field spells differently (``Network`` logon type -> 3)."""

@@ -142,12 +142,19 @@ def target_rows(rows: Sequence[Row], source: TableSpec, target_table: str) -> li
 
 def sigma_rows(rows: Sequence[Row], spec: TableSpec) -> list[Row]:
     """Rows in Sigma's taxonomy; a file-name column adds nothing (the path field holds it)."""
+    implied = {  # what the log source says of every event (a logon's EventID): its first value
+        field: value[0] if isinstance(value, list) else value
+        for field, value in (spec.conditions or {}).items()
+    }
     out = []
     for row in rows:
-        event: Row = {ID: row[ID]}
+        event: Row = {ID: row[ID], **implied}
         for column, target in spec.fields.items():
             if target.part is None and column in row:
-                event[target.field] = row[column]
+                value = row[column]
+                if target.values is not None:  # Defender's names for the values Sigma numbers
+                    value = {k.lower(): v for k, v in target.values.items()}.get(str(value).lower())
+                event[target.field] = value
         out.append(event)
     return out
 
@@ -258,7 +265,7 @@ def _quote(name: str) -> str:
 
 def sigma_fields(spec: TableSpec) -> list[str]:
     """The Sigma fields a table's rows carry."""
-    return list(dict.fromkeys(t.field for t in spec.fields.values()))
+    return list(dict.fromkeys([*(t.field for t in spec.fields.values()), *(spec.conditions or {})]))
 
 
 # ---------------------------------------------------------------- EQL and Lucene

@@ -16,6 +16,7 @@ oracle stores it as ``''`` and the Sigma side as an absent field. ``FileName`` i
 
 from __future__ import annotations
 
+import ipaddress
 import random
 import re
 from collections.abc import Iterator, Mapping, Sequence
@@ -55,6 +56,8 @@ def generate(
 
 def kql_holds(leaf: Predicate, value: Any) -> bool:
     """KQL's verdict for one column test; it only steers generation, the oracles decide."""
+    if leaf.match in (Match.CIDR, Match.HASPREFIX, Match.HASSUFFIX, Match.NULL):
+        return term_or_network_holds(leaf, value)
     result = _positive(leaf, value)
     return not result if leaf.negated else result
 
@@ -107,6 +110,65 @@ def _has_pattern(needle: str) -> str:
     head = f"(?<![{_TERM}])" if needle[:1].isalnum() and needle[:1].isascii() else ""
     tail = f"(?![{_TERM}])" if needle[-1:].isalnum() and needle[-1:].isascii() else ""
     return head + re.escape(needle) + tail
+
+
+def term_or_network_holds(leaf: Predicate, value: Any) -> bool:
+    """Kusto's ``hasprefix``/``hassuffix``, ``ipv4_is_in_range`` and ``isnull`` on one value.
+
+    ``ipv4_is_in_range`` of something that is not an IPv4 address is null, and so is its
+    negation: such a row is selected neither way.
+    """
+    if leaf.match is Match.NULL:
+        return (value is None) != leaf.negated
+    if leaf.match is Match.CIDR:
+        try:
+            address = ipaddress.IPv4Address(str(value))
+        except ValueError:
+            return False
+        inside = any(address in ipaddress.IPv4Network(str(v)) for v in leaf.values)
+        return inside != leaf.negated
+    text = "" if value is None else str(value)
+    tests = [_term_edge_test(leaf.match, str(v), text, leaf.case_sensitive) for v in leaf.values]
+    return (all(tests) if leaf.match_all else any(tests)) != leaf.negated
+
+
+def _term_edge_test(match: Match, needle: str, text: str, case_sensitive: bool) -> bool:
+    if not case_sensitive:
+        needle, text = needle.lower(), text.lower()
+    pattern = _has_pattern(needle)
+    if match is Match.HASPREFIX:
+        pattern = pattern.removesuffix(f"(?![{_TERM}])")
+    else:
+        pattern = pattern.removeprefix(f"(?<![{_TERM}])")
+    return re.search(pattern, text) is not None
+
+
+def network_variants(networks: Sequence[Any]) -> list[str | None]:
+    """Addresses on both sides of each network's edges, and values that are no address at all."""
+    out: list[str | None] = []
+    for text in networks:
+        network = ipaddress.IPv4Network(str(text))
+        first, last = int(network.network_address), int(network.broadcast_address)
+        for number in (first - 1, first, (first + last) // 2, last, last + 1):
+            if 0 <= number <= 0xFFFFFFFF:
+                out.append(str(ipaddress.IPv4Address(number)))
+    return list(dict.fromkeys([*out, "", None, "not-an-ip", "::1", "8.8.8.8"]))
+
+
+def pair_values(leaf: Predicate) -> list[tuple[Any, Any]]:
+    """Value pairs for ``A == B`` (``fieldref``): equal, equal but for case, different, empty."""
+    path = leaf.column in PATH_COLUMNS or str(leaf.values[0]) in PATH_COLUMNS
+    same = "C:\\Tools\\App.exe" if path else "Value-1"
+    return [
+        (same, same),
+        (same, same.upper()),
+        (same.lower(), same),
+        (same, same + "x"),
+        ("", ""),
+        (None, None),
+        (same, None),
+        ("", same),
+    ]
 
 
 # ---------------------------------------------------------------- variants
@@ -206,6 +268,8 @@ class _Generator:
                 continue
             pool = self.pools.setdefault(_storage(leaf.column), [])
             pool.extend(self.variants(leaf))
+            if leaf.match is Match.FIELDREF:  # the compared column takes the same values
+                self.pools.setdefault(_storage(str(leaf.values[0])), []).extend(self.variants(leaf))
         for column, pool in self.pools.items():
             self.pools[column] = list(dict.fromkeys(pool))
             if column in PATH_COLUMNS:
@@ -216,7 +280,11 @@ class _Generator:
         if kind in ("bool", "boolean"):
             return [True, False, None]
         values = leaf.values[:_MAX_VALUES] if leaf.values else ()
-        if leaf.match is Match.EMPTY or not values:
+        if leaf.match is Match.CIDR:
+            return network_variants(values)
+        if leaf.match is Match.FIELDREF:
+            return [value for pair in pair_values(leaf) for value in pair]
+        if leaf.match in (Match.EMPTY, Match.NULL) or not values:
             return ["", None, " ", "unrelated"] if kind == "string" else [None, 0, 1]
         out: list[Any] = []
         for value in values:
@@ -345,6 +413,8 @@ class _Generator:
             if len(drafts) >= _MAX_ROWS:
                 break
             base = self.solve(context)
+            if leaf.match is Match.FIELDREF:
+                drafts.extend(self.pair_rows(base, leaf))
             column = _storage(leaf.column)
             for variant in self.variants(leaf):
                 if column == leaf.column and column in PATH_COLUMNS:
@@ -359,6 +429,12 @@ class _Generator:
                 draft[column] = self.random.choice(self.pools[column])
             drafts.append(draft)
         return self.finish(drafts, now)
+
+    def pair_rows(self, base: Row, leaf: Predicate) -> Iterator[Row]:
+        """Rows where the two columns of ``A == B`` are equal, equal but for case, or differ."""
+        other = str(leaf.values[0])
+        for left, right in pair_values(leaf):
+            yield _set(_set(base, leaf.column, left), other, right)
 
     def finish(self, drafts: list[Row], now: datetime) -> list[Row]:
         """Deduplicate, make the derived columns consistent, add identity columns and ids."""

@@ -141,6 +141,8 @@ def measure(source: SourceRule, options: Options, now: datetime | None = None) -
                 selected = sigma_engine.select(
                     sigma_engine.query(make_rule()), events, sigma_fields(mapped_spec)
                 )
+            elif target == "eql" and "category" not in mapped_spec.logsource:
+                raise NotExecutable("the proof's ECS events carry no Windows event channel")
             elif target in ("kusto", "eql"):
                 converted = targets.convert(target, make_rule, {})
                 if converted.query is None:
