@@ -21,13 +21,19 @@ Lucene's regex syntax for what we emit (literals, classes, negated classes of li
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 from dataclasses import dataclass
 
+from sigma.backends.elasticsearch import EqlBackend
+from sigma.conditions import ConditionAND, ConditionFieldEqualsValueExpression, ConditionOR
+from sigma.conversion.deferred import DeferredQueryExpression
+from sigma.conversion.state import ConversionState
 from sigma.processing.pipeline import ProcessingItem, ProcessingPipeline
 from sigma.processing.transformations.base import ValueTransformation
 from sigma.types import (
     Placeholder,
+    SigmaCasedString,
+    SigmaNumber,
     SigmaRegularExpression,
     SigmaRegularExpressionFlag,
     SigmaString,
@@ -72,15 +78,10 @@ def fold(text: str, ignore_case: bool = True) -> str:
     return "".join(out)
 
 
-def string_regex(
-    parts: Iterable[str | SpecialChars | Placeholder],
-    literal: Callable[[str], str] = fold,
-    limit: int | None = MAX_REGEX_LENGTH,
-) -> str | None:
-    """A Sigma string (text and wildcards) as a whole-value regex; ``literal`` writes the text.
+def string_regex(parts: Iterable[str | SpecialChars | Placeholder]) -> str | None:
+    """A Sigma string (text and wildcards) as a whole-value, case-insensitive Lucene regex.
 
-    The default is a case-insensitive Lucene regex; None for a placeholder (not ours to expand)
-    or a pattern over ``limit``.
+    None for a placeholder (not ours to expand) or a pattern over ``MAX_REGEX_LENGTH``.
     """
     out: list[str] = []
     for part in parts:
@@ -89,11 +90,11 @@ def string_regex(
         elif part is SpecialChars.WILDCARD_SINGLE:
             out.append(".")
         elif isinstance(part, str):
-            out.append(literal(part))
+            out.append(fold(part))
         else:
             return None
     pattern = "".join(out)
-    return pattern if limit is None or len(pattern) <= limit else None
+    return pattern if len(pattern) <= MAX_REGEX_LENGTH else None
 
 
 def predicate_regex(value: str, match: Match) -> str | None:
@@ -143,6 +144,8 @@ class LuceneRegexTransformation(ValueTransformation):
     strings: bool = True
 
     def apply_value(self, field: str | None, val: SigmaType) -> SigmaType | None:
+        if isinstance(val, SigmaCasedString):
+            return cased_string(field, val, self.strings)
         if isinstance(val, SigmaRegularExpression):
             flags = val.flags
             if not flags <= {SigmaRegularExpressionFlag.IGNORECASE}:
@@ -156,6 +159,71 @@ class LuceneRegexTransformation(ValueTransformation):
         else:
             return None
         return None if pattern is None else SigmaRegularExpression(pattern)
+
+
+def cased_string(field: str | None, val: SigmaCasedString, plain: bool) -> SigmaType | None:
+    """A case-sensitive string for Elasticsearch, which compares keyword fields case-sensitively.
+
+    lucene and esql (``plain``) write a plain value as a case-sensitive term, so the case flag is
+    dropped (and the string left unfolded). A ``.caseless`` field stores values lowercased: there
+    a case-sensitive test can only be asked case-insensitively, which widens it
+    (``fidelity._elastic_loss`` labels it); EQL then gets a plain string, read by ``:``.
+    """
+    if field is not None and field.endswith(".caseless"):
+        return _plain(val, lower=plain)
+    return _plain(val) if plain else None
+
+
+def _plain(val: SigmaCasedString, lower: bool = False) -> SigmaString:
+    out = SigmaString()
+    out.s = [part.lower() if lower and isinstance(part, str) else part for part in val.s]
+    return out
+
+
+class Rmm2SigmaEqlBackend(EqlBackend):
+    """EqlBackend whose value lists keep their kind: numbers and case-sensitive strings use ``in``
+    (ES EQL's ``in`` is case-sensitive), only case-insensitive strings ``like~``."""
+
+    def convert_condition_field_eq_val_str_case_sensitive(
+        self, cond: ConditionFieldEqualsValueExpression, state: ConversionState
+    ) -> str | DeferredQueryExpression:
+        """``==`` is literal in EQL; a case-sensitive value with wildcards needs ``like``."""
+        if isinstance(cond.value, SigmaString) and cond.value.contains_special():
+            field = self.escape_and_quote_field(cond.field)
+            return f"{field} like {self.convert_value_str(cond.value, state)}"
+        return str(super().convert_condition_field_eq_val_str_case_sensitive(cond, state))
+
+    def decide_convert_condition_as_in_expression(
+        self, cond: ConditionOR | ConditionAND, state: ConversionState
+    ) -> bool:
+        if not super().decide_convert_condition_as_in_expression(cond, state):
+            return False
+        args = [arg for arg in cond.args if isinstance(arg, ConditionFieldEqualsValueExpression)]
+        return len({list_kind(arg.value) for arg in args}) == 1
+
+    def convert_condition_as_in_expression(
+        self, cond: ConditionOR | ConditionAND, state: ConversionState
+    ) -> str | DeferredQueryExpression:
+        args = [arg for arg in cond.args if isinstance(arg, ConditionFieldEqualsValueExpression)]
+        kind = list_kind(args[0].value)
+        if kind == "string":
+            return str(super().convert_condition_as_in_expression(cond, state))
+        values = [
+            self.convert_value_str(arg.value, state) if isinstance(arg.value, SigmaString) else str(arg.value)
+            for arg in args
+        ]
+        return self.field_in_list_expression.format(
+            field=self.escape_and_quote_field(args[0].field), op=" in ", list=self.list_separator.join(values)
+        )
+
+
+def list_kind(value: object) -> str:
+    """What a value in an in-list is: ``number``, ``cased`` (plain), ``cased pattern``, ``string``."""
+    if isinstance(value, SigmaNumber):
+        return "number"
+    if isinstance(value, SigmaCasedString):
+        return "cased" if not value.contains_special() else "cased pattern"
+    return "string" if isinstance(value, SigmaString) else "other"
 
 
 def lucene_pipeline(strings: bool) -> ProcessingPipeline:
@@ -176,7 +244,10 @@ def lucene_pipeline(strings: bool) -> ProcessingPipeline:
 __all__ = [
     "MAX_REGEX_LENGTH",
     "LuceneRegexTransformation",
+    "Rmm2SigmaEqlBackend",
+    "cased_string",
     "fold",
+    "list_kind",
     "lucene_pipeline",
     "predicate_regex",
     "string_regex",

@@ -82,6 +82,11 @@ def _elastic(target: str, base: Fidelity, mapped: MappedRule) -> TargetFidelity:
             misses.append(reason)
         elif reason:
             adds.append(f"{reason}; the test is negated, so this widens the query")
+        caseless = _caseless_cased(leaf, field)
+        if caseless and positive:
+            adds.append(caseless)
+        elif caseless:
+            misses.append(f"{caseless}; the test is negated, so this narrows the query")
         if not positive and target in ("eql", "esql") and leaf.match is not Match.EMPTY:
             misses.append(
                 f"a negated test on {field} is null, not true, when the field is absent, so events "
@@ -120,6 +125,15 @@ def _elastic_loss(target: str, leaf: Predicate, field: str) -> str | None:
         return f"{field} is a case-sensitive keyword field: other spellings of {cased[0]!r} are missed"
     if target == "esql" and (not caseless or any(v != v.lower() for v in cased)):
         return f"ES|QL compares {field} case-sensitively, so other spellings of {cased[0]!r} are missed"
+    return None
+
+
+def _caseless_cased(leaf: Predicate, field: str) -> str | None:
+    """Why a case-sensitive test matches more on Elastic: a ``.caseless`` field stores values
+    lowercased, so the test can only be asked case-insensitively (``elastic.cased_string``)."""
+    cased = leaf.case_sensitive and leaf.match is not Match.REGEX and field.endswith(".caseless")
+    if cased and any(isinstance(v, str) and v.lower() != v.upper() for v in leaf.values):
+        return f"{field} holds lowercased values, so the case-sensitive `{leaf.text}` is case-insensitive"
     return None
 
 

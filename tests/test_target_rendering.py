@@ -1,0 +1,154 @@
+"""Target queries say what the original said: issue 7's held-out queries, each measured or checked.
+
+kusto is executed with duckdb-kql (original vs emitted) and validated with Kusto.Language; the
+Sigma rule runs in pySigma's sqlite backend (``measure``). Where no engine runs here (Splunk,
+ES|QL), the query text is checked.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+import pytest
+
+from rmm2sigma import transpile
+from rmm2sigma.convert import convert_rule
+from rmm2sigma.fidelity import SIGMA
+from rmm2sigma.sigma import Options
+from rmm2sigma.sources import SourceRule
+from rmm2sigma.verify.kusto_language import kusto_available, validate_kql
+from rmm2sigma.verify.proof import RuleProof, measure
+
+NOW = datetime(2026, 11, 23, 12, 0, 0)
+PORTS = "DeviceNetworkEvents | where RemotePort in (5938, 7070, 5650)"
+NOT_ACCOUNTS = (
+    "DeviceProcessEvents | where FileName =~ 'cmd.exe' and AccountName !in ('SYSTEM', 'LOCAL SERVICE')"
+)
+ACCOUNTS = "DeviceProcessEvents | where AccountName in ('SYSTEM', 'LOCAL SERVICE')"
+CASED = (
+    "DeviceNetworkEvents | where RemoteUrl == 'Nano.example' or RemoteUrl contains_cs 'aB' "
+    "or RemoteUrl startswith_cs 'Ab' or RemoteUrl endswith_cs '.Ex'"
+)
+
+
+def proof(query: str) -> RuleProof:
+    result = measure(SourceRule(path="case.kql", kql=query), Options(), now=NOW)
+    assert result.error is None, result.error
+    return result
+
+
+def assert_proven(result: RuleProof, *targets: str) -> None:
+    """Each target executed, selected some events, and measured what its label says."""
+    assert result.original > 0
+    for target in targets:
+        measured = result.targets[target]
+        assert measured.agrees, (target, measured)
+
+
+def test_a_numeric_list_stays_numeric_in_every_target() -> None:
+    assert transpile(PORTS, "kusto").endswith("RemotePort in (5938, 7070, 5650)")
+    for target in ("splunk", "lucene", "esql", "eql"):
+        query = transpile(PORTS, target)
+        assert "5938" in query and '"5938"' not in query, (target, query)
+    assert_proven(proof(PORTS), SIGMA, "kusto", "eql")
+    assert proof(PORTS).targets["kusto"].verdict == "exact"
+
+
+@pytest.mark.skipif(
+    not kusto_available(), reason="Kusto.Language not installed (npm ci --prefix tools/kusto)"
+)
+def test_kusto_language_accepts_numeric_and_case_sensitive_lists() -> None:
+    queries = [transpile(q, "kusto") for q in (PORTS, NOT_ACCOUNTS, ACCOUNTS, CASED)]
+    for query, diagnostics in zip(queries, validate_kql(queries), strict=True):
+        assert not [d for d in diagnostics if d.is_error], query
+
+
+@pytest.mark.parametrize("query", [ACCOUNTS, NOT_ACCOUNTS, CASED], ids=["in", "!in", "cs operators"])
+def test_case_sensitive_tests_keep_their_case_in_kusto(query: str) -> None:
+    kusto = transpile(query, "kusto")
+    assert "in~" not in kusto and '=~ "SYSTEM' not in kusto and "^" not in kusto
+    result = proof(query)
+    assert_proven(result, SIGMA, "kusto")
+    assert result.targets["kusto"].verdict == "exact" and result.targets["kusto"].label == "exact"
+
+
+def test_a_negated_case_sensitive_list_excludes_exactly_its_values() -> None:
+    assert transpile(NOT_ACCOUNTS, "kusto").endswith('not((AccountName in ("SYSTEM", "LOCAL SERVICE"))))')
+    result = proof(NOT_ACCOUNTS)
+    assert result.targets["kusto"].extra is None and result.targets["kusto"].missed is None
+
+
+def test_account_values_are_not_split_into_domain_and_user() -> None:
+    kusto = transpile(r"DeviceProcessEvents | where AccountName in ('a*b', @'x\y')", "kusto")
+    assert "AccountDomain" not in kusto and 'in ("a*b", "x\\\\y")' in kusto
+
+
+def test_the_report_labels_case_sensitive_lists_exact_for_kusto() -> None:
+    result = convert_rule(SourceRule(path="case.kql", kql=NOT_ACCOUNTS), Options())
+    assert result.fidelity_by_target["kusto"] == "exact" and "kusto" not in result.errors
+
+
+# ---------------------------------------------------------------- case-sensitive tests on every target
+
+CASED_USERS = (
+    "DeviceProcessEvents | where AccountName in ('SYSTEM', 'LOCAL SERVICE') or AccountName == 'Admin'"
+)
+
+
+@pytest.mark.parametrize("target", ["kusto", "splunk", "lucene", "esql", "eql"])
+def test_case_sensitive_tests_render_in_every_target(target: str) -> None:
+    result = convert_rule(SourceRule(path="case.kql", kql=CASED), Options(), (target,))
+    assert not result.errors and result.fidelity_by_target[target] == "exact"
+
+
+def test_lucene_case_sensitive_terms_select_only_their_spelling() -> None:
+    """A plain term on a keyword field is case-sensitive; evaluated with luqum (tests/test_elastic.py)."""
+    from luqum.parser import parser
+    from tests.test_elastic import evaluate
+
+    query = transpile(CASED_USERS, "lucene")
+    assert "[sS]" not in query  # not folded into a case-insensitive regex
+    parsed = parser.parse(query)
+    selected = {
+        name
+        for name in ("SYSTEM", "system", "LOCAL SERVICE", "Local Service", "Admin", "admin")
+        if evaluate(parsed, {"user.name": name})
+    }
+    assert selected == {"SYSTEM", "LOCAL SERVICE", "Admin"}
+    negated = parser.parse(transpile(NOT_ACCOUNTS, "lucene"))
+    path = {"process.executable.caseless": "c:\\windows\\cmd.exe"}
+    assert not evaluate(negated, {**path, "user.name": "SYSTEM"})
+    assert evaluate(negated, {**path, "user.name": "system"})
+
+
+def test_splunk_and_esql_case_sensitive_text() -> None:
+    """No Splunk or ES|QL engine runs here: the text is checked against their documented semantics."""
+    splunk = transpile(CASED_USERS, "splunk")
+    # CASE() makes a Splunk comparison case-sensitive; IN (...) would not be
+    assert 'User=CASE("SYSTEM") OR User=CASE("LOCAL SERVICE") OR User=CASE("Admin")' in splunk
+    assert " IN " not in splunk
+    assert 'NOT (User=CASE("SYSTEM") OR User=CASE("LOCAL SERVICE"))' in transpile(NOT_ACCOUNTS, "splunk")
+    esql = transpile(CASED_USERS, "esql")  # ES|QL `in` and `==` compare keyword fields case-sensitively
+    assert 'user.name in ("SYSTEM", "LOCAL SERVICE")' in esql and 'user.name=="Admin"' in esql
+    cased = transpile(CASED, "esql")
+    assert 'like "*aB*"' in cased and 'starts_with(destination.domain, "Ab")' in cased
+    assert "rlike" not in cased and "in~" not in transpile(CASED_USERS, "eql")
+
+
+def test_eql_case_sensitive_values_with_wildcards_use_like() -> None:
+    eql = transpile(CASED, "eql")  # `==` would compare `*aB*` literally
+    assert 'destination.domain like "*aB*"' in eql and 'destination.domain == "Nano.example"' in eql
+    assert 'user.name in ("SYSTEM", "LOCAL SERVICE")' in transpile(ACCOUNTS, "eql")
+
+
+def test_a_case_sensitive_test_on_a_caseless_field_is_widened_and_noted() -> None:
+    query = "DeviceProcessEvents | where FileName == 'X.exe'"
+    result = convert_rule(SourceRule(path="case.kql", kql=query), Options())
+    assert result.fidelity_by_target["kusto"] == "exact" and result.fidelity_by_target["splunk"] == "exact"
+    for target in ("lucene", "esql", "eql"):
+        assert result.fidelity_by_target[target] == "widened"
+        assert any(n.startswith(f"{target}: ") and "lowercased" in n for n in result.notes)
+    assert "x.exe" in result.queries["lucene"] and "X.exe" not in result.queries["lucene"]
+    negated = "DeviceProcessEvents | where FolderPath endswith 'a.exe' and FileName != 'X.exe'"
+    labels = convert_rule(SourceRule(path="case.kql", kql=negated), Options()).fidelity_by_target
+    assert labels["lucene"] == "narrowed"
