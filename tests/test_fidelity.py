@@ -91,7 +91,9 @@ def test_the_report_declares_what_the_proof_checks() -> None:
         "esql": "widened",
         "eql": "widened",
     }
-    assert not any(note.startswith(("lucene:", "esql:")) for note in result.notes)
+    assert not any(
+        note.startswith(("lucene:", "esql:")) and "time window" not in note for note in result.notes
+    )
 
 
 def test_exact_regexes_are_rewritten_for_every_elastic_target() -> None:

@@ -65,14 +65,14 @@ def _splunk() -> Backend:
 
 def _elastic(kind: str) -> Callable[[], Backend]:
     def build() -> Backend:
-        from sigma.backends.elasticsearch import ESQLBackend, LuceneBackend
+        from sigma.backends.elasticsearch import LuceneBackend
         from sigma.pipelines.elasticsearch.windows import ecs_windows
 
-        from .elastic import Rmm2SigmaEqlBackend, lucene_pipeline
+        from .elastic import Rmm2SigmaEqlBackend, Rmm2SigmaEsqlBackend, lucene_pipeline
 
         backends: dict[str, type[Backend]] = {
             "lucene": LuceneBackend,
-            "esql": ESQLBackend,
+            "esql": Rmm2SigmaEsqlBackend,
             "eql": Rmm2SigmaEqlBackend,
         }
         # lucene, esql: case-insensitive strings and our regexes in Lucene's regex dialect (elastic.py).
@@ -102,9 +102,9 @@ def backend(target: str) -> Backend:
 
 
 @cache
-def _aggregation_names() -> dict[str, dict[str, dict[str, str]]]:
+def _aggregation_names() -> dict[str, Any]:
     text = resources.files(__package__).joinpath("pipelines/aggregation.yml").read_text()
-    data: dict[str, dict[str, dict[str, str]]] = yaml.safe_load(text)
+    data: dict[str, Any] = yaml.safe_load(text)
     return data
 
 
@@ -118,13 +118,17 @@ def rule_attributes(
         seconds = int(window.total_seconds())
         compact = f"{seconds // 86400}d" if seconds % 86400 == 0 else f"{seconds}s"
         attributes["window"] = {"seconds": seconds, "compact": compact}
-    if aggregation is None:
-        return attributes, ()
     names = _aggregation_names()
-    if not any(target in entry for entry in names["functions"].values()):
-        return attributes, (
-            f"{target} cannot aggregate: the query returns the matching events, not a summary",
+    if window is not None and target not in names["window"]:
+        notes.append(
+            f"{target}: the time window (the last {attributes['window']['compact']}) cannot be part of "
+            "the query; set it as the search's schedule lookback"
         )
+    if aggregation is None:
+        return attributes, tuple(notes)
+    if not any(target in entry for entry in names["functions"].values()):
+        notes.append(f"{target} cannot aggregate: the query returns the matching events, not a summary")
+        return attributes, tuple(notes)
     functions, by = [], []
     for function in aggregation.functions:
         name = names["functions"].get(function.function, {}).get(target)
