@@ -21,10 +21,11 @@ Lucene's regex syntax for what we emit (literals, classes, negated classes of li
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterable
 from dataclasses import dataclass
 
-from sigma.backends.elasticsearch import EqlBackend
+from sigma.backends.elasticsearch import EqlBackend, ESQLBackend
 from sigma.conditions import ConditionAND, ConditionFieldEqualsValueExpression, ConditionOR
 from sigma.conversion.deferred import DeferredQueryExpression
 from sigma.conversion.state import ConversionState
@@ -43,13 +44,10 @@ from sigma.types import (
 
 from .mapping import TERM_CLASS
 from .model import Match
+from .regex import LUCENE_RESERVED as _RESERVED
+from .regex import MAX_REGEX_LENGTH, NoTranslation, lucene_regex
 
-# Lucene's reserved regex characters, plus ``^``/``$`` (plain in Lucene, anchors in Python: escaping
-# keeps both readings literal). ``/`` is the lucene backend's to escape, ``"`` the ES|QL backend's
-# too but a backslash before it is harmless.
-_RESERVED = frozenset('.?+*|{}[]()"\\#@&<>~^$')
 _PYTHON_META = frozenset("\\.^$|?*+()[]{}")  # what mapping.regex_escape escapes
-MAX_REGEX_LENGTH = 1000  # Elasticsearch's default index.max_regex_length
 
 _HEAD = f"(^|[^{TERM_CLASS}])"
 _TAILS = (  # (the tail _term_pattern emits, its whole-value equivalent), the empty tail last
@@ -147,18 +145,39 @@ class LuceneRegexTransformation(ValueTransformation):
         if isinstance(val, SigmaCasedString):
             return cased_string(field, val, self.strings)
         if isinstance(val, SigmaRegularExpression):
-            flags = val.flags
-            if not flags <= {SigmaRegularExpressionFlag.IGNORECASE}:
-                return None
-            ignore_case = SigmaRegularExpressionFlag.IGNORECASE in flags
-            pattern = term_regex(str(val.regexp), ignore_case)
-        elif self.strings and field is not None and type(val) is SigmaString:
+            return SigmaRegularExpression(regex_for_lucene(field, val))
+        if self.strings and field is not None and type(val) is SigmaString:
             if not any(isinstance(p, str) and p.lower() != p.upper() for p in val.s):
                 return None  # no letter to fold: the backend's comparison is already exact
             pattern = string_regex(val.s)
         else:
             return None
         return None if pattern is None else SigmaRegularExpression(pattern)
+
+
+def regex_for_lucene(field: str | None, val: SigmaRegularExpression) -> str:
+    """A Sigma regex as a whole-value Lucene regex: ours by shape (``term_regex``), a user's by
+    its parsed tree (``regex.lucene_regex``). One with no Lucene equivalent is refused, with
+    the reason, rather than sent as it is, which would select other events."""
+    from sigma.exceptions import SigmaFeatureNotSupportedByBackendError
+
+    flags = val.flags
+    pattern = str(val.regexp)
+    if not flags <= {SigmaRegularExpressionFlag.IGNORECASE}:
+        names = ", ".join(sorted(flag.name.lower() for flag in flags))
+        raise SigmaFeatureNotSupportedByBackendError(
+            f"regex flags {names} on {field} have no Lucene equivalent"
+        )
+    ignore_case = SigmaRegularExpressionFlag.IGNORECASE in flags
+    translated = term_regex(pattern, ignore_case)
+    if translated is not None:
+        return translated
+    try:
+        return lucene_regex(pattern, ignore_case)
+    except (NoTranslation, re.error) as error:
+        raise SigmaFeatureNotSupportedByBackendError(
+            f"the regex {pattern!r} on {field} cannot be written in Lucene's dialect: {error}"
+        ) from None
 
 
 def cased_string(field: str | None, val: SigmaCasedString, plain: bool) -> SigmaType | None:
@@ -180,9 +199,36 @@ def _plain(val: SigmaCasedString, lower: bool = False) -> SigmaString:
     return out
 
 
+# A regex can hold control characters (RE2's ``\\s`` is ``[\\t\\n\\f\\r ]``; Lucene's dialect has no
+# escape for them), which EQL and ES|QL strings cannot hold raw: their own string escapes.
+_EQL_CONTROLS = {"\t": "\\t", "\n": "\\n", "\r": "\\r", "\f": "\\u{0C}", "\v": "\\u{0B}"}
+_ESQL_CONTROLS = {"\t": "\\t", "\n": "\\n", "\r": "\\r"}
+
+
+def _escape_controls(
+    text: str | DeferredQueryExpression, table: dict[str, str]
+) -> str | DeferredQueryExpression:
+    return "".join(table.get(char, char) for char in text) if isinstance(text, str) else text
+
+
+class Rmm2SigmaEsqlBackend(ESQLBackend):
+    """ESQLBackend writing control characters in regexes as ES|QL string escapes."""
+
+    def convert_value_re(
+        self, r: SigmaRegularExpression, state: ConversionState
+    ) -> str | DeferredQueryExpression:
+        return _escape_controls(super().convert_value_re(r, state), _ESQL_CONTROLS)
+
+
 class Rmm2SigmaEqlBackend(EqlBackend):
     """EqlBackend whose value lists keep their kind: numbers and case-sensitive strings use ``in``
-    (ES EQL's ``in`` is case-sensitive), only case-insensitive strings ``like~``."""
+    (ES EQL's ``in`` is case-sensitive), only case-insensitive strings ``like~``; control
+    characters in regexes are written as EQL string escapes."""
+
+    def convert_value_re(
+        self, r: SigmaRegularExpression, state: ConversionState
+    ) -> str | DeferredQueryExpression:
+        return _escape_controls(super().convert_value_re(r, state), _EQL_CONTROLS)
 
     def convert_condition_field_eq_val_str_case_sensitive(
         self, cond: ConditionFieldEqualsValueExpression, state: ConversionState
@@ -245,11 +291,13 @@ __all__ = [
     "MAX_REGEX_LENGTH",
     "LuceneRegexTransformation",
     "Rmm2SigmaEqlBackend",
+    "Rmm2SigmaEsqlBackend",
     "cased_string",
     "fold",
     "list_kind",
     "lucene_pipeline",
     "predicate_regex",
+    "regex_for_lucene",
     "string_regex",
     "term_regex",
 ]

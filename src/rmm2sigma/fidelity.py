@@ -103,10 +103,15 @@ def _elastic(target: str, base: Fidelity, mapped: MappedRule) -> TargetFidelity:
 def _elastic_loss(target: str, leaf: Predicate, field: str) -> str | None:
     """Why an Elastic target can miss events this test matches in Sigma, or None."""
     from .elastic import predicate_regex, term_regex  # imports pySigma
+    from .regex import lucene_translatable
 
     if leaf.match is Match.REGEX:
-        if all(isinstance(v, str) and term_regex(v, not leaf.case_sensitive) for v in leaf.values):
-            return None  # rewritten into Lucene's dialect (elastic.py)
+        ignore_case = not leaf.case_sensitive
+        if all(
+            isinstance(v, str) and (term_regex(v, ignore_case) or lucene_translatable(v, ignore_case))
+            for v in leaf.values
+        ):
+            return None  # rewritten into Lucene's dialect (elastic.py); otherwise the target refuses
         return (
             f"Elasticsearch reads the regex on {field} with Lucene's engine (whole-value match, no "
             "`(?i)` flag, no `^`/`$` anchors), so it misses events the Sigma regex matches"

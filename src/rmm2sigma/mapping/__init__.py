@@ -20,6 +20,7 @@ import yaml
 
 from ..errors import UnsupportedKqlError
 from ..model import And, Detection, Fidelity, Match, Node, Not, Opaque, Or, Predicate, simplify
+from ..regex import scoped_flags
 
 
 def _term_class(last: int = 0x52F) -> str:
@@ -229,6 +230,8 @@ class _Mapper:
             )
             return positive
         mapped = replace(leaf, column=spec.field)
+        if leaf.match is Match.REGEX:  # RE2's mid-pattern (?i) in a form Python and pySigma accept
+            mapped = replace(mapped, values=tuple(scoped_flags(str(v)) for v in leaf.values))
         widening_allowed = positive != leaf.negated and not self.exact
         if spec.part == "file_name":
             return self.file_name(mapped, widening_allowed)
