@@ -152,3 +152,20 @@ def test_a_case_sensitive_test_on_a_caseless_field_is_widened_and_noted() -> Non
     negated = "DeviceProcessEvents | where FolderPath endswith 'a.exe' and FileName != 'X.exe'"
     labels = convert_rule(SourceRule(path="case.kql", kql=negated), Options()).fidelity_by_target
     assert labels["lucene"] == "narrowed"
+
+
+# ---------------------------------------------------------------- time window
+
+
+def test_every_target_that_drops_the_time_window_says_so() -> None:
+    query = "DeviceProcessEvents | where Timestamp between (ago(7d) .. now()) | where FileName =~ 'x.exe'"
+    result = convert_rule(SourceRule(path="case.kql", kql=query), Options())
+    dropped = {note.split(":")[0] for note in result.notes if "time window" in note}
+    assert dropped == {"lucene", "eql"}
+    assert any("last 7d" in note and "schedule" in note for note in result.notes)
+    assert "ago(7d)" in result.queries["kusto"] and "earliest=-7d" in result.queries["splunk"]
+    assert "604800 seconds" in result.queries["esql"]
+    without = convert_rule(
+        SourceRule(path="case.kql", kql="DeviceProcessEvents | where FileName =~ 'x'"), Options()
+    )
+    assert not any("time window" in note for note in without.notes)

@@ -223,6 +223,8 @@ class _Generator:
             if isinstance(value, str):
                 text = _regex_literal(value) if leaf.match is Match.REGEX else value
                 variants: list[Any] = string_variants(text)
+                if leaf.match is Match.REGEX:
+                    variants.extend(regex_variants(value, not leaf.case_sensitive))
                 if leaf.column in _NAME_COLUMNS:
                     variants = [v for v in variants if "\\" not in v]
                 out.extend(variants)
@@ -321,7 +323,7 @@ class _Generator:
                 yield "\\".join(["C:", *folders, name])
                 yield "\\".join(["C:", *folders, "x" + name])
         else:
-            pieces = [str(leaf.values[0]) for leaf in positive]
+            pieces = [_satisfying(leaf) for leaf in positive]
             yield from (" ".join(pieces), "".join(pieces))
         yield from (*self.pools.get(column, []), "", None, "unrelated")
 
@@ -387,6 +389,21 @@ class _Generator:
 
 def _flat(groups: Sequence[list[Requirement]]) -> list[Requirement]:
     return [requirement for group in groups for requirement in group]
+
+
+def regex_variants(pattern: str, ignore_case: bool) -> list[str]:
+    """Strings built from the regex's parsed tree: matches of several lengths and near misses."""
+    from ..regex import samples
+
+    return samples(pattern, ignore_case, seed=len(pattern))
+
+
+def _satisfying(leaf: Predicate) -> str:
+    """A value that passes ``leaf``: the value itself, or for a regex a string it matches."""
+    value = str(leaf.values[0])
+    if leaf.match is Match.REGEX:
+        return next(iter(regex_variants(value, not leaf.case_sensitive)), value)
+    return value
 
 
 def _regex_literal(pattern: str) -> str:
