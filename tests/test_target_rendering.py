@@ -150,8 +150,10 @@ def test_a_case_sensitive_test_on_a_caseless_field_is_widened_and_noted() -> Non
         assert any(n.startswith(f"{target}: ") and "lowercased" in n for n in result.notes)
     assert "x.exe" in result.queries["lucene"] and "X.exe" not in result.queries["lucene"]
     negated = "DeviceProcessEvents | where FolderPath endswith 'a.exe' and FileName != 'X.exe'"
-    labels = convert_rule(SourceRule(path="case.kql", kql=negated), Options()).fidelity_by_target
-    assert labels["lucene"] == "narrowed"
+    refused = convert_rule(SourceRule(path="case.kql", kql=negated), Options())
+    assert {"lucene", "esql", "eql"} <= set(refused.errors) and "lucene" not in refused.queries
+    assert "lowercased" in refused.errors["lucene"] and "narrow the query" in refused.errors["lucene"]
+    assert refused.fidelity_by_target["kusto"] == "exact" and "lucene" not in refused.fidelity_by_target
 
 
 # ---------------------------------------------------------------- time window

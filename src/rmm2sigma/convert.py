@@ -17,7 +17,7 @@ from typing import Any
 
 from . import kql, targets
 from .errors import Rmm2SigmaError, printable
-from .fidelity import SIGMA, target_fidelity
+from .fidelity import SIGMA, refusals, target_fidelity
 from .kql.lower import Schema, lower
 from .mapping import map_detection
 from .model import Fidelity
@@ -84,6 +84,9 @@ def convert_rule(source: SourceRule, options: Options, wanted: Sequence[str] = t
         else:
             queries[target] = result.query
     labels = target_fidelity(mapped, (SIGMA, *queries))
+    for target, reason in refusals(labels).items():  # never ship a query that loses events
+        errors[target] = reason
+        del queries[target], labels[target]
     by_target = {target: label.label for target, label in labels.items()}
     notes.extend(note for label in labels.values() for note in label.notes)
     return RuleResult(

@@ -44,6 +44,7 @@ DIVERGED = "diverged"
 class TargetFidelity:
     label: str  # a Fidelity value, NARROWED or DIVERGED
     notes: tuple[str, ...] = ()
+    refusal: str | None = None  # why this target's query is not shipped: it would lose events
 
 
 def target_fidelity(mapped: MappedRule, targets: Iterable[str]) -> dict[str, TargetFidelity]:
@@ -64,6 +65,12 @@ def target_fidelity(mapped: MappedRule, targets: Iterable[str]) -> dict[str, Tar
     return out
 
 
+def refusals(labels: Mapping[str, TargetFidelity]) -> dict[str, str]:
+    """Targets whose query is not shipped, with the reason: a test these targets can only ask
+    in a form that would lose events (a partial result rather than a narrowed query)."""
+    return {target: label.refusal for target, label in labels.items() if label.refusal}
+
+
 def agrees(label: str, measured: str) -> bool:
     """Whether a measured verdict keeps the promise of a label."""
     if label == Fidelity.APPROXIMATE.value:
@@ -74,6 +81,7 @@ def agrees(label: str, measured: str) -> bool:
 def _elastic(target: str, base: Fidelity, mapped: MappedRule) -> TargetFidelity:
     misses: list[str] = []
     adds: list[str] = []
+    refuse: list[str] = []
     fields = ecs_field_names(mapped.table.logsource["category"])
     for leaf, positive in _leaves(mapped.detection.predicate):
         field = fields.get(leaf.column, leaf.column)
@@ -86,12 +94,15 @@ def _elastic(target: str, base: Fidelity, mapped: MappedRule) -> TargetFidelity:
         if caseless and positive:
             adds.append(caseless)
         elif caseless:
-            misses.append(f"{caseless}; the test is negated, so this narrows the query")
+            refuse.append(f"{caseless}; the test is negated, so this would narrow the query")
         if not positive and target in ("eql", "esql") and leaf.match is not Match.EMPTY:
             misses.append(
                 f"a negated test on {field} is null, not true, when the field is absent, so events "
                 f"without {field} are missed (Sigma matches them)"
             )
+    if refuse:
+        reason = "; ".join(dict.fromkeys(refuse))
+        return TargetFidelity(NARROWED, (f"{target}: {reason}",), f"{target}: not converted: {reason}")
     if not misses and not adds:
         return TargetFidelity(base.value)
     notes = tuple(f"{target}: {reason}" for reason in dict.fromkeys(misses + adds))
