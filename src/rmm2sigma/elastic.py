@@ -1,4 +1,4 @@
-"""Case-insensitive tests and our regexes in Lucene's regex dialect, for the Elastic targets.
+"""Case rules and regexes in Lucene's dialect for the Elastic targets, and their backends' lists.
 
 Elasticsearch compares keyword fields case-sensitively, and reads every regex (lucene ``/.../``,
 ES|QL ``rlike``, EQL ``regex~``) with Lucene's engine: the whole value must match, there is no
@@ -11,8 +11,12 @@ module's transformation rewrites the detection values before the backend sees th
 * every regex of the shapes ``mapping._term_pattern`` emits (``--exact``) becomes its whole-value
   equivalent: ``(^|[^T])needle($|[^T])`` -> ``(.*[^T])?needle([^T].*)?``, the file-name tail
   ``[^\\\\]*$`` -> ``[^\\\\]*``, a missing head or tail -> ``.*``; with the ``i`` flag the needle's
-  letters become classes and the flag is dropped (lucene, esql, eql). Other regexes are left as
-  they are (``fidelity`` labels them lossy).
+  letters become classes and the flag is dropped (lucene, esql, eql). Any other regex (a user's
+  ``matches regex``) is translated from its parsed tree (``regex.lucene_regex``); one with no
+  Lucene equivalent (``\\b``, look-around, ...) makes the target refuse the rule, with the reason;
+* a case-sensitive string stays a plain, case-sensitive term (lucene, esql), except on a
+  ``.caseless`` field, which stores values lowercased: there it is asked case-insensitively,
+  which ``fidelity`` labels widened (refused under a negation).
 
 Lucene's regex syntax for what we emit (literals, classes, negated classes of literal ranges,
 ``.*``, ``( )?``, backslash escapes) matches a value iff Python's ``re.fullmatch`` with

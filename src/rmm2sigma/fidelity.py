@@ -13,9 +13,11 @@ with a note. Known target limits (pySigma 1.5, FACTS §4):
   not a flag and ``^``/``$`` are no anchors. ``rmm2sigma.elastic`` rewrites, before the backend
   sees them, every case-insensitive string test and every regex of the shapes ``--exact`` emits
   into whole-value Lucene regexes with ``[xX]`` letter classes (strings for lucene and esql only:
-  EQL's ``:`` and ``like~`` are case-insensitive already), so those tests keep the rule's label.
-  What it leaves alone keeps the loss: other regexes, and a regex longer than Elasticsearch's
-  ``index.max_regex_length``.
+  EQL's ``:`` and ``like~`` are case-insensitive already), so those tests keep the rule's label,
+  and translates users' regexes from their parsed tree; a regex with no Lucene equivalent makes
+  the target refuse the rule. A case-sensitive test on a ``.caseless`` field (lowercased values)
+  can only be asked case-insensitively: widened, with a note; negated it would narrow the query,
+  so that target is refused (``TargetFidelity.refusal``, a partial result).
 * EQL and ES|QL use three-valued logic: ``not (field : "x")`` is null, not true, when the field
   is absent, so a negated test misses the events without that field (Sigma, Splunk, Lucene and
   the SQLite proof match them).
