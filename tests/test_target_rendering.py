@@ -137,10 +137,16 @@ def test_splunk_and_esql_case_sensitive_text() -> None:
     assert "rlike" not in cased and "like~" not in transpile(CASED_USERS, "eql")
 
 
-def test_eql_case_sensitive_values_with_wildcards_use_like() -> None:
-    eql = transpile(CASED, "eql")  # `==` would compare `*aB*` literally
-    assert 'destination.domain like "*aB*"' in eql and 'destination.domain == "Nano.example"' in eql
+def test_eql_case_sensitive_values_are_measured_exact_in_the_eql_engine() -> None:
+    eql = transpile(CASED, "eql")  # `==` would compare `*aB*` literally; `like` reads like `like~` here
+    assert 'destination.domain regex ".*aB.*"' in eql and 'destination.domain == "Nano.example"' in eql
     assert 'user.name in ("SYSTEM", "LOCAL SERVICE")' in transpile(ACCOUNTS, "eql")
+    for query in (CASED, ACCOUNTS):
+        result = proof(query)
+        assert_proven(result, "eql")
+        assert result.targets["eql"].verdict == result.targets["eql"].label == "exact", query
+    # negated: EQL's known null-negation limit (events without the field), labelled and measured
+    assert_proven(proof(NOT_ACCOUNTS), "eql")
 
 
 def test_a_case_sensitive_test_on_a_caseless_field_is_widened_and_noted() -> None:

@@ -148,7 +148,8 @@ def test_eql_on_ecs_documents() -> None:
     assert engine.select('any where process.pe.company:"*nanosystems*"', documents) == {1, 2}
     assert engine.select('any where process.executable.caseless:"*\\\\supremo.exe"', documents) == {1, 3}
     assert engine.select('any where process.pe.company like~ ("nanosystems*", "x*")', documents) == {1, 2}
-    assert engine.select('any where process.pe.company regex~ "nano.*"', documents) == {1}
+    assert engine.select('any where process.pe.company regex "[nN]ano.*"', documents) == {1}
+    assert engine.select('any where process.pe.company regex "nano.*"', documents) == set()
     assert engine.select("any where ?process.pe.company == null", documents) == {3}
 
 

@@ -28,6 +28,7 @@ from __future__ import annotations
 import re
 from collections.abc import Iterable
 from dataclasses import dataclass
+from typing import ClassVar
 
 from sigma.backends.elasticsearch import EqlBackend, ESQLBackend
 from sigma.conditions import ConditionAND, ConditionFieldEqualsValueExpression, ConditionOR
@@ -80,8 +81,8 @@ def fold(text: str, ignore_case: bool = True) -> str:
     return "".join(out)
 
 
-def string_regex(parts: Iterable[str | SpecialChars | Placeholder]) -> str | None:
-    """A Sigma string (text and wildcards) as a whole-value, case-insensitive Lucene regex.
+def string_regex(parts: Iterable[str | SpecialChars | Placeholder], ignore_case: bool = True) -> str | None:
+    """A Sigma string (text and wildcards) as a whole-value Lucene regex, by default case-insensitive.
 
     None for a placeholder (not ours to expand) or a pattern over ``MAX_REGEX_LENGTH``.
     """
@@ -92,7 +93,7 @@ def string_regex(parts: Iterable[str | SpecialChars | Placeholder]) -> str | Non
         elif part is SpecialChars.WILDCARD_SINGLE:
             out.append(".")
         elif isinstance(part, str):
-            out.append(fold(part))
+            out.append(fold(part, ignore_case))
         else:
             return None
     pattern = "".join(out)
@@ -225,9 +226,16 @@ class Rmm2SigmaEsqlBackend(ESQLBackend):
 
 
 class Rmm2SigmaEqlBackend(EqlBackend):
-    """EqlBackend whose value lists keep their kind: numbers and case-sensitive strings use ``in``
-    (ES EQL's ``in`` is case-sensitive), only case-insensitive strings ``like~``; control
-    characters in regexes are written as EQL string escapes."""
+    """EqlBackend with ES EQL's case-sensitive forms where the rule asks for them.
+
+    Value lists keep their kind: numbers and case-sensitive strings use ``in`` (case-sensitive),
+    only case-insensitive strings ``like~``. Regexes use ``regex``, not ``regex~``: by now every
+    regex carries its case rule in its letters (``[xX]``, ``LuceneRegexTransformation``). A
+    case-sensitive value with wildcards, which ``==`` would compare literally, becomes such a
+    regex too. Control characters in regexes are written as EQL string escapes.
+    """
+
+    re_expression: ClassVar[str] = '{field} regex "{regex}"'
 
     def convert_value_re(
         self, r: SigmaRegularExpression, state: ConversionState
@@ -237,10 +245,12 @@ class Rmm2SigmaEqlBackend(EqlBackend):
     def convert_condition_field_eq_val_str_case_sensitive(
         self, cond: ConditionFieldEqualsValueExpression, state: ConversionState
     ) -> str | DeferredQueryExpression:
-        """``==`` is literal in EQL; a case-sensitive value with wildcards needs ``like``."""
-        if isinstance(cond.value, SigmaString) and cond.value.contains_special():
-            field = self.escape_and_quote_field(cond.field)
-            return f"{field} like {self.convert_value_str(cond.value, state)}"
+        value = cond.value
+        if isinstance(value, SigmaString) and value.contains_special():
+            pattern = string_regex(value.s, ignore_case=False)
+            if pattern is not None:
+                regex = self.convert_value_re(SigmaRegularExpression(pattern), state)
+                return self.re_expression.format(field=self.escape_and_quote_field(cond.field), regex=regex)
         return str(super().convert_condition_field_eq_val_str_case_sensitive(cond, state))
 
     def decide_convert_condition_as_in_expression(

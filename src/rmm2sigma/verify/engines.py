@@ -8,7 +8,8 @@
   rules: ``:``, ``like~`` and ``regex~`` fold case, ``==`` and ``in`` do not (the package folds
   every comparison; ``_ElasticsearchCaseRules`` restores the difference). Its regexes only anchor
   at the start; Elasticsearch's Lucene engine matches the whole value, so the engine is run with
-  whole-value regex matching (``_whole_value_regexes``).
+  whole-value, case-sensitive regex matching (``_whole_value_regexes``): the target emits
+  ``regex`` with the case in the pattern's letters, never ``regex~`` (the parser reads both alike).
 * Lucene: luqum parses the query; there is no engine to run it.
 
 One connection per engine is kept for a whole run; tables are reloaded for every rule.
@@ -319,7 +320,7 @@ def _whole_value_regexes() -> Iterator[None]:
 
     def get_callback(source_ast: Any, *literals: Any) -> Callable[..., bool | None]:
         compiled = re.compile(
-            "|".join(f"(?:{literal.value})" for literal in literals), eql.functions.regex_flags()
+            "|".join(f"(?:{literal.value})" for literal in literals), eql.functions.REGEX_FLAGS
         )
         return lambda source, *_: compiled.fullmatch(source) is not None if isinstance(source, str) else None
 
