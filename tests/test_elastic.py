@@ -342,4 +342,4 @@ def test_regexes_with_no_lucene_equivalent_are_refused_with_the_reason(pattern: 
 def test_control_characters_are_string_escapes_in_eql_and_esql() -> None:
     kql = r"DeviceProcessEvents | where ProcessCommandLine matches regex @'a\sb'"
     assert "\\t-\\n" in transpile(kql, "esql") and "\n" not in transpile(kql, "esql")
-    assert "\\t-\\n\\u{0C}-\\r" in transpile(kql, "eql")
+    assert "\\t-\\n\f-\\r" in transpile(kql, "eql")

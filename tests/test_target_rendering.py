@@ -179,3 +179,19 @@ def test_every_target_that_drops_the_time_window_says_so() -> None:
         SourceRule(path="case.kql", kql="DeviceProcessEvents | where FileName =~ 'x'"), Options()
     )
     assert not any("time window" in note for note in without.notes)
+
+
+# ---------------------------------------------------------------- user regexes, measured
+
+
+@pytest.mark.parametrize(
+    "pattern",
+    [r".dll,#(?:1|3) worker[0-9]\sjob[0-9]-[0-9]{4,}", r"(?i)-enc\s+[A-Za-z0-9+/=]{20,}", r"^\S+\.exe$"],
+)
+def test_user_regexes_are_exact_where_an_engine_runs(pattern: str) -> None:
+    where = f"FileName =~ 'rundll32.exe' and ProcessCommandLine matches regex @'{pattern}'"
+    query = f"DeviceProcessEvents | where {where}"
+    result = proof(query)
+    assert_proven(result, SIGMA, "kusto", "eql")
+    assert {result.targets[t].verdict for t in (SIGMA, "kusto", "eql")} == {"exact"}
+    assert transpile(query, "lucene").count("/") >= 2  # rendered, not refused

@@ -205,9 +205,8 @@ def _plain(val: SigmaCasedString, lower: bool = False) -> SigmaString:
 
 
 # A regex can hold control characters (RE2's ``\\s`` is ``[\\t\\n\\f\\r ]``; Lucene's dialect has no
-# escape for them), which EQL and ES|QL strings cannot hold raw: their own string escapes.
-_EQL_CONTROLS = {"\t": "\\t", "\n": "\\n", "\r": "\\r", "\f": "\\u{0C}", "\v": "\\u{0B}"}
-_ESQL_CONTROLS = {"\t": "\\t", "\n": "\\n", "\r": "\\r"}
+# escape for them), which EQL and ES|QL strings cannot all hold raw: their own string escapes.
+_CONTROLS = {"\t": "\\t", "\n": "\\n", "\r": "\\r"}  # \f stays raw: both accept it
 
 
 def _escape_controls(
@@ -222,7 +221,7 @@ class Rmm2SigmaEsqlBackend(ESQLBackend):
     def convert_value_re(
         self, r: SigmaRegularExpression, state: ConversionState
     ) -> str | DeferredQueryExpression:
-        return _escape_controls(super().convert_value_re(r, state), _ESQL_CONTROLS)
+        return _escape_controls(super().convert_value_re(r, state), _CONTROLS)
 
 
 class Rmm2SigmaEqlBackend(EqlBackend):
@@ -236,11 +235,13 @@ class Rmm2SigmaEqlBackend(EqlBackend):
     """
 
     re_expression: ClassVar[str] = '{field} regex "{regex}"'
+    # `\/` is no EQL string escape, and `/` no Lucene operator: nothing to escape but the backslash
+    re_escape: ClassVar[tuple[str]] = ()  # type: ignore[assignment]
 
     def convert_value_re(
         self, r: SigmaRegularExpression, state: ConversionState
     ) -> str | DeferredQueryExpression:
-        return _escape_controls(super().convert_value_re(r, state), _EQL_CONTROLS)
+        return _escape_controls(super().convert_value_re(r, state), _CONTROLS)
 
     def convert_condition_field_eq_val_str_case_sensitive(
         self, cond: ConditionFieldEqualsValueExpression, state: ConversionState

@@ -273,7 +273,7 @@ class EqlEngine:
         try:
             with eql.parser.elasticsearch_syntax, eql.parser.ignore_missing_functions:
                 parsed = eql.parse_query(query)
-        except eql.EqlError as error:
+        except (eql.EqlError, ValueError) as error:  # the parser raises ValueError on some escapes
             raise NotExecutable(f"eql: {_first_line(error)}") from None
         selected: set[int] = set()
         engine = _ElasticsearchCaseRules()
