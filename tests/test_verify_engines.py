@@ -247,3 +247,23 @@ def test_a_proof_with_no_original_hit_is_unproven() -> None:
     executed = {t: r for t, r in result.targets.items() if r.verdict != "not_executed"}
     assert {"sigma", "kusto"} <= set(executed)
     assert all(r.verdict == UNPROVEN and r.agrees is None for r in executed.values())
+
+
+def test_generated_rows_satisfy_has_all_and_numbers_written_as_strings() -> None:
+    """Held-out shapes the original selected none of: `has_all` and `RemotePort == "3389"`."""
+    from rmm2sigma.sigma import Options
+    from rmm2sigma.sources import SourceRule
+    from rmm2sigma.verify.proof import measure
+
+    has_all = "DeviceProcessEvents | where FileName =~ 'wscript.exe' and "
+    has_all += "ProcessCommandLine has_all('stolen', 'images')"
+    port = (
+        "DeviceNetworkEvents | where InitiatingProcessFileName =~ 'spoolsv.exe' | where RemotePort == '3389'"
+    )
+    for query in (has_all, port):
+        result = measure(SourceRule(path="case.kql", kql=query), Options(), now=NOW)
+        assert result.original > 0, query
+        assert result.targets["kusto"].agrees and result.targets["sigma"].agrees, query
+    # has_all -> contains|all is widened, and the events show it: one needle only inside a word
+    widened = measure(SourceRule(path="case.kql", kql=has_all), Options(), now=NOW).targets["kusto"]
+    assert widened.verdict == "widened" and widened.extra is not None
