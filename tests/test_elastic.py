@@ -232,9 +232,114 @@ def test_term_regexes_mean_the_same_as_whole_value_regexes(needle: str, tail: st
         ), (needle, tail, sample)
 
 
-def test_other_regexes_are_left_alone() -> None:
+def test_user_regexes_are_translated_not_left_alone() -> None:
     assert term_regex("^anydesk", True) is None
     assert term_regex("any.*desk", True) is None
     assert term_regex("", True) is None
     kql = "DeviceProcessEvents | where ProcessCommandLine matches regex @'any.*desk'"
-    assert transpile(kql, "lucene") == "process.command_line:/any.*desk/"
+    assert transpile(kql, "lucene") == "process.command_line:/.*any[^\n]*desk.*/"
+
+
+# RE2 patterns users write (KQL `matches regex`), and strings that tell their constructs apart
+USER_PATTERNS = [
+    r"(?i)-enc\s+[A-Za-z0-9+/=]{5,}",
+    r"-enc(?i)\s+x\d{2}|foo",
+    r"^cmd\.exe /c .*$",
+    r"^powershell|\.ps1$",
+    r"\d{1,3}\.\d{1,3}\.\d{1,3}\.\d{1,3}",
+    r"[^\w\s]{3}",
+    r"\S+@\S+\.com",
+    r"(?i)(mimikatz|procdump)(\.exe)?",
+    r"a.c",
+    r"(?s)a.c",
+    r"x[\D]y|\Wz\W",
+    r"[a-f]{4}-[^a-f]",
+    r"(ab)+c?d*",
+    r"a{2,}b{0,1}",
+    r"\\Temp\\[^\\]+\.exe$",
+    r"#@&<>~\\\x22",
+]
+TEXTS = [
+    "",
+    "-enc ABCDEFGH",
+    "-ENC\tabcde=",
+    "-enc\nAbc",
+    "x -Enc  X12 y",
+    "-enc x1",
+    "a FOO b",
+    "cmd.exe /c whoami",
+    "xcmd.exe /c whoami",
+    "cmd.exe /c who\nami",
+    "powershell -nop",
+    "run.ps1",
+    "run.ps1 x",
+    "10.0.0.1",
+    "ip 192.168.10.200!",
+    "1.2.3",
+    "a!?#b",
+    "user@host.com",
+    "a @b.com",
+    "MimiKatz.EXE",
+    "procdump",
+    "abc",
+    "a\nc",
+    "xAy",
+    "x5y",
+    " z!",
+    "abcf-g",
+    "abcd-a",
+    "ababcdd",
+    "aab",
+    "ab",
+    "C:\\Temp\\x.exe",
+    "C:\\Temp\\sub\\x.exe",
+    '#@&<>~\\"',
+]
+
+
+@pytest.mark.parametrize("pattern", USER_PATTERNS)
+def test_user_regexes_mean_the_same_as_their_lucene_translation(pattern: str) -> None:
+    """re.search with RE2's ASCII classes (the original) vs whole-value matching (Lucene)."""
+    from rmm2sigma.regex import lucene_regex, samples, scoped_flags
+
+    lucene = lucene_regex(pattern)
+    assert "(?" not in lucene and "\\s" not in lucene and "\\d" not in lucene
+    original = re.compile(scoped_flags(pattern), re.ASCII)
+    for text in [*TEXTS, *samples(pattern)]:
+        assert (original.search(text) is not None) == (re.fullmatch(lucene, text, re.DOTALL) is not None), (
+            pattern,
+            lucene,
+            text,
+        )
+
+
+def test_the_issue_regex_selects_in_lucene_what_sigma_selects() -> None:
+    kql = r'DeviceProcessEvents | where ProcessCommandLine matches regex @"(?i)-enc\s+[A-Za-z0-9+/=]{50,}"'
+    parsed = parser.parse(transpile(kql, "lucene"))
+    long = "A" * 60
+    for command, expected in [
+        (f"powershell -EncodedCommand {long}", False),
+        (f"powershell -ENC {long}", True),
+        (f"powershell -enc\t{long}==", True),
+        (f"powershell -enc {long[:40]}", False),
+    ]:
+        assert evaluate(parsed, {"process.command_line": command}) is expected, command
+
+
+@pytest.mark.parametrize("pattern", [r"\bcmd\b", r"a(?=b)", r"(a)\1", r"(?m)^x$", r"a^b"])
+def test_regexes_with_no_lucene_equivalent_are_refused_with_the_reason(pattern: str) -> None:
+    from rmm2sigma import Options, convert_input
+
+    source = f"DeviceProcessEvents | where ProcessCommandLine matches regex @'{pattern}'"
+    result = convert_input("rule.kql", Options(), data=source.encode())
+    assert result.status == "partial"
+    (rule,) = result.rules
+    assert set(rule.errors) == {"lucene", "esql", "eql"}
+    assert all("Lucene" in error for error in rule.errors.values())
+    assert {"kusto", "splunk"} <= set(rule.queries)
+
+
+def test_control_characters_are_string_escapes_in_eql_and_esql() -> None:
+    kql = r"DeviceProcessEvents | where ProcessCommandLine matches regex @'a\sb'"
+    assert "\\t-\\n" in transpile(kql, "esql") and "\n" not in transpile(kql, "esql")
+    assert "\\t-\\n\f-\\r" in transpile(kql, "eql")

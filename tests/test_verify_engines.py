@@ -148,7 +148,8 @@ def test_eql_on_ecs_documents() -> None:
     assert engine.select('any where process.pe.company:"*nanosystems*"', documents) == {1, 2}
     assert engine.select('any where process.executable.caseless:"*\\\\supremo.exe"', documents) == {1, 3}
     assert engine.select('any where process.pe.company like~ ("nanosystems*", "x*")', documents) == {1, 2}
-    assert engine.select('any where process.pe.company regex~ "nano.*"', documents) == {1}
+    assert engine.select('any where process.pe.company regex "[nN]ano.*"', documents) == {1}
+    assert engine.select('any where process.pe.company regex "nano.*"', documents) == set()
     assert engine.select("any where ?process.pe.company == null", documents) == {3}
 
 
@@ -200,3 +201,69 @@ def test_generated_rows_tell_has_from_contains_and_stay_consistent() -> None:
                 assert "\\" in row[path] and row[name] == row[path].rpartition("\\")[2]
         assert row["Timestamp"] < NOW
     assert rows == generate(lower(query, defender_schema()), defender_schema(), seed=1, now=NOW)
+
+
+def test_eql_engine_follows_elasticsearch_case_rules() -> None:
+    """`==` and `in` are case-sensitive in ES EQL; `:` and `like~` are not."""
+    documents = [
+        {ID: 1, "user": {"name": "SYSTEM"}},
+        {ID: 2, "user": {"name": "system"}},
+        {ID: 3, "user": {}},
+    ]
+    engine = EqlEngine()
+    assert engine.select('any where user.name == "SYSTEM"', documents) == {1}
+    assert engine.select('any where user.name in ("SYSTEM", "Admin")', documents) == {1}
+    assert engine.select('any where not (user.name in ("SYSTEM", "Admin"))', documents) == {2}
+    assert engine.select('any where user.name : "SYSTEM"', documents) == {1, 2}
+    assert engine.select('any where user.name like~ ("sys*")', documents) == {1, 2}
+    assert engine.select(
+        "any where destination.port in (80, 443)", [{ID: 4, "destination": {"port": 443}}]
+    ) == {4}
+
+
+def test_generated_rows_match_a_user_regex_and_near_misses() -> None:
+    import re
+
+    pattern = r"(?i)-enc\s+[A-Za-z0-9+/=]{20,}"
+    query = kql.parse(f"DeviceProcessEvents | where ProcessCommandLine matches regex @'{pattern}'")
+    rows = generate(lower(query, defender_schema()), defender_schema(), seed=3, now=NOW)
+    commands = [row.get("ProcessCommandLine") or "" for row in rows]
+    matching = [c for c in commands if re.search(pattern, c)]
+    assert len(matching) >= 3 and len(matching) < len(commands)
+    assert any(re.search(pattern, c[:-1]) is None and re.search(pattern, c) for c in commands)
+
+
+def test_a_proof_with_no_original_hit_is_unproven() -> None:
+    from rmm2sigma.sigma import Options
+    from rmm2sigma.sources import SourceRule
+    from rmm2sigma.verify.proof import UNPROVEN, measure
+
+    query = (
+        "let signed = DeviceFileCertificateInfo | where Signer has 'Nano' | distinct SHA1;\n"
+        "DeviceNetworkEvents | where RemoteUrl has 'nano.example' and InitiatingProcessSHA1 in (signed)"
+    )
+    result = measure(SourceRule(path="join.kql", kql=query), Options(), now=NOW)
+    assert result.error is None and result.original == 0
+    executed = {t: r for t, r in result.targets.items() if r.verdict != "not_executed"}
+    assert {"sigma", "kusto"} <= set(executed)
+    assert all(r.verdict == UNPROVEN and r.agrees is None for r in executed.values())
+
+
+def test_generated_rows_satisfy_has_all_and_numbers_written_as_strings() -> None:
+    """Held-out shapes the original selected none of: `has_all` and `RemotePort == "3389"`."""
+    from rmm2sigma.sigma import Options
+    from rmm2sigma.sources import SourceRule
+    from rmm2sigma.verify.proof import measure
+
+    has_all = "DeviceProcessEvents | where FileName =~ 'wscript.exe' and "
+    has_all += "ProcessCommandLine has_all('stolen', 'images')"
+    port = (
+        "DeviceNetworkEvents | where InitiatingProcessFileName =~ 'spoolsv.exe' | where RemotePort == '3389'"
+    )
+    for query in (has_all, port):
+        result = measure(SourceRule(path="case.kql", kql=query), Options(), now=NOW)
+        assert result.original > 0, query
+        assert result.targets["kusto"].agrees and result.targets["sigma"].agrees, query
+    # has_all -> contains|all is widened, and the events show it: one needle only inside a word
+    widened = measure(SourceRule(path="case.kql", kql=has_all), Options(), now=NOW).targets["kusto"]
+    assert widened.verdict == "widened" and widened.extra is not None

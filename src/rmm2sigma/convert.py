@@ -17,7 +17,7 @@ from typing import Any
 
 from . import kql, targets
 from .errors import Rmm2SigmaError, printable
-from .fidelity import SIGMA, target_fidelity
+from .fidelity import SIGMA, refusals, target_fidelity
 from .filters import RuleFilters, applied_rule, rule_filters
 from .formats.schedule import Schedule, schedule
 from .kql.lower import Schema, lower
@@ -101,6 +101,9 @@ def convert_rule(source: SourceRule, options: Options, wanted: Sequence[str] = t
         else:
             queries[target] = result.query
     labels = target_fidelity(mapped, (SIGMA, *queries))
+    for target, reason in refusals(labels).items():  # never ship a query that loses events
+        errors[target] = reason
+        del queries[target], labels[target]
     by_target = {target: label.label for target, label in labels.items()}
     # the headline is the worst target's label: a rule exact in Sigma but narrowed in lucene is not exact
     measured = [Fidelity(label) for label in by_target.values() if label in Fidelity._value2member_map_]

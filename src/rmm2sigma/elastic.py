@@ -1,4 +1,4 @@
-"""Case-insensitive tests and our regexes in Lucene's regex dialect, for the Elastic targets.
+"""Case rules and regexes in Lucene's dialect for the Elastic targets, and their backends' lists.
 
 Elasticsearch compares keyword fields case-sensitively, and reads every regex (lucene ``/.../``,
 ES|QL ``rlike``, EQL ``regex~``) with Lucene's engine: the whole value must match, there is no
@@ -11,8 +11,12 @@ module's transformation rewrites the detection values before the backend sees th
 * every regex of the shapes ``mapping._term_pattern`` emits (``--exact``) becomes its whole-value
   equivalent: ``(^|[^T])needle($|[^T])`` -> ``(.*[^T])?needle([^T].*)?``, the file-name tail
   ``[^\\\\]*$`` -> ``[^\\\\]*``, a missing head or tail -> ``.*``; with the ``i`` flag the needle's
-  letters become classes and the flag is dropped (lucene, esql, eql). Other regexes are left as
-  they are (``fidelity`` labels them lossy).
+  letters become classes and the flag is dropped (lucene, esql, eql). Any other regex (a user's
+  ``matches regex``) is translated from its parsed tree (``regex.lucene_regex``); one with no
+  Lucene equivalent (``\\b``, look-around, ...) makes the target refuse the rule, with the reason;
+* a case-sensitive string stays a plain, case-sensitive term (lucene, esql), except on a
+  ``.caseless`` field, which stores values lowercased: there it is asked case-insensitively,
+  which ``fidelity`` labels widened (refused under a negation).
 
 Lucene's regex syntax for what we emit (literals, classes, negated classes of literal ranges,
 ``.*``, ``( )?``, backslash escapes) matches a value iff Python's ``re.fullmatch`` with
@@ -21,13 +25,21 @@ Lucene's regex syntax for what we emit (literals, classes, negated classes of li
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+import re
+from collections.abc import Iterable
 from dataclasses import dataclass
+from typing import ClassVar
 
+from sigma.backends.elasticsearch import EqlBackend, ESQLBackend
+from sigma.conditions import ConditionAND, ConditionFieldEqualsValueExpression, ConditionOR
+from sigma.conversion.deferred import DeferredQueryExpression
+from sigma.conversion.state import ConversionState
 from sigma.processing.pipeline import ProcessingItem, ProcessingPipeline
 from sigma.processing.transformations.base import ValueTransformation
 from sigma.types import (
     Placeholder,
+    SigmaCasedString,
+    SigmaNumber,
     SigmaRegularExpression,
     SigmaRegularExpressionFlag,
     SigmaString,
@@ -37,13 +49,10 @@ from sigma.types import (
 
 from .mapping import TERM_CLASS
 from .model import Match
+from .regex import LUCENE_RESERVED as _RESERVED
+from .regex import MAX_REGEX_LENGTH, NoTranslation, lucene_regex
 
-# Lucene's reserved regex characters, plus ``^``/``$`` (plain in Lucene, anchors in Python: escaping
-# keeps both readings literal). ``/`` is the lucene backend's to escape, ``"`` the ES|QL backend's
-# too but a backslash before it is harmless.
-_RESERVED = frozenset('.?+*|{}[]()"\\#@&<>~^$')
 _PYTHON_META = frozenset("\\.^$|?*+()[]{}")  # what mapping.regex_escape escapes
-MAX_REGEX_LENGTH = 1000  # Elasticsearch's default index.max_regex_length
 
 _HEAD = f"(^|[^{TERM_CLASS}])"
 _TAILS = (  # (the tail _term_pattern emits, its whole-value equivalent), the empty tail last
@@ -72,15 +81,10 @@ def fold(text: str, ignore_case: bool = True) -> str:
     return "".join(out)
 
 
-def string_regex(
-    parts: Iterable[str | SpecialChars | Placeholder],
-    literal: Callable[[str], str] = fold,
-    limit: int | None = MAX_REGEX_LENGTH,
-) -> str | None:
-    """A Sigma string (text and wildcards) as a whole-value regex; ``literal`` writes the text.
+def string_regex(parts: Iterable[str | SpecialChars | Placeholder], ignore_case: bool = True) -> str | None:
+    """A Sigma string (text and wildcards) as a whole-value Lucene regex, by default case-insensitive.
 
-    The default is a case-insensitive Lucene regex; None for a placeholder (not ours to expand)
-    or a pattern over ``limit``.
+    None for a placeholder (not ours to expand) or a pattern over ``MAX_REGEX_LENGTH``.
     """
     out: list[str] = []
     for part in parts:
@@ -89,11 +93,11 @@ def string_regex(
         elif part is SpecialChars.WILDCARD_SINGLE:
             out.append(".")
         elif isinstance(part, str):
-            out.append(literal(part))
+            out.append(fold(part, ignore_case))
         else:
             return None
     pattern = "".join(out)
-    return pattern if limit is None or len(pattern) <= limit else None
+    return pattern if len(pattern) <= MAX_REGEX_LENGTH else None
 
 
 def predicate_regex(value: str, match: Match) -> str | None:
@@ -143,19 +147,144 @@ class LuceneRegexTransformation(ValueTransformation):
     strings: bool = True
 
     def apply_value(self, field: str | None, val: SigmaType) -> SigmaType | None:
+        if isinstance(val, SigmaCasedString):
+            return cased_string(field, val, self.strings)
         if isinstance(val, SigmaRegularExpression):
-            flags = val.flags
-            if not flags <= {SigmaRegularExpressionFlag.IGNORECASE}:
-                return None
-            ignore_case = SigmaRegularExpressionFlag.IGNORECASE in flags
-            pattern = term_regex(str(val.regexp), ignore_case)
-        elif self.strings and field is not None and type(val) is SigmaString:
+            return SigmaRegularExpression(regex_for_lucene(field, val))
+        if self.strings and field is not None and type(val) is SigmaString:
             if not any(isinstance(p, str) and p.lower() != p.upper() for p in val.s):
                 return None  # no letter to fold: the backend's comparison is already exact
             pattern = string_regex(val.s)
         else:
             return None
         return None if pattern is None else SigmaRegularExpression(pattern)
+
+
+def regex_for_lucene(field: str | None, val: SigmaRegularExpression) -> str:
+    """A Sigma regex as a whole-value Lucene regex: ours by shape (``term_regex``), a user's by
+    its parsed tree (``regex.lucene_regex``). One with no Lucene equivalent is refused, with
+    the reason, rather than sent as it is, which would select other events."""
+    from sigma.exceptions import SigmaFeatureNotSupportedByBackendError
+
+    flags = val.flags
+    pattern = str(val.regexp)
+    if not flags <= {SigmaRegularExpressionFlag.IGNORECASE}:
+        names = ", ".join(sorted(flag.name.lower() for flag in flags))
+        raise SigmaFeatureNotSupportedByBackendError(
+            f"regex flags {names} on {field} have no Lucene equivalent"
+        )
+    ignore_case = SigmaRegularExpressionFlag.IGNORECASE in flags
+    translated = term_regex(pattern, ignore_case)
+    if translated is not None:
+        return translated
+    try:
+        return lucene_regex(pattern, ignore_case)
+    except (NoTranslation, re.error) as error:
+        raise SigmaFeatureNotSupportedByBackendError(
+            f"the regex {pattern!r} on {field} cannot be written in Lucene's dialect: {error}"
+        ) from None
+
+
+def cased_string(field: str | None, val: SigmaCasedString, plain: bool) -> SigmaType | None:
+    """A case-sensitive string for Elasticsearch, which compares keyword fields case-sensitively.
+
+    lucene and esql (``plain``) write a plain value as a case-sensitive term, so the case flag is
+    dropped (and the string left unfolded). A ``.caseless`` field stores values lowercased: there
+    a case-sensitive test can only be asked case-insensitively, which widens it
+    (``fidelity._elastic_loss`` labels it); EQL then gets a plain string, read by ``:``.
+    """
+    if field is not None and field.endswith(".caseless"):
+        return _plain(val, lower=plain)
+    return _plain(val) if plain else None
+
+
+def _plain(val: SigmaCasedString, lower: bool = False) -> SigmaString:
+    out = SigmaString()
+    out.s = [part.lower() if lower and isinstance(part, str) else part for part in val.s]
+    return out
+
+
+# A regex can hold control characters (RE2's ``\\s`` is ``[\\t\\n\\f\\r ]``; Lucene's dialect has no
+# escape for them), which EQL and ES|QL strings cannot all hold raw: their own string escapes.
+_CONTROLS = {"\t": "\\t", "\n": "\\n", "\r": "\\r"}  # \f stays raw: both accept it
+
+
+def _escape_controls(
+    text: str | DeferredQueryExpression, table: dict[str, str]
+) -> str | DeferredQueryExpression:
+    return "".join(table.get(char, char) for char in text) if isinstance(text, str) else text
+
+
+class Rmm2SigmaEsqlBackend(ESQLBackend):
+    """ESQLBackend writing control characters in regexes as ES|QL string escapes."""
+
+    def convert_value_re(
+        self, r: SigmaRegularExpression, state: ConversionState
+    ) -> str | DeferredQueryExpression:
+        return _escape_controls(super().convert_value_re(r, state), _CONTROLS)
+
+
+class Rmm2SigmaEqlBackend(EqlBackend):
+    """EqlBackend with ES EQL's case-sensitive forms where the rule asks for them.
+
+    Value lists keep their kind: numbers and case-sensitive strings use ``in`` (case-sensitive),
+    only case-insensitive strings ``like~``. Regexes use ``regex``, not ``regex~``: by now every
+    regex carries its case rule in its letters (``[xX]``, ``LuceneRegexTransformation``). A
+    case-sensitive value with wildcards, which ``==`` would compare literally, becomes such a
+    regex too. Control characters in regexes are written as EQL string escapes.
+    """
+
+    re_expression: ClassVar[str] = '{field} regex "{regex}"'
+    # `\/` is no EQL string escape, and `/` no Lucene operator: nothing to escape but the backslash
+    re_escape: ClassVar[tuple[str]] = ()  # type: ignore[assignment]
+
+    def convert_value_re(
+        self, r: SigmaRegularExpression, state: ConversionState
+    ) -> str | DeferredQueryExpression:
+        return _escape_controls(super().convert_value_re(r, state), _CONTROLS)
+
+    def convert_condition_field_eq_val_str_case_sensitive(
+        self, cond: ConditionFieldEqualsValueExpression, state: ConversionState
+    ) -> str | DeferredQueryExpression:
+        value = cond.value
+        if isinstance(value, SigmaString) and value.contains_special():
+            pattern = string_regex(value.s, ignore_case=False)
+            if pattern is not None:
+                regex = self.convert_value_re(SigmaRegularExpression(pattern), state)
+                return self.re_expression.format(field=self.escape_and_quote_field(cond.field), regex=regex)
+        return str(super().convert_condition_field_eq_val_str_case_sensitive(cond, state))
+
+    def decide_convert_condition_as_in_expression(
+        self, cond: ConditionOR | ConditionAND, state: ConversionState
+    ) -> bool:
+        if not super().decide_convert_condition_as_in_expression(cond, state):
+            return False
+        args = [arg for arg in cond.args if isinstance(arg, ConditionFieldEqualsValueExpression)]
+        return len({list_kind(arg.value) for arg in args}) == 1
+
+    def convert_condition_as_in_expression(
+        self, cond: ConditionOR | ConditionAND, state: ConversionState
+    ) -> str | DeferredQueryExpression:
+        args = [arg for arg in cond.args if isinstance(arg, ConditionFieldEqualsValueExpression)]
+        kind = list_kind(args[0].value)
+        if kind == "string":
+            return str(super().convert_condition_as_in_expression(cond, state))
+        values = [
+            self.convert_value_str(arg.value, state) if isinstance(arg.value, SigmaString) else str(arg.value)
+            for arg in args
+        ]
+        return self.field_in_list_expression.format(
+            field=self.escape_and_quote_field(args[0].field), op=" in ", list=self.list_separator.join(values)
+        )
+
+
+def list_kind(value: object) -> str:
+    """What a value in an in-list is: ``number``, ``cased`` (plain), ``cased pattern``, ``string``."""
+    if isinstance(value, SigmaNumber):
+        return "number"
+    if isinstance(value, SigmaCasedString):
+        return "cased" if not value.contains_special() else "cased pattern"
+    return "string" if isinstance(value, SigmaString) else "other"
 
 
 def lucene_pipeline(strings: bool) -> ProcessingPipeline:
@@ -176,9 +305,14 @@ def lucene_pipeline(strings: bool) -> ProcessingPipeline:
 __all__ = [
     "MAX_REGEX_LENGTH",
     "LuceneRegexTransformation",
+    "Rmm2SigmaEqlBackend",
+    "Rmm2SigmaEsqlBackend",
+    "cased_string",
     "fold",
+    "list_kind",
     "lucene_pipeline",
     "predicate_regex",
+    "regex_for_lucene",
     "string_regex",
     "term_regex",
 ]

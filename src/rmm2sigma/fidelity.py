@@ -13,9 +13,11 @@ with a note. Known target limits (pySigma 1.5, FACTS §4):
   not a flag and ``^``/``$`` are no anchors. ``rmm2sigma.elastic`` rewrites, before the backend
   sees them, every case-insensitive string test and every regex of the shapes ``--exact`` emits
   into whole-value Lucene regexes with ``[xX]`` letter classes (strings for lucene and esql only:
-  EQL's ``:`` and ``like~`` are case-insensitive already), so those tests keep the rule's label.
-  What it leaves alone keeps the loss: other regexes, and a regex longer than Elasticsearch's
-  ``index.max_regex_length``.
+  EQL's ``:`` and ``like~`` are case-insensitive already), so those tests keep the rule's label,
+  and translates users' regexes from their parsed tree; a regex with no Lucene equivalent makes
+  the target refuse the rule. A case-sensitive test on a ``.caseless`` field (lowercased values)
+  can only be asked case-insensitively: widened, with a note; negated it would narrow the query,
+  so that target is refused (``TargetFidelity.refusal``, a partial result).
 * EQL and ES|QL use three-valued logic: ``not (field : "x")`` is null, not true, when the field
   is absent, so a negated test misses the events without that field (Sigma, Splunk, Lucene and
   the SQLite proof match them).
@@ -49,6 +51,7 @@ PROVEN = frozenset({SIGMA, "kusto", "splunk", "lucene", "esql", "eql"})
 class TargetFidelity:
     label: str  # a Fidelity value, NARROWED or DIVERGED
     notes: tuple[str, ...] = ()
+    refusal: str | None = None  # why this target's query is not shipped: it would lose events
 
 
 def target_fidelity(mapped: MappedRule, targets: Iterable[str]) -> dict[str, TargetFidelity]:
@@ -84,6 +87,12 @@ def target_fidelity(mapped: MappedRule, targets: Iterable[str]) -> dict[str, Tar
     return out
 
 
+def refusals(labels: Mapping[str, TargetFidelity]) -> dict[str, str]:
+    """Targets whose query is not shipped, with the reason: a test these targets can only ask
+    in a form that would lose events (a partial result rather than a narrowed query)."""
+    return {target: label.refusal for target, label in labels.items() if label.refusal}
+
+
 def agrees(label: str, measured: str) -> bool:
     """Whether a measured verdict keeps the promise of a label."""
     if label == Fidelity.APPROXIMATE.value:
@@ -94,6 +103,7 @@ def agrees(label: str, measured: str) -> bool:
 def _elastic(target: str, base: Fidelity, mapped: MappedRule) -> TargetFidelity:
     misses: list[str] = []
     adds: list[str] = []
+    refuse: list[str] = []
     fields = ecs_field_names(mapped.table.logsource.get("category", ""))
     for leaf, positive in _leaves(mapped.detection.predicate):
         field = fields.get(leaf.column, leaf.column)
@@ -102,12 +112,20 @@ def _elastic(target: str, base: Fidelity, mapped: MappedRule) -> TargetFidelity:
             misses.append(reason)
         elif reason:
             adds.append(f"{reason}; the test is negated, so this widens the query")
+        caseless = _caseless_cased(leaf, field)
+        if caseless and positive:
+            adds.append(caseless)
+        elif caseless:
+            refuse.append(f"{caseless}; the test is negated, so this would narrow the query")
         # a negated CIDR test of a missing address is null in Kusto too (see mapping): no loss
         if not positive and target in ("eql", "esql") and leaf.match not in (Match.EMPTY, Match.CIDR):
             misses.append(
                 f"a negated test on {field} is null, not true, when the field is absent, so events "
                 f"without {field} are missed (Sigma matches them)"
             )
+    if refuse:
+        reason = "; ".join(dict.fromkeys(refuse))
+        return TargetFidelity(NARROWED, (f"{target}: {reason}",), f"{target}: not converted: {reason}")
     if not misses and not adds:
         return TargetFidelity(base.value)
     notes = tuple(f"{target}: {reason}" for reason in dict.fromkeys(misses + adds))
@@ -133,10 +151,15 @@ def _splunk(base: Fidelity, mapped: MappedRule) -> TargetFidelity:
 def _elastic_loss(target: str, leaf: Predicate, field: str) -> str | None:
     """Why an Elastic target can miss events this test matches in Sigma, or None."""
     from .elastic import predicate_regex, term_regex  # imports pySigma
+    from .regex import lucene_translatable
 
     if leaf.match is Match.REGEX:
-        if all(isinstance(v, str) and term_regex(v, not leaf.case_sensitive) for v in leaf.values):
-            return None  # rewritten into Lucene's dialect (elastic.py)
+        ignore_case = not leaf.case_sensitive
+        if all(
+            isinstance(v, str) and (term_regex(v, ignore_case) or lucene_translatable(v, ignore_case))
+            for v in leaf.values
+        ):
+            return None  # rewritten into Lucene's dialect (elastic.py); otherwise the target refuses
         return (
             f"Elasticsearch reads the regex on {field} with Lucene's engine (whole-value match, no "
             "`(?i)` flag, no `^`/`$` anchors), so it misses events the Sigma regex matches"
@@ -166,6 +189,15 @@ def _elastic_loss(target: str, leaf: Predicate, field: str) -> str | None:
         return f"{field} is a case-sensitive keyword field: other spellings of {cased[0]!r} are missed"
     if target == "esql" and (not caseless or any(v != v.lower() for v in cased)):
         return f"ES|QL compares {field} case-sensitively, so other spellings of {cased[0]!r} are missed"
+    return None
+
+
+def _caseless_cased(leaf: Predicate, field: str) -> str | None:
+    """Why a case-sensitive test matches more on Elastic: a ``.caseless`` field stores values
+    lowercased, so the test can only be asked case-insensitively (``elastic.cased_string``)."""
+    cased = leaf.case_sensitive and leaf.match is not Match.REGEX and field.endswith(".caseless")
+    if cased and any(isinstance(v, str) and v.lower() != v.upper() for v in leaf.values):
+        return f"{field} holds lowercased values, so the case-sensitive `{leaf.text}` is case-insensitive"
     return None
 
 

@@ -1,37 +1,62 @@
-"""Case-sensitive tests for the kusto target, which pySigma's KQL backend refuses (``|cased``).
+"""The kusto target: pySigma's KQL backend, taught the two things it gets wrong for our rules.
 
-A ``SigmaCasedString`` (KQL ``==``, ``in``, ``*_cs``) becomes an anchored regex, which KQL's
-``matches regex`` reads case-sensitively: ``contains|cased 'aB'`` -> ``^.*aB.*$``.
+* Case-sensitive tests (``|cased``, from KQL ``==``, ``in``, ``*_cs``): the backend refuses them,
+  yet KQL has them natively. ``==``, ``startswith_cs``, ``endswith_cs``, ``contains_cs`` and a
+  case-sensitive ``in (...)`` say exactly what the original said, lists and negations included.
+* Value lists: the backend writes every list as ``in~ ("...")``, so numbers become strings
+  (Kusto.Language rejects a string list on a ``long`` column, KS107) and case-sensitive strings
+  lose their case. A list of numbers stays numeric (``in (5938, 7070)``); a list of
+  case-sensitive strings uses ``in``; a list mixing kinds is written as an ``or`` of its tests.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from typing import ClassVar
 
-from sigma.processing.pipeline import ProcessingItem, ProcessingPipeline
-from sigma.processing.transformations.base import ValueTransformation
-from sigma.types import SigmaCasedString, SigmaRegularExpression, SigmaType
+from sigma.backends.kusto import KustoBackend
+from sigma.conditions import ConditionAND, ConditionFieldEqualsValueExpression, ConditionOR
+from sigma.conversion.deferred import DeferredQueryExpression
+from sigma.conversion.state import ConversionState
+from sigma.types import SigmaString
 
-from .elastic import string_regex
-from .mapping import regex_escape
-
-
-@dataclass
-class CasedAsRegexTransformation(ValueTransformation):
-    """Rewrite case-sensitive strings as anchored, case-sensitive regexes."""
-
-    def apply_value(self, field: str | None, val: SigmaType) -> SigmaType | None:
-        if not isinstance(val, SigmaCasedString):
-            return None
-        pattern = string_regex(val.s, literal=regex_escape, limit=None)
-        return None if pattern is None else SigmaRegularExpression(f"^{pattern}$")
+from .elastic import list_kind
 
 
-def cased_pipeline() -> ProcessingPipeline:
-    return ProcessingPipeline(
-        name="rmm2sigma: case-sensitive strings as regexes for KQL",
-        priority=5,
-        items=[
-            ProcessingItem(identifier="rmm2sigma_kusto_cased", transformation=CasedAsRegexTransformation())
-        ],
-    )
+class Rmm2SigmaKustoBackend(KustoBackend):
+    """KustoBackend with KQL's case-sensitive operators and kind-preserving value lists."""
+
+    case_sensitive_match_expression: ClassVar[str | None] = "{field} == {value}"
+    case_sensitive_startswith_expression: ClassVar[str | None] = "{field} startswith_cs {value}"
+    case_sensitive_endswith_expression: ClassVar[str | None] = "{field} endswith_cs {value}"
+    case_sensitive_contains_expression: ClassVar[str | None] = "{field} contains_cs {value}"
+
+    def decide_convert_condition_as_in_expression(
+        self, cond: ConditionOR | ConditionAND, state: ConversionState
+    ) -> bool:
+        """An in-list only for values of one kind: all numbers, all plain case-insensitive
+        strings (``in~``, with the backend's wildcard handling) or all plain cased strings."""
+        if not super().decide_convert_condition_as_in_expression(cond, state):
+            return False
+        kinds = {
+            list_kind(arg.value) for arg in cond.args if isinstance(arg, ConditionFieldEqualsValueExpression)
+        }
+        if len(kinds) != 1:
+            return False
+        (kind,) = kinds
+        return kind == "string" or (isinstance(cond, ConditionOR) and kind in ("number", "cased"))
+
+    def convert_condition_as_in_expression(
+        self, cond: ConditionOR | ConditionAND, state: ConversionState
+    ) -> str | DeferredQueryExpression:
+        args = [arg for arg in cond.args if isinstance(arg, ConditionFieldEqualsValueExpression)]
+        kind = list_kind(args[0].value)
+        if kind == "string":
+            return str(super().convert_condition_as_in_expression(cond, state))
+        values = [
+            self.convert_value_str(arg.value, state) if isinstance(arg.value, SigmaString) else str(arg.value)
+            for arg in args
+        ]
+        field = self.escape_and_quote_field(args[0].field)
+        return self.field_in_list_expression.format(
+            field=field, op="in", list=self.list_separator.join(values)
+        )

@@ -42,36 +42,39 @@ def _pipeline(name: str) -> Any:
 
 
 def _kusto() -> Backend:
-    from sigma.backends.kusto import KustoBackend
     from sigma.pipelines.microsoftxdr import microsoft_xdr_pipeline
 
-    from .kusto import cased_pipeline
+    from .kusto import Rmm2SigmaKustoBackend
 
-    return KustoBackend(
-        cased_pipeline()
-        + _pipeline("kusto_tables")
-        + microsoft_xdr_pipeline()
-        + _pipeline("kusto_aggregation")
-    )
+    xdr = microsoft_xdr_pipeline()
+    # Our User values are AccountName values, never DOMAIN\user: the XDR pipeline's split would
+    # rewrite every User value as a plain string, dropping |cased, and read `a\*b` as domain `a`.
+    xdr.items = [item for item in xdr.items if item.identifier != "microsoft_xdr_domain_username_extract"]
+    return Rmm2SigmaKustoBackend(_pipeline("kusto_tables") + xdr + _pipeline("kusto_aggregation"))
 
 
 def _splunk() -> Backend:
-    from sigma.backends.splunk import SplunkBackend
     from sigma.pipelines.splunk import splunk_windows_pipeline
     from sigma.pipelines.sysmon import sysmon_pipeline
 
+    from .splunk import Rmm2SigmaSplunkBackend
+
     windows = splunk_windows_pipeline()  # type: ignore[no-untyped-call]
-    return SplunkBackend(sysmon_pipeline() + windows + _pipeline("splunk_aggregation"))
+    return Rmm2SigmaSplunkBackend(sysmon_pipeline() + windows + _pipeline("splunk_aggregation"))
 
 
 def _elastic(kind: str) -> Callable[[], Backend]:
     def build() -> Backend:
-        from sigma.backends.elasticsearch import EqlBackend, ESQLBackend, LuceneBackend
+        from sigma.backends.elasticsearch import LuceneBackend
         from sigma.pipelines.elasticsearch.windows import ecs_windows
 
-        from .elastic import lucene_pipeline
+        from .elastic import Rmm2SigmaEqlBackend, Rmm2SigmaEsqlBackend, lucene_pipeline
 
-        backends: dict[str, type[Backend]] = {"lucene": LuceneBackend, "esql": ESQLBackend, "eql": EqlBackend}
+        backends: dict[str, type[Backend]] = {
+            "lucene": LuceneBackend,
+            "esql": Rmm2SigmaEsqlBackend,
+            "eql": Rmm2SigmaEqlBackend,
+        }
         # lucene, esql: case-insensitive strings and our regexes in Lucene's regex dialect (elastic.py).
         # EQL's ``:`` and ``like~`` are case-insensitive already; its ``regex~`` would take the same
         # regex rewrite (lucene_pipeline(strings=False)), but the proof's EQL engine anchors regexes
@@ -103,9 +106,9 @@ def backend(target: str) -> Backend:
 
 
 @cache
-def _aggregation_names() -> dict[str, dict[str, dict[str, str]]]:
+def _aggregation_names() -> dict[str, Any]:
     text = resources.files(__package__).joinpath("pipelines/aggregation.yml").read_text()
-    data: dict[str, dict[str, dict[str, str]]] = yaml.safe_load(text)
+    data: dict[str, Any] = yaml.safe_load(text)
     return data
 
 
@@ -119,13 +122,17 @@ def rule_attributes(
         seconds = int(window.total_seconds())
         compact = f"{seconds // 86400}d" if seconds % 86400 == 0 else f"{seconds}s"
         attributes["window"] = {"seconds": seconds, "compact": compact}
-    if aggregation is None:
-        return attributes, ()
     names = _aggregation_names()
-    if not any(target in entry for entry in names["functions"].values()):
-        return attributes, (
-            f"{target} cannot aggregate: the query returns the matching events, not a summary",
+    if window is not None and target not in names["window"]:
+        notes.append(
+            f"{target}: the time window (the last {attributes['window']['compact']}) cannot be part of "
+            "the query; set it as the search's schedule lookback"
         )
+    if aggregation is None:
+        return attributes, tuple(notes)
+    if not any(target in entry for entry in names["functions"].values()):
+        notes.append(f"{target} cannot aggregate: the query returns the matching events, not a summary")
+        return attributes, tuple(notes)
     functions, by = [], []
     for function in aggregation.functions:
         name = names["functions"].get(function.function, {}).get(target)

@@ -33,6 +33,7 @@ from ..model import (
     Value,
     simplify,
 )
+from ..regex import scoped_flags
 
 # KQL's term operators: Sigma has no modifier for them, ``contains`` is the sound widening
 _TERM_MATCHES = (Match.HAS, Match.HASPREFIX, Match.HASSUFFIX)
@@ -320,6 +321,8 @@ class _Mapper:
             )
             return positive
         mapped = replace(leaf, column=spec.field)
+        if leaf.match is Match.REGEX:  # RE2's mid-pattern (?i) in a form Python and pySigma accept
+            mapped = replace(mapped, values=tuple(scoped_flags(str(v)) for v in leaf.values))
         if spec.values is not None:
             return self.translate(mapped, spec.values, positive)
         if leaf.match is Match.FIELDREF:

@@ -4,10 +4,12 @@
 * Sigma: pysigma-backend-sqlite over the rows in Sigma's taxonomy, with Unicode case folding for
   ``LIKE`` and ``COLLATE NOCASE`` and a Python ``REGEXP``, so it follows Sigma's case-insensitive
   matching rather than SQLite's ASCII-only folding.
-* EQL: the ``eql`` package's Python engine over the rows in ECS names. It compares every string
-  case-insensitively (ES EQL does so for ``:``, ``like~`` and ``regex~``, which is what the backend
-  emits). Its regexes only anchor at the start; Elasticsearch's Lucene engine matches the whole
-  value, so the engine is run with whole-value regex matching (``_whole_value_regexes``).
+* EQL: the ``eql`` package's Python engine over the rows in ECS names, with Elasticsearch's case
+  rules: ``:``, ``like~`` and ``regex~`` fold case, ``==`` and ``in`` do not (the package folds
+  every comparison; ``_ElasticsearchCaseRules`` restores the difference). Its regexes only anchor
+  at the start; Elasticsearch's Lucene engine matches the whole value, so the engine is run with
+  whole-value, case-sensitive regex matching (``_whole_value_regexes``): the target emits
+  ``regex`` with the case in the pattern's letters, never ``regex~`` (the parser reads both alike).
 * Lucene: luqum parses the query; there is no engine to run it.
 
 One connection per engine is kept for a whole run; tables are reloaded for every rule.
@@ -278,10 +280,10 @@ class EqlEngine:
         try:
             with eql.parser.elasticsearch_syntax, eql.parser.ignore_missing_functions:
                 parsed = eql.parse_query(query)
-        except eql.EqlError as error:
+        except (eql.EqlError, ValueError) as error:  # the parser raises ValueError on some escapes
             raise NotExecutable(f"eql: {_first_line(error)}") from None
         selected: set[int] = set()
-        engine = eql.PythonEngine()
+        engine = _ElasticsearchCaseRules()
         with _whole_value_regexes():
             try:
                 engine.add_query(parsed)
@@ -292,6 +294,32 @@ class EqlEngine:
         return selected
 
 
+class _ElasticsearchCaseRules(eql.PythonEngine):  # type: ignore[misc]  # eql is untyped
+    """The eql engine with Elasticsearch's case rules for ``==`` and ``in``: case-sensitive.
+
+    The package folds every string comparison; ES EQL folds only ``:``, ``like~``, ``regex~``
+    and ``~`` functions. ``like`` and ``like~`` parse to the same tree, so a case-sensitive
+    ``like`` is still measured case-insensitively (wider than Elasticsearch's).
+    """
+
+    def _convert_comparison(self, node: Any) -> Callable[[Any], bool | None]:
+        get_left, get_right = self.convert(node.left), self.convert(node.right)
+        compare = self.check_types(node.function)
+        return lambda scope: compare(get_left(scope), get_right(scope))
+
+    def _convert_in_set(self, node: Any) -> Callable[[Any], bool | None]:
+        if not all(isinstance(item, eql.ast.Literal) for item in node.container):
+            return self.convert(node.synonym)  # type: ignore[no-any-return]
+        values = {item.value for item in node.container}
+        get_value = self.convert(node.expression)
+
+        def callback(scope: Any) -> bool | None:
+            value = get_value(scope)
+            return None if value is None else value in values
+
+        return callback
+
+
 @contextmanager
 def _whole_value_regexes() -> Iterator[None]:
     """Make the eql engine's ``regex`` match whole values, as Elasticsearch's Lucene engine does."""
@@ -299,7 +327,7 @@ def _whole_value_regexes() -> Iterator[None]:
 
     def get_callback(source_ast: Any, *literals: Any) -> Callable[..., bool | None]:
         compiled = re.compile(
-            "|".join(f"(?:{literal.value})" for literal in literals), eql.functions.regex_flags()
+            "|".join(f"(?:{literal.value})" for literal in literals), eql.functions.REGEX_FLAGS
         )
         return lambda source, *_: compiled.fullmatch(source) is not None if isinstance(source, str) else None
 

@@ -288,14 +288,18 @@ class _Generator:
             return ["", None, " ", "unrelated"] if kind == "string" else [None, 0, 1]
         out: list[Any] = []
         for value in values:
+            value = _typed(value, kind)
             if isinstance(value, str):
                 text = _regex_literal(value) if leaf.match is Match.REGEX else value
                 variants: list[Any] = string_variants(text)
+                if leaf.match is Match.REGEX:
+                    variants.extend(regex_variants(value, not leaf.case_sensitive))
                 if leaf.column in _NAME_COLUMNS:
                     variants = [v for v in variants if "\\" not in v]
                 out.extend(variants)
             else:
                 out.extend(number_variants(value))
+        out.extend(all_but_one_variants(leaf))
         out.append(None)
         return out
 
@@ -389,7 +393,7 @@ class _Generator:
                 yield "\\".join(["C:", *folders, name])
                 yield "\\".join(["C:", *folders, "x" + name])
         else:
-            pieces = [str(leaf.values[0]) for leaf in positive]
+            pieces = [_satisfying(leaf) for leaf in positive]
             yield from (" ".join(pieces), "".join(pieces))
         yield from (*self.pools.get(column, []), "", None, "unrelated")
 
@@ -422,6 +426,7 @@ class _Generator:
                     drafts.extend(_set(base, column, shape) for shape in path_shapes(variant, name))
                 else:
                     drafts.append(_set(base, leaf.column, variant))
+                    drafts.extend(_beside(base, leaf.column, variant))
         columns = sorted(self.pools)
         for _ in range(random_rows):
             draft: Row = {}
@@ -463,6 +468,56 @@ class _Generator:
 
 def _flat(groups: Sequence[list[Requirement]]) -> list[Requirement]:
     return [requirement for group in groups for requirement in group]
+
+
+def regex_variants(pattern: str, ignore_case: bool) -> list[str]:
+    """Strings built from the regex's parsed tree: matches of several lengths and near misses."""
+    from ..regex import samples
+
+    return samples(pattern, ignore_case, seed=len(pattern))
+
+
+def _satisfying(leaf: Predicate) -> str:
+    """A value that passes ``leaf``: the value itself (all of them for ``has_all``), or for a
+    regex a string it matches."""
+    value = str(leaf.values[0])
+    if leaf.match_all:
+        return " ".join(str(v) for v in leaf.values)
+    if leaf.match is Match.REGEX:
+        return next(iter(regex_variants(value, not leaf.case_sensitive)), value)
+    return value
+
+
+def all_but_one_variants(leaf: Predicate) -> list[str]:
+    """For ``has_all``: every needle as a term but one, which is a bare substring or missing, so
+    that each needle decides (``has_all`` and ``contains|all`` then disagree on the first)."""
+    values = [str(v) for v in leaf.values[:_MAX_VALUES]]
+    if not leaf.match_all or len(values) < 2:
+        return []
+    out: list[str] = []
+    for index, needle in enumerate(values):
+        rest = values[:index] + values[index + 1 :]
+        out.extend((" ".join([*rest, f"x{needle}x"]), " ".join(rest)))
+    return out
+
+
+def _typed(value: Any, kind: str) -> Any:
+    """A value as its column holds it: ``RemotePort == "3389"`` compares a number."""
+    if kind in ("long", "int", "real") and isinstance(value, str):
+        try:
+            return float(value) if kind == "real" else int(value)
+        except ValueError:
+            return value
+    return value
+
+
+def _beside(row: Row, column: str, variant: Any) -> list[Row]:
+    """The variant next to the value the other tests on the same column need (``has_any`` and
+    ``has_any`` on one column): only then can this test's variant decide the outcome."""
+    current = row.get(column)
+    if not isinstance(current, str) or not current or not isinstance(variant, str) or not variant:
+        return []
+    return [_set(row, column, f"{current} {variant}")]
 
 
 def _regex_literal(pattern: str) -> str:

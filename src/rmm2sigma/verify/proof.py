@@ -1,9 +1,11 @@
 """Measure a conversion: run the original KQL and every target over the same generated events.
 
 Each target's selected events are compared with the original's: ``exact`` (the same),
-``widened`` (a superset), ``narrowed`` (a subset), ``diverged`` (neither), or ``not_executed``
-with the reason. Every difference comes with one example event, the Defender row, for each
-direction. The Sigma rule itself, executed through SQLite, is the target ``sigma``.
+``widened`` (a superset), ``narrowed`` (a subset), ``diverged`` (neither), ``not_executed``
+with the reason, or ``unproven`` when the original selects none of the events (generated
+again with other seeds and more rows first): then no comparison says anything. Every
+difference comes with one example event, the Defender row, for each direction. The Sigma rule
+itself, executed through SQLite, is the target ``sigma``.
 """
 
 from __future__ import annotations
@@ -39,8 +41,10 @@ from .engines import (
 from .events import ID, Row, generate
 
 EXACT, WIDENED, NARROWED, DIVERGED, NOT_EXECUTED = "exact", "widened", "narrowed", "diverged", "not_executed"
-APPROXIMATE = "approximate"
+UNPROVEN = "unproven"
 VACUOUS = "the original selects none of the generated events, so this label cannot be checked"
+_RETRIES = 3  # further generations, with other seeds and more random rows, when the original selects none
+_RETRY_ROWS = 400
 TARGETS = (SIGMA, *targets.TARGETS)
 _NO_ENGINE = {
     "splunk": "no Splunk engine runs here",
@@ -108,23 +112,27 @@ def measure(source: SourceRule, options: Options, now: datetime | None = None) -
     document = emitted.rule.to_dict()
     moment = (now or datetime.now(UTC)).replace(tzinfo=None, microsecond=0)
     seed = int.from_bytes(hashlib.sha256(source.kql.encode()).digest()[:4], "big")
-    rows = generate(detection, schema, seed=seed, now=moment)
-    by_id = {row[ID]: row for row in rows}
     kql_engine, sigma_engine, eql_engine = _engines()
     source_spec = tables()[detection.table]
     mapped_spec = mapped.table
-    mapped_rows = target_rows(rows, source_spec, mapped.detection.table)
-    loads = {detection.table: rows}
-    if mapped.detection.table != detection.table:
-        loads[mapped.detection.table] = mapped_rows
-    kql_engine.load(loads)
     title = emitted.rule.title
-    try:
-        original = kql_engine.select(row_selecting(query), moment)
-    except NotExecutable as error:
-        return RuleProof(
-            source.path, title, options.exact, f"the original KQL does not execute: {error}", len(rows)
-        )
+    for attempt in range(1 + _RETRIES):  # more events until the original selects some
+        more: dict[str, int] = {} if attempt == 0 else {"random_rows": _RETRY_ROWS}
+        rows = generate(detection, schema, seed=seed + attempt, now=moment, **more)
+        mapped_rows = target_rows(rows, source_spec, mapped.detection.table)
+        loads = {detection.table: rows}
+        if mapped.detection.table != detection.table:
+            loads[mapped.detection.table] = mapped_rows
+        kql_engine.load(loads)
+        try:
+            original = kql_engine.select(row_selecting(query), moment)
+        except NotExecutable as error:
+            return RuleProof(
+                source.path, title, options.exact, f"the original KQL does not execute: {error}", len(rows)
+            )
+        if original:
+            break
+    by_id = {row[ID]: row for row in rows}
 
     def make_rule() -> Any:
         from sigma.rule import SigmaRule
@@ -161,8 +169,8 @@ def measure(source: SourceRule, options: Options, now: datetime | None = None) -
         measured = verdict(original, selected)
         checked: bool | None = agrees(label, measured)
         reason = ""
-        if not original and label not in (EXACT, APPROXIMATE):  # no event can show a difference
-            checked, reason = None, VACUOUS
+        if not original:  # no event can show what the original misses or keeps: nothing is proven
+            measured, checked, reason = UNPROVEN, None, VACUOUS
         results[target] = TargetProof(
             target,
             measured,
