@@ -104,3 +104,18 @@ def test_rule_attributes_bring_back_window_and_aggregation(
     assert query.endswith(
         "| where Timestamp between (ago(5d) .. now())\n| summarize Count=count() by DeviceId, DeviceName"
     )
+
+
+def test_our_backends_render_case_sensitive_tests(wheel_env: WheelEnv, tmp_path: Path) -> None:
+    """pySigma's KQL backend refuses |cased; ours (the backend plugin) writes KQL's own `==`."""
+    path = tmp_path / "cased.yml"
+    path.write_text(
+        "title: Cased Account\nid: 9d1b2c3e-4f50-4a61-8b72-93a4b5c6d7e8\nstatus: experimental\n"
+        "logsource:\n    product: windows\n    category: process_creation\n"
+        "detection:\n    selection:\n        User|cased: SYSTEM\n        DestinationPort: [5938, 7070]\n"
+        "    condition: selection\nlevel: medium\n"
+    )
+    assert "rmm2sigma_kusto" in _sigma(wheel_env, "list", "targets")
+    command = ("convert", "--disable-pipeline-check", "-t", "rmm2sigma_kusto", "-p", "microsoft_xdr")
+    query = _sigma(wheel_env, *command, str(path))
+    assert 'AccountName == "SYSTEM"' in query

@@ -5,9 +5,8 @@
 rmm2sigma_splunk``, ``-t lucene -p ecs_windows -p rmm2sigma_lucene``, ``-t esql -p ecs_windows -p
 rmm2sigma_esql`` and ``-t eql -p ecs_windows -p rmm2sigma_eql``. What each adds:
 
-* ``rmm2sigma_kusto``: case-sensitive tests as anchored ``matches regex`` (the KQL backend refuses
-  ``|cased``), the Defender table for rules with no microsoft_xdr category (the signer table), and
-  the time window and ``summarize``;
+* ``rmm2sigma_kusto``: the Defender table for rules with no microsoft_xdr category (the signer
+  table), and the time window and ``summarize``;
 * ``rmm2sigma_splunk``: the window as ``earliest=`` and the aggregation as ``| stats``;
 * ``rmm2sigma_lucene`` / ``rmm2sigma_esql`` / ``rmm2sigma_eql``: case-insensitive strings and
   term regexes in Lucene's regex dialect (and ES|QL's window and ``STATS``).
@@ -15,6 +14,9 @@ rmm2sigma_esql`` and ``-t eql -p ecs_windows -p rmm2sigma_eql``. What each adds:
 The window and aggregation templates read a rule's ``rmm2sigma`` attribute (``window``,
 ``functions``, ``by``), a top-level key of the Sigma YAML that pySigma keeps in
 ``custom_attributes``; a rule without it converts without them.
+
+Case-sensitive tests and numeric value lists are rendered by rmm2sigma's backends, which ship as
+the backend plugin ``sigma.backends.rmm2sigma`` (``-t rmm2sigma_kusto`` and so on).
 
 Lives in the ``sigma.pipelines`` namespace, where pySigma's plugin discovery looks; every
 pipeline here is a function returning a ``ProcessingPipeline``, named ``<id>_pipeline``.
@@ -25,7 +27,6 @@ from __future__ import annotations
 from sigma.processing.pipeline import ProcessingPipeline
 
 from rmm2sigma.elastic import lucene_pipeline
-from rmm2sigma.kusto import cased_pipeline
 from rmm2sigma.targets import _pipeline
 
 __all__ = [
@@ -44,8 +45,8 @@ def _named(pipeline: ProcessingPipeline, name: str) -> ProcessingPipeline:
 
 
 def rmm2sigma_kusto_pipeline() -> ProcessingPipeline:
-    joined = cased_pipeline() + _pipeline("kusto_tables") + _pipeline("kusto_aggregation")
-    return _named(joined, "cased tests as regexes, Defender tables, window and summarize for KQL")
+    joined = _pipeline("kusto_tables") + _pipeline("kusto_aggregation")
+    return _named(joined, "Defender tables, window and summarize for KQL")
 
 
 def rmm2sigma_splunk_pipeline() -> ProcessingPipeline:
