@@ -112,10 +112,10 @@ def test_our_backends_render_case_sensitive_tests(wheel_env: WheelEnv, tmp_path:
     path.write_text(
         "title: Cased Account\nid: 9d1b2c3e-4f50-4a61-8b72-93a4b5c6d7e8\nstatus: experimental\n"
         "logsource:\n    product: windows\n    category: process_creation\n"
-        "detection:\n    selection:\n        User|cased: SYSTEM\n        DestinationPort: [5938, 7070]\n"
+        "detection:\n    selection:\n        User|cased: SYSTEM\n        ProcessId: [5938, 7070]\n"
         "    condition: selection\nlevel: medium\n"
     )
     assert "rmm2sigma_kusto" in _sigma(wheel_env, "list", "targets")
     command = ("convert", "--disable-pipeline-check", "-t", "rmm2sigma_kusto", "-p", "microsoft_xdr")
     query = _sigma(wheel_env, *command, str(path))
-    assert 'AccountName == "SYSTEM"' in query
+    assert 'AccountName == "SYSTEM"' in query and "ProcessId in (5938, 7070)" in query
