@@ -15,7 +15,7 @@ from functools import cache, partial
 from importlib import resources
 from typing import Any
 
-from . import kql, targets
+from . import correlation, kql, targets
 from .errors import Rmm2SigmaError, printable
 from .fidelity import SIGMA, target_fidelity
 from .kql.lower import Schema, lower
@@ -73,12 +73,20 @@ def convert_rule(source: SourceRule, options: Options, wanted: Sequence[str] = t
     queries: dict[str, str] = {}
     errors: dict[str, str] = {}
     notes = list(mapped.notes)
+    threshold = correlation.plan(mapped)
+    pair = threshold and correlation.documents(source, mapped, options, emitted.filename, threshold)
+    if threshold:
+        notes.extend(threshold.notes)
     for target in wanted:
         attributes, target_notes = targets.rule_attributes(
             target, mapped.detection.aggregation, mapped.detection.window
         )
-        notes.extend(target_notes)
-        result = targets.convert(target, lambda: _rule_from(document), attributes)
+        if pair is None or target == "kusto":  # with a threshold, only kusto renders the summarize
+            notes.extend(target_notes)
+        if pair:
+            result = correlation.convert(target, pair, attributes)
+        else:
+            result = targets.convert(target, lambda: _rule_from(document), attributes)
         if result.query is None:
             errors[target] = result.error or "conversion failed"
         else:
@@ -91,7 +99,7 @@ def convert_rule(source: SourceRule, options: Options, wanted: Sequence[str] = t
         rule_id=str(emitted.rule.id),
         category=emitted.category,
         filename=emitted.filename,
-        yaml=emitted.yaml,
+        yaml=pair.yaml if pair else emitted.yaml,
         fidelity=mapped.fidelity,
         notes=tuple(dict.fromkeys(notes)),
         queries=queries,

@@ -51,6 +51,8 @@ def target_fidelity(mapped: MappedRule, targets: Iterable[str]) -> dict[str, Tar
     measurable = mapped.measurable
     declared = mapped.fidelity is Fidelity.APPROXIMATE and measurable is not Fidelity.APPROXIMATE
     out: dict[str, TargetFidelity] = {}
+    from .correlation import threshold_fidelity  # imports pySigma through sigma.py
+
     for target in targets:
         if target == "kusto" and mapped.table.kusto_table:  # the Defender table is kept: no model change
             out[target] = TargetFidelity(measurable.value)
@@ -63,7 +65,7 @@ def target_fidelity(mapped: MappedRule, targets: Iterable[str]) -> dict[str, Tar
             label = TargetFidelity(measurable.value)
         if declared and label.label in (Fidelity.EXACT.value, Fidelity.WIDENED.value):
             label = replace(label, label=Fidelity.APPROXIMATE.value)
-        out[target] = label
+        out[target] = threshold_fidelity(target, label, mapped)
     return out
 
 

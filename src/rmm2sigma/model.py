@@ -107,9 +107,25 @@ class AggregateFunction:
 
 
 @dataclass(frozen=True)
+class Threshold:
+    """``| where Count > 5`` after ``summarize``: a bound on one count (a Sigma correlation rule).
+
+    Only lower bounds (``GT``/``GTE``) on ``count()``/``dcount()`` are kept: counting more events
+    never drops a group, so a target that widens the events or cannot count widens the rule.
+    """
+
+    function: AggregateFunction
+    match: Match  # GT or GTE
+    value: int
+    text: str = ""
+
+
+@dataclass(frozen=True)
 class Aggregation:
     functions: tuple[AggregateFunction, ...]
     by: tuple[str, ...]
+    having: Threshold | None = None
+    bin: timedelta | None = None  # ``bin(Timestamp, 1h)`` in ``by``: the threshold's time buckets
 
 
 @dataclass(frozen=True)

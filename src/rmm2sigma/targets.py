@@ -99,10 +99,19 @@ def backend(target: str) -> Backend:
 
 
 @cache
-def _aggregation_names() -> dict[str, dict[str, dict[str, str]]]:
+def aggregation_names() -> dict[str, dict[str, dict[str, str]]]:
     text = resources.files(__package__).joinpath("pipelines/aggregation.yml").read_text()
     data: dict[str, dict[str, dict[str, str]]] = yaml.safe_load(text)
     return data
+
+
+def compact_timespan(span: timedelta) -> str:
+    """``1h``, ``2m``, ``7d``: the largest whole unit, as both KQL and Sigma's ``timespan`` write it."""
+    seconds = int(span.total_seconds())
+    for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
+        if seconds % size == 0:
+            return f"{seconds // size}{unit}"
+    return f"{seconds}s"
 
 
 def rule_attributes(
@@ -112,12 +121,10 @@ def rule_attributes(
     notes: list[str] = []
     attributes: dict[str, Any] = {}
     if window is not None:
-        seconds = int(window.total_seconds())
-        compact = f"{seconds // 86400}d" if seconds % 86400 == 0 else f"{seconds}s"
-        attributes["window"] = {"seconds": seconds, "compact": compact}
+        attributes["window"] = {"seconds": int(window.total_seconds()), "compact": compact_timespan(window)}
     if aggregation is None:
         return attributes, ()
-    names = _aggregation_names()
+    names = aggregation_names()
     if not any(target in entry for entry in names["functions"].values()):
         return attributes, (
             f"{target} cannot aggregate: the query returns the matching events, not a summary",
@@ -138,8 +145,13 @@ def rule_attributes(
             notes.append(f"{target}: group-by column {column_name} has no equivalent; left out")
         else:
             by.append(column)
-    if by:
+    if by or aggregation.having:
         attributes.update(functions=functions, by=by)
+    if aggregation.having:  # kusto only: the others get a Sigma correlation rule (correlation.py)
+        having = aggregation.having
+        symbol = {"gt": ">", "gte": ">="}[having.match.value]
+        attributes["having"] = {"name": having.function.name, "op": symbol, "value": having.value}
+        attributes["bin"] = compact_timespan(aggregation.bin) if aggregation.bin else None
     return attributes, tuple(notes)
 
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 import ipaddress
 import re
 from collections.abc import Mapping
+from dataclasses import replace
 from datetime import timedelta
 from typing import TypeGuard
 
@@ -26,6 +27,7 @@ from ..model import (
     Opaque,
     Or,
     Predicate,
+    Threshold,
     Value,
 )
 from . import syntax as k
@@ -125,11 +127,14 @@ class _Lowering:
             keyword = getattr(op, "keyword", None)
             if isinstance(op, k.Where):
                 if aggregation is not None:
-                    raise _fail("a filter after summarize (a threshold) has no Sigma rule equivalent", op)
+                    aggregation = self.threshold(op, aggregation)
+                    continue
                 node = self.condition(op.predicate, top_level=True)
                 if node is not None:
                     conditions.append(node)
             elif isinstance(op, k.Summarize):
+                if aggregation is not None and aggregation.having is not None:
+                    raise _fail("a summarize after a threshold has no Sigma equivalent", op)
                 aggregation = self.aggregation(op)
             elif isinstance(op, k.Extend):
                 extends.append(op)
@@ -159,6 +164,8 @@ class _Lowering:
             predicate = None
         else:
             predicate = conditions[0] if len(conditions) == 1 else And(tuple(conditions))
+        if aggregation is not None and aggregation.bin is not None and aggregation.having is None:
+            raise _fail("`bin()` in summarize is only supported with a threshold after it", body)
         return Detection(table, predicate, self.window, aggregation, tuple(dict.fromkeys(self.notes)))
 
     def sorts_by_time(self, op: object) -> bool:
@@ -494,14 +501,63 @@ class _Lowering:
             call = assignment.expr
             if not isinstance(call, k.Call) or len(call.args) > 1:
                 raise _fail(f"aggregate `{_shorten(to_kql(call))}` is not supported", call)
-            column = self.column(call.args[0], tested=False) if call.args else None
-            functions.append(AggregateFunction(assignment.name or call.function, call.function, column))
+            column = self.aggregated_column(call.args[0]) if call.args else None
+            # KQL's default output names: count_, dcount_Column
+            name = assignment.name or f"{call.function}_{column or ''}"
+            functions.append(AggregateFunction(name, call.function, column))
         by = []
+        span: timedelta | None = None
         for assignment in op.by:
+            expr = assignment.expr
+            if _is_call(expr, "bin") and len(expr.args) == 2 and span is None:
+                span = self.time_bin(expr)
+                continue
             if assignment.name is not None:
                 raise _fail("computed group-by columns are not supported", assignment)
-            by.append(self.column(assignment.expr, tested=False))
-        return Aggregation(tuple(functions), tuple(by))
+            by.append(self.column(expr, tested=False))
+        return Aggregation(tuple(functions), tuple(by), bin=span)
+
+    def aggregated_column(self, expr: k.Expr) -> str:
+        """The column an aggregate reads; ``tostring()`` of a string column is the column itself."""
+        if _is_call(expr, "tostring") and len(expr.args) == 1:
+            inner = expr.args[0]
+            if isinstance(inner, k.Name) and self.columns.get(inner.name) == "string":
+                return inner.name
+        return self.column(expr, tested=False)
+
+    def time_bin(self, expr: k.Call) -> timedelta:
+        """``bin(Timestamp, 1h)``: the buckets a threshold counts in."""
+        column, size = expr.args
+        span = _timespan(self.resolve(size))
+        if not (isinstance(column, k.Name) and column.name in TIME_COLUMNS) or span is None:
+            raise _fail(f"`{_shorten(to_kql(expr))}`: only `bin()` of the event time is supported", expr)
+        return span
+
+    def threshold(self, op: k.Where, aggregation: Aggregation) -> Aggregation:
+        """``| where Count > 5`` after summarize: a lower bound on one count, or a located refusal."""
+        expr = op.predicate
+        names = {function.name: function for function in aggregation.functions}
+        if aggregation.having is not None or not isinstance(expr, k.Binary):
+            raise _fail("only one threshold `| where Count > N` after summarize is supported", op)
+        left, comparison, right = expr.left, expr.op, expr.right
+        if isinstance(right, k.Name) and right.name in names:
+            left, comparison, right = right, _FLIPPED.get(comparison, comparison), left
+        if not (isinstance(left, k.Name) and left.name in names):
+            raise _fail("a filter after summarize must compare a count with a number", op)
+        function = names[left.name]
+        if function.function not in ("count", "dcount"):
+            raise _fail(f"a threshold on `{function.function}()` has no Sigma correlation", op)
+        if comparison not in (">", ">="):
+            raise _fail(
+                f"`{_shorten(to_kql(expr))}` keeps the groups under a count: a target that counts "
+                "more events or in shorter buckets would drop some, so only `>` and `>=` convert",
+                op,
+            )
+        value = self.scalar(right)
+        if not isinstance(value, int) or isinstance(value, bool):
+            raise _fail(f"`{_shorten(to_kql(expr))}`: the threshold must be a whole number", op)
+        match = Match.GT if comparison == ">" else Match.GTE
+        return replace(aggregation, having=Threshold(function, match, value, to_kql(expr)))
 
 
 def _chain(expr: k.Expr, op: str) -> list[k.Expr]:
@@ -521,6 +577,12 @@ def _is_call(expr: k.Expr, name: str) -> TypeGuard[k.Call]:
     return isinstance(expr, k.Call) and expr.function == name
 
 
+def _timespan(expr: k.Expr) -> timedelta | None:
+    if not isinstance(expr, k.TimespanLit) or not (match := _TIMESPAN.match(expr.text)):
+        return None
+    return timedelta(**{_TIMESPAN_UNITS[match.group(2)]: float(match.group(1))})
+
+
 def _now_offset(expr: k.Expr) -> timedelta | None:
     """``now(-5d)`` and ``ago(5d)`` as the 5-day distance from now."""
     if not isinstance(expr, k.Call) or len(expr.args) != 1:
@@ -528,9 +590,9 @@ def _now_offset(expr: k.Expr) -> timedelta | None:
     arg, sign = expr.args[0], 1
     if isinstance(arg, k.Unary) and arg.op == "-":
         arg, sign = arg.operand, -1
-    if not isinstance(arg, k.TimespanLit) or not (match := _TIMESPAN.match(arg.text)):
+    span = _timespan(arg)
+    if span is None:
         return None
-    span = timedelta(**{_TIMESPAN_UNITS[match.group(2)]: float(match.group(1))})
     if expr.function == "ago" and sign == 1:
         return span
     if expr.function == "now" and sign == -1:

@@ -55,9 +55,13 @@ class NotExecutable(Exception):
 
 
 def row_selecting(query: k.Query) -> str:
-    """The query up to its last ``where`` (lets kept), selecting ``__id``: which rows it keeps."""
+    """The query up to its last row filter (lets kept), selecting ``__id``: which rows it keeps.
+
+    A ``where`` after ``summarize`` filters groups (a threshold), not rows: it is not included.
+    """
     operators = query.body.operators
-    last = max((i for i, op in enumerate(operators) if isinstance(op, k.Where)), default=-1)
+    end = next((i for i, op in enumerate(operators) if isinstance(op, k.Summarize)), len(operators))
+    last = max((i for i, op in enumerate(operators[:end]) if isinstance(op, k.Where)), default=-1)
     body = k.Pipeline(query.body.source, operators[: last + 1])
     # `__id` is a valid column name only in brackets for duckdb-kql, and the printer prints bare names
     return to_kql(k.Query(query.lets, body)) + "\n| project ['" + ID + "']"
