@@ -128,6 +128,7 @@ class Documents:
     correlation: dict[str, Any]
     base: dict[str, Any]
     yaml: str
+    filename: str  # SigmaHQ's validators want ``correlation_`` before a combined file's name
 
 
 def documents(
@@ -154,7 +155,8 @@ def documents(
     }
     correlation = {key: correlation[key] for key in CORRELATION_KEY_ORDER if correlation.get(key)}
     base["title"] = base_title
-    return Documents(correlation, base, dump_yaml(correlation) + "---\n" + dump_yaml(base))
+    filename = f"correlation_{name}"[:86].rstrip("_") + ".yml"
+    return Documents(correlation, base, dump_yaml(correlation) + "---\n" + dump_yaml(base), filename)
 
 
 def convert(target: str, pair: Documents, attributes: dict[str, Any]) -> targets.TargetQuery:

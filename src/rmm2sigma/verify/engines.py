@@ -111,11 +111,14 @@ class KqlEngine:
 
     def select(self, query: str, now: datetime) -> set[int]:
         """The ``__id`` s a query returns; raises ``NotExecutable`` with duckdb-kql's reason."""
+        return {int(row[0]) for row in self.rows(query, now)}
+
+    def rows(self, query: str, now: datetime) -> set[tuple[Any, ...]]:
+        """The rows a query returns (a summarize's groups); raises ``NotExecutable``."""
         try:
-            rows = duckdb_kql.query(self.connection, query, query_now=now).fetchall()
+            return set(duckdb_kql.query(self.connection, query, query_now=now).fetchall())
         except Exception as error:  # duckdb-kql raises its own errors and duckdb's
             raise NotExecutable(f"{type(error).__name__}: {_first_line(error)}") from None
-        return {int(row[0]) for row in rows}
 
 
 def _duck_value(value: Any, kind: str) -> Any:
@@ -241,6 +244,12 @@ class SigmaEngine:
 
     def select(self, query: str, rows: Sequence[Row], fields: Sequence[str]) -> set[int]:
         """Run the backend's query over ``rows``; ``fields`` are the table's columns."""
+        cursor = self.execute(query, rows, fields)
+        index = [d[0] for d in cursor.description].index(ID)
+        return {int(row[index]) for row in cursor}
+
+    def execute(self, query: str, rows: Sequence[Row], fields: Sequence[str]) -> sqlite3.Cursor:
+        """Load ``rows`` as the backend's table and run ``query`` (a rule's or a correlation's)."""
         columns = [ID, *dict.fromkeys(f for f in fields if f != ID)]
         self.connection.execute(f"DROP TABLE IF EXISTS {self.TABLE}")
         self.connection.execute(f"CREATE TABLE {self.TABLE} ({', '.join(_quote(c) for c in columns)})")
@@ -249,11 +258,9 @@ class SigmaEngine:
             f"INSERT INTO {self.TABLE} VALUES ({holes})", [[row.get(c) for c in columns] for row in rows]
         )
         try:
-            cursor = self.connection.execute(query)
+            return self.connection.execute(query)
         except sqlite3.Error as error:
             raise NotExecutable(f"sqlite: {_first_line(error)}") from None
-        index = [d[0] for d in cursor.description].index(ID)
-        return {int(row[index]) for row in cursor}
 
 
 def _quote(name: str) -> str:
