@@ -30,6 +30,7 @@ from .sources import SourceRule
 if TYPE_CHECKING:
     from .fidelity import TargetFidelity
 
+SIGMA_TARGET = "sigma"  # fidelity.SIGMA: the Sigma rule itself
 # Defender's advanced hunting keeps 30 days of data: a query without a time range counts over them
 HUNTING_RETENTION = timedelta(days=30)
 CORRELATION_KEY_ORDER = (
@@ -187,40 +188,48 @@ def convert(target: str, pair: Documents, attributes: dict[str, Any]) -> targets
 
 
 def threshold_fidelity(target: str, label: TargetFidelity, mapped: MappedRule) -> TargetFidelity:
-    """A target's label with what counting in its way changes (the row-level label is ``label``)."""
+    """A target's label with what its way of counting changes (``label`` is the row-level one).
+
+    kusto renders the original ``summarize`` and ``where``: no change. Every other change widens
+    (more groups) except fixed buckets in place of the whole time range, which can lose a group.
+    """
     from .fidelity import DIVERGED, NARROWED
 
     chosen = plan(mapped)
-    if chosen is None or target == "kusto":  # kusto renders the original summarize and where
+    if chosen is None or target == "kusto":
         return label
     notes = list(label.notes)
     base = label.label
     widened = base in (Fidelity.EXACT.value, Fidelity.WIDENED.value)
+    if mapped.detection.window is not None and target != SIGMA_TARGET:
+        notes.append(
+            f"{target}: the time window is not part of the correlation query: run it over the last "
+            f"{targets.compact_timespan(mapped.detection.window)}"
+        )
     if target == "lucene":
         notes.append(
             f"lucene: the threshold `{chosen.threshold.text}` is not expressible in lucene: the query "
             "returns every matching event"
         )
         return replace(label, label=Fidelity.WIDENED.value if widened else base, notes=tuple(notes))
-    if mapped.detection.window is not None and target != "sigma":
+    if target in ("splunk", "esql") and not chosen.from_bin:
         notes.append(
-            f"{target}: the time window is not part of the correlation query: run it over the last "
-            f"{targets.compact_timespan(mapped.detection.window)}"
+            f"{target}: the count runs in fixed {chosen.timespan} buckets, and the original counts "
+            "over its whole time range once: a group whose events straddle a bucket boundary can be missed"
         )
-    if target == "eql":
+        narrowed = base == Fidelity.EXACT.value and not chosen.dropped
+        return replace(label, label=NARROWED if narrowed else DIVERGED, notes=tuple(notes))
+    if target == SIGMA_TARGET:
+        notes.append(
+            f"sigma: the correlation counts within {chosen.timespan} windows, which a backend may slide "
+            "(sqlite, EQL), and compares group values case-insensitively: it reports at least the "
+            "original's groups"
+        )
+    elif target == "eql":
         notes.append(
             f"eql: the count is a sequence of `runs` events within {chosen.timespan}, at least the "
-            "threshold and in any sliding window (wider)"
+            "threshold, in sliding windows (wider)"
         )
-        return replace(label, label=Fidelity.APPROXIMATE.value if widened else base, notes=tuple(notes))
-    if chosen.dropped or (target != "sigma" and not chosen.from_bin):
-        if target in ("splunk", "esql") and not chosen.from_bin:
-            notes.append(
-                f"{target}: the count runs in fixed {chosen.timespan} buckets, and the original counts "
-                "over its whole time range once: a group whose events straddle a bucket boundary can "
-                "be missed"
-            )
-            narrowed = base == Fidelity.EXACT.value and not chosen.dropped
-            return replace(label, label=NARROWED if narrowed else DIVERGED, notes=tuple(notes))
-        return replace(label, label=Fidelity.APPROXIMATE.value if widened else base, notes=tuple(notes))
-    return label
+    elif not chosen.dropped:
+        return replace(label, notes=tuple(notes))
+    return replace(label, label=Fidelity.APPROXIMATE.value if widened else base, notes=tuple(notes))
