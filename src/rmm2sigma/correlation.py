@@ -81,7 +81,7 @@ def plan(mapped: MappedRule) -> Plan | None:
             "coarser groups, which only adds groups (wider)"
         )
     kind, field = "event_count", None
-    if threshold.function.function == "dcount":
+    if threshold.function.function != "count":  # dcount(X), array_length(make_set(X))
         column = threshold.function.column or ""
         spec = mapped.table.fields.get(column)
         if spec is None:
@@ -166,7 +166,7 @@ def convert(target: str, pair: Documents, attributes: dict[str, Any]) -> targets
     from sigma.exceptions import SigmaError
     from sigma.rule import SigmaRule
 
-    counted = attributes.get("having", {}).get("name")
+    counted = attributes.get("having", {}).get("counted")
     if target == "kusto" and counted not in {f["name"] for f in attributes.get("functions", [])}:
         return targets.TargetQuery(
             None, "kusto: the counted column has no equivalent (pipelines/aggregation.yml)"
@@ -188,10 +188,11 @@ def convert(target: str, pair: Documents, attributes: dict[str, Any]) -> targets
 
 
 def threshold_fidelity(target: str, label: TargetFidelity, mapped: MappedRule) -> TargetFidelity:
-    """A target's label with what its way of counting changes (``label`` is the row-level one).
+    """A target's label on groups, from its label on rows (``label``): what its counting changes.
 
     kusto renders the original ``summarize`` and ``where``: no change. Every other change widens
-    (more groups) except fixed buckets in place of the whole time range, which can lose a group.
+    (more groups) except fixed buckets in place of the whole time range, and distinct values
+    counted case-insensitively, which can each lose a group.
     """
     from .fidelity import DIVERGED, NARROWED
 
@@ -201,7 +202,7 @@ def threshold_fidelity(target: str, label: TargetFidelity, mapped: MappedRule) -
     notes = list(label.notes)
     base = label.label
     widened = base in (Fidelity.EXACT.value, Fidelity.WIDENED.value)
-    if mapped.detection.window is not None and target != SIGMA_TARGET:
+    if mapped.detection.window is not None and target not in (SIGMA_TARGET, "lucene"):
         notes.append(
             f"{target}: the time window is not part of the correlation query: run it over the last "
             f"{targets.compact_timespan(mapped.detection.window)}"
@@ -219,6 +220,13 @@ def threshold_fidelity(target: str, label: TargetFidelity, mapped: MappedRule) -
         )
         narrowed = base == Fidelity.EXACT.value and not chosen.dropped
         return replace(label, label=NARROWED if narrowed else DIVERGED, notes=tuple(notes))
+    if target == SIGMA_TARGET and chosen.kind == "value_count":
+        notes.append(
+            "sigma: a backend that compares values case-insensitively (pysigma-backend-sqlite) counts "
+            "values differing only in case once, so a group can be missed; its sliding "
+            f"{chosen.timespan} windows can add groups"
+        )
+        return replace(label, label=DIVERGED, notes=tuple(notes))
     if target == SIGMA_TARGET:
         notes.append(
             f"sigma: the correlation counts within {chosen.timespan} windows, which a backend may slide "

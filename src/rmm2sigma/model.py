@@ -114,10 +114,11 @@ class Threshold:
     never drops a group, so a target that widens the events or cannot count widens the rule.
     """
 
-    function: AggregateFunction
+    function: AggregateFunction  # count, dcount, or make_set whose length is compared
     match: Match  # GT or GTE
     value: int
     text: str = ""
+    length: str | None = None  # ``extend N = array_length(set_X)``: N, the make_set's distinct count
 
 
 @dataclass(frozen=True)

@@ -141,6 +141,8 @@ def rule_attributes(
         functions.append({"name": function.name, "function": name, "column": column})
     for column_name in aggregation.by:
         column = names["columns"].get(column_name, {}).get(target)
+        if target == "kusto":  # microsoft_xdr keeps Defender's names; the mapping kept the column
+            column = column or column_name
         if column is None:
             notes.append(f"{target}: group-by column {column_name} has no equivalent; left out")
         else:
@@ -150,7 +152,13 @@ def rule_attributes(
     if aggregation.having:  # kusto only: the others get a Sigma correlation rule (correlation.py)
         having = aggregation.having
         symbol = {"gt": ">", "gte": ">="}[having.match.value]
-        attributes["having"] = {"name": having.function.name, "op": symbol, "value": having.value}
+        attributes["having"] = {
+            "name": having.length or having.function.name,
+            "counted": having.function.name,
+            "op": symbol,
+            "value": having.value,
+            "extend": f"{having.length} = array_length({having.function.name})" if having.length else None,
+        }
         attributes["bin"] = compact_timespan(aggregation.bin) if aggregation.bin else None
     return attributes, tuple(notes)
 

@@ -79,6 +79,8 @@ _CASE_FUNCTIONS = {"tolower": str.lower, "toupper": str.upper}
 _SHAPING_KEYWORDS = frozenset(
     {"sort", "order", "project-away", "project-rename", "project-reorder", "project-keep", "serialize", "as"}
 )
+# aggregates building a set or list (KQL's default output name prefix); a second argument caps the size
+_SET_FUNCTIONS = {"make_set": "set", "makeset": "set", "make_list": "list", "makelist": "list"}
 _PRIVATE_NETWORKS = ("10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16")  # RFC 1918, as ipv4_is_private
 _TIMESPAN = re.compile(r"^(\d+(?:\.\d+)?)(d|h|m|s|ms)$")
 _TIMESPAN_UNITS = {"d": "days", "h": "hours", "m": "minutes", "s": "seconds", "ms": "milliseconds"}
@@ -110,6 +112,8 @@ class _Lowering:
         self.notes: list[str] = []
         self.window: timedelta | None = None
         self.computed: dict[str, k.Expr] = {}  # extend columns, inlined where a filter reads them
+        self.set_lengths: dict[str, AggregateFunction] = {}  # extend N = array_length(<a make_set>)
+        self.set_caps: dict[str, int] = {}  # make_set(X, cap): the output name's cap
         self.inlined: set[str] = set()
 
     def detection(self) -> Detection:
@@ -136,6 +140,8 @@ class _Lowering:
                 if aggregation is not None and aggregation.having is not None:
                     raise _fail("a summarize after a threshold has no Sigma equivalent", op)
                 aggregation = self.aggregation(op)
+            elif isinstance(op, k.Extend) and aggregation is not None:
+                self.set_length(op, aggregation)
             elif isinstance(op, k.Extend):
                 extends.append(op)
                 for assignment in op.columns:
@@ -499,11 +505,19 @@ class _Lowering:
         functions: list[AggregateFunction] = []
         for assignment in op.aggregates:
             call = assignment.expr
-            if not isinstance(call, k.Call) or len(call.args) > 1:
+            if not isinstance(call, k.Call) or not (
+                len(call.args) <= 1 or (len(call.args) == 2 and call.function in _SET_FUNCTIONS)
+            ):
                 raise _fail(f"aggregate `{_shorten(to_kql(call))}` is not supported", call)
             column = self.aggregated_column(call.args[0]) if call.args else None
-            # KQL's default output names: count_, dcount_Column
-            name = assignment.name or f"{call.function}_{column or ''}"
+            # KQL's default output names: count_, dcount_Column, set_Column
+            name = assignment.name or f"{_SET_FUNCTIONS.get(call.function, call.function)}_{column or ''}"
+            if len(call.args) == 2:
+                cap = self.scalar(call.args[1])
+                if not isinstance(cap, int):
+                    raise _fail(f"`{_shorten(to_kql(call))}`: the size cap must be a whole number", call)
+                self.set_caps[name] = cap
+                self.notes.append(f"the size cap of `{_shorten(to_kql(call))}` only shortens the output")
             functions.append(AggregateFunction(name, call.function, column))
         by = []
         span: timedelta | None = None
@@ -533,10 +547,32 @@ class _Lowering:
             raise _fail(f"`{_shorten(to_kql(expr))}`: only `bin()` of the event time is supported", expr)
         return span
 
+    def set_length(self, op: k.Extend, aggregation: Aggregation) -> None:
+        """``extend N = array_length(set_X)`` after summarize: N is the count of distinct X.
+
+        Other columns computed from the groups (entity names, say) only shape the output.
+        """
+        sets = {f.name: f for f in aggregation.functions if f.function in _SET_FUNCTIONS}
+        for assignment in op.columns:
+            expr = assignment.expr
+            if not (
+                assignment.name
+                and _is_call(expr, "array_length")
+                and len(expr.args) == 1
+                and isinstance(expr.args[0], k.Name)
+                and expr.args[0].name in sets
+                and sets[expr.args[0].name].function in ("make_set", "makeset")
+            ):
+                self.notes.append(
+                    f"output shaping `{_shorten(to_kql(assignment))}` is not part of a Sigma rule"
+                )
+                continue
+            self.set_lengths[assignment.name] = sets[expr.args[0].name]
+
     def threshold(self, op: k.Where, aggregation: Aggregation) -> Aggregation:
         """``| where Count > 5`` after summarize: a lower bound on one count, or a located refusal."""
         expr = op.predicate
-        names = {function.name: function for function in aggregation.functions}
+        names = {function.name: function for function in aggregation.functions} | self.set_lengths
         if aggregation.having is not None or not isinstance(expr, k.Binary):
             raise _fail("only one threshold `| where Count > N` after summarize is supported", op)
         left, comparison, right = expr.left, expr.op, expr.right
@@ -545,7 +581,8 @@ class _Lowering:
         if not (isinstance(left, k.Name) and left.name in names):
             raise _fail("a filter after summarize must compare a count with a number", op)
         function = names[left.name]
-        if function.function not in ("count", "dcount"):
+        length = left.name if left.name in self.set_lengths else None
+        if function.function not in ("count", "dcount") and length is None:
             raise _fail(f"a threshold on `{function.function}()` has no Sigma correlation", op)
         if comparison not in (">", ">="):
             raise _fail(
@@ -557,7 +594,10 @@ class _Lowering:
         if not isinstance(value, int) or isinstance(value, bool):
             raise _fail(f"`{_shorten(to_kql(expr))}`: the threshold must be a whole number", op)
         match = Match.GT if comparison == ">" else Match.GTE
-        return replace(aggregation, having=Threshold(function, match, value, to_kql(expr)))
+        cap = self.set_caps.get(function.name)
+        if length is not None and cap is not None and cap <= value + (match is Match.GT):
+            raise _fail(f"`{_shorten(to_kql(expr))}` never holds: the set is capped at {cap}", op)
+        return replace(aggregation, having=Threshold(function, match, value, to_kql(expr), length))
 
 
 def _chain(expr: k.Expr, op: str) -> list[k.Expr]:

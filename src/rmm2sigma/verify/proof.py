@@ -131,7 +131,7 @@ def measure(source: SourceRule, options: Options, now: datetime | None = None) -
 
         return SigmaRule.from_dict(document)
 
-    labels = target_fidelity(mapped, TARGETS)
+    labels = target_fidelity(mapped, TARGETS, groups=False)  # a threshold's base rule: see groups.py
     results: dict[str, TargetProof] = {}
     events = sigma_rows(mapped_rows, mapped_spec)
     for target in TARGETS:
