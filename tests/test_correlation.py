@@ -20,6 +20,7 @@ from rmm2sigma.sigma import Options
 from rmm2sigma.sigmahq import check_rules
 from rmm2sigma.sources import read_source
 from rmm2sigma.verify.groups import prove
+from rmm2sigma.verify.kusto_language import kusto_available, validate_kql
 
 OPTIONS = Options(date=dt.date(2026, 1, 1))
 NOW = dt.datetime(2026, 11, 30, 12, 0, 0)
@@ -241,3 +242,12 @@ def test_distinct_values_differing_in_case_are_why_sigma_value_count_is_diverged
     assert 0 < len(proof.original) < proof.groups and proof.kusto == proof.original
     assert proof.original_as_sigma - proof.sigma  # missed: the label says diverged, the note why
     assert _convert(SET_LENGTH).fidelity_by_target["sigma"] == "diverged"
+
+
+def test_emitted_kql_is_valid_for_kusto_language() -> None:
+    """Microsoft's own parser accepts every emitted summarize/extend/where over the Defender schema."""
+    if not kusto_available():
+        pytest.skip("Kusto.Language not installed (needs node and `npm ci --prefix tools/kusto`)")
+    shapes = (HOURLY, WINDOW, DISTINCT, SET_LENGTH, NETWORK)
+    diagnostics = validate_kql([_convert(text).queries["kusto"] for text in shapes])
+    assert [[d.message for d in found if d.is_error] for found in diagnostics] == [[]] * len(shapes)
