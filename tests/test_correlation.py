@@ -4,14 +4,17 @@ and the proof on groups (duckdb-kql for KQL, pysigma-backend-sqlite for the Sigm
 from __future__ import annotations
 
 import datetime as dt
+import json
 from pathlib import Path
 
 import pytest
 from sigma.collection import SigmaCollection
 from sigma.correlations import SigmaCorrelationRule
 from sigma.rule import SigmaRule
+from typer.testing import CliRunner
 
 from rmm2sigma import kql
+from rmm2sigma.cli import app
 from rmm2sigma.convert import RuleResult, convert_input, convert_rule, defender_schema
 from rmm2sigma.errors import UnsupportedKqlError
 from rmm2sigma.kql.lower import lower
@@ -251,3 +254,20 @@ def test_emitted_kql_is_valid_for_kusto_language() -> None:
     shapes = (HOURLY, WINDOW, DISTINCT, SET_LENGTH, NETWORK)
     diagnostics = validate_kql([_convert(text).queries["kusto"] for text in shapes])
     assert [[d.message for d in found if d.is_error] for found in diagnostics] == [[]] * len(shapes)
+
+
+def test_verify_holds_the_base_rule_and_names_the_group_labels(tmp_path: Path) -> None:
+    """``rmm2sigma verify`` measures rows: it holds the base rule's labels and says so for groups."""
+    query = tmp_path / "in" / "taskkill.kql"
+    query.parent.mkdir()
+    query.write_text(DISTINCT, encoding="utf-8")
+    out = tmp_path / "out"
+    runner = CliRunner()
+    converted = runner.invoke(app, ["convert", str(query.parent), "-o", str(out), "-t", "kusto,splunk"])
+    assert converted.exit_code == 0, converted.output
+    assert (out / "sigma_rules" / "process_creation" / "correlation_proc_creation_win_taskkill.yml").exists()
+    verified = runner.invoke(app, ["verify", str(out)])
+    assert verified.exit_code == 0, verified.output
+    (rule,) = json.loads((out / "verify.json").read_text(encoding="utf-8"))["rules"]
+    assert rule["threshold"] == "Killed > 2" and not rule["report_problems"]
+    assert any(note.startswith("sigma: labelled diverged on the groups") for note in rule["notes"])

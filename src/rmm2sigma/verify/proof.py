@@ -72,6 +72,8 @@ class RuleProof:
     events: int = 0
     original: int = 0  # events the original selects
     targets: dict[str, TargetProof] = field(default_factory=dict)
+    # a threshold's labels are on groups (tests/test_correlation.py proves them); rows measure its base
+    threshold: str | None = None
 
     @property
     def problems(self) -> list[TargetProof]:
@@ -171,7 +173,17 @@ def measure(source: SourceRule, options: Options, now: datetime | None = None) -
             label=label,
             agrees=checked,
         )
-    return RuleProof(source.path, title, options.exact, None, len(rows), len(original), results)
+    having = mapped.detection.aggregation.having if mapped.detection.aggregation else None
+    return RuleProof(
+        source.path,
+        title,
+        options.exact,
+        None,
+        len(rows),
+        len(original),
+        results,
+        having.text if having else None,
+    )
 
 
 def _not_executed(target: str, make_rule: Any, label: str) -> TargetProof:
