@@ -199,6 +199,7 @@ def test_each_target_counts_once() -> None:
 def test_a_window_instead_of_bin_is_noted_and_fixed_buckets_can_lose_groups() -> None:
     rule = _convert(WINDOW)
     assert "timespan: 7d" in rule.yaml
+    assert rule.queries["splunk"].startswith("earliest=-7d ") and rule.queries["splunk"].count("stats") == 1
     assert rule.fidelity_by_target["kusto"] == "exact"
     assert rule.fidelity_by_target["splunk"] == "narrowed" == rule.fidelity_by_target["esql"]
     assert any("fixed 7d buckets" in note for note in rule.notes)

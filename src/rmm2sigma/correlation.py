@@ -180,7 +180,10 @@ def convert(target: str, pair: Documents, attributes: dict[str, Any]) -> targets
             None, "eql: a sequence joins events on equal values; it cannot count distinct values"
         )
     try:
-        collection = SigmaCollection.from_dicts([pair.base, pair.correlation])
+        correlation = pair.correlation
+        if target == "splunk" and attributes.get("window"):  # `earliest=` leads the whole search
+            correlation = {**correlation, "rmm2sigma": {"window": attributes["window"]}}
+        collection = SigmaCollection.from_dicts([pair.base, correlation])
         queries = targets.backend(target).convert(collection)
     except (SigmaError, NotImplementedError, ValueError, TypeError, KeyError) as error:
         return targets.TargetQuery(None, f"{target}: {str(error).splitlines()[0]}")
@@ -202,7 +205,7 @@ def threshold_fidelity(target: str, label: TargetFidelity, mapped: MappedRule) -
     notes = list(label.notes)
     base = label.label
     widened = base in (Fidelity.EXACT.value, Fidelity.WIDENED.value)
-    if mapped.detection.window is not None and target not in (SIGMA_TARGET, "lucene"):
+    if mapped.detection.window is not None and target in ("esql", "eql"):
         notes.append(
             f"{target}: the time window is not part of the correlation query: run it over the last "
             f"{targets.compact_timespan(mapped.detection.window)}"
