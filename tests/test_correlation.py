@@ -209,7 +209,7 @@ def test_eql_cannot_count_distinct_values() -> None:
     rule = _convert(DISTINCT)
     assert "eql" not in rule.queries and "distinct" in rule.errors["eql"]
     assert "dcount(ProcessCommandLine)" in rule.queries["kusto"] and "value_count" in rule.queries["splunk"]
-    assert any("DeviceId have no Sigma field" in note for note in rule.notes)
+    assert any("DeviceId have no Sigma field to group by" in note for note in rule.notes)
     assert rule.fidelity_by_target["sigma"] == "diverged"  # distinct values compared without case
 
 

@@ -77,8 +77,8 @@ def plan(mapped: MappedRule) -> Plan | None:
         (group_by if field else dropped).append(field or column)
     if dropped:
         notes.append(
-            f"group-by column(s) {', '.join(dropped)} have no Sigma field: the correlation counts over "
-            "coarser groups, which only adds groups (wider)"
+            f"group-by column(s) {', '.join(dropped)} have no Sigma field to group by (a file name is "
+            "only part of a path): the correlation counts over coarser groups, which only adds groups"
         )
     kind, field = "event_count", None
     if threshold.function.function != "count":  # dcount(X), array_length(make_set(X))
