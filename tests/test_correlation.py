@@ -228,6 +228,12 @@ def test_the_length_of_a_set_is_a_distinct_count() -> None:
     assert any("size cap of `make_set(RemoteUrl, 100)`" in note for note in rule.notes)
 
 
+def test_eql_refuses_a_threshold_of_one_event() -> None:
+    rule = _convert(WINDOW.replace("count_ >= 4", "count_ > 1"))
+    assert "eql" not in rule.queries and "runs=1" in rule.errors["eql"]
+    assert "with runs=4" in _convert(WINDOW).queries["eql"]  # `>= 4`: at least four events
+
+
 # ---------------------------------------------------------------- the proof on groups
 
 

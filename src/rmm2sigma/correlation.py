@@ -179,6 +179,9 @@ def convert(target: str, pair: Documents, attributes: dict[str, Any]) -> targets
         return targets.TargetQuery(
             None, "eql: a sequence joins events on equal values; it cannot count distinct values"
         )
+    if target == "eql" and max(pair.correlation["correlation"]["condition"].values()) <= 1:
+        # pySigma writes the bound as `with runs=N`, and EQL wants at least two runs
+        return targets.TargetQuery(None, "eql: a sequence of one event (`with runs=1`) is not valid EQL")
     try:
         correlation = pair.correlation
         if target == "splunk" and attributes.get("window"):  # `earliest=` leads the whole search
