@@ -239,11 +239,15 @@ def test_eql_refuses_a_threshold_of_one_event() -> None:
 
 @pytest.mark.parametrize("text", [HOURLY, WINDOW, DISTINCT, NETWORK])
 def test_groups_kept_by_kusto_and_sigma(text: str) -> None:
-    """The emitted KQL keeps exactly the original's groups; the Sigma correlation never fewer."""
+    """The emitted KQL keeps exactly the original's groups; the Sigma correlation and eql never fewer."""
     proof = prove(read_source("threshold.kql", text.encode()), OPTIONS, NOW)
     assert 0 < len(proof.original) < proof.groups  # the threshold splits the generated groups
     assert proof.kusto == proof.original
     assert proof.sigma >= proof.original_as_sigma
+    if text is DISTINCT:  # eql cannot count distinct values: refused
+        assert proof.eql is None
+    else:  # eql's sequences with `runs`, run by the eql engine
+        assert proof.eql is not None and proof.eql >= proof.original_as_sigma
 
 
 def test_distinct_values_differing_in_case_are_why_sigma_value_count_is_diverged() -> None:

@@ -295,6 +295,26 @@ class EqlEngine:
             engine.stream_events([eql.Event("any", 0, document) for document in documents])
         return selected
 
+    def sequences(self, query: str, timed: Sequence[tuple[float, Row]]) -> tuple[list[str], list[Row]]:
+        """A ``sequence by ...`` query (a correlation) over events timed in seconds.
+
+        Returns its ``by`` fields and the first event of every sequence found.
+        """
+        try:
+            with eql.parser.elasticsearch_syntax, eql.parser.ignore_missing_functions, eql.parser.allow_runs:
+                parsed = eql.parse_query(query)
+        except eql.EqlError as error:
+            raise NotExecutable(f"eql: {_first_line(error)}") from None
+        by = [value.render() for value in parsed.first.queries[0].join_values]
+        found: list[Row] = []
+        engine = eql.PythonEngine({"time_unit": 1})
+        with _whole_value_regexes():
+            engine.add_query(parsed)
+            engine.add_output_hook(lambda result: found.append(result.events[0].data))
+            ordered = sorted(timed, key=lambda item: item[0])
+            engine.stream_events([eql.Event("any", moment, document) for moment, document in ordered])
+        return by, found
+
 
 @contextmanager
 def _whole_value_regexes() -> Iterator[None]:

@@ -4,8 +4,9 @@ The distinguishing rows of ``events.generate`` are dealt into many groups (hosts
 of one host, time bins) of seeded random sizes up to twice the threshold, so the threshold keeps
 some groups and drops others. The original KQL and the emitted kusto query then run in duckdb-kql,
 and the Sigma correlation in pysigma-backend-sqlite, which executes correlation rules (counting in
-sliding windows of the timespan, group keys compared case-insensitively). Each reports its group
-keys; the original's are also projected the way the Sigma correlation sees them.
+sliding windows of the timespan, group keys compared case-insensitively), and the eql sequence
+(``with runs``) in the ``eql`` engine. Each reports its group keys; the original's are also
+projected the way the Sigma correlation sees them.
 """
 
 from __future__ import annotations
@@ -26,7 +27,16 @@ from ..mapping import map_detection, tables
 from ..model import Detection, Predicate, walk
 from ..sigma import Options
 from ..sources import SourceRule
-from .engines import KqlEngine, SigmaEngine, row_selecting, sigma_fields, sigma_rows, target_rows
+from .engines import (
+    EqlEngine,
+    KqlEngine,
+    SigmaEngine,
+    ecs_rows,
+    row_selecting,
+    sigma_fields,
+    sigma_rows,
+    target_rows,
+)
 from .events import ID, Row, generate
 
 Key = tuple[Any, ...]
@@ -40,6 +50,7 @@ class GroupProof:
     sigma: frozenset[Key]  # the Sigma correlation's group-by values (lowercased by the backend)
     original_as_sigma: frozenset[Key]  # the original's groups as the correlation names them
     groups: int  # groups with at least one event the filter keeps
+    eql: frozenset[Key] | None = None  # the eql sequences' groups (lowercased); None: no eql query
 
 
 def prove(source: SourceRule, options: Options, now: datetime, seed: int = 0) -> GroupProof:
@@ -52,7 +63,7 @@ def prove(source: SourceRule, options: Options, now: datetime, seed: int = 0) ->
     aggregation = mapped.detection.aggregation
     if chosen is None or aggregation is None:
         raise ValueError(f"{source.path}: the query has no threshold after summarize")
-    converted = convert_rule(source, options, ("kusto",))
+    converted = convert_rule(source, options, ("kusto", "eql"))
     generated = generate(detection, schema, seed=seed, now=now)
     engine = KqlEngine(schema)
     engine.load({detection.table: generated})
@@ -81,9 +92,40 @@ def prove(source: SourceRule, options: Options, now: datetime, seed: int = 0) ->
         tuple(json.loads(row[index]).get(field) for field in chosen.group_by) for row in cursor.fetchall()
     }
     everything = engine.rows(_up_to_threshold(query, include=False) + projection, now)
+    eql_groups = None
+    if "eql" in converted.queries:
+        category = mapped.table.logsource.get("category", "")
+        eql_groups = _eql_groups(converted.queries["eql"], events, category, chosen.group_by)
     return GroupProof(
-        frozenset(original), frozenset(kusto), frozenset(reported), frozenset(as_sigma), len(everything)
+        frozenset(original),
+        frozenset(kusto),
+        frozenset(reported),
+        frozenset(as_sigma),
+        len(everything),
+        eql_groups,
     )
+
+
+def _eql_groups(query: str, events: list[Row], category: str, group_by: tuple[str, ...]) -> frozenset[Key]:
+    """The groups of the sequences the eql query finds over the events in ECS (times in seconds)."""
+    from ..fidelity import ecs_field_names
+
+    names = dict(ecs_field_names(category))
+    by, _ = EqlEngine().sequences(query, [])  # the ECS fields of the correlation's group-by, in order
+    names.update(zip(group_by, by, strict=True))
+    timed = [
+        (datetime.fromisoformat(event["timestamp"]).timestamp(), document)
+        for event, document in zip(events, ecs_rows(events, names), strict=True)
+    ]
+    _, firsts = EqlEngine().sequences(query, timed)
+    return frozenset(tuple(_caseless(_path(first, field)) for field in by) for first in firsts)
+
+
+def _path(document: Row, dotted: str) -> Any:
+    value: Any = document
+    for part in dotted.split("."):
+        value = value.get(part) if isinstance(value, dict) else None
+    return value
 
 
 def deal(selected: list[Row], rows: list[Row], detection: Detection, now: datetime, seed: int) -> list[Row]:
