@@ -15,7 +15,7 @@ from functools import cache, partial
 from importlib import resources
 from typing import Any
 
-from . import kql, targets
+from . import correlation, kql, targets
 from .errors import Rmm2SigmaError, printable
 from .fidelity import SIGMA, refusals, target_fidelity
 from .filters import RuleFilters, applied_rule, rule_filters
@@ -90,12 +90,20 @@ def convert_rule(source: SourceRule, options: Options, wanted: Sequence[str] = t
         rule = _rule_from(document)
         return applied_rule(rule, page_filters.filters) if applied else rule
 
+    threshold = correlation.plan(mapped)
+    pair = threshold and correlation.documents(source, mapped, options, emitted.filename, threshold)
+    if threshold:
+        notes.extend(threshold.notes)
     for target in wanted:
         attributes, target_notes = targets.rule_attributes(
             target, mapped.detection.aggregation, mapped.detection.window
         )
-        notes.extend(target_notes)
-        result = targets.convert(target, make_rule, attributes)
+        if pair is None or target == "kusto":  # with a threshold, only kusto renders the summarize
+            notes.extend(target_notes)
+        if pair:
+            result = correlation.convert(target, pair, attributes)
+        else:
+            result = targets.convert(target, make_rule, attributes)
         if result.query is None:
             errors[target] = result.error or "conversion failed"
         else:
@@ -113,8 +121,8 @@ def convert_rule(source: SourceRule, options: Options, wanted: Sequence[str] = t
         title=emitted.rule.title,
         rule_id=str(emitted.rule.id),
         category=emitted.category,
-        filename=emitted.filename,
-        yaml=emitted.yaml,
+        filename=pair.filename if pair else emitted.filename,
+        yaml=pair.yaml if pair else emitted.yaml,
         fidelity=headline,
         notes=tuple(dict.fromkeys(notes)),
         queries=queries,

@@ -54,11 +54,19 @@ class TargetFidelity:
     refusal: str | None = None  # why this target's query is not shipped: it would lose events
 
 
-def target_fidelity(mapped: MappedRule, targets: Iterable[str]) -> dict[str, TargetFidelity]:
-    """The expected label of every target (``sigma`` for the rule itself) with the reasons."""
+def target_fidelity(
+    mapped: MappedRule, targets: Iterable[str], groups: bool = True
+) -> dict[str, TargetFidelity]:
+    """The expected label of every target (``sigma`` for the rule itself) with the reasons.
+
+    A threshold's labels are on the groups it reports; ``groups=False`` gives those of its base
+    rule's events (what a row-level measurement checks).
+    """
     measurable = mapped.measurable
     declared = mapped.fidelity is Fidelity.APPROXIMATE and measurable is not Fidelity.APPROXIMATE
     out: dict[str, TargetFidelity] = {}
+    from .correlation import threshold_fidelity  # imports pySigma through sigma.py
+
     keywords = any(leaf.column == ANY_COLUMN for leaf, _ in _leaves(mapped.detection.predicate))
     for target in targets:
         if target not in PROVEN:
@@ -83,7 +91,7 @@ def target_fidelity(mapped: MappedRule, targets: Iterable[str]) -> dict[str, Tar
             label = TargetFidelity(measurable.value)
         if declared and label.label in (Fidelity.EXACT.value, Fidelity.WIDENED.value):
             label = replace(label, label=Fidelity.APPROXIMATE.value)
-        out[target] = label
+        out[target] = threshold_fidelity(target, label, mapped) if groups else label
     return out
 
 

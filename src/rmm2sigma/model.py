@@ -111,9 +111,26 @@ class AggregateFunction:
 
 
 @dataclass(frozen=True)
+class Threshold:
+    """``| where Count > 5`` after ``summarize``: a bound on one count (a Sigma correlation rule).
+
+    Only lower bounds (``GT``/``GTE``) on ``count()``/``dcount()`` are kept: counting more events
+    never drops a group, so a target that widens the events or cannot count widens the rule.
+    """
+
+    function: AggregateFunction  # count, dcount, or make_set whose length is compared
+    match: Match  # GT or GTE
+    value: int
+    text: str = ""
+    length: str | None = None  # ``extend N = array_length(set_X)``: N, the make_set's distinct count
+
+
+@dataclass(frozen=True)
 class Aggregation:
     functions: tuple[AggregateFunction, ...]
     by: tuple[str, ...]
+    having: Threshold | None = None
+    bin: timedelta | None = None  # ``bin(Timestamp, 1h)`` in ``by``: the threshold's time buckets
 
 
 @dataclass(frozen=True)

@@ -106,10 +106,19 @@ def backend(target: str) -> Backend:
 
 
 @cache
-def _aggregation_names() -> dict[str, Any]:
+def aggregation_names() -> dict[str, Any]:
     text = resources.files(__package__).joinpath("pipelines/aggregation.yml").read_text()
     data: dict[str, Any] = yaml.safe_load(text)
     return data
+
+
+def compact_timespan(span: timedelta) -> str:
+    """``1h``, ``2m``, ``7d``: the largest whole unit, as both KQL and Sigma's ``timespan`` write it."""
+    seconds = int(span.total_seconds())
+    for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
+        if seconds % size == 0:
+            return f"{seconds // size}{unit}"
+    return f"{seconds}s"
 
 
 def rule_attributes(
@@ -119,10 +128,8 @@ def rule_attributes(
     notes: list[str] = []
     attributes: dict[str, Any] = {}
     if window is not None:
-        seconds = int(window.total_seconds())
-        compact = f"{seconds // 86400}d" if seconds % 86400 == 0 else f"{seconds}s"
-        attributes["window"] = {"seconds": seconds, "compact": compact}
-    names = _aggregation_names()
+        attributes["window"] = {"seconds": int(window.total_seconds()), "compact": compact_timespan(window)}
+    names = aggregation_names()
     if window is not None and target not in names["window"]:
         notes.append(
             f"{target}: the time window (the last {attributes['window']['compact']}) cannot be part of "
@@ -145,12 +152,25 @@ def rule_attributes(
         functions.append({"name": function.name, "function": name, "column": column})
     for column_name in aggregation.by:
         column = names["columns"].get(column_name, {}).get(target)
+        if target == "kusto":  # microsoft_xdr keeps Defender's names; the mapping kept the column
+            column = column or column_name
         if column is None:
             notes.append(f"{target}: group-by column {column_name} has no equivalent; left out")
         else:
             by.append(column)
-    if by:
+    if by or aggregation.having:
         attributes.update(functions=functions, by=by)
+    if aggregation.having:  # kusto only: the others get a Sigma correlation rule (correlation.py)
+        having = aggregation.having
+        symbol = {"gt": ">", "gte": ">="}[having.match.value]
+        attributes["having"] = {
+            "name": having.length or having.function.name,
+            "counted": having.function.name,
+            "op": symbol,
+            "value": having.value,
+            "extend": f"{having.length} = array_length({having.function.name})" if having.length else None,
+        }
+        attributes["bin"] = compact_timespan(aggregation.bin) if aggregation.bin else None
     return attributes, tuple(notes)
 
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 import ipaddress
 import re
 from collections.abc import Iterator, Mapping
+from dataclasses import replace
 from datetime import timedelta
 from typing import TypeGuard
 
@@ -26,6 +27,7 @@ from ..model import (
     Opaque,
     Or,
     Predicate,
+    Threshold,
     Value,
 )
 from . import syntax as k
@@ -77,6 +79,8 @@ _CASE_FUNCTIONS = {"tolower": str.lower, "toupper": str.upper}
 _SHAPING_KEYWORDS = frozenset(
     {"sort", "order", "project-away", "project-rename", "project-reorder", "project-keep", "serialize", "as"}
 )
+# aggregates building a set or list (KQL's default output name prefix); a second argument caps the size
+_SET_FUNCTIONS = {"make_set": "set", "makeset": "set", "make_list": "list", "makelist": "list"}
 _PRIVATE_NETWORKS = ("10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16")  # RFC 1918, as ipv4_is_private
 _TIMESPAN = re.compile(r"^(\d+(?:\.\d+)?)(d|h|m|s|ms)$")
 _TIMESPAN_UNITS = {"d": "days", "h": "hours", "m": "minutes", "s": "seconds", "ms": "milliseconds"}
@@ -108,6 +112,8 @@ class _Lowering:
         self.notes: list[str] = []
         self.window: timedelta | None = None
         self.computed: dict[str, k.Expr] = {}  # extend columns, inlined where a filter reads them
+        self.set_lengths: dict[str, AggregateFunction] = {}  # extend N = array_length(<a make_set>)
+        self.set_caps: dict[str, int] = {}  # make_set(X, cap): the output name's cap
         self.inlined: set[str] = set()
 
     def detection(self) -> Detection:
@@ -125,12 +131,17 @@ class _Lowering:
             keyword = getattr(op, "keyword", None)
             if isinstance(op, k.Where):
                 if aggregation is not None:
-                    raise _fail("a filter after summarize (a threshold) has no Sigma rule equivalent", op)
+                    aggregation = self.threshold(op, aggregation)
+                    continue
                 node = self.condition(op.predicate, top_level=True)
                 if node is not None:
                     conditions.append(node)
             elif isinstance(op, k.Summarize):
+                if aggregation is not None and aggregation.having is not None:
+                    raise _fail("a summarize after a threshold has no Sigma equivalent", op)
                 aggregation = self.aggregation(op)
+            elif isinstance(op, k.Extend) and aggregation is not None:
+                self.set_length(op, aggregation)
             elif isinstance(op, k.Extend):
                 extends.append(op)
                 for assignment in op.columns:
@@ -159,6 +170,8 @@ class _Lowering:
             predicate = None
         else:
             predicate = conditions[0] if len(conditions) == 1 else And(tuple(conditions))
+        if aggregation is not None and aggregation.bin is not None and aggregation.having is None:
+            raise _fail("`bin()` in summarize is only supported with a threshold after it", body)
         return Detection(table, predicate, self.window, aggregation, tuple(dict.fromkeys(self.notes)))
 
     def sorts_by_time(self, op: object) -> bool:
@@ -484,28 +497,99 @@ class _Lowering:
         functions: list[AggregateFunction] = []
         for assignment in op.aggregates:
             call = assignment.expr
-            if (
-                isinstance(call, k.Call)
-                and call.function in ("make_set", "make_list")
-                and len(call.args) == 2
-                and isinstance(self.resolve(call.args[1]), k.NumberLit)
+            if not isinstance(call, k.Call) or not (
+                len(call.args) <= 1 or (len(call.args) == 2 and call.function in _SET_FUNCTIONS)
             ):
-                self.notes.append(f"the size limit of `{_shorten(to_kql(call))}` is left out")
-                call = k.Call(call.function, call.args[:1], call.pos)
-            if not isinstance(call, k.Call) or len(call.args) > 1:
                 raise _fail(f"aggregate `{_shorten(to_kql(call))}` is not supported", call)
-            column = self.column(call.args[0], tested=False) if call.args else None
-            functions.append(AggregateFunction(assignment.name or call.function, call.function, column))
+            column = self.aggregated_column(call.args[0]) if call.args else None
+            # KQL's default output names: count_, dcount_Column, set_Column
+            name = assignment.name or f"{_SET_FUNCTIONS.get(call.function, call.function)}_{column or ''}"
+            if len(call.args) == 2:
+                cap = self.scalar(call.args[1])
+                if not isinstance(cap, int):
+                    raise _fail(f"`{_shorten(to_kql(call))}`: the size cap must be a whole number", call)
+                self.set_caps[name] = cap
+                self.notes.append(f"the size cap of `{_shorten(to_kql(call))}` only shortens the output")
+            functions.append(AggregateFunction(name, call.function, column))
         by = []
+        span: timedelta | None = None
         for assignment in op.by:
             expr = assignment.expr
-            if _is_call(expr, "bin") and expr.args and _names_time(expr.args[0]):
-                self.notes.append(f"the time buckets `{_shorten(to_kql(expr))}` of the summary are left out")
+            if _is_call(expr, "bin") and len(expr.args) == 2 and span is None:
+                span = self.time_bin(expr)
                 continue
             if assignment.name is not None:
                 raise _fail("computed group-by columns are not supported", assignment)
             by.append(self.column(expr, tested=False))
-        return Aggregation(tuple(functions), tuple(by))
+        return Aggregation(tuple(functions), tuple(by), bin=span)
+
+    def aggregated_column(self, expr: k.Expr) -> str:
+        """The column an aggregate reads; ``tostring()`` of a string column is the column itself."""
+        if _is_call(expr, "tostring") and len(expr.args) == 1:
+            inner = expr.args[0]
+            if isinstance(inner, k.Name) and self.columns.get(inner.name) == "string":
+                return inner.name
+        return self.column(expr, tested=False)
+
+    def time_bin(self, expr: k.Call) -> timedelta:
+        """``bin(Timestamp, 1h)``: the buckets a threshold counts in."""
+        column, size = expr.args
+        span = _timespan(self.resolve(size))
+        if not (isinstance(column, k.Name) and column.name in TIME_COLUMNS) or span is None:
+            raise _fail(f"`{_shorten(to_kql(expr))}`: only `bin()` of the event time is supported", expr)
+        return span
+
+    def set_length(self, op: k.Extend, aggregation: Aggregation) -> None:
+        """``extend N = array_length(set_X)`` after summarize: N is the count of distinct X.
+
+        Other columns computed from the groups (entity names, say) only shape the output.
+        """
+        sets = {f.name: f for f in aggregation.functions if f.function in _SET_FUNCTIONS}
+        for assignment in op.columns:
+            expr = assignment.expr
+            if not (
+                assignment.name
+                and _is_call(expr, "array_length")
+                and len(expr.args) == 1
+                and isinstance(expr.args[0], k.Name)
+                and expr.args[0].name in sets
+                and sets[expr.args[0].name].function in ("make_set", "makeset")
+            ):
+                self.notes.append(
+                    f"output shaping `{_shorten(to_kql(assignment))}` is not part of a Sigma rule"
+                )
+                continue
+            self.set_lengths[assignment.name] = sets[expr.args[0].name]
+
+    def threshold(self, op: k.Where, aggregation: Aggregation) -> Aggregation:
+        """``| where Count > 5`` after summarize: a lower bound on one count, or a located refusal."""
+        expr = op.predicate
+        names = {function.name: function for function in aggregation.functions} | self.set_lengths
+        if aggregation.having is not None or not isinstance(expr, k.Binary):
+            raise _fail("only one threshold `| where Count > N` after summarize is supported", op)
+        left, comparison, right = expr.left, expr.op, expr.right
+        if isinstance(right, k.Name) and right.name in names:
+            left, comparison, right = right, _FLIPPED.get(comparison, comparison), left
+        if not (isinstance(left, k.Name) and left.name in names):
+            raise _fail("a filter after summarize must compare a count with a number", op)
+        function = names[left.name]
+        length = left.name if left.name in self.set_lengths else None
+        if function.function not in ("count", "dcount") and length is None:
+            raise _fail(f"a threshold on `{function.function}()` has no Sigma correlation", op)
+        if comparison not in (">", ">="):
+            raise _fail(
+                f"`{_shorten(to_kql(expr))}` keeps the groups under a count: a target that counts "
+                "more events or in shorter buckets would drop some, so only `>` and `>=` convert",
+                op,
+            )
+        value = self.scalar(right)
+        if not isinstance(value, int) or isinstance(value, bool):
+            raise _fail(f"`{_shorten(to_kql(expr))}`: the threshold must be a whole number", op)
+        match = Match.GT if comparison == ">" else Match.GTE
+        cap = self.set_caps.get(function.name)
+        if length is not None and cap is not None and cap <= value + (match is Match.GT):
+            raise _fail(f"`{_shorten(to_kql(expr))}` never holds: the set is capped at {cap}", op)
+        return replace(aggregation, having=Threshold(function, match, value, to_kql(expr), length))
 
 
 def _chain(expr: k.Expr, op: str) -> list[k.Expr]:
@@ -541,6 +625,12 @@ def _is_call(expr: k.Expr, name: str) -> TypeGuard[k.Call]:
     return isinstance(expr, k.Call) and expr.function == name
 
 
+def _timespan(expr: k.Expr) -> timedelta | None:
+    if not isinstance(expr, k.TimespanLit) or not (match := _TIMESPAN.match(expr.text)):
+        return None
+    return timedelta(**{_TIMESPAN_UNITS[match.group(2)]: float(match.group(1))})
+
+
 def _now_offset(expr: k.Expr) -> timedelta | None:
     """``now(-5d)`` and ``ago(5d)`` as the 5-day distance from now."""
     if not isinstance(expr, k.Call) or len(expr.args) != 1:
@@ -548,9 +638,9 @@ def _now_offset(expr: k.Expr) -> timedelta | None:
     arg, sign = expr.args[0], 1
     if isinstance(arg, k.Unary) and arg.op == "-":
         arg, sign = arg.operand, -1
-    if not isinstance(arg, k.TimespanLit) or not (match := _TIMESPAN.match(arg.text)):
+    span = _timespan(arg)
+    if span is None:
         return None
-    span = timedelta(**{_TIMESPAN_UNITS[match.group(2)]: float(match.group(1))})
     if expr.function == "ago" and sign == 1:
         return span
     if expr.function == "now" and sign == -1:

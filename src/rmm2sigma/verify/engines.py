@@ -28,6 +28,7 @@ from typing import Any
 import duckdb_kql
 import eql
 from luqum.parser import parser as lucene_parser
+
 from sigma.backends import sqlite as sigma_sqlite
 
 from ..kql import syntax as k
@@ -57,9 +58,13 @@ class NotExecutable(Exception):
 
 
 def row_selecting(query: k.Query) -> str:
-    """The query up to its last ``where`` (lets kept), selecting ``__id``: which rows it keeps."""
+    """The query up to its last row filter (lets kept), selecting ``__id``: which rows it keeps.
+
+    A ``where`` after ``summarize`` filters groups (a threshold), not rows: it is not included.
+    """
     operators = query.body.operators
-    last = max((i for i, op in enumerate(operators) if isinstance(op, k.Where)), default=-1)
+    end = next((i for i, op in enumerate(operators) if isinstance(op, k.Summarize)), len(operators))
+    last = max((i for i, op in enumerate(operators[:end]) if isinstance(op, k.Where)), default=-1)
     body = k.Pipeline(query.body.source, operators[: last + 1])
     # `__id` is a valid column name only in brackets for duckdb-kql, and the printer prints bare names
     return to_kql(k.Query(query.lets, body)) + "\n| project ['" + ID + "']"
@@ -109,11 +114,14 @@ class KqlEngine:
 
     def select(self, query: str, now: datetime) -> set[int]:
         """The ``__id`` s a query returns; raises ``NotExecutable`` with duckdb-kql's reason."""
+        return {int(row[0]) for row in self.rows(query, now)}
+
+    def rows(self, query: str, now: datetime) -> set[tuple[Any, ...]]:
+        """The rows a query returns (a summarize's groups); raises ``NotExecutable``."""
         try:
-            rows = duckdb_kql.query(self.connection, query, query_now=now).fetchall()
+            return set(duckdb_kql.query(self.connection, query, query_now=now).fetchall())
         except Exception as error:  # duckdb-kql raises its own errors and duckdb's
             raise NotExecutable(f"{type(error).__name__}: {_first_line(error)}") from None
-        return {int(row[0]) for row in rows}
 
 
 def _duck_value(value: Any, kind: str) -> Any:
@@ -246,6 +254,12 @@ class SigmaEngine:
 
     def select(self, query: str, rows: Sequence[Row], fields: Sequence[str]) -> set[int]:
         """Run the backend's query over ``rows``; ``fields`` are the table's columns."""
+        cursor = self.execute(query, rows, fields)
+        index = [d[0] for d in cursor.description].index(ID)
+        return {int(row[index]) for row in cursor}
+
+    def execute(self, query: str, rows: Sequence[Row], fields: Sequence[str]) -> sqlite3.Cursor:
+        """Load ``rows`` as the backend's table and run ``query`` (a rule's or a correlation's)."""
         columns = [ID, *dict.fromkeys(f for f in fields if f != ID)]
         self.connection.execute(f"DROP TABLE IF EXISTS {self.TABLE}")
         self.connection.execute(f"CREATE TABLE {self.TABLE} ({', '.join(_quote(c) for c in columns)})")
@@ -254,11 +268,9 @@ class SigmaEngine:
             f"INSERT INTO {self.TABLE} VALUES ({holes})", [[row.get(c) for c in columns] for row in rows]
         )
         try:
-            cursor = self.connection.execute(query)
+            return self.connection.execute(query)
         except sqlite3.Error as error:
             raise NotExecutable(f"sqlite: {_first_line(error)}") from None
-        index = [d[0] for d in cursor.description].index(ID)
-        return {int(row[index]) for row in cursor}
 
 
 def _quote(name: str) -> str:
@@ -292,6 +304,26 @@ class EqlEngine:
             engine.add_output_hook(lambda result: selected.update(int(e.data[ID]) for e in result.events))
             engine.stream_events([eql.Event("any", 0, document) for document in documents])
         return selected
+
+    def sequences(self, query: str, timed: Sequence[tuple[float, Row]]) -> tuple[list[str], list[Row]]:
+        """A ``sequence by ...`` query (a correlation) over events timed in seconds.
+
+        Returns its ``by`` fields and the first event of every sequence found.
+        """
+        try:
+            with eql.parser.elasticsearch_syntax, eql.parser.ignore_missing_functions, eql.parser.allow_runs:
+                parsed = eql.parse_query(query)
+        except eql.EqlError as error:
+            raise NotExecutable(f"eql: {_first_line(error)}") from None
+        by = [value.render() for value in parsed.first.queries[0].join_values]
+        found: list[Row] = []
+        engine = eql.PythonEngine({"time_unit": 1})
+        with _whole_value_regexes():
+            engine.add_query(parsed)
+            engine.add_output_hook(lambda result: found.append(result.events[0].data))
+            ordered = sorted(timed, key=lambda item: item[0])
+            engine.stream_events([eql.Event("any", moment, document) for moment, document in ordered])
+        return by, found
 
 
 class _ElasticsearchCaseRules(eql.PythonEngine):  # type: ignore[misc]  # eql is untyped

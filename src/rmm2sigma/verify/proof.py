@@ -76,6 +76,8 @@ class RuleProof:
     events: int = 0
     original: int = 0  # events the original selects
     targets: dict[str, TargetProof] = field(default_factory=dict)
+    # a threshold's labels are on groups (tests/test_correlation.py proves them); rows measure its base
+    threshold: str | None = None
 
     @property
     def problems(self) -> list[TargetProof]:
@@ -139,7 +141,7 @@ def measure(source: SourceRule, options: Options, now: datetime | None = None) -
 
         return SigmaRule.from_dict(document)
 
-    labels = target_fidelity(mapped, TARGETS)
+    labels = target_fidelity(mapped, TARGETS, groups=False)  # a threshold's base rule: see groups.py
     results: dict[str, TargetProof] = {}
     events = sigma_rows(mapped_rows, mapped_spec)
     for target in TARGETS:
@@ -181,7 +183,17 @@ def measure(source: SourceRule, options: Options, now: datetime | None = None) -
             label=label,
             agrees=checked,
         )
-    return RuleProof(source.path, title, options.exact, None, len(rows), len(original), results)
+    having = mapped.detection.aggregation.having if mapped.detection.aggregation else None
+    return RuleProof(
+        source.path,
+        title,
+        options.exact,
+        None,
+        len(rows),
+        len(original),
+        results,
+        having.text if having else None,
+    )
 
 
 def _not_executed(target: str, make_rule: Any, label: str) -> TargetProof:

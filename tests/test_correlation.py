@@ -1,0 +1,284 @@
+"""Thresholds after summarize as Sigma correlation rules: lowering, the YAML, each target, the labels
+and the proof on groups (duckdb-kql for KQL, pysigma-backend-sqlite for the Sigma correlation)."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+from pathlib import Path
+
+import pytest
+from sigma.collection import SigmaCollection
+from sigma.correlations import SigmaCorrelationRule
+from sigma.rule import SigmaRule
+from typer.testing import CliRunner
+
+from rmm2sigma import kql
+from rmm2sigma.cli import app
+from rmm2sigma.convert import RuleResult, convert_input, convert_rule, defender_schema
+from rmm2sigma.errors import UnsupportedKqlError
+from rmm2sigma.kql.lower import lower
+from rmm2sigma.model import Detection, Match
+from rmm2sigma.sigma import Options
+from rmm2sigma.sigmahq import check_rules
+from rmm2sigma.sources import read_source
+from rmm2sigma.verify.groups import prove
+from rmm2sigma.verify.kusto_language import kusto_available, validate_kql
+
+OPTIONS = Options(date=dt.date(2026, 1, 1))
+NOW = dt.datetime(2026, 11, 30, 12, 0, 0)
+HOURLY = """DeviceProcessEvents
+| where Timestamp > ago(1d)
+| where FileName =~ "net.exe" and ProcessCommandLine has "user"
+| summarize Count=count() by DeviceName, bin(Timestamp, 1h)
+| where Count > 3"""
+WINDOW = """DeviceProcessEvents
+| where Timestamp > ago(7d)
+| where FileName =~ "net.exe"
+| summarize count() by DeviceName, AccountName
+| where count_ >= 4"""
+DISTINCT = """DeviceProcessEvents
+| where Timestamp > ago(1d)
+| where FileName in~ ("taskkill.exe", "net.exe")
+| summarize Killed=dcount(tostring(ProcessCommandLine)), Commands=make_set(ProcessCommandLine)
+    by DeviceId, DeviceName, bin(Timestamp, 1h)
+| where Killed > 2"""
+SET_LENGTH = """DeviceNetworkEvents
+| where Timestamp > ago(1d)
+| where RemoteUrl endswith ".tk"
+| summarize make_set(RemoteUrl, 100) by DeviceName, bin(Timestamp, 10m)
+| extend domainCount = array_length(set_RemoteUrl)
+| where domainCount >= 3
+| extend HostName = tolower(DeviceName)"""
+NETWORK = """DeviceNetworkEvents
+| where RemoteUrl has "anydesk"
+| summarize count() by DeviceName, InitiatingProcessFileName
+| where count_ >= 4"""
+
+
+def _lower(text: str) -> Detection:
+    return lower(kql.parse(text), defender_schema())
+
+
+def _convert(text: str, name: str = "threshold.kql") -> RuleResult:
+    return convert_rule(read_source(name, text.encode()), OPTIONS)
+
+
+# ---------------------------------------------------------------- lowering
+
+
+@pytest.mark.parametrize(
+    ("tail", "name", "function", "match", "value"),
+    [
+        ("summarize count() by DeviceName | where count_ > 5", "count_", "count", Match.GT, 5),
+        ("summarize n=count() by DeviceName | where n >= 5", "n", "count", Match.GTE, 5),
+        ("summarize n=count() by DeviceName | where 5 < n", "n", "count", Match.GT, 5),
+        ("summarize n=count() by DeviceName | where n > limit", "n", "count", Match.GT, 7),
+        (
+            "summarize dcount(ProcessCommandLine) by DeviceName | where dcount_ProcessCommandLine > 2",
+            "dcount_ProcessCommandLine",
+            "dcount",
+            Match.GT,
+            2,
+        ),
+    ],
+)
+def test_threshold_shapes_lower(tail: str, name: str, function: str, match: Match, value: int) -> None:
+    detection = _lower(f"let limit = 7; DeviceProcessEvents | where FileName =~ 'x.exe' | {tail}")
+    assert detection.aggregation is not None and detection.aggregation.having is not None
+    having = detection.aggregation.having
+    assert (having.function.name, having.function.function) == (name, function)
+    assert (having.match, having.value) == (match, value)
+
+
+def test_bin_gives_the_buckets_and_is_no_group_column() -> None:
+    detection = _lower(DISTINCT)
+    assert detection.aggregation is not None
+    assert detection.aggregation.bin == dt.timedelta(hours=1)
+    assert detection.aggregation.by == ("DeviceId", "DeviceName")
+    assert detection.window == dt.timedelta(days=1)
+
+
+@pytest.mark.parametrize(
+    ("tail", "message"),
+    [
+        ("summarize n=count() by DeviceName | where n < 5", "only `>` and `>=` convert"),
+        ("summarize n=count() by DeviceName | where n == 5", "only `>` and `>=` convert"),
+        ("summarize m=min(Timestamp) by DeviceName | where m > 5", "threshold on `min()`"),
+        ("summarize n=count() by DeviceName | where DeviceName has 'x'", "compare a count with a number"),
+        ("summarize n=count() by DeviceName | where n > 1 | where n > 2", "only one threshold"),
+        ("summarize n=count() by DeviceName | where n > 1.5", "whole number"),
+        ("summarize n=count() by bin(DeviceName, 1h) | where n > 1", "only `bin()` of the event time"),
+        ("summarize n=count() by DeviceName, bin(Timestamp, 1h)", "only supported with a threshold"),
+        (
+            "summarize n=count() by DeviceName | where n > 1 | summarize count()",
+            "summarize after a threshold",
+        ),
+    ],
+)
+def test_unsound_thresholds_are_refused(tail: str, message: str) -> None:
+    with pytest.raises(UnsupportedKqlError, match=message.replace("(", r"\(").replace(")", r"\)")):
+        _lower(f"DeviceProcessEvents | where FileName =~ 'x.exe' | {tail}")
+
+
+def test_a_rare_threshold_fails_with_its_location() -> None:
+    result = convert_input(
+        "rare.kql",
+        OPTIONS,
+        data=b"DeviceProcessEvents\n| where FileName =~ 'x.exe'\n| summarize count() by SHA1"
+        b"\n| where count_ < 5",
+    )
+    assert result.status == "failed" and result.error is not None
+    assert "rare.kql:4:3" in result.error and "only `>` and `>=` convert" in result.error
+
+
+# ---------------------------------------------------------------- the Sigma files
+
+
+def test_one_file_holds_the_correlation_and_its_base_rule() -> None:
+    rule = _convert(HOURLY)
+    collection = SigmaCollection.from_yaml(rule.yaml)
+    kinds = [type(item) for item in collection.rules]
+    assert sorted(k.__name__ for k in kinds) == ["SigmaCorrelationRule", "SigmaRule"]
+    correlation = next(r for r in collection.rules if isinstance(r, SigmaCorrelationRule))
+    base = next(r for r in collection.rules if isinstance(r, SigmaRule))
+    assert correlation.type.name.lower() == "event_count"
+    assert correlation.group_by == ["Computer"]
+    assert correlation.timespan.spec == "1h"
+    assert correlation.condition.op.name.lower() == "gt" and correlation.condition.count == 3
+    assert correlation.rules[0].rule is base and not correlation.generate
+    assert base.name == "proc_creation_win_threshold" and str(base.id) == rule.rule_id
+    assert rule.filename == "correlation_proc_creation_win_threshold.yml"
+    assert rule.yaml.startswith("title: ") and rule.yaml == _convert(HOURLY).yaml  # stable ids
+
+
+def test_value_count_names_the_counted_field() -> None:
+    correlation = SigmaCollection.from_yaml(_convert(DISTINCT).yaml).rules
+    rule = next(r for r in correlation if isinstance(r, SigmaCorrelationRule))
+    assert rule.type.name.lower() == "value_count"
+    assert rule.condition.fieldref == "CommandLine"
+    assert rule.group_by == ["Computer"]  # DeviceId has no Sigma field: left out, noted
+
+
+@pytest.mark.parametrize("text", [HOURLY, WINDOW, DISTINCT, SET_LENGTH, NETWORK])
+def test_correlation_files_pass_the_sigmahq_checks(tmp_path: Path, text: str) -> None:
+    rule = _convert(text)
+    path = tmp_path / rule.category / rule.filename
+    path.parent.mkdir()
+    path.write_text(rule.yaml, encoding="utf-8")
+    assert [str(issue) for issue in check_rules([tmp_path])] == []
+
+
+# ---------------------------------------------------------------- targets and labels
+
+
+def test_each_target_counts_once() -> None:
+    rule = _convert(HOURLY)
+    assert rule.queries["kusto"].endswith(
+        "| summarize Count=count() by DeviceName, bin(Timestamp, 1h)\n| where Count > 3"
+    )
+    splunk = rule.queries["splunk"]
+    assert "| bin _time span=1h" in splunk and splunk.count("| stats") == 1
+    assert "by _time Computer" in splunk and "event_count > 3" in splunk
+    esql = rule.queries["esql"]
+    assert esql.count("| stats") == 1 and "date_trunc(1hours" in esql and "event_count > 3" in esql
+    assert "with maxspan=1h" in rule.queries["eql"] and "runs=" in rule.queries["eql"]
+    filter_only = _convert(HOURLY.rsplit("\n| summarize", 1)[0])
+    assert rule.queries["lucene"] == filter_only.queries["lucene"]  # the base rule's events
+    assert rule.fidelity_by_target == {
+        "sigma": "approximate",
+        "kusto": "widened",
+        "splunk": "widened",
+        "lucene": "widened",
+        "esql": "widened",
+        "eql": "approximate",
+    }
+    assert any("is not expressible in lucene" in note for note in rule.notes)
+
+
+def test_a_window_instead_of_bin_is_noted_and_fixed_buckets_can_lose_groups() -> None:
+    rule = _convert(WINDOW)
+    assert "timespan: 7d" in rule.yaml
+    assert rule.queries["splunk"].startswith("earliest=-7d ") and rule.queries["splunk"].count("stats") == 1
+    assert rule.fidelity_by_target["kusto"] == "exact"
+    assert rule.fidelity_by_target["splunk"] == "narrowed" == rule.fidelity_by_target["esql"]
+    assert any("fixed 7d buckets" in note for note in rule.notes)
+
+
+def test_eql_cannot_count_distinct_values() -> None:
+    rule = _convert(DISTINCT)
+    assert "eql" not in rule.queries and "distinct" in rule.errors["eql"]
+    assert "dcount(ProcessCommandLine)" in rule.queries["kusto"] and "value_count" in rule.queries["splunk"]
+    assert any("DeviceId have no Sigma field to group by" in note for note in rule.notes)
+    assert rule.fidelity_by_target["sigma"] == "diverged"  # distinct values compared without case
+
+
+def test_the_length_of_a_set_is_a_distinct_count() -> None:
+    rule = _convert(SET_LENGTH)
+    assert rule.queries["kusto"].endswith(
+        "| summarize set_RemoteUrl=make_set(RemoteUrl) by DeviceName, bin(Timestamp, 10m)\n"
+        "| extend domainCount = array_length(set_RemoteUrl)\n| where domainCount >= 3"
+    )
+    correlation = next(
+        r for r in SigmaCollection.from_yaml(rule.yaml).rules if isinstance(r, SigmaCorrelationRule)
+    )
+    assert correlation.type.name.lower() == "value_count"
+    assert correlation.condition.fieldref == "DestinationHostname" and correlation.condition.count == 3
+    assert any("`HostName=tolower(DeviceName)` is not part of a Sigma rule" in n for n in rule.notes)
+    assert any("size cap of `make_set(RemoteUrl, 100)`" in note for note in rule.notes)
+
+
+def test_eql_refuses_a_threshold_of_one_event() -> None:
+    rule = _convert(WINDOW.replace("count_ >= 4", "count_ > 1"))
+    assert "eql" not in rule.queries and "runs=1" in rule.errors["eql"]
+    assert "with runs=4" in _convert(WINDOW).queries["eql"]  # `>= 4`: at least four events
+
+
+# ---------------------------------------------------------------- the proof on groups
+
+
+@pytest.mark.parametrize("text", [HOURLY, WINDOW, DISTINCT, NETWORK])
+def test_groups_kept_by_kusto_and_sigma(text: str) -> None:
+    """The emitted KQL keeps exactly the original's groups; the Sigma correlation and eql never fewer."""
+    proof = prove(read_source("threshold.kql", text.encode()), OPTIONS, NOW)
+    assert 0 < len(proof.original) < proof.groups  # the threshold splits the generated groups
+    assert proof.kusto == proof.original
+    assert proof.sigma >= proof.original_as_sigma
+    if text is DISTINCT:  # eql cannot count distinct values: refused
+        assert proof.eql is None
+    else:  # eql's sequences with `runs`, run by the eql engine
+        assert proof.eql is not None and proof.eql >= proof.original_as_sigma
+
+
+def test_distinct_values_differing_in_case_are_why_sigma_value_count_is_diverged() -> None:
+    """The counted URLs come in case variants: SQLite counts them once and misses a group."""
+    proof = prove(read_source("threshold.kql", SET_LENGTH.encode()), OPTIONS, NOW)
+    assert 0 < len(proof.original) < proof.groups and proof.kusto == proof.original
+    assert proof.original_as_sigma - proof.sigma  # missed: the label says diverged, the note why
+    assert _convert(SET_LENGTH).fidelity_by_target["sigma"] == "diverged"
+
+
+def test_emitted_kql_is_valid_for_kusto_language() -> None:
+    """Microsoft's own parser accepts every emitted summarize/extend/where over the Defender schema."""
+    if not kusto_available():
+        pytest.skip("Kusto.Language not installed (needs node and `npm ci --prefix tools/kusto`)")
+    shapes = (HOURLY, WINDOW, DISTINCT, SET_LENGTH, NETWORK)
+    diagnostics = validate_kql([_convert(text).queries["kusto"] for text in shapes])
+    assert [[d.message for d in found if d.is_error] for found in diagnostics] == [[]] * len(shapes)
+
+
+def test_verify_holds_the_base_rule_and_names_the_group_labels(tmp_path: Path) -> None:
+    """``rmm2sigma verify`` measures rows: it holds the base rule's labels and says so for groups."""
+    query = tmp_path / "in" / "taskkill.kql"
+    query.parent.mkdir()
+    query.write_text(DISTINCT, encoding="utf-8")
+    out = tmp_path / "out"
+    runner = CliRunner()
+    converted = runner.invoke(app, ["convert", str(query.parent), "-o", str(out), "-t", "kusto,splunk"])
+    assert converted.exit_code == 0, converted.output
+    assert (out / "sigma_rules" / "process_creation" / "correlation_proc_creation_win_taskkill.yml").exists()
+    verified = runner.invoke(app, ["verify", str(out)])
+    assert verified.exit_code == 0, verified.output
+    (rule,) = json.loads((out / "verify.json").read_text(encoding="utf-8"))["rules"]
+    assert rule["threshold"] == "Killed > 2" and not rule["report_problems"]
+    assert any(note.startswith("sigma: labelled diverged on the groups") for note in rule["notes"])
