@@ -202,7 +202,9 @@ def test_a_partly_covered_tool_lists_the_values_to_add(tmp_path: Path) -> None:
     rule.write_text(rule.read_text(encoding="utf-8").replace("Company:", "Description:"), encoding="utf-8")
     pack, _ = make_pack(tmp_path, tree)
     assert pack.rules == {}
-    assert {(s["field"], tuple(s["add"])) for s in pack.extensions} == {("Company", ("nanosystems",))}
+    assert {(s["tool"], s["field"], tuple(s["add"])) for s in pack.extensions} == {
+        ("SupRemo", "Company", ("nanosystems",))
+    }
 
 
 def test_the_corpus_pack_passes_sigmahq_ci(tmp_path: Path) -> None:
@@ -220,3 +222,21 @@ def test_the_corpus_pack_passes_sigmahq_ci(tmp_path: Path) -> None:
     assert not any(name in path for path in pack.rules for name in ("anydesk", "teamviewer"))
     findings = run_sigmahq_ci(placement(tmp_path / "pack"), tree, SCHEMA, tmp_path / "work")
     assert findings == [], "\n".join(map(str, findings))
+
+
+def test_contrib_command(tmp_path: Path) -> None:
+    from typer.testing import CliRunner
+
+    from rmm2sigma.cli import app
+
+    tree = tiny_sigmahq(tmp_path / "sigma", "Other Corp", "Other")
+    example = str(EXAMPLES / "supremo_create_process.txt")
+    out = tmp_path / "out"
+    result = CliRunner().invoke(
+        app, ["contrib", example, "--out", str(out), "--sigmahq-repo", str(tree), "--date", "2026-01-02"]
+    )
+    assert result.exit_code == 0, result.output
+    assert "1 new rules for 1 tools" in result.output
+    assert (out / "EXTENSIONS.md").is_file() and (out / "PULL_REQUEST.md").is_file()
+    missing = CliRunner().invoke(app, ["contrib", example, "--out", str(out)])
+    assert missing.exit_code == 2

@@ -213,7 +213,7 @@ def build_pack(results: Sequence[InputResult], tree: Path, author: str, date: dt
                 pack.covered.append(
                     {**where, "tool": meta["name"], "by": sorted({m["rule"] for m in matches})}
                 )
-                pack.extensions.extend(m for m in matches if m["add"])
+                pack.extensions.extend({"tool": meta["name"], **m} for m in matches if m["add"])
                 continue
             path, text, title = _new_rule(key, meta, rule.category, document, author, date)
             pack.rules[path] = text
