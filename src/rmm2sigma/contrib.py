@@ -332,6 +332,18 @@ def write_pack(pack: Pack, out: Path, template: str) -> None:
     (out / "contrib.json").write_text(
         json.dumps(report, indent=2, ensure_ascii=False) + "\n", encoding="utf-8"
     )
+    (out / "EXTENSIONS.md").write_text(extensions_text(pack), encoding="utf-8")
+
+
+def extensions_text(pack: Pack) -> str:
+    """Where an existing SigmaHQ rule could be extended instead of adding a rule: a separate
+    pull request each, to its maintainers' judgement (values in lower case; Sigma matches them
+    case-insensitively)."""
+    lines = ["# Existing SigmaHQ rules that could be extended", ""]
+    for item in pack.extensions:
+        values = ", ".join(f"`{v}`" for v in item["add"])
+        lines.append(f"- {item['tool']}: `{item['rule']}`, field `{item['field']}`: add {values}")
+    return "\n".join(lines) + "\n"
 
 
 def contrib(
