@@ -9,27 +9,19 @@ rmm2sigma.sigmahq.EXCLUDED_VALIDATORS), the duplicate-id check and the JSON sche
 from __future__ import annotations
 
 import re
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from rmm2sigma.sigmahq import CiFinding, placement, run_sigmahq_ci, unpack_snapshot
+from conftest import SCHEMA
+from rmm2sigma.sigmahq import CiFinding, placement, run_sigmahq_ci
 
 REPO = Path(__file__).resolve().parents[1]
-SHARED = REPO.parent / "shared" / "sigmahq"
-SNAPSHOT = SHARED / "sigma-8eaafff1f.tar.gz"
-SCHEMA = SHARED / "sigma-detection-rule-schema-v2.1.0.json"
-
-pytestmark = pytest.mark.skipif(
-    not SNAPSHOT.is_file(), reason=f"SigmaHQ snapshot not found at {SNAPSHOT} (CI has it)"
-)
 
 
-@pytest.fixture(scope="module")
-def tree(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
-    """Unpacked once: every check leaves upstream's tree as it found it."""
-    yield unpack_snapshot(SNAPSHOT, tmp_path_factory.mktemp("upstream"))
+@pytest.fixture
+def tree(sigmahq_tree: Path) -> Path:
+    return sigmahq_tree
 
 
 def run(ours: dict[str, Path], tree: Path, work: Path) -> list[CiFinding]:
