@@ -36,6 +36,7 @@ import yaml
 
 from .convert import InputResult, convert_all
 from .sigma import Options, dump_yaml
+from .sigmahq import safe_documents
 
 _NAMESPACE = uuid.UUID("0b5cb0f4-86f1-4a39-9c1e-3c2f6f0f2d57")
 TAGS = ["attack.command-and-control", "attack.t1219.002"]  # Remote Access Tools: Remote Desktop Software
@@ -125,13 +126,12 @@ def level(category: str) -> str:
 
 def upstream_values(tree: Path) -> dict[str, list[tuple[str, dict[str, set[str]]]]]:
     """Per category, every SigmaHQ rule's path and its detection values by field (lower case)."""
-    loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
     found: dict[str, list[tuple[str, dict[str, set[str]]]]] = {}
     wanted = {c for behaviour in BEHAVIOURS.values() for c in behaviour["compare"]}
     for folder in sorted(tree.glob("rules*")):
         for file in sorted(folder.rglob("*.yml")):
             try:
-                documents = list(yaml.load_all(file.read_text(encoding="utf-8"), Loader=loader))
+                documents = safe_documents(file.read_text(encoding="utf-8"))
             except (yaml.YAMLError, UnicodeDecodeError):
                 continue
             for document in documents:

@@ -352,6 +352,20 @@ def run_sigmahq_ci(ours: dict[str, Path], tree: Path, schema: Path, workdir: Pat
     return findings
 
 
+def safe_documents(text: str, loader_class: Any = None) -> list[Any]:
+    """Every YAML document of ``text``, read with a safe loader (libyaml's when built with it)."""
+    import yaml
+
+    loader = (loader_class or getattr(yaml, "CSafeLoader", yaml.SafeLoader))(text)
+    try:
+        documents = []
+        while loader.check_data():
+            documents.append(loader.get_data())
+        return documents
+    finally:
+        loader.dispose()
+
+
 def _yamllint(tree: Path, ours: dict[str, Path]) -> list[CiFinding]:
     from yamllint import linter
     from yamllint.config import YamlLintConfig
@@ -379,7 +393,7 @@ def _json_schema(tree: Path, ours: dict[str, Path], schema_file: Path) -> list[C
     validator = jsonschema.Draft202012Validator(schema)
     findings = []
     for name in ours:
-        document = yaml.load((tree / name).read_text(encoding="utf-8"), Loader=_Loader)
+        (document,) = safe_documents((tree / name).read_text(encoding="utf-8"), _Loader)
         for error in validator.iter_errors(document):
             where = "/".join(str(part) for part in error.absolute_path) or "(rule)"
             findings.append(CiFinding("json_schema", name, f"{where}: {error.message}"))
@@ -428,10 +442,9 @@ def _scoped_tree(tree: Path, ours: dict[str, Path], scoped: Path) -> Path:
 
     import yaml
 
-    loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
     keys, titles, names, ids = set(), set(), set(), set()
     for name in ours:
-        document = yaml.load((tree / name).read_text(encoding="utf-8"), Loader=loader)
+        (document,) = safe_documents((tree / name).read_text(encoding="utf-8"))
         keys.add(_clash_key(document))
         titles.add(str(document.get("title")))
         ids.add(str(document.get("id")))
@@ -447,7 +460,7 @@ def _scoped_tree(tree: Path, ours: dict[str, Path], scoped: Path) -> Path:
                 continue
             text = file.read_text(encoding="utf-8", errors="replace")
             try:
-                documents = list(yaml.load_all(text, Loader=loader))
+                documents = safe_documents(text)
             except yaml.YAMLError:
                 keep.add(relative)  # cannot tell: let their scripts see it
                 continue
