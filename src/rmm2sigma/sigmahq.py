@@ -505,7 +505,8 @@ def _unittest_script(scoped: Path, ours: dict[str, Path], script: str) -> list[C
     shutil.copytree(scoped, baseline)
     for name in ours:
         (baseline / name).unlink()
-    ours_only = failed - set(_FAILED_TEST.findall(run(baseline).stdout + run(baseline).stderr))
+    upstream = run(baseline)
+    ours_only = failed - set(_FAILED_TEST.findall(upstream.stdout + upstream.stderr))
     return [CiFinding(script, name, f"{', '.join(sorted(ours_only))} failed") for name in ours if ours_only]
 
 
