@@ -5,7 +5,7 @@ beside the checkout, or from ``$RMM2SIGMA_SHARED``. CI has them; on a fresh mach
 those tests are deselected and the run ends with one line saying so (README, "The corpora").
 
 The slow tests share one wheel of this checkout, installed in a fresh virtual environment
-(``wheel_env``).
+(``wheel_env``); SigmaHQ's snapshot is unpacked once (``sigmahq_tree``).
 
 The plugin (``sigma.pipelines.rmm2sigma``) and the console scripts must work as a user installs
 them, from the built wheel, not through the editable install of the source tree (whose ``src/sigma``
@@ -128,3 +128,18 @@ def wheel_env(tmp_path_factory: pytest.TempPathFactory) -> WheelEnv:
     # only now: with the test environment visible, pip would see rmm2sigma and sigma-cli installed
     Path(purelib, "_test_dependencies.pth").write_text(sysconfig.get_paths()["purelib"] + "\n")
     return env
+
+
+SHARED_SIGMAHQ = SHARED / "sigmahq"
+SNAPSHOT = SHARED_SIGMAHQ / "sigma-8eaafff1f.tar.gz"
+SCHEMA = SHARED_SIGMAHQ / "sigma-detection-rule-schema-v2.1.0.json"
+
+
+@pytest.fixture(scope="session")
+def sigmahq_tree(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """SigmaHQ's tree; every check leaves it as it found it, so one copy serves all tests."""
+    if not SNAPSHOT.is_file():
+        pytest.skip(f"SigmaHQ snapshot not found at {SNAPSHOT} (CI has it)")
+    from rmm2sigma.sigmahq import unpack_snapshot
+
+    return unpack_snapshot(SNAPSHOT, tmp_path_factory.mktemp("sigmahq"))

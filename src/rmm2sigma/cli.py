@@ -221,6 +221,53 @@ def setup_kusto(
         typer.echo(f"set {ENV_VAR}={folder} so that `rmm2sigma verify` finds it")
 
 
+@app.command("contrib")
+def contrib_command(
+    inputs: Annotated[list[str], typer.Argument(help="Sentinel query files or folders (recursive).")],
+    out: Annotated[Path, typer.Option("--out", "-o", help="Output folder for the pull-request pack.")],
+    sigmahq_repo: Annotated[
+        Path | None, typer.Option(help="A SigmaHQ/sigma checkout: its rules decide what is covered.")
+    ] = None,
+    snapshot: Annotated[
+        Path | None, typer.Option(help="A SigmaHQ snapshot tarball (unpacks into sigma/), if no checkout.")
+    ] = None,
+    author: Annotated[str, typer.Option(help="Sigma `author`.")] = "rmm2sigma",
+    date: Annotated[
+        str | None,
+        typer.Option(help="Sigma `date` (YYYY-MM-DD): the day of your pull request; default 2026-11-23."),
+    ] = None,
+) -> None:
+    """Write a SigmaHQ pull request: new rules in their layout, PULL_REQUEST.md and contrib.json."""
+    import tempfile
+
+    from .contrib import contrib
+    from .sigma import DEFAULT_DATE
+    from .sigmahq import unpack_snapshot
+
+    try:
+        day = dt.date.fromisoformat(date) if date else DEFAULT_DATE
+    except ValueError:
+        raise typer.BadParameter(f"{date!r} is not a YYYY-MM-DD date", param_hint="--date") from None
+    with tempfile.TemporaryDirectory() as temporary:
+        if sigmahq_repo is not None:
+            tree = sigmahq_repo
+        elif snapshot is not None and snapshot.is_file():
+            tree = unpack_snapshot(snapshot, Path(temporary))
+        else:
+            raise typer.BadParameter(
+                "give --sigmahq-repo DIR or --snapshot FILE.tar.gz", param_hint="--sigmahq-repo"
+            )
+        if not (tree / "rules").is_dir():
+            raise typer.BadParameter(f"{tree} has no rules/ folder", param_hint="--sigmahq-repo")
+        pack = contrib(inputs, out, tree, author, day)
+    summary = pack.summary()
+    typer.echo(
+        f"{summary['rules']} new rules for {summary['tools']} tools; {summary['covered']} already covered "
+        f"({summary['extensions']} extension suggestions); {summary['skipped']} skipped"
+    )
+    typer.echo(f"pull request text: {out / 'PULL_REQUEST.md'}; details: {out / 'contrib.json'}")
+
+
 def _verify(out: Path, to_stderr: bool = False) -> bool:
     """Run the proof; True when something diverged or could not be checked. With ``--json`` its
     lines go to stderr: stdout holds the JSON summary only."""

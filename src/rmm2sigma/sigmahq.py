@@ -268,3 +268,290 @@ def check_rules(paths: Iterable[Path]) -> list[RuleIssue]:
         for issue in validator.finalize():
             issues.extend(_to_rule_issues(name, issue))
     return issues
+
+
+# ---------------------------------------------------------------- SigmaHQ's pull-request CI
+
+#: The five checks a SigmaHQ pull request must pass (.github/workflows/sigma-test.yml and
+#: sigma-validation.yml), by the names findings carry.
+CI_CHECKS = ("yamllint", "test_rules", "test_logsource", "sigma_check", "duplicate_id", "json_schema")
+_RULE_FOLDERS = (
+    "rules",
+    "rules-compliance",
+    "rules-dfir",
+    "rules-emerging-threats",
+    "rules-placeholder",
+    "rules-threat-hunting",
+)
+_ID_FOLDERS = (*_RULE_FOLDERS, "deprecated", "unsupported")
+_FAILED_TEST = re.compile(r"^(?:FAIL|ERROR): (test_\w+)", re.MULTILINE)
+
+
+@dataclass(frozen=True)
+class CiFinding:
+    """One finding of SigmaHQ's CI about one of our files (``path`` relative to their tree)."""
+
+    check: str
+    path: str
+    message: str
+
+    def __str__(self) -> str:
+        return f"{self.path}: [{self.check}] {self.message}"
+
+
+def placement(sigma_rules: Path) -> dict[str, Path]:
+    """Where a pull request puts rmm2sigma's ``sigma_rules/<category>/x.yml``: SigmaHQ's
+    ``rules/windows/<category>/x.yml``; a pack already in SigmaHQ's layout (``rules*/``) stays."""
+    placed: dict[str, Path] = {}
+    for file in sorted(sigma_rules.rglob("*.yml")):
+        relative = file.relative_to(sigma_rules)
+        if relative.parts[0].startswith("rules"):
+            placed[relative.as_posix()] = file
+        else:
+            placed[f"rules/windows/{relative.as_posix()}"] = file
+    return placed
+
+
+def unpack_snapshot(tarball: Path, into: Path) -> Path:
+    """Extract SigmaHQ's snapshot (it unpacks into ``sigma/``) and return the tree's root."""
+    import tarfile
+
+    with tarfile.open(tarball) as archive:
+        archive.extractall(into, filter="data")
+    return into / "sigma"
+
+
+def run_sigmahq_ci(ours: dict[str, Path], tree: Path, schema: Path, workdir: Path) -> list[CiFinding]:
+    """SigmaHQ's pull-request checks on ``ours`` (destination in their tree -> file), placed into
+    their unpacked ``tree``; returns the findings about our files only, never upstream's own.
+
+    yamllint, the JSON schema and the duplicate-id check run as the workflows do. Their two
+    unittest scripts and ``sigma check`` run on a scoped copy of the tree: our files plus every
+    upstream rule that could clash with one (same log source, detection size and condition for
+    ``test_duplicate_detections``; same id, title or file name for the uniqueness validators),
+    because the full scripts take minutes. A rule outside that scope cannot produce a finding
+    about ours, so nothing is hidden.
+    """
+    import shutil
+
+    placed = [tree / destination for destination in ours if not (tree / destination).exists()]
+    try:
+        for destination, source in ours.items():
+            (tree / destination).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(source, tree / destination)
+        findings = _yamllint(tree, ours)
+        findings += _json_schema(tree, ours, schema)
+        findings += _duplicate_ids(tree, ours)
+        scoped = _scoped_tree(tree, ours, workdir / "scoped")
+        findings += _unittest_script(scoped, ours, "test_rules")
+        findings += _unittest_script(scoped, ours, "test_logsource")
+        findings += _sigma_check(scoped, ours, workdir)
+    finally:  # the tree is upstream's again, ready for the next pack
+        for path in placed:
+            path.unlink(missing_ok=True)
+    return findings
+
+
+def safe_documents(text: str, loader_class: Any = None) -> list[Any]:
+    """Every YAML document of ``text``, read with a safe loader (libyaml's when built with it)."""
+    import yaml
+
+    loader = (loader_class or getattr(yaml, "CSafeLoader", yaml.SafeLoader))(text)
+    try:
+        documents = []
+        while loader.check_data():
+            documents.append(loader.get_data())
+        return documents
+    finally:
+        loader.dispose()
+
+
+def _yamllint(tree: Path, ours: dict[str, Path]) -> list[CiFinding]:
+    from yamllint import linter
+    from yamllint.config import YamlLintConfig
+
+    config = YamlLintConfig(file=str(tree / ".yamllint"))
+    return [
+        CiFinding("yamllint", name, f"{problem.line}:{problem.column} {problem.level} {problem.message}")
+        for name in ours
+        for problem in linter.run((tree / name).read_text(encoding="utf-8"), config, name)
+    ]  # strict mode: warnings fail as errors do
+
+
+def _json_schema(tree: Path, ours: dict[str, Path], schema_file: Path) -> list[CiFinding]:
+    import jsonschema
+    import yaml
+
+    class _Loader(yaml.SafeLoader):
+        """Dates stay text, as they are in the JSON the validator action checks."""
+
+    _Loader.yaml_implicit_resolvers = {
+        key: [(tag, regexp) for tag, regexp in resolvers if tag != "tag:yaml.org,2002:timestamp"]
+        for key, resolvers in yaml.SafeLoader.yaml_implicit_resolvers.items()
+    }
+    schema = json.loads(schema_file.read_text(encoding="utf-8"))
+    validator = jsonschema.Draft202012Validator(schema)
+    findings = []
+    for name in ours:
+        (document,) = safe_documents((tree / name).read_text(encoding="utf-8"), _Loader)
+        for error in validator.iter_errors(document):
+            where = "/".join(str(part) for part in error.absolute_path) or "(rule)"
+            findings.append(CiFinding("json_schema", name, f"{where}: {error.message}"))
+    return findings
+
+
+def _ids(tree: Path) -> dict[str, list[str]]:
+    """``grep -rh "^id: " rules* deprecated unsupported``, keeping which file each id is in."""
+    found: dict[str, list[str]] = {}
+    for folder in _ID_FOLDERS:
+        for file in sorted((tree / folder).rglob("*")):
+            if file.is_file():
+                text = file.read_text(encoding="utf-8", errors="replace")
+                for match in re.finditer(r"^id: (.*)$", text, re.MULTILINE):
+                    found.setdefault(match.group(1).strip(), []).append(file.relative_to(tree).as_posix())
+    return found
+
+
+def _duplicate_ids(tree: Path, ours: dict[str, Path]) -> list[CiFinding]:
+    return [
+        CiFinding("duplicate_id", name, f"id {rule_id} is also in {', '.join(p for p in files if p != name)}")
+        for rule_id, files in _ids(tree).items()
+        if len(files) > 1
+        for name in dict.fromkeys(files)
+        if name in ours
+    ]
+
+
+def _clash_key(document: Any) -> str | None:
+    """What two rules must share to be duplicates in ``test_duplicate_detections``: the log source
+    (less ``definition``), the detection's entry names (``timeframe`` is not compared, but is
+    counted) and the condition."""
+    if not isinstance(document, dict) or not isinstance(document.get("detection"), dict):
+        return None
+    logsource = {k: v for k, v in (document.get("logsource") or {}).items() if k != "definition"}
+    detection = document["detection"]
+    names = sorted(str(name) for name in detection if name != "timeframe")
+    return json.dumps(
+        [logsource, len(detection), names, detection.get("condition")], sort_keys=True, default=str
+    )
+
+
+def _scoped_tree(tree: Path, ours: dict[str, Path], scoped: Path) -> Path:
+    """Our files, every upstream rule that could clash with one, SigmaHQ's ``tests/`` and config."""
+    import shutil
+
+    import yaml
+
+    keys, titles, names, ids = set(), set(), set(), set()
+    for name in ours:
+        (document,) = safe_documents((tree / name).read_text(encoding="utf-8"))
+        keys.add(_clash_key(document))
+        titles.add(str(document.get("title")))
+        ids.add(str(document.get("id")))
+        names.add(Path(name).name)
+    keep = set(ours)
+    for folder in _RULE_FOLDERS:
+        for file in (tree / folder).rglob("*.yml"):
+            relative = file.relative_to(tree).as_posix()
+            if relative in keep:
+                continue
+            if file.name in names:
+                keep.add(relative)
+                continue
+            text = file.read_text(encoding="utf-8", errors="replace")
+            try:
+                documents = safe_documents(text)
+            except yaml.YAMLError:
+                keep.add(relative)  # cannot tell: let their scripts see it
+                continue
+            first = documents[0] if documents else None
+            if (len(documents) == 1 and _clash_key(first) in keys) or (
+                isinstance(first, dict) and (str(first.get("title")) in titles or str(first.get("id")) in ids)
+            ):
+                keep.add(relative)
+    shutil.rmtree(scoped, ignore_errors=True)
+    shutil.copytree(tree / "tests", scoped / "tests")
+    shutil.copyfile(tree / ".yamllint", scoped / ".yamllint")
+    for relative in sorted(keep):
+        (scoped / relative).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(tree / relative, scoped / relative)
+    return scoped
+
+
+def _unittest_script(scoped: Path, ours: dict[str, Path], script: str) -> list[CiFinding]:
+    """``python tests/<script>.py`` from the tree's root, as the workflow runs it; a failed test is
+    a finding about each of our files its output names (or about all of ours when it names none of
+    them but passes without them)."""
+    import subprocess
+    import sys
+
+    def run(root: Path) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [sys.executable, f"tests/{script}.py"], cwd=root, capture_output=True, text=True, check=False
+        )
+
+    result = run(scoped)
+    if result.returncode == 0:
+        return []
+    output = result.stdout + result.stderr
+    failed = set(_FAILED_TEST.findall(output))
+    named = [name for name in ours if Path(name).name in output]
+    if named:
+        return [CiFinding(script, name, _lines_about(output, Path(name).name)) for name in named]
+    import shutil
+
+    baseline = scoped.with_name(scoped.name + "_upstream")
+    shutil.rmtree(baseline, ignore_errors=True)
+    shutil.copytree(scoped, baseline)
+    for name in ours:
+        (baseline / name).unlink()
+    upstream = run(baseline)
+    ours_only = failed - set(_FAILED_TEST.findall(upstream.stdout + upstream.stderr))
+    return [CiFinding(script, name, f"{', '.join(sorted(ours_only))} failed") for name in ours if ours_only]
+
+
+def _lines_about(output: str, name: str) -> str:
+    lines = [" ".join(line.split()) for line in output.splitlines() if name in line]
+    return " | ".join(dict.fromkeys(lines))[:2000]
+
+
+def _sigma_check(scoped: Path, ours: dict[str, Path], workdir: Path) -> list[CiFinding]:
+    """``sigma check --fail-on-error --fail-on-issues --validation-config tests/sigma_cli_conf.yml
+    rules*`` (sigma-cli, in this process so the seeded validator data is used), with
+    :data:`EXCLUDED_VALIDATORS` added to the configuration's exclusions; per-rule results come
+    from its JUnit report."""
+    import xml.etree.ElementTree as ElementTree
+
+    import yaml
+    from sigma.cli.check import check
+
+    seed_validator_data()
+    config = yaml.safe_load((scoped / "tests" / "sigma_cli_conf.yml").read_text(encoding="utf-8"))
+    config["validators"] = [
+        *config.get("validators", ["all"]),
+        *(f"-{v}" for v in sorted(EXCLUDED_VALIDATORS)),
+    ]
+    config_file = workdir / "sigma_cli_conf_offline.yml"
+    config_file.write_text(yaml.safe_dump(config), encoding="utf-8")
+    junit = workdir / "sigma_check.xml"
+    folders = [str(scoped / folder) for folder in _RULE_FOLDERS if (scoped / folder).is_dir()]
+    arguments = ["--fail-on-error", "--fail-on-issues", "--validation-config", str(config_file)]
+    import contextlib
+    import io
+
+    with contextlib.redirect_stdout(io.StringIO()), contextlib.suppress(SystemExit):
+        check.main([*arguments, "--junitxml", str(junit), *folders], standalone_mode=False)
+    findings: list[CiFinding] = []
+    by_path = {str(scoped / name): name for name in ours}
+    for case in ElementTree.parse(junit).getroot().iter("testcase"):
+        problem = case.find("failure")
+        if problem is None:
+            problem = case.find("error")
+        if problem is None:
+            continue
+        path = case.get("file") or ""
+        message = f"{problem.get('message')}: {' '.join((problem.text or '').split())}"
+        findings.extend(
+            CiFinding("sigma_check", name, message) for full, name in by_path.items() if full in path
+        )
+    return findings
