@@ -488,9 +488,11 @@ def test_empty_query(text: str) -> None:
         ),
         ("let a = 1", 1, 10, "unexpected end of query; expected ';'"),
         ("T | where a ==", 1, 15, "unexpected end of query; expected an expression"),
-        ("T | summarize", 1, 14, "unexpected end of query; expected an expression or 'by'"),
+        ("T | summarize", 1, 14, "unexpected end of query; expected an expression, 'by'"),
         ("T | where #", 1, 11, "unexpected character '#'; expected an expression"),
-        ("T; U", 1, 4, "unexpected name 'U'; expected the end of the query"),
+        ("T | where a == 1 b", 1, 18, "unexpected name 'b'; expected an operator"),
+        ("T | where x == {{y}}", 1, 16, "unexpected '{'; expected an expression"),  # not KQL
+        ("T | where !isempty(b)", 1, 11, "unexpected character '!'; expected an expression"),
     ],
 )
 def test_other_errors(text: str, line: int, column: int, message: str) -> None:

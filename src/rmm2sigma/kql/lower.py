@@ -89,13 +89,23 @@ class _Lowering:
         for let in query.lets:
             if isinstance(let.value, k.Pipeline):
                 self.tables[let.name] = let.value
-            else:
+            elif not isinstance(let.value, k.FunctionDef):  # a call to a function stays unresolved
                 self.scalars[let.name] = let.value
         self.notes: list[str] = []
         self.window: timedelta | None = None
 
     def detection(self) -> Detection:
         body = self.query.body
+        if self.query.earlier:
+            raise _fail(
+                "a query with several result statements has no Sigma equivalent", self.query.earlier[0]
+            )
+        if not isinstance(body.source, k.TableRef | k.Datatable):
+            raise _fail(
+                f"a query starting with `{getattr(body.source, 'keyword', 'an expression')}` "
+                "has no Sigma equivalent",
+                body.source,
+            )
         if not isinstance(body.source, k.TableRef) or body.source.name in self.tables:
             raise _fail("the query must start from a Defender table", body.source)
         table = body.source.name
@@ -120,8 +130,10 @@ class _Lowering:
             elif isinstance(op, k.Extend):
                 reshaped.update(a.name for a in op.columns if a.name)
                 self.notes.append(f"output shaping `{_shorten(to_kql(op))}` is not part of a Sigma rule")
-            else:
+            elif isinstance(op, k.Project | k.Distinct | k.Take):
                 self.notes.append(f"output shaping `{_shorten(to_kql(op))}` is not part of a Sigma rule")
+            else:
+                raise _fail(f"`{op.keyword}` has no Sigma equivalent", op)
         predicate: Node | None
         if not conditions:
             predicate = None
