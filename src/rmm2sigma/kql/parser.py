@@ -634,8 +634,8 @@ def _string(token: Token) -> k.StringLit:
     if text.startswith("@"):
         quote = text[1]
         return k.StringLit(text[2:-1].replace(quote * 2, quote), True, _at(token))
-    if text.startswith(("```", "~~~")):
-        return k.StringLit(text[3:-3], True, _at(token))
+    if text.startswith(("```", "~~~")):  # backslashes are literal, but lines break: not verbatim
+        return k.StringLit(text[3:-3], False, _at(token))
     return k.StringLit(_unescape(text[1:-1], cast(int, token.line), column + 1), False, _at(token))
 
 
