@@ -17,6 +17,7 @@ from lark import Lark, Token, Transformer, v_args
 from lark.exceptions import UnexpectedCharacters, UnexpectedToken
 
 from ..errors import KqlSyntaxError
+from ..sigmahq import default_cache_dir
 from . import syntax as k
 from .syntax import Expr, Pos
 
@@ -67,7 +68,7 @@ def parse(text: str) -> k.Query:
 
 @functools.cache
 def _lark() -> Lark:
-    """The parser, built on first use: building the LALR tables takes a noticeable moment."""
+    """The parser, built on first use; Lark keeps its tables in a cache file keyed by the grammar."""
     return Lark.open(
         "grammar.lark",
         rel_to=__file__,
@@ -75,7 +76,22 @@ def _lark() -> Lark:
         lexer="contextual",
         transformer=_Builder(),
         maybe_placeholders=True,
+        cache=_cache_file(),
     )
+
+
+def _cache_file() -> str | bool:
+    """Where Lark keeps the LALR tables (building them takes about 2 s; loading, a fraction).
+
+    Lark checks the file against a hash of the grammar and options, and loads it with pickle, so it
+    lives in the user's own cache folder, never in the shared temp folder; without one, no cache.
+    """
+    folder = default_cache_dir().parent  # rmm2sigma's folder in the user's cache
+    try:
+        folder.mkdir(mode=0o700, parents=True, exist_ok=True)
+    except OSError:
+        return False
+    return str(folder / "kql-grammar.lark-cache")
 
 
 # ---------------------------------------------------------------- tree building
