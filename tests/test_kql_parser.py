@@ -54,6 +54,8 @@ from rmm2sigma.kql import (
     ProjectRename,
     ProjectReorder,
     Query,
+    Range,
+    Render,
     Sample,
     Search,
     Serialize,
@@ -752,6 +754,14 @@ def test_search_externaldata_print_sources() -> None:
     )
     assert round_trip("print x = 1, 'y'").body.source == Print(
         (Assignment("x", NumberLit(1)), Assignment(None, S("y")))
+    )
+
+
+def test_range_source_and_render() -> None:
+    query = round_trip("range d from 1 to 10 step 2 | render timechart with (title='x')")
+    assert query.body == Pipeline(
+        Range("d", NumberLit(1), NumberLit(10), NumberLit(2)),
+        (Render("timechart", (Assignment("title", S("x")),)),),
     )
 
 

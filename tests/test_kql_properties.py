@@ -50,6 +50,8 @@ from rmm2sigma.kql import (
     ProjectRename,
     ProjectReorder,
     Query,
+    Range,
+    Render,
     Sample,
     Search,
     Serialize,
@@ -271,6 +273,7 @@ simple_operators: st.SearchStrategy[Operator] = st.one_of(
     st.builds(Serialize, st.just(()) | assignment_lists),
     st.builds(As, names, st.sampled_from([(), (("hint.materialized", "true"),)])),
     st.builds(Sample, expressions),
+    st.builds(Render, st.sampled_from(["timechart", "table"]), st.just(()) | assignment_lists),
 )
 operators: st.SearchStrategy[Operator] = simple_operators | st.builds(
     Partition,
@@ -351,6 +354,7 @@ sources = st.one_of(
     st.builds(TableRef, identifiers),
     datatables(),
     st.builds(Print, assignment_lists),
+    st.builds(Range, names, expressions, expressions, expressions),
     st.builds(
         Externaldata,
         st.lists(st.tuples(names, identifiers), min_size=1, max_size=2).map(tuple),

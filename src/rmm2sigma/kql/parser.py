@@ -31,11 +31,12 @@ _OPERATOR_WORDS = (
     *("order", "top", "top-nested", "join", "lookup", "union", "mv-expand", "mvexpand", "parse"),
     *("parse-where", "project-away", "project-keep", "project-rename", "project-reorder"),
     *("search", "evaluate", "invoke", "partition", "count", "getschema", "serialize", "as"),
-    "sample",
+    *("sample", "render"),
 )
 KEYWORDS = frozenset(
     {
-        *("let", "view", "datatable", "externaldata", "print", "dynamic", "true", "false", "null"),
+        *("let", "view", "datatable", "externaldata", "print", "range", "from", "step", "dynamic"),
+        *("true", "false", "null"),
         *("and", "or", "between", "by", "on", "of", "with", "others", "to", "asc", "desc", "nulls"),
         *("first", "last", "kind", "withsource", "isfuzzy", "bagexpansion", "with_itemindex", "flags"),
         *("datetime", "date", "timespan", "time", "guid", "int", "long", "real", "double", "decimal"),
@@ -171,10 +172,10 @@ def _chain(op: str, operands: tuple[Expr, ...]) -> Expr:
     return result
 
 
-_TABULAR = k.Datatable | k.Externaldata | k.Print | k.Union | k.Search
+_TABULAR = k.Datatable | k.Externaldata | k.Print | k.Range | k.Union | k.Search
 """Sources that are tables by their form, whatever context they stand in."""
 
-Piped = k.Pipeline | k.Datatable | k.Externaldata | k.Print | k.Union | k.Search | Expr
+Piped = k.Pipeline | k.Datatable | k.Externaldata | k.Print | k.Range | k.Union | k.Search | Expr
 """What the ``pipe`` rule gives: a pipeline, a tabular source alone, or a plain expression."""
 
 
@@ -281,6 +282,19 @@ class _Builder(Transformer[Token, k.Query]):
 
     def print(self, keyword: Token, columns: tuple[k.Assignment, ...]) -> k.Print:
         return k.Print(columns, _at(keyword))
+
+    def range(
+        self,
+        keyword: Token,
+        name: k.Name,
+        _from: Token,
+        start: Expr,
+        _to: Token,
+        stop: Expr,
+        _step: Token,
+        step: Expr,
+    ) -> k.Range:
+        return k.Range(name.name, start, stop, step, _at(keyword))
 
     def columns(self, *columns: tuple[str, str]) -> tuple[tuple[str, str], ...]:
         return columns
@@ -508,6 +522,15 @@ class _Builder(Transformer[Token, k.Query]):
     def sample(self, keyword: Token, count: Expr) -> k.Sample:
         return k.Sample(count, _at(keyword))
 
+    def render(
+        self,
+        keyword: Token,
+        visualization: Token,
+        _with: Token | None,
+        options: tuple[k.Assignment, ...] | None,
+    ) -> k.Render:
+        return k.Render(str(visualization), options or (), _at(keyword))
+
     def options(self, *options: k.Option) -> tuple[k.Option, ...]:
         return options
 
@@ -717,7 +740,7 @@ _OPERATORS = {
     *("WHERE", "SUMMARIZE", "PROJECT", "EXTEND", "DISTINCT", "TAKE", "SORT", "TOP", "TOP_NESTED"),
     *("JOIN", "LOOKUP", "UNION", "MV_EXPAND", "PARSE", "PARSE_WHERE", "PROJECT_AWAY", "PROJECT_KEEP"),
     *("PROJECT_RENAME", "PROJECT_REORDER", "SEARCH", "EVALUATE", "INVOKE", "PARTITION", "COUNT"),
-    *("GETSCHEMA", "SERIALIZE", "AS", "SAMPLE"),
+    *("GETSCHEMA", "SERIALIZE", "AS", "SAMPLE", "RENDER"),
 }
 
 # When the key terminal is expected, its whole group is summed up in one phrase.
@@ -727,7 +750,7 @@ _GROUPS = (
         {
             *("NAME", "BRACKETED_NAME", "STRING", "VERBATIM", "MULTILINE", "NUMBER", "TIMESPAN"),
             *("TYPED", "BOOL", "DYNAMIC", "MINUS", "LPAR", "STAR", "DATATABLE", "EXTERNALDATA"),
-            *("PRINT", "UNION", "SEARCH"),
+            *("PRINT", "RANGE", "UNION", "SEARCH"),
         },
         "an expression",
     ),

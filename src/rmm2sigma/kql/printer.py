@@ -207,6 +207,18 @@ def _parts(node: Node) -> list[Part]:
             return [*parts, " with (", *_list(options), ")"] if options else parts
         case k.Print(columns=columns):
             return ["print ", *_list(columns)]
+        case k.Range(name=name, start=start, stop=stop, step=step):
+            return [
+                f"range {_name(name)} from ",
+                (start, False),
+                " to ",
+                (stop, False),
+                " step ",
+                (step, False),
+            ]
+        case k.Render(visualization=visualization, options=options):
+            parts = [f"render {visualization}"]
+            return [*parts, " with (", *_list(options), ")"] if options else parts
         case k.Sort(by=by, params=params):
             return [f"sort{_options(params)} by ", *_list(by)]
         case k.SortKey(expr=expr, order=order, nulls=nulls):

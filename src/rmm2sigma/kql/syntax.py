@@ -55,6 +55,8 @@ __all__ = [
     "ProjectRename",
     "ProjectReorder",
     "Query",
+    "Range",
+    "Render",
     "Sample",
     "Search",
     "Serialize",
@@ -568,6 +570,16 @@ class Sample:
     pos: Pos = _pos()
 
 
+@dataclass(frozen=True)
+class Render:
+    """``render timechart with (title='x')``: how a client draws the result."""
+
+    keyword: ClassVar[str] = "render"
+    visualization: str
+    options: tuple[Assignment, ...] = ()
+    pos: Pos = _pos()
+
+
 Operator = (
     Where
     | Summarize
@@ -596,6 +608,7 @@ Operator = (
     | Serialize
     | As
     | Sample
+    | Render
 )
 
 
@@ -639,7 +652,19 @@ class Print:
     pos: Pos = _pos()
 
 
-Source = TableRef | Datatable | Union | Search | Externaldata | Print | Expr
+@dataclass(frozen=True)
+class Range:
+    """``range x from 1 to 10 step 1``: a one-column table of a series."""
+
+    keyword: ClassVar[str] = "range"
+    name: str
+    start: Expr
+    stop: Expr
+    step: Expr
+    pos: Pos = _pos()
+
+
+Source = TableRef | Datatable | Union | Search | Externaldata | Print | Range | Expr
 """What a pipeline starts from; a bare name is always a ``TableRef``, other expressions
 (``materialize(...)``, ``f(x)``, ``toscalar(...)``) stand as themselves."""
 
