@@ -50,7 +50,7 @@ def test_at_least_160_convert_and_the_invalid_kql_is_located(
     dwservice = CORPUS / "rmm_DWService_createproc.yaml"
     assert failed == {
         dwservice.name: f"{dwservice}:26:5: unexpected name 'Sha1'; expected a tabular operator "
-        "('where', 'summarize', 'project', 'extend', 'distinct' or 'take')"
+        "('where', 'summarize', 'extend', 'project', 'join', ...)"
     }
 
 

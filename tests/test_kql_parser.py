@@ -13,31 +13,68 @@ import yaml
 from rmm2sigma.errors import KqlSyntaxError
 from rmm2sigma.kql import (
     ArrayLit,
+    As,
     Assignment,
     Between,
     Binary,
     BoolLit,
     Call,
+    Count,
     Datatable,
     Distinct,
+    Evaluate,
+    ExpandColumn,
     Expr,
     Extend,
+    Externaldata,
+    FunctionDef,
+    FunctionParam,
+    GetSchema,
     Index,
+    Invoke,
+    Join,
     Let,
+    Lookup,
+    Member,
+    MvExpand,
     Name,
+    NullLit,
     NumberLit,
+    ObjectLit,
+    Parse,
+    ParseColumn,
+    ParseWhere,
+    Partition,
     Pipeline,
     Pos,
+    Print,
     Project,
+    ProjectAway,
+    ProjectKeep,
+    ProjectRename,
+    ProjectReorder,
     Query,
+    Range,
+    Render,
+    Sample,
+    Search,
+    Serialize,
     SetOp,
+    Sort,
+    SortKey,
     StringLit,
     SubQuery,
     Summarize,
     TableRef,
     Take,
     TimespanLit,
+    Top,
+    TopNested,
+    TopNestedLevel,
+    TupleAssignment,
+    TypedLit,
     Unary,
+    Union,
     Where,
     parse,
     to_kql,
@@ -488,9 +525,11 @@ def test_empty_query(text: str) -> None:
         ),
         ("let a = 1", 1, 10, "unexpected end of query; expected ';'"),
         ("T | where a ==", 1, 15, "unexpected end of query; expected an expression"),
-        ("T | summarize", 1, 14, "unexpected end of query; expected an expression or 'by'"),
+        ("T | summarize", 1, 14, "unexpected end of query; expected an expression, 'by'"),
         ("T | where #", 1, 11, "unexpected character '#'; expected an expression"),
-        ("T; U", 1, 4, "unexpected name 'U'; expected the end of the query"),
+        ("T | where a == 1 b", 1, 18, "unexpected name 'b'; expected an operator"),
+        ("T | where x == {{y}}", 1, 16, "unexpected '{'; expected an expression"),  # not KQL
+        ("T | where !isempty(b)", 1, 11, "unexpected character '!'; expected an expression"),
     ],
 )
 def test_other_errors(text: str, line: int, column: int, message: str) -> None:
@@ -545,3 +584,285 @@ def test_a_lone_surrogate_escape_is_refused_where_it_stands() -> None:
     with pytest.raises(KqlSyntaxError, match="half of a surrogate pair") as caught:
         parse("T\n| where a == 'ab\\ud800'")
     assert (caught.value.line, caught.value.column) == (2, 17)
+
+
+# ---------------------------------------------------------------- the rest of KQL
+
+
+def round_trip(text: str) -> Query:
+    """Parse, print, parse again: the same tree."""
+    query = parse(text)
+    assert parse(to_kql(query)) == query, to_kql(query)
+    return query
+
+
+def operators(text: str) -> tuple[object, ...]:
+    return round_trip(text).body.operators
+
+
+def test_join_with_kind_hints_and_left_right() -> None:
+    (join,) = operators(
+        "T | join kind=leftanti hint.strategy=shuffle (U | where b == 1) on $left.a == $right.b, c"
+    )
+    assert join == Join(
+        "leftanti",
+        Pipeline(TableRef("U"), (Where(Binary("==", A("b"), NumberLit(1))),)),
+        (Binary("==", Member(A("$left"), "a"), Member(A("$right"), "b")), A("c")),
+        (("hint.strategy", "shuffle"),),
+    )
+    assert isinstance(join, Join) and join.keyword == "join"
+    assert operators("T | join U on a") == (Join(None, Pipeline(TableRef("U")), (A("a"),)),)
+    assert operators("T | lookup kind=leftouter (U) on a") == (
+        Lookup("leftouter", Pipeline(TableRef("U")), (A("a"),)),
+    )
+
+
+def test_union_as_first_statement_and_as_operator() -> None:
+    query = round_trip("union withsource=S isfuzzy=true Device*, (U | take 1), V\n| where x == 1")
+    assert query.body == Pipeline(
+        Union(
+            (Pipeline(TableRef("Device*")), Pipeline(TableRef("U"), (Take(1),)), Pipeline(TableRef("V"))),
+            (("withsource", "S"), ("isfuzzy", "true")),
+        ),
+        (Where(Binary("==", A("x"), NumberLit(1))),),
+    )
+    assert operators("T | union U | count") == (Union((Pipeline(TableRef("U")),)), Count())
+
+
+def test_sort_order_and_top() -> None:
+    assert operators("T | order by a desc nulls last, b | sort by c asc | top 5 by d desc") == (
+        Sort((SortKey(A("a"), "desc", "last"), SortKey(A("b")))),
+        Sort((SortKey(A("c"), "asc"),)),
+        Top(NumberLit(5), SortKey(A("d"), "desc")),
+    )
+
+
+def test_top_nested() -> None:
+    (nested,) = operators(
+        "T | top-nested 3 of a by count(), top-nested of b with others = 'x' by n = max(c) desc"
+    )
+    assert nested == TopNested(
+        (
+            TopNestedLevel(NumberLit(3), Assignment(None, A("a")), None, Assignment(None, Call("count"))),
+            TopNestedLevel(
+                None, Assignment(None, A("b")), S("x"), Assignment("n", Call("max", (A("c"),))), "desc"
+            ),
+        )
+    )
+
+
+def test_member_access_and_string_index() -> None:
+    assert where("parse_json(x).y['z'].w == 1 and AdditionalFields.['a b'] has 'c'") == Binary(
+        "and",
+        Binary("==", Member(Index(Member(Call("parse_json", (A("x"),)), "y"), S("z")), "w"), NumberLit(1)),
+        Binary("has", Member(A("AdditionalFields"), "a b"), S("c")),
+    )
+
+
+def test_mv_expand() -> None:
+    assert operators("T | mv-expand with_itemindex=i x = arr to typeof(string), y limit 5 | mvexpand z") == (
+        MvExpand(
+            (ExpandColumn("x", A("arr"), "string"), ExpandColumn(None, A("y"))),
+            NumberLit(5),
+            (("with_itemindex", "i"),),
+        ),
+        MvExpand((ExpandColumn(None, A("z")),)),
+    )
+
+
+def test_parse_and_parse_where() -> None:
+    assert operators("T | parse kind=regex x with * 'a' n:int \"b\" rest | parse-where y with 'k=' v") == (
+        Parse(
+            A("x"),
+            (A("*"), S("a"), ParseColumn("n", "int"), S("b"), ParseColumn("rest")),
+            (("kind", "regex"),),
+        ),
+        ParseWhere(A("y"), (S("k="), ParseColumn("v"))),
+    )
+    assert ParseWhere.keyword == "parse-where"
+
+
+def test_project_away_keep_rename_reorder() -> None:
+    assert operators(
+        "T | project-away a*, b | project-keep c | project-rename n = o | project-reorder d desc, e*"
+    ) == (
+        ProjectAway((A("a*"), A("b"))),
+        ProjectKeep((A("c"),)),
+        ProjectRename((Assignment("n", A("o")),)),
+        ProjectReorder((SortKey(A("d"), "desc"), SortKey(A("e*")))),
+    )
+
+
+def test_summarize_aggregates_and_tuple_names() -> None:
+    (summarize,) = operators(
+        "T | summarize hint.shufflekey=k (t, r) = arg_max(ts, r), dcount(d) by bin(ts, 1h)"
+    )
+    assert summarize == Summarize(
+        (
+            TupleAssignment(None, Call("arg_max", (A("ts"), A("r"))), names=("t", "r")),
+            Assignment(None, Call("dcount", (A("d"),))),
+        ),
+        (Assignment(None, Call("bin", (A("ts"), TimespanLit("1h")))),),
+    )
+
+
+def test_where_star_filter_and_distinct_star() -> None:
+    assert operators("T | filter * has 'x' | distinct *") == (
+        Where(Binary("has", A("*"), S("x"))),
+        Distinct((A("*"),)),
+    )
+    assert where("count() > 1 and arg_max(a, *) == 1") == Binary(
+        "and",
+        Binary(">", Call("count"), NumberLit(1)),
+        Binary("==", Call("arg_max", (A("a"), A("*"))), NumberLit(1)),
+    )
+
+
+def test_materialize_toscalar_and_tabular_arguments() -> None:
+    query = round_trip("let m = materialize(T | take 1);\nlet n = toscalar(m | count);\nm | where x < n")
+    assert query.lets[0].value == Call("materialize", (SubQuery(Pipeline(TableRef("T"), (Take(1),))),))
+    assert query.lets[1].value == Call("toscalar", (SubQuery(Pipeline(TableRef("m"), (Count(),))),))
+
+
+def test_other_operators() -> None:
+    assert operators(
+        "T | evaluate hint.distribution=per_node bag_unpack(x) | invoke f(1) | as hint.materialized=true X"
+        " | serialize n = row_number() | sample 5 | getschema | count"
+        " | partition hint.strategy=native by k (top 1 by t | project t)"
+    ) == (
+        Evaluate(Call("bag_unpack", (A("x"),)), (("hint.distribution", "per_node"),)),
+        Invoke(Call("f", (NumberLit(1),))),
+        As("X", (("hint.materialized", "true"),)),
+        Serialize((Assignment("n", Call("row_number")),)),
+        Sample(NumberLit(5)),
+        GetSchema(),
+        Count(),
+        Partition(
+            A("k"),
+            (Top(NumberLit(1), SortKey(A("t"))), Project((Assignment(None, A("t")),))),
+            (("hint.strategy", "native"),),
+        ),
+    )
+
+
+def test_search_externaldata_print_sources() -> None:
+    assert round_trip("search kind=case_sensitive in (T, U*) 'x'").body.source == Search(
+        ("T", "U*"), S("x"), (("kind", "case_sensitive"),)
+    )
+    assert round_trip("externaldata(a:string)['https://x'] with (format='csv')").body.source == Externaldata(
+        (("a", "string"),), (S("https://x"),), (Assignment("format", S("csv")),)
+    )
+    assert round_trip("print x = 1, 'y'").body.source == Print(
+        (Assignment("x", NumberLit(1)), Assignment(None, S("y")))
+    )
+
+
+def test_range_source_and_render() -> None:
+    query = round_trip("range d from 1 to 10 step 2 | render timechart with (title='x')")
+    assert query.body == Pipeline(
+        Range("d", NumberLit(1), NumberLit(10), NumberLit(2)),
+        (Render("timechart", (Assignment("title", S("x")),)),),
+    )
+
+
+def test_literals_of_real_kql() -> None:
+    assert where("t > datetime(2021-01-01T10:00:00Z)") == Binary(
+        ">", A("t"), TypedLit("datetime", "2021-01-01T10:00:00Z")
+    )
+    assert where("a == long(null) and b == 0x1F and c == timespan(1.00:00:00)") == Binary(
+        "and",
+        Binary("and", Binary("==", A("a"), TypedLit("long", "null")), Binary("==", A("b"), NumberLit(31))),
+        Binary("==", A("c"), TypedLit("timespan", "1.00:00:00")),
+    )
+    assert where("a == h'x' and b == @\"c:\\\" and c == ```l1\nl2``` and d == 'a' \"b\"") == Binary(
+        "and",
+        Binary(
+            "and",
+            Binary("and", Binary("==", A("a"), S("x")), Binary("==", A("b"), S("c:\\", True))),
+            Binary("==", A("c"), S("l1\nl2")),
+        ),
+        Binary("==", A("d"), S("ab")),
+    )
+    assert where("d == dynamic({'a': [1, null, {'b': -2}], 'c': true})") == Binary(
+        "==",
+        A("d"),
+        Call(
+            "dynamic",
+            (
+                ObjectLit(
+                    (
+                        (
+                            "a",
+                            ArrayLit(
+                                (NumberLit(1), NullLit(), ObjectLit((("b", Unary("-", NumberLit(2))),)))
+                            ),
+                        ),
+                        ("c", BoolLit(True)),
+                    )
+                ),
+            ),
+        ),
+    )
+    assert where("typeof(x) == typeof(dynamic) and iff(a, 1, 2) > case(b, 1, 2)") == Binary(
+        "and",
+        Binary("==", Call("typeof", (A("x"),)), Call("typeof", (A("dynamic"),))),
+        Binary(
+            ">",
+            Call("iff", (A("a"), NumberLit(1), NumberLit(2))),
+            Call("case", (A("b"), NumberLit(1), NumberLit(2))),
+        ),
+    )
+
+
+def test_comparison_chains_fold_to_the_left() -> None:
+    assert where("a < b == c") == Binary("==", Binary("<", A("a"), A("b")), A("c"))
+
+
+def test_let_functions_and_views() -> None:
+    query = round_trip(
+        "let f = (T:(*), s:string, n:int = 1) { T | where x == s | take 5 };\n"
+        "let v = view() { U };\n"
+        "f(V, 'a')"
+    )
+    assert query.lets[0].value == FunctionDef(
+        (FunctionParam("T", "(*)"), FunctionParam("s", "string"), FunctionParam("n", "int", NumberLit(1))),
+        Query((), Pipeline(TableRef("T"), (Where(Binary("==", A("x"), A("s"))), Take(5)))),
+    )
+    assert query.lets[1].value == FunctionDef((), Query((), Pipeline(TableRef("U"))), view=True)
+    assert query.body == Pipeline(Call("f", (A("V"), S("a"))))
+
+
+def test_several_statements() -> None:
+    query = round_trip("let a = 1;\nT | take 1;\nlet b = 2;\nU")
+    assert [let.name for let in query.lets] == ["a", "b"]
+    assert query.earlier == (Pipeline(TableRef("T"), (Take(1),)),)
+    assert query.body == Pipeline(TableRef("U"))
+
+
+def test_parenthesised_pipeline_as_a_source_is_flattened() -> None:
+    assert round_trip("(T | where a == 1) | take 1").body == Pipeline(
+        TableRef("T"), (Where(Binary("==", A("a"), NumberLit(1))), Take(1))
+    )
+
+
+def test_keywords_as_column_names() -> None:
+    assert operators("T | extend kind = 1, by = 2 | project on, of = 3") == (
+        Extend((Assignment("kind", NumberLit(1)), Assignment("by", NumberLit(2)))),
+        Project((Assignment(None, A("on")), Assignment("of", NumberLit(3)))),
+    )
+
+
+@pytest.mark.parametrize(
+    ("text", "line", "column", "message"),
+    [
+        ("T | where x == {{y}}", 1, 16, "unexpected '{'"),
+        ("T | join kind=inner U on", 1, 25, "unexpected end of query; expected an expression"),
+        ("T | mv-expand x to tostring(y)", 1, 20, "expected 'typeof' after 'to'"),
+        ("T | search has_any (U) 'y'", 1, 12, "unexpected 'has_any'; expected 'in'"),
+        ("let f = (a:string) { T | take 1 ;\nf('x')", 2, 1, "unexpected name 'f'"),
+    ],
+)
+def test_errors_in_real_kql_are_located(text: str, line: int, column: int, message: str) -> None:
+    err = error(text)
+    assert (err.line, err.column) == (line, column), err.message
+    assert err.message.startswith(message), err.message

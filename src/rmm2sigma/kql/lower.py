@@ -107,7 +107,7 @@ class _Lowering:
         for let in query.lets:
             if isinstance(let.value, k.Pipeline):
                 self.tables[let.name] = let.value
-            else:
+            elif not isinstance(let.value, k.FunctionDef):  # a call to a function stays unresolved
                 self.scalars[let.name] = let.value
         self.notes: list[str] = []
         self.window: timedelta | None = None
@@ -118,6 +118,16 @@ class _Lowering:
 
     def detection(self) -> Detection:
         body = self.query.body
+        if self.query.earlier:
+            raise _fail(
+                "a query with several result statements has no Sigma equivalent", self.query.earlier[0]
+            )
+        if not isinstance(body.source, k.TableRef | k.Datatable):
+            raise _fail(
+                f"a query starting with `{getattr(body.source, 'keyword', 'an expression')}` "
+                "has no Sigma equivalent",
+                body.source,
+            )
         if not isinstance(body.source, k.TableRef) or body.source.name in self.tables:
             raise _fail("the query must start from a Defender table", body.source)
         table = body.source.name

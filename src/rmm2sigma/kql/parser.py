@@ -17,47 +17,31 @@ from lark import Lark, Token, Transformer, v_args
 from lark.exceptions import UnexpectedCharacters, UnexpectedToken
 
 from ..errors import KqlSyntaxError
-from .syntax import (
-    ArrayLit,
-    Assignment,
-    Between,
-    Binary,
-    BoolLit,
-    Call,
-    Datatable,
-    Distinct,
-    Expr,
-    Extend,
-    Index,
-    Let,
-    Name,
-    NumberLit,
-    Operator,
-    Pipeline,
-    Pos,
-    Project,
-    Query,
-    SetOp,
-    StringLit,
-    SubQuery,
-    Summarize,
-    TableRef,
-    Take,
-    TimespanLit,
-    Unary,
-    Where,
-)
+from ..sigmahq import default_cache_dir
+from . import syntax as k
+from .syntax import Expr, Pos
 
 __all__ = ["KEYWORDS", "MAX_DEPTH", "parse"]
 
 MAX_DEPTH = 64
 """Deepest nesting of parentheses and brackets accepted: the tree's consumers recurse."""
 
+_OPERATOR_WORDS = (
+    *("where", "filter", "summarize", "project", "extend", "distinct", "take", "limit", "sort"),
+    *("order", "top", "top-nested", "join", "lookup", "union", "mv-expand", "mvexpand", "parse"),
+    *("parse-where", "project-away", "project-keep", "project-rename", "project-reorder"),
+    *("search", "evaluate", "invoke", "partition", "count", "getschema", "serialize", "as"),
+    *("sample", "render"),
+)
 KEYWORDS = frozenset(
     {
-        *("let", "datatable", "dynamic", "true", "false", "and", "or", "between", "by"),
-        *("where", "summarize", "project", "extend", "distinct", "take", "limit"),
-        *("in", "has_any", "has_all"),
+        *("let", "view", "datatable", "externaldata", "print", "range", "from", "step", "dynamic"),
+        *("true", "false", "null"),
+        *("and", "or", "between", "by", "on", "of", "with", "others", "to", "asc", "desc", "nulls"),
+        *("first", "last", "kind", "withsource", "isfuzzy", "bagexpansion", "with_itemindex", "flags"),
+        *("datetime", "date", "timespan", "time", "guid", "int", "long", "real", "double", "decimal"),
+        *("bool", "boolean", "in", "has_any", "has_all"),
+        *(word for word in _OPERATOR_WORDS if "-" not in word),
         *(
             f"{word}{suffix}"
             for word in ("has", "contains", "startswith", "endswith", "hasprefix", "hassuffix")
@@ -68,13 +52,13 @@ KEYWORDS = frozenset(
 """Words the grammar reads as keywords somewhere; the printer brackets names spelled like them."""
 
 
-def parse(text: str) -> Query:
+def parse(text: str) -> k.Query:
     """Parse one KQL query (``let`` statements and a tabular pipeline)."""
     if _BLANK.fullmatch(text):
         raise _error(text, "empty query", 1, 1)
     _check_depth(text)
     try:
-        return cast(Query, _lark().parse(text))
+        return cast(k.Query, _lark().parse(text))
     except UnexpectedToken as err:
         raise _unexpected_token(text, err) from None
     except UnexpectedCharacters as err:
@@ -85,7 +69,7 @@ def parse(text: str) -> Query:
 
 @functools.cache
 def _lark() -> Lark:
-    """The parser, built on first use: building the LALR tables takes a noticeable moment."""
+    """The parser, built on first use; Lark keeps its tables in a cache file keyed by the grammar."""
     return Lark.open(
         "grammar.lark",
         rel_to=__file__,
@@ -93,7 +77,22 @@ def _lark() -> Lark:
         lexer="contextual",
         transformer=_Builder(),
         maybe_placeholders=True,
+        cache=_cache_file(),
     )
+
+
+def _cache_file() -> str | bool:
+    """Where Lark keeps the LALR tables (building them takes about 2 s; loading, a fraction).
+
+    Lark checks the file against a hash of the grammar and options, and loads it with pickle, so it
+    lives in the user's own cache folder, never in the shared temp folder; without one, no cache.
+    """
+    folder = default_cache_dir().parent  # rmm2sigma's folder in the user's cache
+    try:
+        folder.mkdir(mode=0o700, parents=True, exist_ok=True)
+    except OSError:
+        return False
+    return str(folder / "kql-grammar.lark-cache")
 
 
 # ---------------------------------------------------------------- tree building
@@ -162,40 +161,106 @@ def _fold(first: Expr, rest: tuple[Token | Expr, ...]) -> Expr:
     """Fold ``a op b op c`` (operators and operands alternating in ``rest``) to the left."""
     result = first
     for index in range(0, len(rest), 2):
-        result = Binary(str(rest[index]), result, cast(Expr, rest[index + 1]), first.pos)
+        result = k.Binary(" ".join(str(rest[index]).split()), result, cast(Expr, rest[index + 1]), first.pos)
     return result
 
 
 def _chain(op: str, operands: tuple[Expr, ...]) -> Expr:
     result = operands[0]
     for operand in operands[1:]:
-        result = Binary(op, result, operand, operands[0].pos)
+        result = k.Binary(op, result, operand, operands[0].pos)
     return result
 
 
+_TABULAR = k.Datatable | k.Externaldata | k.Print | k.Range | k.Union | k.Search
+"""Sources that are tables by their form, whatever context they stand in."""
+
+Piped = k.Pipeline | k.Datatable | k.Externaldata | k.Print | k.Range | k.Union | k.Search | Expr
+"""What the ``pipe`` rule gives: a pipeline, a tabular source alone, or a plain expression."""
+
+
+def _table(value: Piped) -> k.Pipeline:
+    """``value`` as a query statement, ``let`` table or ``join`` side: always a pipeline."""
+    if isinstance(value, k.Pipeline):
+        return value
+    if isinstance(value, k.SubQuery):
+        return value.pipeline
+    if isinstance(value, k.Name):
+        return k.Pipeline(k.TableRef(value.name, value.pos), (), value.pos)
+    return k.Pipeline(value, (), value.pos)
+
+
+def _value(value: Piped) -> Expr:
+    """``value`` where an expression stands (an argument, a list item): tables become sub-queries."""
+    if isinstance(value, k.Pipeline):
+        return k.SubQuery(value, value.pos)
+    if isinstance(value, _TABULAR):
+        return k.SubQuery(k.Pipeline(value, (), value.pos), value.pos)
+    return value
+
+
+def _options(options: tuple[k.Option, ...] | None) -> tuple[k.Option, ...]:
+    return options or ()
+
+
+def _kind(options: tuple[k.Option, ...] | None) -> tuple[str | None, tuple[k.Option, ...]]:
+    """``kind=...`` apart from the other parameters of ``join`` and ``lookup``."""
+    kind = [value for name, value in options or () if name == "kind"]
+    return (kind[-1] if kind else None), tuple(option for option in options or () if option[0] != "kind")
+
+
 @v_args(inline=True)
-class _Builder(Transformer[Token, Query]):
+class _Builder(Transformer[Token, k.Query]):
     """One method per grammar rule or alias, called by the LALR parser as it reduces."""
 
-    def start(self, *statements: Let | Pipeline) -> Query:
-        lets = cast(tuple[Let, ...], statements[:-1])
-        body = cast(Pipeline, statements[-1])
-        return Query(lets, body, lets[0].pos if lets else body.pos)
+    def start(self, *statements: k.Let | Piped) -> k.Query:
+        lets = tuple(statement for statement in statements if isinstance(statement, k.Let))
+        results = [_table(statement) for statement in statements if not isinstance(statement, k.Let)]
+        return k.Query(lets, results[-1], statements[0].pos, tuple(results[:-1]))
 
-    def let_stmt(self, keyword: Token, name: Token, value: Expr | Pipeline) -> Let:
-        return Let(str(name), value, _at(keyword))
+    def let_stmt(self, keyword: Token, name: k.Name, value: Piped | k.FunctionDef) -> k.Let:
+        if isinstance(value, k.FunctionDef):
+            return k.Let(name.name, value, _at(keyword))
+        if isinstance(value, k.Pipeline | k.SubQuery | _TABULAR):
+            return k.Let(name.name, _table(value), _at(keyword))
+        return k.Let(name.name, value, _at(keyword))
 
-    def pipeline(self, source: TableRef | Datatable, *operators: Operator) -> Pipeline:
-        return Pipeline(source, operators, source.pos)
+    def function(self, params: tuple[k.FunctionParam, ...] | None, body: k.Query) -> k.FunctionDef:
+        return k.FunctionDef(params or (), body, False, params[0].pos if params else body.pos)
 
-    tabular = pipeline
+    def view(self, keyword: Token, body: k.Query) -> k.FunctionDef:
+        return k.FunctionDef((), body, True, _at(keyword))
 
-    def table_ref(self, name: Token) -> TableRef:
-        return TableRef(str(name), _at(name))
+    def body(self, *statements: k.Let | Piped) -> k.Query:
+        return self.start(*statements)
+
+    def fparams(self, *params: k.FunctionParam) -> tuple[k.FunctionParam, ...]:
+        return params
+
+    def fparam(self, name: k.Name, type_name: str, default: Expr | None) -> k.FunctionParam:
+        return k.FunctionParam(name.name, type_name, default, name.pos)
+
+    def scalar_type(self, name: Token) -> str:
+        return str(name)
+
+    def any_table(self, _star: Token) -> str:
+        return "(*)"
+
+    def table_type(self, columns: tuple[tuple[str, str], ...]) -> str:
+        return "(" + ", ".join(f"{_bracket(name)}:{type_name}" for name, type_name in columns) + ")"
+
+    def pipe(self, head: Piped, *operators: k.Operator) -> k.Pipeline:
+        if isinstance(head, k.SubQuery):  # `(T | where x) | take 1` is `T | where x | take 1`
+            inner = head.pipeline
+            return k.Pipeline(inner.source, inner.operators + operators, inner.pos)
+        source = k.TableRef(head.name, head.pos) if isinstance(head, k.Name) else head
+        if isinstance(source, k.Pipeline):  # not produced: `pipe` with no operator is its head
+            raise AssertionError("nested pipeline")
+        return k.Pipeline(source, operators, source.pos)
 
     def datatable(
         self, keyword: Token, columns: tuple[tuple[str, str], ...], values: tuple[Expr, ...] | None
-    ) -> Datatable:
+    ) -> k.Datatable:
         values = values or ()
         if len(values) % len(columns):
             raise KqlSyntaxError(
@@ -203,51 +268,290 @@ class _Builder(Transformer[Token, Query]):
                 line=keyword.line,
                 column=keyword.column,
             )
-        return Datatable(columns, values, _at(keyword))
+        return k.Datatable(columns, values, _at(keyword))
+
+    def externaldata(
+        self,
+        keyword: Token,
+        columns: tuple[tuple[str, str], ...],
+        urls: tuple[Expr, ...],
+        _with: Token | None,
+        options: tuple[k.Assignment, ...] | None,
+    ) -> k.Externaldata:
+        return k.Externaldata(columns, urls, options or (), _at(keyword))
+
+    def print(self, keyword: Token, columns: tuple[k.Assignment, ...]) -> k.Print:
+        return k.Print(columns, _at(keyword))
+
+    def range(
+        self,
+        keyword: Token,
+        name: k.Name,
+        _from: Token,
+        start: Expr,
+        _to: Token,
+        stop: Expr,
+        _step: Token,
+        step: Expr,
+    ) -> k.Range:
+        return k.Range(name.name, start, stop, step, _at(keyword))
 
     def columns(self, *columns: tuple[str, str]) -> tuple[tuple[str, str], ...]:
         return columns
 
-    def column_def(self, name: Name, type_name: Token) -> tuple[str, str]:
+    def column_def(self, name: k.Name, type_name: Token) -> tuple[str, str]:
         return name.name, str(type_name)
 
     # ------------------------------------------------------------ tabular operators
 
-    def where(self, keyword: Token, predicate: Expr) -> Where:
-        return Where(predicate, _at(keyword))
+    def where(self, keyword: Token, predicate: Expr) -> k.Where:
+        return k.Where(predicate, _at(keyword))
 
     def summarize(
         self,
         keyword: Token,
-        aggregates: tuple[Assignment, ...],
+        _hints: object,
+        aggregates: tuple[k.Assignment, ...],
         _by: Token | None,
-        by: tuple[Assignment, ...] | None,
-    ) -> Summarize:
-        return Summarize(aggregates, by or (), _at(keyword))
+        by: tuple[k.Assignment, ...] | None,
+    ) -> k.Summarize:
+        return k.Summarize(aggregates, by or (), _at(keyword))
 
-    def summarize_by(self, keyword: Token, _by: Token, by: tuple[Assignment, ...]) -> Summarize:
-        return Summarize((), by, _at(keyword))
+    def summarize_by(
+        self, keyword: Token, _hints: object, _by: Token, by: tuple[k.Assignment, ...]
+    ) -> k.Summarize:
+        return k.Summarize((), by, _at(keyword))
 
-    def project(self, keyword: Token, columns: tuple[Assignment, ...]) -> Project:
-        return Project(columns, _at(keyword))
+    def project(self, keyword: Token, columns: tuple[k.Assignment, ...]) -> k.Project:
+        return k.Project(columns, _at(keyword))
 
-    def extend(self, keyword: Token, columns: tuple[Assignment, ...]) -> Extend:
-        return Extend(columns, _at(keyword))
+    def extend(self, keyword: Token, columns: tuple[k.Assignment, ...]) -> k.Extend:
+        return k.Extend(columns, _at(keyword))
 
-    def distinct(self, keyword: Token, columns: tuple[Expr, ...]) -> Distinct:
-        return Distinct(columns, _at(keyword))
+    def distinct(self, keyword: Token, _hints: object, columns: tuple[Expr, ...]) -> k.Distinct:
+        return k.Distinct(columns, _at(keyword))
 
-    def take(self, keyword: Token, count: Token) -> Take:
-        return Take(_whole_number(count), _at(keyword))
+    def take(self, keyword: Token, count: Token) -> k.Take:
+        return k.Take(_whole_number(count), _at(keyword))
 
-    def assignments(self, *assignments: Assignment) -> tuple[Assignment, ...]:
+    def sort(
+        self, keyword: Token, options: tuple[k.Option, ...] | None, _by: Token, *keys: k.SortKey
+    ) -> k.Sort:
+        return k.Sort(keys, _options(options), _at(keyword))
+
+    def sort_key(
+        self, expr: Expr, order: Token | None, _nulls: Token | None, nulls: Token | None
+    ) -> k.SortKey:
+        return k.SortKey(expr, _word(order), _word(nulls), expr.pos)
+
+    def top(
+        self, keyword: Token, options: tuple[k.Option, ...] | None, count: Expr, _by: Token, key: k.SortKey
+    ) -> k.Top:
+        return k.Top(count, key, _options(options), _at(keyword))
+
+    def top_nested(self, *levels: k.TopNestedLevel) -> k.TopNested:
+        return k.TopNested(levels, levels[0].pos)
+
+    def nested_level(
+        self,
+        keyword: Token,
+        count: Expr | None,
+        _of: Token,
+        of: k.Assignment,
+        _with: Token | None,
+        _others: Token | None,
+        others: Expr | None,
+        _by: Token,
+        by: k.Assignment,
+        order: Token | None,
+    ) -> k.TopNestedLevel:
+        return k.TopNestedLevel(count, of, others, by, _word(order), _at(keyword))
+
+    def join(
+        self,
+        keyword: Token,
+        options: tuple[k.Option, ...] | None,
+        right: k.Pipeline,
+        _on: Token | None,
+        on: tuple[Expr, ...] | None,
+    ) -> k.Join:
+        kind, params = _kind(options)
+        return k.Join(kind, right, on or (), params, _at(keyword))
+
+    def lookup(
+        self,
+        keyword: Token,
+        options: tuple[k.Option, ...] | None,
+        right: k.Pipeline,
+        _on: Token,
+        on: tuple[Expr, ...],
+    ) -> k.Lookup:
+        kind, params = _kind(options)
+        return k.Lookup(kind, right, on, params, _at(keyword))
+
+    def right_name(self, name: k.Name) -> k.Pipeline:
+        return _table(name)
+
+    def right_table(self, value: Piped) -> k.Pipeline:
+        return _table(value)
+
+    def union(self, keyword: Token, options: tuple[k.Option, ...] | None, *tables: Piped) -> k.Union:
+        return k.Union(tuple(_table(table) for table in tables), _options(options), _at(keyword))
+
+    def table_name(self, name: k.Name | Token) -> k.Pipeline:
+        if isinstance(name, Token):
+            return _table(k.Name(str(name), _at(name)))
+        return _table(name)
+
+    def mv_expand(self, keyword: Token, options: tuple[k.Option, ...] | None, *rest: object) -> k.MvExpand:
+        limit = cast(Expr | None, rest[-1])
+        columns = cast(tuple[k.ExpandColumn, ...], tuple(item for item in rest[:-2]))
+        return k.MvExpand(columns, limit, _options(options), _at(keyword))
+
+    def expand_column(
+        self,
+        name: k.Name | None,
+        expr: Expr,
+        _to: Token | None,
+        typeof: Token | None,
+        type_name: Token | None,
+    ) -> k.ExpandColumn:
+        if typeof is not None and typeof != "typeof":
+            raise KqlSyntaxError("expected 'typeof' after 'to'", line=typeof.line, column=typeof.column)
+        pos = name.pos if name is not None else expr.pos
+        return k.ExpandColumn(name.name if name else None, expr, _word(type_name), pos)
+
+    def parse(
+        self,
+        keyword: Token,
+        options: tuple[k.Option, ...] | None,
+        source: Expr,
+        _with: Token,
+        *pattern: object,
+    ) -> k.Parse:
+        parts = cast(tuple[k.StringLit | k.Name | k.ParseColumn, ...], pattern)
+        return k.Parse(source, parts, _options(options), _at(keyword))
+
+    def parse_where(
+        self,
+        keyword: Token,
+        options: tuple[k.Option, ...] | None,
+        source: Expr,
+        _with: Token,
+        *pattern: object,
+    ) -> k.ParseWhere:
+        parts = cast(tuple[k.StringLit | k.Name | k.ParseColumn, ...], pattern)
+        return k.ParseWhere(source, parts, _options(options), _at(keyword))
+
+    def parse_column(self, name: Token, type_name: Token | None) -> k.ParseColumn:
+        return k.ParseColumn(str(name), _word(type_name), _at(name))
+
+    def project_away(self, keyword: Token, columns: tuple[k.Name, ...]) -> k.ProjectAway:
+        return k.ProjectAway(columns, _at(keyword))
+
+    def project_keep(self, keyword: Token, columns: tuple[k.Name, ...]) -> k.ProjectKeep:
+        return k.ProjectKeep(columns, _at(keyword))
+
+    def column_patterns(self, *columns: k.Name) -> tuple[k.Name, ...]:
+        return columns
+
+    def wildcard(self, token: Token) -> k.Name:
+        return k.Name(str(token), _at(token))
+
+    def project_rename(self, keyword: Token, *columns: k.Assignment) -> k.ProjectRename:
+        return k.ProjectRename(columns, _at(keyword))
+
+    def rename(self, new: k.Name, old: k.Name) -> k.Assignment:
+        return k.Assignment(new.name, old, new.pos)
+
+    def project_reorder(self, keyword: Token, *columns: k.SortKey) -> k.ProjectReorder:
+        return k.ProjectReorder(columns, _at(keyword))
+
+    def reorder_key(self, column: k.Name, order: Token | None) -> k.SortKey:
+        return k.SortKey(column, _word(order), None, column.pos)
+
+    def search(
+        self,
+        keyword: Token,
+        options: tuple[k.Option, ...] | None,
+        in_: Token | None,
+        tables: tuple[str, ...] | None,
+        predicate: Expr,
+    ) -> k.Search:
+        if in_ is not None and in_ != "in":
+            raise KqlSyntaxError(f"unexpected '{in_}'; expected 'in'", line=in_.line, column=in_.column)
+        return k.Search(tables or (), predicate, _options(options), _at(keyword))
+
+    def search_tables(self, *tables: Token) -> tuple[str, ...]:
+        return tuple(str(table) for table in tables)
+
+    def evaluate(
+        self,
+        keyword: Token,
+        options: tuple[k.Option, ...] | None,
+        plugin: Token,
+        args: tuple[Expr, ...] | None,
+    ) -> k.Evaluate:
+        return k.Evaluate(self.call(plugin, args), _options(options), _at(keyword))
+
+    def invoke(self, keyword: Token, function: Token, args: tuple[Expr, ...] | None) -> k.Invoke:
+        return k.Invoke(self.call(function, args), _at(keyword))
+
+    def partition(
+        self,
+        keyword: Token,
+        options: tuple[k.Option, ...] | None,
+        _by: Token,
+        by: k.Name,
+        *operators: k.Operator,
+    ) -> k.Partition:
+        return k.Partition(by, operators, _options(options), _at(keyword))
+
+    def count(self, keyword: Token) -> k.Count:
+        return k.Count(_at(keyword))
+
+    def getschema(self, keyword: Token) -> k.GetSchema:
+        return k.GetSchema(_at(keyword))
+
+    def serialize(self, keyword: Token, columns: tuple[k.Assignment, ...] | None) -> k.Serialize:
+        return k.Serialize(columns or (), _at(keyword))
+
+    def as_op(self, keyword: Token, options: tuple[k.Option, ...] | None, name: k.Name) -> k.As:
+        return k.As(name.name, _options(options), _at(keyword))
+
+    def sample(self, keyword: Token, count: Expr) -> k.Sample:
+        return k.Sample(count, _at(keyword))
+
+    def render(
+        self,
+        keyword: Token,
+        visualization: Token,
+        _with: Token | None,
+        options: tuple[k.Assignment, ...] | None,
+    ) -> k.Render:
+        return k.Render(str(visualization), options or (), _at(keyword))
+
+    def options(self, *options: k.Option) -> tuple[k.Option, ...]:
+        return options
+
+    def option(self, name: Token, value: Token) -> k.Option:
+        return str(name), str(value)
+
+    def assignments(self, *assignments: k.Assignment) -> tuple[k.Assignment, ...]:
         return assignments
 
-    def named(self, name: Name, expr: Expr) -> Assignment:
-        return Assignment(name.name, expr, name.pos)
+    def named(self, name: k.Name, expr: Expr) -> k.Assignment:
+        return k.Assignment(name.name, expr, name.pos)
 
-    def assignment(self, expr: Expr) -> Assignment:
-        return Assignment(None, expr, expr.pos)
+    def tuple_named(self, *items: k.Name | Expr) -> k.TupleAssignment:
+        names = cast(tuple[k.Name, ...], items[:-1])
+        return k.TupleAssignment(None, items[-1], names[0].pos, tuple(name.name for name in names))
+
+    def assignment(self, expr: Expr) -> k.Assignment:
+        return k.Assignment(None, expr, expr.pos)
+
+    def exprs(self, *items: Expr) -> tuple[Expr, ...]:
+        return items
 
     # ------------------------------------------------------------ scalar expressions
 
@@ -257,90 +561,131 @@ class _Builder(Transformer[Token, Query]):
     def conjunction(self, *operands: Expr) -> Expr:
         return _chain("and", operands)
 
-    def binary(self, left: Expr, op: Token, right: Expr) -> Binary:
-        return Binary(" ".join(op.split()), left, right, left.pos)  # `matches  regex`
+    def comparison(self, first: Expr, *rest: Token | Expr) -> Expr:
+        return _fold(first, rest)
 
-    def set_op(self, left: Expr, op: Token, items: tuple[Expr, ...]) -> SetOp:
-        return SetOp(str(op), left, items, left.pos)
+    def set_op(self, left: Expr, op: Token, items: tuple[Expr, ...]) -> k.SetOp:
+        return k.SetOp(str(op), left, items, left.pos)
 
-    def between(self, left: Expr, op: Token, low: Expr, high: Expr) -> Between:
-        return Between(left, low, high, op.startswith("!"), left.pos)
+    def between(self, left: Expr, op: Token, low: Expr, high: Expr) -> k.Between:
+        return k.Between(left, low, high, op.startswith("!"), left.pos)
 
     def sum(self, first: Expr, *rest: Token | Expr) -> Expr:
         return _fold(first, rest)
 
     product = sum
 
-    def negative(self, minus: Token, operand: Expr) -> Unary:
-        return Unary("-", operand, _at(minus))
+    def negative(self, minus: Token, operand: Expr) -> k.Unary:
+        return k.Unary("-", operand, _at(minus))
 
-    def index(self, target: Expr, index: Expr) -> Index:
-        return Index(target, index, target.pos)
+    def negative_number(self, minus: Token, number: Token) -> k.Unary:
+        return k.Unary("-", self.number(number), _at(minus))
 
-    def name(self, token: Token) -> Name:
+    def index(self, target: Expr, index: Expr) -> k.Index:
+        return k.Index(target, index, target.pos)
+
+    def member(self, target: Expr, name: k.Name) -> k.Member:
+        return k.Member(target, name.name, target.pos)
+
+    def name(self, token: Token) -> k.Name:
         if token.type == "NAME":
-            return Name(str(token), _at(token))
+            return k.Name(str(token), _at(token))
         inner = token[1:-1]
         body = inner.strip(" \t")
         start = 1 + inner.index(body[0])  # the quote, as an offset in the token
         value = _unescape(body[1:-1], cast(int, token.line), cast(int, token.column) + start + 1)
-        return Name(value, _at(token))
+        return k.Name(value, _at(token))
 
-    def string(self, token: Token) -> StringLit:
-        value = _unescape(token[1:-1], cast(int, token.line), cast(int, token.column) + 1)
-        return StringLit(value, False, _at(token))
+    def star(self, token: Token) -> k.Name:
+        return k.Name("*", _at(token))
 
-    def verbatim(self, token: Token) -> StringLit:
-        quote = token[1]
-        return StringLit(token[2:-1].replace(quote * 2, quote), True, _at(token))
+    def string(self, *tokens: Token) -> k.StringLit:
+        if len(tokens) == 1:
+            return _string(tokens[0])
+        parts = [_string(token) for token in tokens]
+        value = "".join(part.value for part in parts)
+        return k.StringLit(value, all(part.verbatim for part in parts), parts[0].pos)
 
-    def number(self, token: Token) -> NumberLit:
+    def number(self, token: Token) -> k.NumberLit:
         try:  # int() refuses more than 4300 digits; float() overflows to infinity
-            value = int(token) if token.isdigit() else float(token)
+            hexadecimal = token[:2] in ("0x", "0X")
+            value = int(token, 16) if hexadecimal else int(token) if token.isdigit() else float(token)
         except ValueError:
             value = math.inf
         if math.isinf(value):
             raise KqlSyntaxError(f"number out of range: {token}", line=token.line, column=token.column)
-        return NumberLit(value, _at(token))
+        return k.NumberLit(value, _at(token))
 
-    def timespan(self, token: Token) -> TimespanLit:
-        return TimespanLit(str(token), _at(token))
+    def timespan(self, token: Token) -> k.TimespanLit:
+        return k.TimespanLit(str(token), _at(token))
 
-    def boolean(self, token: Token) -> BoolLit:
-        return BoolLit(token == "true", _at(token))
+    def typed(self, token: Token) -> k.TypedLit:
+        type_name, _, text = token.partition("(")
+        return k.TypedLit(type_name, text[:-1].strip(" \t"), _at(token))
 
-    def call(self, function: Token, args: tuple[Expr, ...] | None) -> Call:
-        return Call(str(function), args or (), _at(function))
+    def boolean(self, token: Token) -> k.BoolLit:
+        return k.BoolLit(token == "true", _at(token))
 
-    def dynamic(self, keyword: Token, array: ArrayLit) -> Call:
-        return Call("dynamic", (array,), _at(keyword))
+    def null(self, token: Token) -> k.NullLit:
+        return k.NullLit(_at(token))
 
-    def array(self, bracket: Token, items: tuple[Expr, ...] | None) -> ArrayLit:
-        return ArrayLit(items or (), _at(bracket))
+    def call(self, function: Token, args: tuple[Expr, ...] | None) -> k.Call:
+        return k.Call(str(function), args or (), _at(function))
 
-    def args(self, *items: Expr) -> tuple[Expr, ...]:
-        return items
+    def dynamic(self, keyword: Token, value: Expr) -> k.Call:
+        return k.Call("dynamic", (value,), _at(keyword))
 
-    def set_list(self, items: tuple[Expr, ...]) -> tuple[Expr, ...]:
-        return items
+    def dynamic_type(self, keyword: Token) -> k.Name:
+        return k.Name(str(keyword), _at(keyword))
 
-    def tabular_list(self, pipeline: Pipeline) -> tuple[Expr, ...]:
-        return (SubQuery(pipeline, pipeline.pos),)
+    def paren(self, paren: Token, value: Piped) -> Expr:
+        if isinstance(value, k.Pipeline | _TABULAR):
+            return k.SubQuery(_table(value), _at(paren))
+        return value
 
-    def subquery_list(self, subquery: SubQuery) -> tuple[Expr, ...]:
-        return (subquery,)
+    def array(self, bracket: Token, *items: Expr | None) -> k.ArrayLit:
+        return k.ArrayLit(tuple(item for item in items if item is not None), _at(bracket))
 
-    def subquery(self, paren: Token, pipeline: Pipeline, _close: Token) -> SubQuery:
-        return SubQuery(pipeline, _at(paren))
+    def object(self, *pairs: tuple[str, Expr] | None) -> k.ObjectLit:
+        items = tuple(pair for pair in pairs if pair is not None)
+        return k.ObjectLit(items, items[0][1].pos if items else k.NOWHERE)
+
+    def pair(self, key: k.StringLit, value: Expr) -> tuple[str, Expr]:
+        return key.value, value
+
+    def args(self, *items: Piped) -> tuple[Expr, ...]:
+        return tuple(_value(item) for item in items)
+
+
+def _word(token: Token | None) -> str | None:
+    return None if token is None else str(token)
+
+
+def _bracket(name: str) -> str:
+    return name if re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", name) else f"[{name!r}]"
+
+
+def _string(token: Token) -> k.StringLit:
+    """A string token of any form; the ``h`` that hides a string from logs does not change it."""
+    offset = 1 if token[0] in "hH" else 0
+    text = token[offset:]
+    column = cast(int, token.column) + offset
+    if text.startswith("@"):
+        quote = text[1]
+        return k.StringLit(text[2:-1].replace(quote * 2, quote), True, _at(token))
+    if text.startswith(("```", "~~~")):  # backslashes are literal, but lines break: not verbatim
+        return k.StringLit(text[3:-3], False, _at(token))
+    return k.StringLit(_unescape(text[1:-1], cast(int, token.line), column + 1), False, _at(token))
 
 
 # ---------------------------------------------------------------- errors
 
-_BLANK = re.compile(r"(?:\s|//[^\n]*)*")
+_BLANK = re.compile(r"(?:\s++|//[^\n]*+)*+")
 
-# What may hide a bracket from the depth scan: comments and the three kinds of string.
+# What may hide a bracket from the depth scan: comments and the kinds of string.
 _BRACKETS = re.compile(
-    r"""//[^\n]*|@'[^'\r\n]*'|@"[^"\r\n]*"|'(?:[^'\\\r\n]|\\[^\r\n])*'|"(?:[^"\\\r\n]|\\[^\r\n])*"|[()\[\]]"""
+    r"//[^\n]*|```[\s\S]*?```|~~~[\s\S]*?~~~|@'[^'\r\n]*'|@\"[^\"\r\n]*\""
+    r"|'(?:[^'\\\r\n]|\\[^\r\n])*'|\"(?:[^\"\\\r\n]|\\[^\r\n])*\"|[()\[\]{}]"
 )
 
 
@@ -349,14 +694,14 @@ def _check_depth(text: str) -> None:
     depth = 0
     for match in _BRACKETS.finditer(text):
         bracket = match.group()
-        if bracket in "([":
+        if bracket in "([{":
             depth += 1
             if depth > MAX_DEPTH:
                 line = text.count("\n", 0, match.start()) + 1
                 column = match.start() - text.rfind("\n", 0, match.start())
-                message = f"nesting deeper than {MAX_DEPTH} levels of parentheses or brackets"
+                message = f"nesting deeper than {MAX_DEPTH} levels of parentheses, brackets or braces"
                 raise _error(text, message, line, column)
-        elif bracket in ")]":
+        elif bracket in ")]}":
             depth = max(depth - 1, 0)
 
 
@@ -365,33 +710,37 @@ def _error(text: str, message: str, line: int, column: int) -> KqlSyntaxError:
     return KqlSyntaxError(message, line=line, column=column, context=context)
 
 
-# Terminals described in words; the others (punctuation) are shown as their text.
+# Terminals described in words; keywords are shown as their word, punctuation as its text.
 _PHRASES = {
     "NAME": "a name",
     "BRACKETED_NAME": "a name",
+    "WILDCARD": "a name pattern",
     "STRING": "a string",
     "VERBATIM": "a string",
+    "MULTILINE": "a string",
     "NUMBER": "a number",
     "TIMESPAN": "a timespan",
+    "TYPED": "a typed literal",
     "BOOL": "'true' or 'false'",
-    "LET": "'let'",
-    "DATATABLE": "'datatable'",
-    "DYNAMIC": "'dynamic'",
+    "OPTION": "a parameter ('kind=', 'hint.strategy=', ...)",
+    "ORDER": "'asc' or 'desc'",
+    "FIRST_LAST": "'first' or 'last'",
     "WHERE": "'where'",
-    "SUMMARIZE": "'summarize'",
-    "BY": "'by'",
-    "PROJECT": "'project'",
-    "EXTEND": "'extend'",
-    "DISTINCT": "'distinct'",
     "TAKE": "'take'",
-    "_AND": "'and'",
-    "_OR": "'or'",
+    "SORT": "'sort'",
+    "MV_EXPAND": "'mv-expand'",
     "CMPOP": "a comparison operator",
     "STROP": "a string operator",
     "SETOP": "'in' or 'has_any'",
     "BETWEEN": "'between'",
-    "MULOP": "'*', '/' or '%'",
+    "MULOP": "'/' or '%'",
     "$END": "the end of the query",
+}
+_OPERATORS = {
+    *("WHERE", "SUMMARIZE", "PROJECT", "EXTEND", "DISTINCT", "TAKE", "SORT", "TOP", "TOP_NESTED"),
+    *("JOIN", "LOOKUP", "UNION", "MV_EXPAND", "PARSE", "PARSE_WHERE", "PROJECT_AWAY", "PROJECT_KEEP"),
+    *("PROJECT_RENAME", "PROJECT_REORDER", "SEARCH", "EVALUATE", "INVOKE", "PARTITION", "COUNT"),
+    *("GETSCHEMA", "SERIALIZE", "AS", "SAMPLE", "RENDER"),
 }
 
 # When the key terminal is expected, its whole group is summed up in one phrase.
@@ -399,26 +748,32 @@ _GROUPS = (
     (
         "STRING",
         {
-            *("NAME", "BRACKETED_NAME", "STRING", "VERBATIM", "NUMBER", "TIMESPAN", "BOOL"),
-            *("DYNAMIC", "MINUS", "LPAR"),
+            *("NAME", "BRACKETED_NAME", "STRING", "VERBATIM", "MULTILINE", "NUMBER", "TIMESPAN"),
+            *("TYPED", "BOOL", "DYNAMIC", "MINUS", "LPAR", "STAR", "DATATABLE", "EXTERNALDATA"),
+            *("PRINT", "RANGE", "UNION", "SEARCH"),
         },
         "an expression",
     ),
     (
         "WHERE",
-        {"WHERE", "SUMMARIZE", "PROJECT", "EXTEND", "DISTINCT", "TAKE"},
-        "a tabular operator ('where', 'summarize', 'project', 'extend', 'distinct' or 'take')",
+        _OPERATORS,
+        "a tabular operator ('where', 'summarize', 'extend', 'project', 'join', ...)",
     ),
     (
         "STROP",
-        {"CMPOP", "STROP", "SETOP", "BETWEEN", "PLUS", "MINUS", "MULOP", "_AND", "_OR"},
+        {"CMPOP", "STROP", "SETOP", "BETWEEN", "PLUS", "MINUS", "STAR", "MULOP", "_AND", "_OR"},
         "an operator ('has', '==', 'in', 'and', ...)",
     ),
 )
 
 
 def _describe(terminal: str) -> str:
-    return _PHRASES.get(terminal) or f"'{_lark().get_terminal(terminal).pattern.value}'"
+    if terminal in _PHRASES:
+        return _PHRASES[terminal]
+    pattern = _lark().get_terminal(terminal).pattern
+    if pattern.type == "str":
+        return f"'{pattern.value}'"
+    return "'" + terminal.lower().lstrip("_").replace("_", "-") + "'"  # a keyword: its word
 
 
 def _expected(terminals: set[str]) -> str:
@@ -437,7 +792,7 @@ def _expected(terminals: set[str]) -> str:
 def _found(token: Token) -> str:
     if token.type == "NAME":
         return f"name '{token}'"
-    if token.type in ("BRACKETED_NAME", "STRING", "VERBATIM", "NUMBER", "TIMESPAN"):
+    if token.type in ("BRACKETED_NAME", "STRING", "VERBATIM", "MULTILINE", "NUMBER", "TIMESPAN", "TYPED"):
         return f"{_PHRASES[token.type].removeprefix('a ')} {token}"  # already quoted, or a number
     return f"'{token}'"
 

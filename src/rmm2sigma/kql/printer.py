@@ -9,7 +9,9 @@ is easier to read. It works from an explicit stack rather than by recursion, so 
 from __future__ import annotations
 
 import re
+from typing import cast
 
+from . import syntax as k
 from .parser import KEYWORDS
 from .syntax import (
     ArrayLit,
@@ -43,7 +45,21 @@ from .syntax import (
 
 __all__ = ["to_kql"]
 
-Node = Query | Let | Pipeline | TableRef | Datatable | Operator | Assignment | Expr
+Node = (
+    Query
+    | Let
+    | Pipeline
+    | k.Source
+    | Operator
+    | Assignment
+    | Expr
+    | k.FunctionDef
+    | k.FunctionParam
+    | k.SortKey
+    | k.TopNestedLevel
+    | k.ExpandColumn
+    | k.ParseColumn
+)
 
 # Binding strength, loosest first; a child binding looser than its slot needs parentheses.
 _OR, _AND, _PREDICATE, _SUM, _PRODUCT, _UNARY, _POSTFIX = range(1, 8)
@@ -63,6 +79,7 @@ _BINDING = {
 }
 
 _IDENTIFIER = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+_WILDCARD = re.compile(r"[A-Za-z0-9_]*\*[A-Za-z0-9_*]*")
 _ESCAPES = {
     "\\": "\\\\",
     "'": "\\'",
@@ -147,20 +164,27 @@ def _pipeline(pipeline: Pipeline, separator: str) -> list[Part]:
 
 def _parts(node: Node) -> list[Part]:
     match node:
-        case Query(lets=lets, body=body):
+        case Query(lets=lets, body=body, earlier=earlier):
             parts: list[Part] = []
-            for let in lets:
-                parts += [(let, False), ";\n"]
+            statements: tuple[Let | Pipeline, ...] = (*lets, *earlier)
+            for statement in statements:
+                parts += [(statement, False), ";\n"]
             return [*parts, (body, False)]
         case Let(name=name, value=value):
-            return [f"let {name} = ", (value, False)]
+            return [f"let {_name(name)} = ", (value, False)]
+        case k.FunctionDef(params=params, body=body, view=view):
+            head: list[Part] = ["view()"] if view else ["(", *_list(params), ")"]
+            return [*head, " {\n", (body, False), "\n}"]
+        case k.FunctionParam(name=name, type_name=type_name, default=None):
+            return [f"{_name(name)}:{type_name}"]
+        case k.FunctionParam(name=name, type_name=type_name, default=default) if default is not None:
+            return [f"{_name(name)}:{type_name} = ", (default, False)]
         case Pipeline():
             return _pipeline(node, "\n| ")
         case TableRef(name=name):
-            return [name]
+            return [_name(name, wildcard=True)]
         case Datatable(columns=columns, values=values):
-            header = ", ".join(f"{_name(column)}:{type_name}" for column, type_name in columns)
-            parts = [f"datatable({header})["]
+            parts = [f"datatable({_columns(columns)})["]
             for start in range(0, len(values), len(columns)):
                 parts += ["\n    ", *_list(values[start : start + len(columns)])]
                 parts.append("," if start + len(columns) < len(values) else "\n")
@@ -178,6 +202,94 @@ def _parts(node: Node) -> list[Part]:
             return ["distinct ", *_list(columns)]
         case Take(count=count):
             return [f"take {count}"]
+        case k.Externaldata(columns=columns, urls=urls, options=options):
+            parts = [f"externaldata({_columns(columns)})[", *_list(urls), "]"]
+            return [*parts, " with (", *_list(options), ")"] if options else parts
+        case k.Print(columns=columns):
+            return ["print ", *_list(columns)]
+        case k.Range(name=name, start=start, stop=stop, step=step):
+            return [
+                f"range {_name(name)} from ",
+                (start, False),
+                " to ",
+                (stop, False),
+                " step ",
+                (step, False),
+            ]
+        case k.Render(visualization=visualization, options=options):
+            parts = [f"render {visualization}"]
+            return [*parts, " with (", *_list(options), ")"] if options else parts
+        case k.Sort(by=by, params=params):
+            return [f"sort{_options(params)} by ", *_list(by)]
+        case k.SortKey(expr=expr, order=order, nulls=nulls):
+            return [(expr, False), f" {order}" if order else "", f" nulls {nulls}" if nulls else ""]
+        case k.Top(count=count, by=by, params=params):
+            return [f"top{_options(params)} ", (count, False), " by ", (by, False)]
+        case k.TopNested(levels=levels):
+            return _list(levels)
+        case k.TopNestedLevel(count=count, of=of, others=others, by=by, order=order):
+            parts = ["top-nested "]
+            parts += [(count, False), " "] if count is not None else []
+            parts += ["of ", (of, False)]
+            parts += [" with others = ", (others, False)] if others is not None else []
+            return [*parts, " by ", (by, False), f" {order}" if order else ""]
+        case (
+            k.Join(kind=kind, right=right, on=on, params=params)
+            | k.Lookup(kind=kind, right=right, on=on, params=params)
+        ):
+            spelled = _options(((("kind", kind),) if kind else ()) + params)
+            parts = [f"{node.keyword}{spelled} ", *_table(right)]
+            return [*parts, " on ", *_list(on)] if on else parts
+        case k.Union(tables=tables, params=params):
+            parts = [f"union{_options(params)} "]
+            for table in tables:
+                parts += [*([", "] if len(parts) > 1 else []), *_table(table)]
+            return parts
+        case k.MvExpand(columns=columns, limit=limit, params=params):
+            parts = [f"mv-expand{_options(params)} ", *_list(columns)]
+            return parts if limit is None else [*parts, " limit ", (limit, False)]
+        case k.ExpandColumn(name=name, expr=expr, to_type=to_type):
+            parts = [f"{_name(name)}=" if name is not None else "", (expr, False)]
+            return [*parts, f" to typeof({to_type})"] if to_type else parts
+        case k.Parse(source=source, pattern=pattern, params=params):
+            parts = [f"{node.keyword}{_options(params)} ", (source, False), " with"]
+            for part in pattern:
+                parts += [" ", (part, False)]
+            return parts
+        case k.ParseColumn(name=name, type_name=type_name):
+            return [_name(name) + (f":{type_name}" if type_name else "")]
+        case k.ProjectAway(columns=patterns) | k.ProjectKeep(columns=patterns):
+            return [f"{node.keyword} ", ", ".join(_name(column.name, wildcard=True) for column in patterns)]
+        case k.ProjectRename(columns=columns):
+            return ["project-rename ", *_list(columns)]
+        case k.ProjectReorder(columns=sort_keys):
+            keys = (
+                _name(cast(Name, key.expr).name, wildcard=True) + (f" {key.order}" if key.order else "")
+                for key in sort_keys
+            )
+            return ["project-reorder ", ", ".join(keys)]
+        case k.Search(tables=tables, predicate=predicate, params=params):
+            scope = f" in ({', '.join(_name(table, wildcard=True) for table in tables)})" if tables else ""
+            return [f"search{_options(params)}{scope} ", (predicate, False)]
+        case k.Evaluate(plugin=plugin, params=params):
+            return [f"evaluate{_options(params)} ", (plugin, False)]
+        case k.Invoke(function=function):
+            return ["invoke ", (function, False)]
+        case k.Partition(by=by, operators=operators, params=params):
+            parts = [f"partition{_options(params)} by ", (by, False), " ("]
+            for index, operator in enumerate(operators):
+                parts += [" | " if index else "", (operator, False)]
+            return [*parts, ")"]
+        case k.Count() | k.GetSchema():
+            return [node.keyword]
+        case k.Serialize(columns=columns):
+            return ["serialize", " " if columns else "", *_list(columns)]
+        case k.As(name=name, params=params):
+            return [f"as{_options(params)} {_name(name)}"]
+        case k.Sample(count=count):
+            return ["sample ", (count, False)]
+        case k.TupleAssignment(names=names, expr=expr):
+            return [f"({', '.join(_name(name) for name in names)})=", (expr, False)]
         case Assignment(name=None, expr=expr):
             return [(expr, False)]
         case Assignment(name=str(name), expr=expr):
@@ -191,9 +303,22 @@ def _parts(node: Node) -> list[Part]:
         case BoolLit(value=value):
             return ["true" if value else "false"]
         case Name(name=name):
-            return [_name(name)]
+            return [_name(name, wildcard=name == "*")]
+        case Call(function="typeof", args=(Name(name=type_name),)):
+            return [f"typeof({type_name})"]
         case Call(function=function, args=args):
             return [f"{function}(", *_list(args), ")"]
+        case k.Member(target=target, name=name):
+            return [_at_least(target, _POSTFIX), f".{_name(name)}"]
+        case k.TypedLit(type_name=type_name, text=text):
+            return [f"{type_name}({text})"]
+        case k.NullLit():
+            return ["null"]
+        case k.ObjectLit(items=items):
+            parts = ["{"]
+            for index, (key, value) in enumerate(items):
+                parts += [", " if index else "", _string(key, verbatim=False), ": ", (value, False)]
+            return [*parts, "}"]
         case ArrayLit(items=items):
             return ["[", *_list(items), "]"]
         case Unary(op=op, operand=operand):
@@ -213,11 +338,29 @@ def _parts(node: Node) -> list[Part]:
     raise TypeError(f"not a KQL syntax node: {node!r}")
 
 
-def _name(name: str) -> str:
-    """A bare identifier when the lexer would read it back as one, else ``['...']``."""
-    if _IDENTIFIER.fullmatch(name) and name not in KEYWORDS:
+def _name(name: str, wildcard: bool = False) -> str:
+    """A bare identifier when the lexer would read it back as one, else ``['...']``; ``wildcard``
+    where a ``*`` pattern may stand (``project-away``, ``union``)."""
+    if (_IDENTIFIER.fullmatch(name) and name not in KEYWORDS) or name in ("$left", "$right"):
+        return name
+    if wildcard and _WILDCARD.fullmatch(name):
         return name
     return f"[{_string(name, verbatim=False)}]"
+
+
+def _columns(columns: tuple[tuple[str, str], ...]) -> str:
+    return ", ".join(f"{_name(column)}:{type_name}" for column, type_name in columns)
+
+
+def _options(options: tuple[k.Option, ...]) -> str:
+    return "".join(f" {name}={value}" for name, value in options)
+
+
+def _table(pipeline: Pipeline) -> list[Part]:
+    """A ``join``/``union`` side: a bare table name, else the pipeline in parentheses."""
+    if not pipeline.operators and isinstance(pipeline.source, TableRef):
+        return [(pipeline.source, False)]
+    return ["(", *_pipeline(pipeline, " | "), ")"]
 
 
 def _string(value: str, verbatim: bool) -> str:

@@ -7,36 +7,76 @@ printed and parsed again compares equal to the original.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import ClassVar
 
 __all__ = [
     "NOWHERE",
     "ArrayLit",
+    "As",
     "Assignment",
     "Between",
     "Binary",
     "BoolLit",
     "Call",
+    "Count",
     "Datatable",
     "Distinct",
+    "Evaluate",
+    "ExpandColumn",
     "Expr",
     "Extend",
+    "Externaldata",
+    "FunctionDef",
+    "FunctionParam",
+    "GetSchema",
     "Index",
+    "Invoke",
+    "Join",
     "Let",
+    "Lookup",
+    "Member",
+    "MvExpand",
     "Name",
+    "NullLit",
     "NumberLit",
+    "ObjectLit",
     "Operator",
+    "Option",
+    "Parse",
+    "ParseColumn",
+    "ParseWhere",
+    "Partition",
     "Pipeline",
     "Pos",
+    "Print",
     "Project",
+    "ProjectAway",
+    "ProjectKeep",
+    "ProjectRename",
+    "ProjectReorder",
     "Query",
+    "Range",
+    "Render",
+    "Sample",
+    "Search",
+    "Serialize",
     "SetOp",
+    "Sort",
+    "SortKey",
+    "Source",
     "StringLit",
     "SubQuery",
     "Summarize",
     "TableRef",
     "Take",
     "TimespanLit",
+    "Top",
+    "TopNested",
+    "TopNestedLevel",
+    "TupleAssignment",
+    "TypedLit",
     "Unary",
+    "Union",
     "Where",
 ]
 
@@ -167,9 +207,44 @@ class Index:
 
 @dataclass(frozen=True)
 class SubQuery:
-    """A tabular expression used as a value list: ``(rmm_networkSet | distinct URI)``."""
+    """A tabular expression used as a value: ``(rmm_networkSet | distinct URI)``,
+    ``materialize(T | where x)``, ``toscalar(T | count)``."""
 
     pipeline: Pipeline
+    pos: Pos = _pos()
+
+
+@dataclass(frozen=True)
+class Member:
+    """``x.y``: ``$left.DeviceId``, ``parse_json(x).Foo``, ``AdditionalFields.Bar``."""
+
+    target: Expr
+    name: str
+    pos: Pos = _pos()
+
+
+@dataclass(frozen=True)
+class TypedLit:
+    """A literal whose text Kusto reads by type: ``datetime(2021-01-01)``, ``long(null)``,
+    ``timespan(1d)``, ``guid(...)``; ``text`` is what stands between the parentheses, trimmed."""
+
+    type_name: str
+    text: str
+    pos: Pos = _pos()
+
+
+@dataclass(frozen=True)
+class NullLit:
+    """``null`` inside ``dynamic(...)``."""
+
+    pos: Pos = _pos()
+
+
+@dataclass(frozen=True)
+class ObjectLit:
+    """``{"a": 1, "b": [2]}`` inside ``dynamic(...)``."""
+
+    items: tuple[tuple[str, Expr], ...]
     pos: Pos = _pos()
 
 
@@ -187,6 +262,10 @@ Expr = (
     | Between
     | Index
     | SubQuery
+    | Member
+    | TypedLit
+    | NullLit
+    | ObjectLit
 )
 
 
@@ -203,13 +282,22 @@ class Assignment:
 
 
 @dataclass(frozen=True)
+class TupleAssignment(Assignment):
+    """``(a, b) = arg_max(x, y)``: one expression naming several columns; ``name`` is None."""
+
+    names: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
 class Where:
+    keyword: ClassVar[str] = "where"
     predicate: Expr
     pos: Pos = _pos()
 
 
 @dataclass(frozen=True)
 class Summarize:
+    keyword: ClassVar[str] = "summarize"
     aggregates: tuple[Assignment, ...]
     by: tuple[Assignment, ...] = ()
     pos: Pos = _pos()
@@ -217,18 +305,21 @@ class Summarize:
 
 @dataclass(frozen=True)
 class Project:
+    keyword: ClassVar[str] = "project"
     columns: tuple[Assignment, ...]
     pos: Pos = _pos()
 
 
 @dataclass(frozen=True)
 class Extend:
+    keyword: ClassVar[str] = "extend"
     columns: tuple[Assignment, ...]
     pos: Pos = _pos()
 
 
 @dataclass(frozen=True)
 class Distinct:
+    keyword: ClassVar[str] = "distinct"
     columns: tuple[Expr, ...]
     pos: Pos = _pos()
 
@@ -237,11 +328,288 @@ class Distinct:
 class Take:
     """``take n`` and ``limit n``."""
 
+    keyword: ClassVar[str] = "take"
+
     count: int
     pos: Pos = _pos()
 
 
-Operator = Where | Summarize | Project | Extend | Distinct | Take
+Option = tuple[str, str]
+"""An operator parameter as written: ``("kind", "leftanti")``, ``("hint.strategy", "shuffle")``."""
+
+
+@dataclass(frozen=True)
+class SortKey:
+    """``expr [asc|desc] [nulls first|last]`` in ``sort``, ``top``, ``project-reorder``."""
+
+    expr: Expr
+    order: str | None = None
+    nulls: str | None = None
+    pos: Pos = _pos()
+
+
+@dataclass(frozen=True)
+class Sort:
+    """``sort by`` and its synonym ``order by``."""
+
+    keyword: ClassVar[str] = "sort"
+    by: tuple[SortKey, ...]
+    params: tuple[Option, ...] = ()
+    pos: Pos = _pos()
+
+
+@dataclass(frozen=True)
+class Top:
+    keyword: ClassVar[str] = "top"
+    count: Expr
+    by: SortKey
+    params: tuple[Option, ...] = ()
+    pos: Pos = _pos()
+
+
+@dataclass(frozen=True)
+class TopNestedLevel:
+    """``top-nested [n] of expr [with others = x] by aggregate [asc|desc]``."""
+
+    count: Expr | None
+    of: Assignment
+    others: Expr | None
+    by: Assignment
+    order: str | None = None
+    pos: Pos = _pos()
+
+
+@dataclass(frozen=True)
+class TopNested:
+    keyword: ClassVar[str] = "top-nested"
+    levels: tuple[TopNestedLevel, ...]
+    pos: Pos = _pos()
+
+
+@dataclass(frozen=True)
+class Join:
+    """``join kind=... (right) on a, $left.b == $right.c``; ``params`` holds all but ``kind``."""
+
+    keyword: ClassVar[str] = "join"
+    kind: str | None
+    right: Pipeline
+    on: tuple[Expr, ...] = ()
+    params: tuple[Option, ...] = ()
+    pos: Pos = _pos()
+
+
+@dataclass(frozen=True)
+class Lookup:
+    keyword: ClassVar[str] = "lookup"
+    kind: str | None
+    right: Pipeline
+    on: tuple[Expr, ...] = ()
+    params: tuple[Option, ...] = ()
+    pos: Pos = _pos()
+
+
+@dataclass(frozen=True)
+class Union:
+    """``union [withsource=x] [isfuzzy=true] T, Device*, (U | where ...)``: a source or an operator."""
+
+    keyword: ClassVar[str] = "union"
+    tables: tuple[Pipeline, ...]
+    params: tuple[Option, ...] = ()
+    pos: Pos = _pos()
+
+
+@dataclass(frozen=True)
+class ExpandColumn:
+    """``[name =] expr [to typeof(type)]`` in ``mv-expand``."""
+
+    name: str | None
+    expr: Expr
+    to_type: str | None = None
+    pos: Pos = _pos()
+
+
+@dataclass(frozen=True)
+class MvExpand:
+    """``mv-expand`` and its old spelling ``mvexpand``."""
+
+    keyword: ClassVar[str] = "mv-expand"
+    columns: tuple[ExpandColumn, ...]
+    limit: Expr | None = None
+    params: tuple[Option, ...] = ()
+    pos: Pos = _pos()
+
+
+@dataclass(frozen=True)
+class ParseColumn:
+    """A column a ``parse`` pattern extracts: ``name`` or ``name:type``."""
+
+    name: str
+    type_name: str | None = None
+    pos: Pos = _pos()
+
+
+@dataclass(frozen=True)
+class Parse:
+    """``parse [kind=...] expr with * "a" col:type ...``; the pattern holds strings, ``Name("*")``
+    and ``ParseColumn``s."""
+
+    keyword: ClassVar[str] = "parse"
+    source: Expr
+    pattern: tuple[StringLit | Name | ParseColumn, ...]
+    params: tuple[Option, ...] = ()
+    pos: Pos = _pos()
+
+
+@dataclass(frozen=True)
+class ParseWhere(Parse):
+    """``parse-where``: ``parse`` that also drops the rows the pattern does not match."""
+
+    keyword: ClassVar[str] = "parse-where"
+
+
+@dataclass(frozen=True)
+class ProjectAway:
+    """Columns (``Name``, possibly with ``*`` wildcards) to drop."""
+
+    keyword: ClassVar[str] = "project-away"
+    columns: tuple[Name, ...]
+    pos: Pos = _pos()
+
+
+@dataclass(frozen=True)
+class ProjectKeep:
+    keyword: ClassVar[str] = "project-keep"
+    columns: tuple[Name, ...]
+    pos: Pos = _pos()
+
+
+@dataclass(frozen=True)
+class ProjectRename:
+    """``project-rename new = old``: an ``Assignment`` of a ``Name``."""
+
+    keyword: ClassVar[str] = "project-rename"
+    columns: tuple[Assignment, ...]
+    pos: Pos = _pos()
+
+
+@dataclass(frozen=True)
+class ProjectReorder:
+    keyword: ClassVar[str] = "project-reorder"
+    columns: tuple[SortKey, ...]
+    pos: Pos = _pos()
+
+
+@dataclass(frozen=True)
+class Search:
+    """``search [kind=...] [in (T, U)] predicate``: a source or an operator."""
+
+    keyword: ClassVar[str] = "search"
+    tables: tuple[str, ...]
+    predicate: Expr
+    params: tuple[Option, ...] = ()
+    pos: Pos = _pos()
+
+
+@dataclass(frozen=True)
+class Evaluate:
+    keyword: ClassVar[str] = "evaluate"
+    plugin: Call
+    params: tuple[Option, ...] = ()
+    pos: Pos = _pos()
+
+
+@dataclass(frozen=True)
+class Invoke:
+    keyword: ClassVar[str] = "invoke"
+    function: Call
+    pos: Pos = _pos()
+
+
+@dataclass(frozen=True)
+class Partition:
+    """``partition [hint...] by Column (operators)``: the operators run on each partition."""
+
+    keyword: ClassVar[str] = "partition"
+    by: Expr
+    operators: tuple[Operator, ...]
+    params: tuple[Option, ...] = ()
+    pos: Pos = _pos()
+
+
+@dataclass(frozen=True)
+class Count:
+    keyword: ClassVar[str] = "count"
+    pos: Pos = _pos()
+
+
+@dataclass(frozen=True)
+class GetSchema:
+    keyword: ClassVar[str] = "getschema"
+    pos: Pos = _pos()
+
+
+@dataclass(frozen=True)
+class Serialize:
+    keyword: ClassVar[str] = "serialize"
+    columns: tuple[Assignment, ...] = ()
+    pos: Pos = _pos()
+
+
+@dataclass(frozen=True)
+class As:
+    keyword: ClassVar[str] = "as"
+    name: str
+    params: tuple[Option, ...] = ()
+    pos: Pos = _pos()
+
+
+@dataclass(frozen=True)
+class Sample:
+    keyword: ClassVar[str] = "sample"
+    count: Expr
+    pos: Pos = _pos()
+
+
+@dataclass(frozen=True)
+class Render:
+    """``render timechart with (title='x')``: how a client draws the result."""
+
+    keyword: ClassVar[str] = "render"
+    visualization: str
+    options: tuple[Assignment, ...] = ()
+    pos: Pos = _pos()
+
+
+Operator = (
+    Where
+    | Summarize
+    | Project
+    | Extend
+    | Distinct
+    | Take
+    | Sort
+    | Top
+    | TopNested
+    | Join
+    | Lookup
+    | Union
+    | MvExpand
+    | Parse
+    | ProjectAway
+    | ProjectKeep
+    | ProjectRename
+    | ProjectReorder
+    | Search
+    | Evaluate
+    | Invoke
+    | Partition
+    | Count
+    | GetSchema
+    | Serialize
+    | As
+    | Sample
+    | Render
+)
 
 
 # ---------------------------------------------------------------- tabular sources and queries
@@ -265,23 +633,84 @@ class Datatable:
 
 
 @dataclass(frozen=True)
+class Externaldata:
+    """``externaldata(a:string)["https://..."] with (format="csv")``."""
+
+    keyword: ClassVar[str] = "externaldata"
+    columns: tuple[tuple[str, str], ...]
+    urls: tuple[Expr, ...]
+    options: tuple[Assignment, ...] = ()
+    pos: Pos = _pos()
+
+
+@dataclass(frozen=True)
+class Print:
+    """``print x = 1, y``: a one-row table."""
+
+    keyword: ClassVar[str] = "print"
+    columns: tuple[Assignment, ...]
+    pos: Pos = _pos()
+
+
+@dataclass(frozen=True)
+class Range:
+    """``range x from 1 to 10 step 1``: a one-column table of a series."""
+
+    keyword: ClassVar[str] = "range"
+    name: str
+    start: Expr
+    stop: Expr
+    step: Expr
+    pos: Pos = _pos()
+
+
+Source = TableRef | Datatable | Union | Search | Externaldata | Print | Range | Expr
+"""What a pipeline starts from; a bare name is always a ``TableRef``, other expressions
+(``materialize(...)``, ``f(x)``, ``toscalar(...)``) stand as themselves."""
+
+
+@dataclass(frozen=True)
 class Pipeline:
-    source: TableRef | Datatable
+    source: Source
     operators: tuple[Operator, ...] = ()
     pos: Pos = _pos()
 
 
 @dataclass(frozen=True)
-class Let:
-    """``let name = value;`` where value is a scalar expression or a tabular pipeline."""
+class FunctionParam:
+    """``name:type [= default]``; a tabular parameter's type is its schema text, ``(*)``."""
 
     name: str
-    value: Expr | Pipeline
+    type_name: str
+    default: Expr | None = None
+    pos: Pos = _pos()
+
+
+@dataclass(frozen=True)
+class FunctionDef:
+    """``(a:string, b:int = 1) { ... }`` and ``view () { ... }`` as a ``let`` value."""
+
+    params: tuple[FunctionParam, ...]
+    body: Query
+    view: bool = False
+    pos: Pos = _pos()
+
+
+@dataclass(frozen=True)
+class Let:
+    """``let name = value;`` where value is a scalar expression, a tabular pipeline or a function."""
+
+    name: str
+    value: Expr | Pipeline | FunctionDef
     pos: Pos = _pos()
 
 
 @dataclass(frozen=True)
 class Query:
+    """``let`` statements and the query statements; ``body`` is the last query statement and
+    ``earlier`` any before it (each returns its own result)."""
+
     lets: tuple[Let, ...]
     body: Pipeline
     pos: Pos = _pos()
+    earlier: tuple[Pipeline, ...] = ()
