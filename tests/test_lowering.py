@@ -438,3 +438,20 @@ def test_logons_go_back_to_defender_columns_in_kusto_or_are_refused_there() -> N
     )
     assert queries["kusto"].startswith("kusto: LogonType is a number")
     assert "LogonType=3" in queries["splunk"].replace(" ", "").replace('"', "")
+
+
+def test_a_query_starting_from_a_tabular_let_reads_its_pipeline() -> None:
+    """`let x = T | where a; x | where b` (also through materialize()) is `T | where a | where b`."""
+    query = (
+        "let base = materialize(DeviceProcessEvents | where FileName =~ 'a.exe');\n"
+        "let narrowed = base | where ProcessCommandLine has 'b';\nnarrowed | project Timestamp"
+    )
+    rule, label, notes, queries = converted(query)
+    assert rule["logsource"]["category"] == "process_creation"
+    assert "Image|endswith" in str(rule["detection"]) and "CommandLine|contains" in str(rule["detection"])
+    assert label == "widened"
+    assert 'FolderPath endswith "\\\\a.exe"' in queries["kusto"]
+
+
+def test_a_let_that_names_itself_is_refused_not_a_loop() -> None:
+    assert "Defender table" in refused("let x = x | where FileName == 'a'; x")

@@ -191,7 +191,7 @@ def build_pack(results: Sequence[InputResult], tree: Path, author: str, date: dt
     seen: set[tuple[str, str]] = set()
     for result in results:
         for rule in result.rules:
-            document = yaml.safe_load(rule.yaml)
+            document = rule.document
             key = tool_key(result.source, rule.title)
             meta = tools().get(key or "")
             where = {"source": result.source, "rule": rule.title}

@@ -52,6 +52,14 @@ class RuleResult:
     data_connectors: tuple[tuple[str, str], ...] = ()  # a page's "Sentinel Table | Notes" rows
     schedule: Schedule | None = None  # how often and how far back a deployed rule runs
 
+    @property
+    def document(self) -> dict[str, Any]:
+        """The rule's own Sigma document: in a correlation file, the base rule (the one detecting)."""
+        import yaml
+
+        documents = [document for document in yaml.safe_load_all(self.yaml) if document]
+        return next((d for d in documents if "detection" in d), documents[0])
+
 
 @dataclass(frozen=True)
 class InputResult:
@@ -281,11 +289,12 @@ def merge_duplicates(results: Sequence[InputResult]) -> list[InputResult]:
 
 
 def detection_key(rule_yaml: str) -> str:
-    """The log source and detection of a rule, as one comparable text."""
+    """The log sources, detections and correlation of a rule file (one or several documents)."""
     import yaml
 
-    document = yaml.safe_load(rule_yaml)
-    return json.dumps([document.get("logsource"), document.get("detection")], sort_keys=True, default=str)
+    documents = [document for document in yaml.safe_load_all(rule_yaml) if document]
+    parts = [[d.get("logsource"), d.get("detection"), d.get("correlation")] for d in documents]
+    return json.dumps(parts, sort_keys=True, default=str)
 
 
 def available_cores() -> int:

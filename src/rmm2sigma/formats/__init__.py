@@ -155,7 +155,7 @@ def deploy_rules(target: str, rules: Sequence[tuple[str, RuleResult]]) -> list[D
                 stem=stem,
                 target=target,
                 query=rule.queries[target],
-                meta=yaml.safe_load(rule.yaml),
+                meta=rule.document,
                 fidelity=rule.fidelity_by_target.get(target, rule.fidelity.value),
                 notes=rule.notes,
                 schedule=rule.schedule or Schedule(3600, 3600),

@@ -117,7 +117,7 @@ class _Lowering:
         self.inlined: set[str] = set()
 
     def detection(self) -> Detection:
-        body = self.query.body
+        body = self.body()
         if self.query.earlier:
             raise _fail(
                 "a query with several result statements has no Sigma equivalent", self.query.earlier[0]
@@ -196,6 +196,23 @@ class _Lowering:
         if isinstance(expr, k.Call):
             return k.Call(expr.function, tuple(self.inline(a) for a in expr.args), expr.pos)
         return expr
+
+    def body(self) -> k.Pipeline:
+        """The query with a tabular ``let`` it starts from put in place: ``let x = T | where a;
+        x | where b`` is ``T | where a | where b`` (also through ``materialize()``)."""
+        body, seen = self.query.body, set()
+        while isinstance(body.source, k.TableRef) and body.source.name not in seen:
+            seen.add(body.source.name)
+            named: k.Expr | k.Pipeline | None = self.tables.get(body.source.name)
+            scalar = self.scalars.get(body.source.name)
+            if scalar is not None and _is_call(scalar, "materialize") and len(scalar.args) == 1:
+                named = scalar.args[0]
+            if isinstance(named, k.SubQuery):
+                named = named.pipeline
+            if not isinstance(named, k.Pipeline):
+                break
+            body = k.Pipeline(named.source, named.operators + body.operators, body.pos)
+        return body
 
     # ------------------------------------------------------------ predicates
 
