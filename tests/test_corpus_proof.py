@@ -147,7 +147,7 @@ DEFENDER = CORPUS.parent / "azure-sentinel-defender"
 def test_every_convertible_held_out_query_is_proven() -> None:
     """Held-out Defender hunting queries: the generator finds events the original selects
     (`has_all`, user regexes, numbers written as strings), so no proof is vacuous."""
-    proven = 0
+    proven, oracle_gaps = 0, []
     for path in sorted(DEFENDER.glob("*.yaml")):
         try:
             source = read_source(str(path))
@@ -155,7 +155,11 @@ def test_every_convertible_held_out_query_is_proven() -> None:
         except Rmm2SigmaError:
             continue
         proof = measure(source, Options())
+        if proof.error and proof.error.startswith("the original KQL does not execute"):
+            oracle_gaps.append(f"{path.name}: {proof.error}")  # duckdb-kql lacks the construct
+            continue
         assert proof.error is None and proof.original > 0, path.name
         assert all(r.verdict != UNPROVEN for r in proof.targets.values()), path.name
         proven += 1
-    assert proven >= 20  # not vacuous: the parser converts about 21 of them today
+    assert proven >= 60  # not vacuous: 66 of the 67 convertible queries are proven today
+    assert len(oracle_gaps) <= 1, oracle_gaps  # Events-surrounding-alert: `datetime - 30m` in between

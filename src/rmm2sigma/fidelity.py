@@ -174,16 +174,6 @@ def _elastic_loss(target: str, leaf: Predicate, field: str) -> str | None:
         )
     if (
         target == "eql"
-        and leaf.case_sensitive
-        and leaf.match in (Match.CONTAINS, Match.STARTSWITH, Match.ENDSWITH)
-        and any(isinstance(v, str) and v.lower() != v.upper() for v in leaf.values)
-    ):
-        return (
-            f"EQL writes a case-sensitive {leaf.match.value} test on {field} with `==`, which does not "
-            "expand wildcards, so it misses the events the test matches"
-        )
-    if (
-        target == "eql"
         or leaf.case_sensitive
         or leaf.match
         in (Match.EMPTY, Match.NULL, Match.LT, Match.LTE, Match.GT, Match.GTE, Match.CIDR, Match.FIELDREF)

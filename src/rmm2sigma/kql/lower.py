@@ -114,6 +114,7 @@ class _Lowering:
         self.computed: dict[str, k.Expr] = {}  # extend columns, inlined where a filter reads them
         self.set_lengths: dict[str, AggregateFunction] = {}  # extend N = array_length(<a make_set>)
         self.set_caps: dict[str, int] = {}  # make_set(X, cap): the output name's cap
+        self.bin_text = ""  # the summarize's `bin(Timestamp, ...)`, for the note when it is left out
         self.inlined: set[str] = set()
 
     def detection(self) -> Detection:
@@ -181,7 +182,9 @@ class _Lowering:
         else:
             predicate = conditions[0] if len(conditions) == 1 else And(tuple(conditions))
         if aggregation is not None and aggregation.bin is not None and aggregation.having is None:
-            raise _fail("`bin()` in summarize is only supported with a threshold after it", body)
+            # without a threshold the buckets only shape the summary, which targets rebuild anyway
+            self.notes.append(f"the time buckets `{self.bin_text}` of the summary are left out")
+            aggregation = replace(aggregation, bin=None)
         return Detection(table, predicate, self.window, aggregation, tuple(dict.fromkeys(self.notes)))
 
     def sorts_by_time(self, op: object) -> bool:
@@ -536,7 +539,7 @@ class _Lowering:
                 if not isinstance(cap, int):
                     raise _fail(f"`{_shorten(to_kql(call))}`: the size cap must be a whole number", call)
                 self.set_caps[name] = cap
-                self.notes.append(f"the size cap of `{_shorten(to_kql(call))}` only shortens the output")
+                self.notes.append(f"the size limit of `{_shorten(to_kql(call))}` only shortens the output")
             functions.append(AggregateFunction(name, call.function, column))
         by = []
         span: timedelta | None = None
@@ -544,6 +547,7 @@ class _Lowering:
             expr = assignment.expr
             if _is_call(expr, "bin") and len(expr.args) == 2 and span is None:
                 span = self.time_bin(expr)
+                self.bin_text = _shorten(to_kql(expr))
                 continue
             if assignment.name is not None:
                 raise _fail("computed group-by columns are not supported", assignment)
