@@ -133,3 +133,23 @@ def test_a_conversion_of_an_arm_export_can_be_verified(tmp_path: Path) -> None:
     assert proved.returncode == 0, proved.stdout + proved.stderr
     rules = json.loads((out / "verify.json").read_text())["rules"]
     assert [r["targets"]["kusto"]["verdict"] for r in rules] == ["exact", "exact"]
+
+
+def test_analytic_rule_settings_become_notes_and_the_schedule(tmp_path: Path) -> None:
+    """ARM's ISO 8601 spans reach the schedule; an alert threshold and entities become notes."""
+    document = json.loads(arm_template('DeviceProcessEvents | where FileName =~ "one.exe"'))
+    properties = document["resources"][0]["properties"]
+    properties.update(queryFrequency="PT5H", queryPeriod="P1DT12H", triggerThreshold=3)
+    properties["entityMappings"] = [{"entityType": "Host", "fieldMappings": []}]
+    path = tmp_path / "export.json"
+    path.write_text(json.dumps(document))
+    (rule,) = convert_input(str(path), OPTIONS, ()).rules
+    assert rule.schedule is not None
+    assert (rule.schedule.frequency, rule.schedule.period) == (5 * 3600, 36 * 3600)
+    assert any("`GreaterThan 3` results" in note for note in rule.notes)
+    assert any("entity mappings (Host)" in note for note in rule.notes)
+    properties.update(triggerThreshold=0)
+    del properties["entityMappings"]
+    path.write_text(json.dumps(document))
+    (rule,) = convert_input(str(path), OPTIONS, ()).rules
+    assert not any("triggerThreshold" in note or "entity" in note for note in rule.notes)

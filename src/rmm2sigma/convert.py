@@ -89,7 +89,7 @@ def convert_rule(source: SourceRule, options: Options, wanted: Sequence[str] = t
     document = emitted.rule.to_dict()
     queries: dict[str, str] = {}
     errors: dict[str, str] = {}
-    notes = list(mapped.notes)
+    notes = [*mapped.notes, *source.rule_notes]
     page_filters = rule_filters(source, mapped, emitted.document, options.exact)
     applied = options.apply_filters and bool(page_filters.filters)
     notes.extend(_page_notes(source, page_filters, applied))

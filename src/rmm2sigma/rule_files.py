@@ -86,7 +86,25 @@ def _arm_fields(properties: Mapping[str, Any]) -> dict[str, Any]:
     fields = dict(properties)
     fields["name"] = properties.get("displayName")
     fields["relevantTechniques"] = properties.get("techniques")
+    for key in ("queryFrequency", "queryPeriod"):  # ARM writes ISO 8601 (PT1H, P14D); YAML rules 1h, 14d
+        fields[key] = _span(properties.get(key))
     return fields
+
+
+_ISO_SPAN = re.compile(r"^P(?:(\d+)D)?(?:T(?:(\d+)H)?(?:(\d+)M)?)?$", re.IGNORECASE)
+
+
+def _span(value: Any) -> Any:
+    """``PT5H`` -> ``5h``, ``P14D`` -> ``14d``, ``P1DT12H`` -> ``36h``; other values unchanged."""
+    match = _ISO_SPAN.match(value) if isinstance(value, str) else None
+    if not match or not any(match.groups()):
+        return value
+    days, hours, minutes = (int(part or 0) for part in match.groups())
+    total = (days * 24 + hours) * 60 + minutes
+    for unit, size in (("d", 1440), ("h", 60)):
+        if total % size == 0:
+            return f"{total // size}{unit}"
+    return f"{total}m"
 
 
 def _defender_fields(item: Mapping[str, Any]) -> dict[str, Any]:

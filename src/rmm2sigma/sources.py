@@ -69,6 +69,7 @@ class SourceRule:
     data_connectors: tuple[tuple[str, str], ...] = ()  # a page's "Sentinel Table | Notes" rows
     query_frequency: str | None = None  # Sentinel's ``queryFrequency`` (``1h``), for deployable rules
     query_period: str | None = None  # Sentinel's ``queryPeriod`` (``14d``)
+    rule_notes: tuple[str, ...] = ()  # what an analytic rule says beyond its query (alert trigger, entities)
     warnings: tuple[str, ...] = field(default=(), compare=False)
 
 
@@ -325,8 +326,28 @@ def _sentinel_rule(
         date=_date(fields),
         query_frequency=_text(fields.get("queryFrequency")),
         query_period=_text(fields.get("queryPeriod")),
+        rule_notes=_analytic_notes(fields),
         warnings=warnings,
     )
+
+
+def _analytic_notes(fields: Mapping[str, Any]) -> tuple[str, ...]:
+    """A Sentinel analytic rule's alerting settings, which a Sigma rule has no place for."""
+    notes = []
+    operator, threshold = _text(fields.get("triggerOperator")), _text(fields.get("triggerThreshold"))
+    if operator and threshold and (operator.lower(), threshold) not in (("gt", "0"), ("greaterthan", "0")):
+        notes.append(
+            f"Sentinel alerts when the query returns `{operator} {threshold}` results (triggerOperator, "
+            "triggerThreshold); the Sigma rule fires on every matching event: set the threshold in the SIEM"
+        )
+    entities = fields.get("entityMappings")
+    if isinstance(entities, list) and entities:
+        kinds = [str(e.get("entityType")) for e in entities if isinstance(e, Mapping) and e.get("entityType")]
+        notes.append(f"entity mappings ({', '.join(kinds) or 'unnamed'}) are not part of a Sigma rule")
+    details = fields.get("customDetails")
+    if isinstance(details, Mapping) and details:
+        notes.append(f"custom details ({', '.join(map(str, details))}) are not part of a Sigma rule")
+    return tuple(notes)
 
 
 _DATE_KEYS = ("lastUpdatedDate", "lastUpdated", "lastModified", "modified", "createdDate", "date")
