@@ -171,6 +171,13 @@ def test_a_negated_test_selects_events_without_the_field_in_eql_and_esql() -> No
     assert 'not ((user.name is not null and user.name in ("SYSTEM", "LOCAL SERVICE")))' in esql
     # a null test is two-valued already, and a positive test needs no guard
     assert "is not null" not in transpile(ACCOUNTS, "esql") and "!= null" not in transpile(ACCOUNTS, "eql")
+    # a negated column pair is null when either column is missing: both are guarded
+    pair = (
+        "DeviceProcessEvents | where FileName =~ 'a.exe' and ProcessCommandLine !~ "
+        "InitiatingProcessCommandLine"
+    )
+    guards = "process.command_line is not null and process.parent.command_line is not null and "
+    assert guards + "process.command_line==" in transpile(pair, "esql")
     present = "DeviceProcessEvents | where FileName =~ 'cmd.exe' and isnotnull(InitiatingProcessId)"
     assert "is not null" not in transpile(present, "esql") and "!= null and" not in transpile(present, "eql")
 

@@ -48,6 +48,7 @@ from sigma.types import (
     Placeholder,
     SigmaCasedString,
     SigmaExists,
+    SigmaFieldReference,
     SigmaNull,
     SigmaNumber,
     SigmaRegularExpression,
@@ -247,26 +248,30 @@ class TwoValuedNegations(TextQueryBackend):
         state: ConversionState,
     ) -> str | DeferredQueryExpression:
         expr = super().convert_condition(cond, state)
-        field = self._tested_field(cond, state)
-        if field is None or not isinstance(expr, str) or not _negated(cond):
+        fields = self._tested_fields(cond, state)
+        if not fields or not isinstance(expr, str) or not _negated(cond):
             return expr
-        exists = self.exists_expression.format(field=self.escape_and_quote_field(field))
-        return f"({exists} {self.and_token} {expr})"
+        tests = [self.exists_expression.format(field=self.escape_and_quote_field(f)) for f in fields]
+        return f"({f' {self.and_token} '.join([*tests, expr])})"
 
-    def _tested_field(
+    def _tested_fields(
         self,
         cond: ConditionItem | ConditionFieldEqualsValueExpression | ConditionValueExpression | None,
         state: ConversionState,
-    ) -> str | None:
-        """The field a test (or a list converted as ``in``) reads, None for anything else."""
+    ) -> tuple[str, ...]:
+        """The fields a test (or a list converted as ``in``) reads; none for anything else."""
         if isinstance(cond, ConditionFieldEqualsValueExpression):
-            return None if isinstance(cond.value, SigmaNull | SigmaExists) else cond.field
+            if isinstance(cond.value, SigmaNull | SigmaExists):
+                return ()
+            if isinstance(cond.value, SigmaFieldReference):  # null when either field is missing
+                return (cond.field, cond.value.field)
+            return (cond.field,)
         if isinstance(cond, ConditionOR | ConditionAND) and self.decide_convert_condition_as_in_expression(
             cond, state
         ):
             first = cond.args[0]
-            return first.field if isinstance(first, ConditionFieldEqualsValueExpression) else None
-        return None
+            return (first.field,) if isinstance(first, ConditionFieldEqualsValueExpression) else ()
+        return ()
 
 
 def _negated(cond: object) -> bool:
