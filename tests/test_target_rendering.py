@@ -145,8 +145,41 @@ def test_eql_case_sensitive_values_are_measured_exact_in_the_eql_engine() -> Non
         result = proof(query)
         assert_proven(result, "eql")
         assert result.targets["eql"].verdict == result.targets["eql"].label == "exact", query
-    # negated: EQL's known null-negation limit (events without the field), labelled and measured
-    assert_proven(proof(NOT_ACCOUNTS), "eql")
+    negated = proof(NOT_ACCOUNTS)  # the events without user.name are kept (TwoValuedNegations)
+    assert_proven(negated, "eql")
+    assert negated.targets["eql"].verdict == "exact"
+
+
+def test_a_negated_test_selects_events_without_the_field_in_eql_and_esql() -> None:
+    """EQL and ES|QL make a test of a missing field null, and ``not null`` null: the negated list
+    is asked as ``(field exists and field in (...))``, false on a missing field, so the NOT keeps
+    the event. The eql engine runs the EQL; ES|QL has no engine here, so its text is checked."""
+    from rmm2sigma.verify.engines import EqlEngine
+
+    eql = transpile(NOT_ACCOUNTS, "eql")
+    assert '?user.name != null and user.name in ("SYSTEM", "LOCAL SERVICE")' in eql
+    cmd = {"process": {"executable": {"caseless": "c:\\windows\\cmd.exe"}}}
+    documents = [
+        {"__id": 1, **cmd, "user": {"name": "SYSTEM"}},
+        {"__id": 2, **cmd, "user": {"name": "alice"}},
+        {"__id": 3, **cmd},  # no user.name
+        {"__id": 4, **cmd, "user": {"name": None}},
+        {"__id": 5, "process": {"executable": {"caseless": "c:\\windows\\sh.exe"}}},
+    ]
+    assert EqlEngine().select(eql, documents) == {2, 3, 4}
+    esql = transpile(NOT_ACCOUNTS, "esql")
+    assert 'not ((user.name is not null and user.name in ("SYSTEM", "LOCAL SERVICE")))' in esql
+    # a null test is two-valued already, and a positive test needs no guard
+    assert "is not null" not in transpile(ACCOUNTS, "esql") and "!= null" not in transpile(ACCOUNTS, "eql")
+    # a negated column pair is null when either column is missing: both are guarded
+    pair = (
+        "DeviceProcessEvents | where FileName =~ 'a.exe' and ProcessCommandLine !~ "
+        "InitiatingProcessCommandLine"
+    )
+    guards = "process.command_line is not null and process.parent.command_line is not null and "
+    assert guards + "process.command_line==" in transpile(pair, "esql")
+    present = "DeviceProcessEvents | where FileName =~ 'cmd.exe' and isnotnull(InitiatingProcessId)"
+    assert "is not null" not in transpile(present, "esql") and "!= null and" not in transpile(present, "eql")
 
 
 def test_a_case_sensitive_test_on_a_caseless_field_is_widened_and_noted() -> None:

@@ -31,7 +31,15 @@ from dataclasses import dataclass
 from typing import ClassVar
 
 from sigma.backends.elasticsearch import EqlBackend, ESQLBackend
-from sigma.conditions import ConditionAND, ConditionFieldEqualsValueExpression, ConditionOR
+from sigma.conditions import (
+    ConditionAND,
+    ConditionFieldEqualsValueExpression,
+    ConditionItem,
+    ConditionNOT,
+    ConditionOR,
+    ConditionValueExpression,
+)
+from sigma.conversion.base import TextQueryBackend
 from sigma.conversion.deferred import DeferredQueryExpression
 from sigma.conversion.state import ConversionState
 from sigma.processing.pipeline import ProcessingItem, ProcessingPipeline
@@ -39,6 +47,9 @@ from sigma.processing.transformations.base import ValueTransformation
 from sigma.types import (
     Placeholder,
     SigmaCasedString,
+    SigmaExists,
+    SigmaFieldReference,
+    SigmaNull,
     SigmaNumber,
     SigmaRegularExpression,
     SigmaRegularExpressionFlag,
@@ -100,12 +111,13 @@ def string_regex(parts: Iterable[str | SpecialChars | Placeholder], ignore_case:
     return pattern if len(pattern) <= MAX_REGEX_LENGTH else None
 
 
-def predicate_regex(value: str, match: Match) -> str | None:
-    """The regex a case-insensitive test of ``match`` on ``value`` becomes, or None if it stays."""
+def predicate_regex(value: str, match: Match, ignore_case: bool = True) -> str | None:
+    """The regex a test of ``match`` on ``value`` becomes (by default case-insensitive), or None
+    if it stays: no letters, or a pattern over ``MAX_REGEX_LENGTH``."""
     shape = _SHAPES.get(match)
     if shape is None or not any(c.lower() != c.upper() for c in value):
         return None
-    pattern = shape.format(fold(value))
+    pattern = shape.format(fold(value, ignore_case))
     return pattern if len(pattern) <= MAX_REGEX_LENGTH else None
 
 
@@ -215,8 +227,68 @@ def _escape_controls(
     return "".join(table.get(char, char) for char in text) if isinstance(text, str) else text
 
 
-class Rmm2SigmaEsqlBackend(ESQLBackend):
-    """ESQLBackend writing control characters in regexes as ES|QL string escapes."""
+class TwoValuedNegations(TextQueryBackend):
+    """Negated field tests written so that a missing field makes them false, as in Sigma.
+
+    EQL and ES|QL use three-valued logic: a test of a missing field is null and ``not null`` is
+    null, so ``not (User : "SYSTEM")`` would drop the events without ``User``, which Sigma (and
+    Splunk, Lucene, the SQLite proof) select. Every field test (or in-list) under an odd number of
+    NOTs is asked as ``(<field exists> and <test>)``, which is false, never null, on a missing
+    field; the NOT above it then selects the event. Under an even number of NOTs a null test
+    already acts as false (Kleene logic: a result that is true with a null input is true with
+    any value in its place, and a positive input can only raise it), so the test is left alone;
+    so is a null or existence test, which is never null itself.
+    """
+
+    exists_expression: ClassVar[str]  # "{field} exists" in the language, never null
+
+    def convert_condition(
+        self,
+        cond: ConditionItem | ConditionFieldEqualsValueExpression | ConditionValueExpression | None,
+        state: ConversionState,
+    ) -> str | DeferredQueryExpression:
+        expr = super().convert_condition(cond, state)
+        fields = self._tested_fields(cond, state)
+        if not fields or not isinstance(expr, str) or not _negated(cond):
+            return expr
+        tests = [self.exists_expression.format(field=self.escape_and_quote_field(f)) for f in fields]
+        return f"({f' {self.and_token} '.join([*tests, expr])})"
+
+    def _tested_fields(
+        self,
+        cond: ConditionItem | ConditionFieldEqualsValueExpression | ConditionValueExpression | None,
+        state: ConversionState,
+    ) -> tuple[str, ...]:
+        """The fields a test (or a list converted as ``in``) reads; none for anything else."""
+        if isinstance(cond, ConditionFieldEqualsValueExpression):
+            if isinstance(cond.value, SigmaNull | SigmaExists):
+                return ()
+            if isinstance(cond.value, SigmaFieldReference):  # null when either field is missing
+                return (cond.field, cond.value.field)
+            return (cond.field,)
+        if isinstance(cond, ConditionOR | ConditionAND) and self.decide_convert_condition_as_in_expression(
+            cond, state
+        ):
+            first = cond.args[0]
+            return (first.field,) if isinstance(first, ConditionFieldEqualsValueExpression) else ()
+        return ()
+
+
+def _negated(cond: object) -> bool:
+    """Whether a condition stands under an odd number of NOTs (pySigma links every parent)."""
+    odd = False
+    parent = getattr(cond, "parent", None)
+    while parent is not None:
+        odd ^= isinstance(parent, ConditionNOT)
+        parent = getattr(parent, "parent", None)
+    return odd
+
+
+class Rmm2SigmaEsqlBackend(TwoValuedNegations, ESQLBackend):
+    """ESQLBackend writing control characters in regexes as ES|QL string escapes, negated tests
+    two-valued (``TwoValuedNegations``)."""
+
+    exists_expression: ClassVar[str] = "{field} is not null"
 
     def convert_value_re(
         self, r: SigmaRegularExpression, state: ConversionState
@@ -224,8 +296,9 @@ class Rmm2SigmaEsqlBackend(ESQLBackend):
         return _escape_controls(super().convert_value_re(r, state), _CONTROLS)
 
 
-class Rmm2SigmaEqlBackend(EqlBackend):
-    """EqlBackend with ES EQL's case-sensitive forms where the rule asks for them.
+class Rmm2SigmaEqlBackend(TwoValuedNegations, EqlBackend):
+    """EqlBackend with ES EQL's case-sensitive forms where the rule asks for them, negated tests
+    two-valued (``TwoValuedNegations``; ``?field != null`` is EqlBackend's own existence test).
 
     Value lists keep their kind: numbers and case-sensitive strings use ``in`` (case-sensitive),
     only case-insensitive strings ``like~``. Regexes use ``regex``, not ``regex~``: by now every
@@ -234,6 +307,7 @@ class Rmm2SigmaEqlBackend(EqlBackend):
     regex too. Control characters in regexes are written as EQL string escapes.
     """
 
+    exists_expression: ClassVar[str] = "?{field} != null"
     re_expression: ClassVar[str] = '{field} regex "{regex}"'
     # `\/` is no EQL string escape, and `/` no Lucene operator: nothing to escape but the backslash
     re_escape: ClassVar[tuple[str]] = ()  # type: ignore[assignment]
@@ -307,6 +381,7 @@ __all__ = [
     "LuceneRegexTransformation",
     "Rmm2SigmaEqlBackend",
     "Rmm2SigmaEsqlBackend",
+    "TwoValuedNegations",
     "cased_string",
     "fold",
     "list_kind",

@@ -19,8 +19,10 @@ with a note. Known target limits (pySigma 1.5, FACTS §4):
   can only be asked case-insensitively: widened, with a note; negated it would narrow the query,
   so that target is refused (``TargetFidelity.refusal``, a partial result).
 * EQL and ES|QL use three-valued logic: ``not (field : "x")`` is null, not true, when the field
-  is absent, so a negated test misses the events without that field (Sigma, Splunk, Lucene and
-  the SQLite proof match them).
+  is absent, where Sigma, Splunk, Lucene and the SQLite proof match the event. Their backends
+  (``elastic.TwoValuedNegations``) ask every negated field test as ``(field exists and test)``,
+  so those tests keep the rule's label; only a negated keyword (no field to test) still misses
+  the events that lack the word's columns.
 * The kusto target keeps the Defender table when the mapping declares ``kusto_table``, so the
   table's own approximation (e.g. certificates seen as image loads) does not apply to it.
 
@@ -125,11 +127,11 @@ def _elastic(target: str, base: Fidelity, mapped: MappedRule) -> TargetFidelity:
             adds.append(caseless)
         elif caseless:
             refuse.append(f"{caseless}; the test is negated, so this would narrow the query")
-        # a negated CIDR test of a missing address is null in Kusto too (see mapping): no loss
-        if not positive and target in ("eql", "esql") and leaf.match not in (Match.EMPTY, Match.CIDR):
+        # a negated field test is asked two-valued (elastic.TwoValuedNegations); a keyword has no field
+        if not positive and target in ("eql", "esql") and leaf.column == ANY_COLUMN:
             misses.append(
-                f"a negated test on {field} is null, not true, when the field is absent, so events "
-                f"without {field} are missed (Sigma matches them)"
+                "a negated keyword is null, not true, on an event without a value to search, so such "
+                "events are missed (Sigma matches them)"
             )
     if refuse:
         reason = "; ".join(dict.fromkeys(refuse))
@@ -171,6 +173,19 @@ def _elastic_loss(target: str, leaf: Predicate, field: str) -> str | None:
         return (
             f"Elasticsearch reads the regex on {field} with Lucene's engine (whole-value match, no "
             "`(?i)` flag, no `^`/`$` anchors), so it misses events the Sigma regex matches"
+        )
+    if (
+        target == "eql"
+        and leaf.case_sensitive
+        and leaf.match in (Match.CONTAINS, Match.STARTSWITH, Match.ENDSWITH)
+        and any(
+            isinstance(v, str) and v.lower() != v.upper() and not predicate_regex(v, leaf.match, False)
+            for v in leaf.values
+        )
+    ):  # written as a case-sensitive regex (Rmm2SigmaEqlBackend) unless it is too long
+        return (
+            f"EQL writes a case-sensitive {leaf.match.value} test on {field} with `==`, which does not "
+            "expand wildcards, so it misses the events the test matches"
         )
     if (
         target == "eql"
