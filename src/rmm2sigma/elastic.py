@@ -227,6 +227,31 @@ def _escape_controls(
     return "".join(table.get(char, char) for char in text) if isinstance(text, str) else text
 
 
+class KindPreservingLists(TextQueryBackend):
+    """Value lists that keep their kind: numbers and case-sensitive strings go in the language's
+    case-sensitive ``in`` (``in_operator``); only case-insensitive strings take the backend's own
+    list form (KQL ``in~``, EQL ``like~``). Numbers stay numbers: a string list on a number
+    column is an error in Kusto (KS107) and compares nothing in Elasticsearch."""
+
+    in_operator: ClassVar[str] = "in"
+
+    def convert_condition_as_in_expression(
+        self, cond: ConditionOR | ConditionAND, state: ConversionState
+    ) -> str | DeferredQueryExpression:
+        args = [arg for arg in cond.args if isinstance(arg, ConditionFieldEqualsValueExpression)]
+        if list_kind(args[0].value) == "string":
+            return str(super().convert_condition_as_in_expression(cond, state))
+        values = [
+            self.convert_value_str(arg.value, state) if isinstance(arg.value, SigmaString) else str(arg.value)
+            for arg in args
+        ]
+        field = self.escape_and_quote_field(args[0].field)
+        assert self.field_in_list_expression is not None and self.list_separator is not None  # both backends
+        return self.field_in_list_expression.format(
+            field=field, op=self.in_operator, list=self.list_separator.join(values)
+        )
+
+
 class TwoValuedNegations(TextQueryBackend):
     """Negated field tests written so that a missing field makes them false, as in Sigma.
 
@@ -296,7 +321,7 @@ class Rmm2SigmaEsqlBackend(TwoValuedNegations, ESQLBackend):
         return _escape_controls(super().convert_value_re(r, state), _CONTROLS)
 
 
-class Rmm2SigmaEqlBackend(TwoValuedNegations, EqlBackend):
+class Rmm2SigmaEqlBackend(TwoValuedNegations, KindPreservingLists, EqlBackend):
     """EqlBackend with ES EQL's case-sensitive forms where the rule asks for them, negated tests
     two-valued (``TwoValuedNegations``; ``?field != null`` is EqlBackend's own existence test).
 
@@ -308,6 +333,7 @@ class Rmm2SigmaEqlBackend(TwoValuedNegations, EqlBackend):
     """
 
     exists_expression: ClassVar[str] = "?{field} != null"
+    in_operator: ClassVar[str] = " in "
     re_expression: ClassVar[str] = '{field} regex "{regex}"'
     # `\/` is no EQL string escape, and `/` no Lucene operator: nothing to escape but the backslash
     re_escape: ClassVar[tuple[str]] = ()  # type: ignore[assignment]
@@ -335,21 +361,6 @@ class Rmm2SigmaEqlBackend(TwoValuedNegations, EqlBackend):
             return False
         args = [arg for arg in cond.args if isinstance(arg, ConditionFieldEqualsValueExpression)]
         return len({list_kind(arg.value) for arg in args}) == 1
-
-    def convert_condition_as_in_expression(
-        self, cond: ConditionOR | ConditionAND, state: ConversionState
-    ) -> str | DeferredQueryExpression:
-        args = [arg for arg in cond.args if isinstance(arg, ConditionFieldEqualsValueExpression)]
-        kind = list_kind(args[0].value)
-        if kind == "string":
-            return str(super().convert_condition_as_in_expression(cond, state))
-        values = [
-            self.convert_value_str(arg.value, state) if isinstance(arg.value, SigmaString) else str(arg.value)
-            for arg in args
-        ]
-        return self.field_in_list_expression.format(
-            field=self.escape_and_quote_field(args[0].field), op=" in ", list=self.list_separator.join(values)
-        )
 
 
 def list_kind(value: object) -> str:

@@ -15,14 +15,12 @@ from typing import ClassVar
 
 from sigma.backends.kusto import KustoBackend
 from sigma.conditions import ConditionAND, ConditionFieldEqualsValueExpression, ConditionOR
-from sigma.conversion.deferred import DeferredQueryExpression
 from sigma.conversion.state import ConversionState
-from sigma.types import SigmaString
 
-from .elastic import list_kind
+from .elastic import KindPreservingLists, list_kind
 
 
-class Rmm2SigmaKustoBackend(KustoBackend):
+class Rmm2SigmaKustoBackend(KindPreservingLists, KustoBackend):
     """KustoBackend with KQL's case-sensitive operators and kind-preserving value lists."""
 
     case_sensitive_match_expression: ClassVar[str | None] = "{field} == {value}"
@@ -44,19 +42,3 @@ class Rmm2SigmaKustoBackend(KustoBackend):
             return False
         (kind,) = kinds
         return kind == "string" or (isinstance(cond, ConditionOR) and kind in ("number", "cased"))
-
-    def convert_condition_as_in_expression(
-        self, cond: ConditionOR | ConditionAND, state: ConversionState
-    ) -> str | DeferredQueryExpression:
-        args = [arg for arg in cond.args if isinstance(arg, ConditionFieldEqualsValueExpression)]
-        kind = list_kind(args[0].value)
-        if kind == "string":
-            return str(super().convert_condition_as_in_expression(cond, state))
-        values = [
-            self.convert_value_str(arg.value, state) if isinstance(arg.value, SigmaString) else str(arg.value)
-            for arg in args
-        ]
-        field = self.escape_and_quote_field(args[0].field)
-        return self.field_in_list_expression.format(
-            field=field, op="in", list=self.list_separator.join(values)
-        )
