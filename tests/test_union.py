@@ -183,3 +183,18 @@ def test_union_rules_pass_sigmahq_checks_and_verify(tmp_path: Path) -> None:
     proofs = json.loads((out / "verify.json").read_text(encoding="utf-8"))["rules"]
     assert len(proofs) == 2 and all(not p["report_problems"] and not p["error"] for p in proofs)
     assert all(p["original"] > 0 and p["targets"]["kusto"]["verdict"] == "exact" for p in proofs)
+
+
+def test_an_inner_union_never_takes_a_missing_column_as_empty() -> None:
+    """``kind=inner`` drops the columns a branch lacks: testing one is an error in Kusto, not false."""
+    text = 'union kind=inner DeviceFileEvents, DeviceProcessEvents\n| where ProcessCommandLine has "x"'
+    assert [empty for _, _, empty in _branches(text)] == [None, None]
+    rules, errors = _rules(text)
+    assert [r["category"] for r in rules] == ["process_creation"] and len(errors) == 1
+
+
+def test_earlier_statements_stay_in_every_branch() -> None:
+    """A query with several result statements is still refused per branch, never dropped silently."""
+    text = 'DeviceFileEvents | take 1;\nunion DeviceProcessEvents, DeviceFileEvents | where FileName == "a"'
+    with pytest.raises(UnsupportedKqlError, match="several result statements"):
+        _rules(text)

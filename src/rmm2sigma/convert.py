@@ -145,7 +145,8 @@ def convert_rules(
             continue
         origin = (
             f"converted from {_branch_label(branch)} of the query's union, with the operators after "
-            "the union; the other branches are its related rules"
+            "the union (its proof compares it with that branch query); the branches read different "
+            "tables, so with its related rules it selects what the union selects"
         )
         rules.append(replace(rule, notes=(origin, *empty, *rule.notes)))
     return tuple(rules), tuple(str(error) for error in failures)

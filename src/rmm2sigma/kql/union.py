@@ -13,7 +13,7 @@ column its table lacks. Any other use of a missing column is left to the lowerin
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from fnmatch import fnmatchcase
 
 from . import syntax as k
@@ -94,14 +94,16 @@ def split_union(query: k.Query, schema: Schema) -> list[Branch] | None:
     pipelines: list[k.Pipeline] = [before] if before is not None else []
     for pipeline in union.tables:
         pipelines.extend(_expanded(pipeline, schema))
+    # ``kind=inner`` keeps only the columns every branch has: a missing one is an error, not empty
+    inner_kind = params.get("kind") == "inner"
     columns = {c: t for p in pipelines for c, t in schema.get(_table(p, tables), {}).items()}
     branches: list[Branch] = []
     for pipeline in pipelines:
         pipeline = _resolved(pipeline, tables)
-        whole = k.Query(query.lets, k.Pipeline(pipeline.source, pipeline.operators + after, pipeline.pos))
+        whole = replace(query, body=k.Pipeline(pipeline.source, pipeline.operators + after, pipeline.pos))
         inner = split_union(whole, schema)
         for branch in inner if inner is not None else [Branch(0, _table(pipeline, tables), whole)]:
-            empty = branch.empty or _empty(branch, schema, columns, query)
+            empty = branch.empty or (None if inner_kind else _empty(branch, schema, columns, query))
             branches.append(Branch(len(branches), branch.table, branch.query, empty))
     return branches
 
