@@ -110,6 +110,7 @@ def test_a_negated_test_of_a_missing_column_is_not_taken_as_empty() -> None:
     rules, errors = _rules(text)
     assert [r["category"] for r in rules] == ["process_creation"]
     assert len(errors) == 1 and "union branch 1 (DeviceFileEvents)" in errors[0]
+    assert "empty in DeviceFileEvents" in errors[0]  # says why the column is missing there
     assert errors[0].startswith("hunt.kql:2:")  # located in the file
 
 

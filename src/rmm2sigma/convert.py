@@ -173,9 +173,17 @@ def _branch_label(branch: Branch) -> str:
 
 
 def _in_branch(error: Rmm2SigmaError, branch: Branch) -> Rmm2SigmaError:
-    """An error of one union branch, its message naming the branch."""
+    """An error of one union branch, its message naming the branch (and, when it reads a column
+    only other branches have, why: Kusto's union gives it empty values there)."""
+    lacked = [column for column in branch.missing if column in error.message]
+    why = (
+        f" ({', '.join(lacked)}: a column of the union's other tables, empty in {branch.table}; "
+        "a test on it is not converted for this branch)"
+        if lacked
+        else ""
+    )
     return type(error)(
-        f"{_branch_label(branch)}: {error.message}",
+        f"{_branch_label(branch)}: {error.message}{why}",
         source=error.source,
         line=error.line,
         column=error.column,

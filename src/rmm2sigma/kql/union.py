@@ -49,6 +49,7 @@ class Branch:
     table: str
     query: k.Query
     empty: str | None = None
+    missing: tuple[str, ...] = ()  # columns the query reads that only other branches' tables have
 
     @property
     def text(self) -> str:
@@ -104,7 +105,10 @@ def split_union(query: k.Query, schema: Schema) -> list[Branch] | None:
         inner = split_union(whole, schema)
         for branch in inner if inner is not None else [Branch(0, _table(pipeline, tables), whole)]:
             empty = branch.empty or (None if inner_kind else _empty(branch, schema, columns, query))
-            branches.append(Branch(len(branches), branch.table, branch.query, empty))
+            own = schema.get(branch.table, {})
+            read = set(_names(branch.query.body.operators))
+            missing = tuple(sorted(c for c in read if c in columns and c not in own)) if own else ()
+            branches.append(Branch(len(branches), branch.table, branch.query, empty, missing))
     return branches
 
 
