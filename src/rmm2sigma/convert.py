@@ -8,22 +8,25 @@ from __future__ import annotations
 
 import json
 import os
+from collections import Counter
 from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field, replace
 from functools import cache, partial
 from importlib import resources
+from pathlib import PurePath
 from typing import Any
 
 from . import correlation, kql, targets
-from .errors import Rmm2SigmaError, printable
+from .errors import Rmm2SigmaError, UnsupportedKqlError, printable
 from .fidelity import SIGMA, refusals, target_fidelity
 from .filters import RuleFilters, applied_rule, rule_filters
 from .formats.schedule import Schedule, schedule
 from .kql.lower import Schema, lower
-from .mapping import map_detection
+from .kql.union import Branch, split_union
+from .mapping import MappedRule, map_detection
 from .model import Fidelity
-from .sigma import Options, emit
+from .sigma import Options, branch_name, emit, rule_id
 from .sources import SourceRule, read_sources
 
 
@@ -81,10 +84,128 @@ def convert_rule(source: SourceRule, options: Options, wanted: Sequence[str] = t
     """Convert one source query; raises ``Rmm2SigmaError`` located in the source file."""
     try:
         query = kql.parse(source.kql)
-        detection = lower(query, defender_schema())
-        mapped = map_detection(detection, exact=options.exact, schema=defender_schema())
     except Rmm2SigmaError as error:
         raise _located(error, source) from None
+    return _convert(source, _mapped(source, query, options), options, wanted)
+
+
+def convert_rules(
+    source: SourceRule, options: Options, wanted: Sequence[str] = targets.TARGETS
+) -> tuple[tuple[RuleResult, ...], tuple[str, ...]]:
+    """The rules of one source query and the located errors of the parts that do not convert.
+
+    A query over a ``union`` gives one rule per branch (``kql.union``), linked by ``related``;
+    each rule's ``kql`` is its branch query, which is what ``verify`` proves it against: the
+    branches read disjoint tables, so together they select exactly what the union selects. A
+    branch that does not convert is an error here while the others still convert; when none
+    converts, the first branch's error is raised.
+    """
+    try:
+        query = kql.parse(source.kql)
+        branches = split_union(query, defender_schema())
+    except Rmm2SigmaError as error:
+        raise _located(error, source) from None
+    if branches is None:
+        return (_convert(source, _mapped(source, query, options), options, wanted),), ()
+    converted: list[tuple[Branch, MappedRule]] = []
+    failures: list[Rmm2SigmaError] = []
+    empty: list[str] = []
+    for branch in branches:
+        if branch.empty:
+            empty.append(f"{_branch_label(branch)} selects no event, so it gives no rule: {branch.empty}")
+            continue
+        try:
+            converted.append((branch, _mapped(source, branch.query, options)))
+        except Rmm2SigmaError as error:
+            failures.append(_in_branch(error, branch))
+    if not converted:
+        if failures:
+            raise failures[0]
+        raise _located(UnsupportedKqlError("; ".join(empty), line=query.pos.line or None), source)
+    categories = Counter(_category(mapped) for _, mapped in converted)
+    named = [
+        replace(
+            branch_source(source, branch),
+            name=branch_name(
+                source.name or PurePath(source.path).stem,
+                _category(mapped),
+                branch.table if categories[_category(mapped)] > 1 else None,
+            ),
+        )
+        for branch, mapped in converted
+    ]
+    ids = [rule_id(named_source, options.exact) for named_source in named]
+    rules: list[RuleResult] = []
+    for (branch, mapped), named_source, own in zip(converted, named, ids, strict=True):
+        related = tuple(other for other in ids if other != own)
+        try:
+            rule = _convert(named_source, mapped, replace(options, related=related), wanted)
+        except Rmm2SigmaError as error:
+            failures.append(_in_branch(error, branch))
+            continue
+        origin = (
+            f"converted from {_branch_label(branch)} of the query's union, with the operators after "
+            "the union (its proof compares it with that branch query); the branches read different "
+            "tables, so with its related rules it selects what the union selects"
+        )
+        rules.append(replace(rule, notes=(origin, *empty, *rule.notes)))
+    return tuple(rules), tuple(str(error) for error in failures)
+
+
+def branch_source(source: SourceRule, branch: Branch) -> SourceRule:
+    """A union branch as a source of its own: its query, and an identity (hence a rule id) of the
+    source's plus the branch's place and table, stable across runs."""
+    identity = f"{source.id or source.kql.strip()}|union branch {branch.index + 1}|{branch.table}"
+    return replace(source, kql=branch.text, id=identity)
+
+
+def rule_sources(source: SourceRule) -> list[SourceRule]:
+    """The sources a query's rules are converted from: its union branches, or itself."""
+    try:
+        branches = split_union(kql.parse(source.kql), defender_schema())
+    except Rmm2SigmaError:
+        return [source]
+    return [branch_source(source, branch) for branch in branches or ()] or [source]
+
+
+def _branch_label(branch: Branch) -> str:
+    return f"union branch {branch.index + 1} ({branch.table})"
+
+
+def _in_branch(error: Rmm2SigmaError, branch: Branch) -> Rmm2SigmaError:
+    """An error of one union branch, its message naming the branch (and, when it reads a column
+    only other branches have, why: Kusto's union gives it empty values there)."""
+    lacked = [column for column in branch.missing if column in error.message]
+    why = (
+        f" ({', '.join(lacked)}: a column of the union's other tables, empty in {branch.table}; "
+        "a test on it is not converted for this branch)"
+        if lacked
+        else ""
+    )
+    return type(error)(
+        f"{_branch_label(branch)}: {error.message}{why}",
+        source=error.source,
+        line=error.line,
+        column=error.column,
+        context=error.context,
+    )
+
+
+def _category(mapped: MappedRule) -> str:
+    return mapped.table.logsource.get("category") or mapped.table.logsource["service"]
+
+
+def _mapped(located_in: SourceRule, query: kql.Query, options: Options) -> MappedRule:
+    """The query lowered and mapped; errors located in the file ``located_in`` came from."""
+    try:
+        detection = lower(query, defender_schema())
+        return map_detection(detection, exact=options.exact, schema=defender_schema())
+    except Rmm2SigmaError as error:
+        raise _located(error, located_in) from None
+
+
+def _convert(source: SourceRule, mapped: MappedRule, options: Options, wanted: Sequence[str]) -> RuleResult:
+    """A mapped query as a Sigma rule and its target queries."""
     emitted = emit(source, mapped, options)
     document = emitted.rule.to_dict()
     queries: dict[str, str] = {}
@@ -195,7 +316,9 @@ def convert_input(
     try:
         sources = read_sources(path, data)
         warnings = tuple(w for source in sources for w in source.warnings)
-        rules = tuple(convert_rule(source, options, wanted) for source in sources)
+        converted = [convert_rules(source, options, wanted) for source in sources]
+        rules = tuple(rule for source_rules, _ in converted for rule in source_rules)
+        failed = [message for _, messages in converted for message in messages]
     except Rmm2SigmaError as error:
         if error.source is None:
             error.source = path
@@ -207,7 +330,7 @@ def convert_input(
         detail = f"{error!r} ({missing})" if isinstance(error, OSError) and missing else repr(error)
         defect = f"{printable(path)}: internal error, please report it: {detail}"
         return InputResult(path, "failed", defect, warnings)
-    errors = [message for rule in rules for message in rule.errors.values()]
+    errors = failed + [message for rule in rules for message in rule.errors.values()]
     return InputResult(path, "partial" if errors else "converted", "; ".join(errors) or None, warnings, rules)
 
 

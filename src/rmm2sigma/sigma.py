@@ -123,6 +123,7 @@ class Options:
     date: dt.date | None = None
     exact: bool = False
     apply_filters: bool = False  # render the target queries with the page's false-positive filters
+    related: tuple[str, ...] = ()  # ids of the rules converted from the other branches of a union
 
 
 @dataclass(frozen=True)
@@ -162,6 +163,7 @@ def rule_document(source: SourceRule, mapped: MappedRule, options: Options) -> d
     document: dict[str, Any] = {
         "title": _title(source, mapped.table.logsource.get("category")),
         "id": rule_id(source, options.exact),
+        "related": [{"id": other, "type": "similar"} for other in options.related],
         "status": "experimental",
         "description": description,
         "references": list(dict.fromkeys(u.rstrip(".,)") for u in (*urls, *source.references))),
@@ -186,6 +188,16 @@ def rule_id(source: SourceRule, exact: bool) -> str:
     text = f"{_NAMESPACE}|{identity}|{'exact' if exact else 'default'}"
     digest = hashlib.sha256(text.encode("utf-8", "surrogateescape")).digest()
     return str(uuid.UUID(bytes=digest[:16], version=4))
+
+
+def branch_name(name: str, category: str, table: str | None = None) -> str:
+    """The name of a union branch's rule: the query's name (less a category it claims) with the
+    branch's own category, and its Defender table when two branches share one category."""
+    head, dash, last = name.rpartition(" - ")
+    if dash and last.strip().lower() in _CATEGORY_PHRASES:
+        name = head
+    title = _CATEGORY_TITLES.get(category, category.replace("_", " ").title())
+    return f"{name} - {title}" + (f" ({table})" if table else "")
 
 
 def _title(source: SourceRule, category: str | None = None) -> str:

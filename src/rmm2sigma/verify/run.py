@@ -17,7 +17,7 @@ from dataclasses import asdict, replace
 from pathlib import Path
 from typing import Any
 
-from ..convert import convert_rule
+from ..convert import convert_rules, rule_sources
 from ..errors import Rmm2SigmaError
 from ..fidelity import SIGMA, agrees
 from ..report import STDIN_COPY, write_atomic
@@ -74,14 +74,24 @@ def _check(job: tuple[str, dict[str, Any], Path]) -> tuple[RuleProof, dict[str, 
         sources = read_sources(path, stdin.read_bytes() if path == "-" and stdin.is_file() else None)
     except Rmm2SigmaError as error:
         return RuleProof(path, rule.get("title", ""), error=f"cannot read the source again: {error}"), finding
-    # a file may hold several rules: the one whose id (in either mode) the report gives
-    source = next((s for s in sources if rule.get("id") in (rule_id(s, True), rule_id(s, False))), sources[0])
-    exact = rule.get("id") == rule_id(source, True)
-    proof = measure(source, Options(exact=exact))
+    # a file may hold several rules, a union one per branch: the one whose id (in either mode) the
+    # report gives; a branch is proved against its branch query (see ``convert_rules``)
+    candidates = [(s, part) for s in sources for part in rule_sources(s)]
+    source, part = next(
+        ((s, p) for s, p in candidates if rule.get("id") in (rule_id(p, True), rule_id(p, False))),
+        candidates[0],
+    )
+    exact = rule.get("id") == rule_id(part, True)
+    proof = measure(part, Options(exact=exact))
     try:
-        fresh = convert_rule(source, Options(exact=exact, apply_filters=rule.get("filters_applied", False)))
+        options = Options(exact=exact, apply_filters=rule.get("filters_applied", False))
+        rules, _ = convert_rules(source, options)
     except Rmm2SigmaError as error:
         finding["report_problems"].append(f"the source no longer converts: {error}")
+        return proof, finding
+    fresh = next((r for r in rules if r.rule_id == rule.get("id")), None)
+    if fresh is None:
+        finding["report_problems"].append("a fresh conversion gives no rule with the reported id")
         return proof, finding
     for target, query in rule.get("queries", {}).items():
         if fresh.queries.get(target) != query:
@@ -104,7 +114,7 @@ def _check(job: tuple[str, dict[str, Any], Path]) -> tuple[RuleProof, dict[str, 
         if result.verdict != NOT_EXECUTED and result.reason != VACUOUS:
             checked = agrees(label, result.verdict)
         targets[name] = replace(result, label=label, agrees=checked)
-    finding["queries"] = {"kusto": rule.get("queries", {}).get("kusto"), "original": source.kql}
+    finding["queries"] = {"kusto": rule.get("queries", {}).get("kusto"), "original": part.kql}
     return replace(proof, exact_mode=exact, targets=targets), finding
 
 
