@@ -109,7 +109,6 @@ def test_bin_gives_the_buckets_and_is_no_group_column() -> None:
         ("summarize n=count() by DeviceName | where n > 1 | where n > 2", "only one threshold"),
         ("summarize n=count() by DeviceName | where n > 1.5", "whole number"),
         ("summarize n=count() by bin(DeviceName, 1h) | where n > 1", "only `bin()` of the event time"),
-        ("summarize n=count() by DeviceName, bin(Timestamp, 1h)", "only supported with a threshold"),
         (
             "summarize n=count() by DeviceName | where n > 1 | summarize count()",
             "summarize after a threshold",
@@ -119,6 +118,14 @@ def test_bin_gives_the_buckets_and_is_no_group_column() -> None:
 def test_unsound_thresholds_are_refused(tail: str, message: str) -> None:
     with pytest.raises(UnsupportedKqlError, match=message.replace("(", r"\(").replace(")", r"\)")):
         _lower(f"DeviceProcessEvents | where FileName =~ 'x.exe' | {tail}")
+
+
+def test_time_buckets_without_a_threshold_only_shape_the_summary() -> None:
+    detection = _lower(
+        "DeviceProcessEvents | where FileName =~ 'x.exe' | summarize n=count() by bin(Timestamp, 1h)"
+    )
+    assert detection.aggregation is not None and detection.aggregation.bin is None
+    assert any("`bin(Timestamp, 1h)` of the summary are left out" in note for note in detection.notes)
 
 
 def test_a_rare_threshold_fails_with_its_location() -> None:
@@ -225,7 +232,7 @@ def test_the_length_of_a_set_is_a_distinct_count() -> None:
     assert correlation.type.name.lower() == "value_count"
     assert correlation.condition.fieldref == "DestinationHostname" and correlation.condition.count == 3
     assert any("`HostName=tolower(DeviceName)` is not part of a Sigma rule" in n for n in rule.notes)
-    assert any("size cap of `make_set(RemoteUrl, 100)`" in note for note in rule.notes)
+    assert any("size limit of `make_set(RemoteUrl, 100)`" in note for note in rule.notes)
 
 
 def test_eql_refuses_a_threshold_of_one_event() -> None:
