@@ -12,7 +12,7 @@ from collections import Counter
 from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field, replace
-from functools import cache, partial
+from functools import cache, cached_property, partial
 from importlib import resources
 from pathlib import PurePath
 from typing import Any
@@ -55,12 +55,14 @@ class RuleResult:
     data_connectors: tuple[tuple[str, str], ...] = ()  # a page's "Sentinel Table | Notes" rows
     schedule: Schedule | None = None  # how often and how far back a deployed rule runs
 
-    @property
+    @cached_property
     def document(self) -> dict[str, Any]:
-        """The rule's own Sigma document: in a correlation file, the base rule (the one detecting)."""
-        import yaml
+        """The rule's own Sigma document: in a correlation file, the base rule (the one detecting).
 
-        documents = [document for document in yaml.safe_load_all(self.yaml) if document]
+        Read once per result (libyaml): deployable formats ask for it once per target."""
+        from .sigmahq import safe_documents
+
+        documents = [document for document in safe_documents(self.yaml) if document]
         return next((d for d in documents if "detection" in d), documents[0])
 
 
@@ -413,9 +415,9 @@ def merge_duplicates(results: Sequence[InputResult]) -> list[InputResult]:
 
 def detection_key(rule_yaml: str) -> str:
     """The log sources, detections and correlation of a rule file (one or several documents)."""
-    import yaml
+    from .sigmahq import safe_documents
 
-    documents = [document for document in yaml.safe_load_all(rule_yaml) if document]
+    documents = [document for document in safe_documents(rule_yaml) if document]
     parts = [[d.get("logsource"), d.get("detection"), d.get("correlation")] for d in documents]
     return json.dumps(parts, sort_keys=True, default=str)
 
