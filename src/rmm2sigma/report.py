@@ -215,20 +215,10 @@ def write_outputs(
             files.update({plan.query_path(t): q + "\n" for t, q in rule.queries.items() if t in wanted})
             if rule.filters.filters:
                 files[plan.filter_path] = rule.filters.yaml
-        refusals: list[str] = []
-        planned_writes: list[tuple[Path, bytes]] = []
         contents = {name: _encoded(text) for name, text in files.items()}
         if result.source == "-" and stdin is not None and result.rules:
             contents[STDIN_COPY] = stdin
-        for name, data in contents.items():
-            if isinstance(data, str):
-                refusals.append(data)
-                continue
-            needed, reason = _check(out / name, data, force, folders)
-            if reason:
-                refusals.append(reason)
-            elif needed:
-                planned_writes.append((out / name, data))
+        planned_writes, refusals = _decide(out, contents, force, folders)
         if refusals:
             blocked.extend(refusals)
             error = f"{printable(result.source)}: {'; '.join(dict.fromkeys(refusals))}"
@@ -245,15 +235,10 @@ def write_outputs(
 
         kept = [(planned[id(rule)].stem, rule) for result in final for rule in result.rules]
         texts.update(deploy_files(kept, deploy, deploy_options))
-    refused_run_files: list[str] = []
-    for name, text in texts.items():
-        # surrogates (undecodable file names) become \udcxx escapes, which JSON reads back as written
-        data = text.encode("utf-8", "backslashreplace")
-        needed, reason = _check(out / name, data, force, folders)
-        if reason:
-            refused_run_files.append(reason)
-        elif needed:
-            writes.append((out / name, data))
+    # surrogates (undecodable file names) become \udcxx escapes, which JSON reads back as written
+    encoded = {name: text.encode("utf-8", "backslashreplace") for name, text in texts.items()}
+    run_writes, refused_run_files = _decide(out, encoded, force, folders)
+    writes.extend(run_writes)
     if refused_run_files:
         raise FileExistsError("\n".join(dict.fromkeys([*blocked, *refused_run_files])))
     for folder in sorted({path.parent for path, _ in writes} | {out}):
@@ -261,6 +246,24 @@ def write_outputs(
     for path, data in writes:
         _replace(path, data)
     return final, report
+
+
+def _decide(
+    out: Path, contents: Mapping[str, bytes | str], force: bool, folders: dict[Path, str]
+) -> tuple[list[tuple[Path, bytes]], list[str]]:
+    """The files under ``out`` to write, and the refusals (a ``str`` content is already one)."""
+    writes: list[tuple[Path, bytes]] = []
+    refusals: list[str] = []
+    for name, data in contents.items():
+        if isinstance(data, str):
+            refusals.append(data)
+            continue
+        needed, reason = _check(out / name, data, force, folders)
+        if reason:
+            refusals.append(reason)
+        elif needed:
+            writes.append((out / name, data))
+    return writes, refusals
 
 
 def build_report(results: Sequence[InputResult], planned: dict[int, PlannedRule]) -> dict[str, Any]:
