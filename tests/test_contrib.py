@@ -12,7 +12,7 @@ import yaml
 from yamllint import linter
 from yamllint.config import YamlLintConfig
 
-from conftest import SCHEMA
+from conftest import SCHEMA, corpus
 from rmm2sigma.contrib import Pack, contrib, level
 from rmm2sigma.convert import convert_all
 from rmm2sigma.sigma import Options
@@ -208,11 +208,15 @@ def test_a_partly_covered_tool_lists_the_values_to_add(tmp_path: Path) -> None:
     }
 
 
+@pytest.mark.corpus
 def test_the_corpus_pack_passes_sigmahq_ci(tmp_path: Path, sigmahq_tree: Path) -> None:
-    corpus = Path(__file__).resolve().parents[2] / "shared" / "corpus" / "azure-sentinel-rmm"
-    if not corpus.is_dir():
-        pytest.skip(f"corpus not found at {corpus} (CI has it)")
-    pack = contrib([str(corpus)], tmp_path / "pack", sigmahq_tree, "rmm2sigma", dt.date(2026, 12, 1))
+    pack = contrib(
+        [str(corpus("azure-sentinel-rmm"))],
+        tmp_path / "pack",
+        sigmahq_tree,
+        "rmm2sigma",
+        dt.date(2026, 12, 1),
+    )
     summary = pack.summary()
     print(summary)
     assert summary["rules"] >= 50 and summary["covered"] >= 20

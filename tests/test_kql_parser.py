@@ -5,11 +5,10 @@ The corpus test at the end runs only where the shared corpus sits next to the re
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import pytest
 import yaml
 
+from conftest import corpus
 from rmm2sigma.errors import KqlSyntaxError
 from rmm2sigma.kql import (
     ArrayLit,
@@ -540,10 +539,10 @@ def test_other_errors(text: str, line: int, column: int, message: str) -> None:
 
 # ---------------------------------------------------------------- the shared corpus
 
-CORPUS = Path(__file__).resolve().parents[2] / "shared" / "corpus" / "azure-sentinel-rmm"
+CORPUS = corpus("azure-sentinel-rmm")
 
 
-@pytest.mark.skipif(not CORPUS.is_dir(), reason=f"the shared corpus is not at {CORPUS}")
+@pytest.mark.corpus
 def test_corpus() -> None:
     queries = {
         path.name: yaml.safe_load(path.read_text(encoding="utf-8"))["query"]

@@ -17,6 +17,7 @@ from pathlib import Path
 
 import pytest
 
+from conftest import corpus
 from rmm2sigma.errors import InputError, KqlSyntaxError
 from rmm2sigma.kql import parse
 from rmm2sigma.sources import read_source
@@ -24,7 +25,6 @@ from rmm2sigma.verify.kusto_language import kusto_tools_dir
 
 REPO = Path(__file__).resolve().parents[1]
 FIXTURES = REPO / "tests" / "fixtures" / "kql"
-SHARED = Path(os.environ.get("RMM2SIGMA_SHARED") or REPO.parent / "shared")
 CORPORA = ("azure-sentinel-rmm", "azure-sentinel-defender")
 SCRIPT = REPO / "tools" / "kusto" / "syntax.js"
 
@@ -88,12 +88,11 @@ def test_fixtures_mean_what_their_folder_says_and_both_parsers_agree() -> None:
 
 
 @needs_kusto
+@pytest.mark.corpus
 def test_corpus_validity_agrees_with_kusto_language() -> None:
     """Every readable query of both corpora, in one Kusto.Language run; unreadable files are
     counted, not checked (the reader refuses them before any KQL is seen)."""
-    folders = [SHARED / "corpus" / corpus for corpus in CORPORA]
-    if not all(folder.is_dir() for folder in folders):
-        pytest.skip(f"corpus not found at {SHARED / 'corpus'}")
+    folders = [corpus(name) for name in CORPORA]
     texts: dict[str, str] = {}
     unreadable = []
     for folder in folders:
@@ -102,7 +101,7 @@ def test_corpus_validity_agrees_with_kusto_language() -> None:
                 texts[f"{folder.name}/{path.name}"] = read_source(str(path)).kql
             except InputError:
                 unreadable.append(path.name)
-    for corpus in CORPORA:
-        assert sum(name.startswith(f"{corpus}/") for name in texts) >= 150, corpus
+    for name in CORPORA:
+        assert sum(text.startswith(f"{name}/") for text in texts) >= 150, name
     assert len(unreadable) <= 5, unreadable
     assert disagreements(texts) == {}
