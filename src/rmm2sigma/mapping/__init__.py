@@ -32,6 +32,7 @@ from ..model import (
     Predicate,
     Value,
     simplify,
+    walk,
 )
 from ..regex import scoped_flags
 
@@ -171,7 +172,7 @@ def map_detection(
         )
         spec = specs[spec.fallback_table]
     if predicate is True or predicate is False:
-        raise UnsupportedKqlError("no condition of this query can be expressed with Sigma fields")
+        raise _nothing_left(source_predicate, mapper.notes)
     if spec.approximate:
         mapper.change_model(spec.approximate, first=True)
     if spec.conditions:
@@ -186,6 +187,17 @@ def map_detection(
 
 
 ACTION_TYPE = "ActionType"
+
+
+def _nothing_left(predicate: Node, notes: list[str]) -> UnsupportedKqlError:
+    """The refusal of a query whose every test was left out, at the first one and saying why."""
+    first = next((leaf.pos for leaf in walk(predicate) if leaf.pos.line), None)
+    why = f": {notes[0]}" + (f" (and {len(notes) - 1} more)" if len(notes) > 1 else "") if notes else ""
+    return UnsupportedKqlError(
+        f"no condition of this query can be expressed with Sigma fields{why}",
+        line=first.line if first else None,
+        column=first.column if first else None,
+    )
 
 
 def _select_category(table: TableSpec, predicate: Node) -> tuple[TableSpec, Node | None, str | None]:
