@@ -110,7 +110,7 @@ def test_bin_gives_the_buckets_and_is_no_group_column() -> None:
         ("summarize n=count() by bin(DeviceName, 1h) | where n > 1", "only `bin()` of the event time"),
         (
             "summarize n=count() by DeviceName | where n > 1 | summarize count()",
-            "summarize after a threshold",
+            "summarize of a summary",
         ),
     ],
 )

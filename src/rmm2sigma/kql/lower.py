@@ -186,8 +186,8 @@ class _Lowering:
             if node is not None:
                 conditions.append(node)
         elif isinstance(op, k.Summarize):
-            if aggregation is not None and aggregation.having is not None:
-                raise _skip("a summarize after a threshold has no Sigma equivalent", op)
+            if aggregation is not None:
+                raise _skip("a summarize of a summary has no Sigma equivalent", op)
             return self.aggregation(op)
         elif isinstance(op, k.Extend) and aggregation is not None:
             self.set_length(op, aggregation)
@@ -571,6 +571,8 @@ class _Lowering:
             raise _skip(f"`{_shorten(to_kql(expr))}` is not a column; Sigma tests columns only", expr)
         if expr.name in self.computed:
             raise _skip(f"{expr.name} is computed by `extend`; Sigma groups by columns only", expr)
+        if expr.name in self.scalars:
+            raise _skip(f"{expr.name} is a constant (`let`), not a column; Sigma tests columns only", expr)
         if expr.name not in self.columns:
             raise _fail(f"unknown column {expr.name!r} for this table", expr)
         if tested and self.columns[expr.name] == "datetime":

@@ -192,6 +192,7 @@ ACTION_TYPE = "ActionType"
 def _nothing_left(predicate: Node, notes: list[str]) -> UnsupportedKqlError:
     """The refusal of a query whose every test was left out, at the first one and saying why."""
     first = next((leaf.pos for leaf in walk(predicate) if leaf.pos.line), None)
+    notes = [note for note in notes if "left out" in note] or notes  # the reasons, before the context
     why = f": {notes[0]}" + (f" (and {len(notes) - 1} more)" if len(notes) > 1 else "") if notes else ""
     return UnsupportedKqlError(
         f"no condition of this query can be expressed with Sigma fields{why}",
