@@ -95,7 +95,15 @@ Schema = Mapping[str, Mapping[str, str]]
 
 def lower(query: k.Query, schema: Schema) -> Detection:
     """The detection a query performs; raises ``UnsupportedKqlError`` at the offending node."""
-    return _Lowering(query, schema).detection()
+    return lower_kept(query, schema)[0]
+
+
+def lower_kept(query: k.Query, schema: Schema) -> tuple[Detection, k.Query]:
+    """The detection and the part of the query it stands for: without a join side or the
+    operators it leaves out (each only widens), which is what a proof runs the rule against."""
+    lowering = _Lowering(query, schema)
+    detection = lowering.detection()
+    return detection, lowering.kept
 
 
 def _fail(message: str, node: object) -> UnsupportedKqlError:
@@ -153,12 +161,15 @@ class _Lowering:
         conditions: list[Node] = [left_out] if left_out is not None else []
         aggregation: Aggregation | None = None
         extends: list[k.Extend] = []
+        end = len(body.operators)
         for index, op in enumerate(body.operators):
             try:
                 aggregation = self.operator(op, conditions, aggregation, extends)
             except InexpressibleKqlError as error:
                 conditions.append(self.leave_out(body.operators[index:], error))
+                end = index
                 break
+        self.kept = k.Query(self.query.lets, k.Pipeline(body.source, body.operators[:end], body.pos))
         for op in extends:
             unused = [a.name or "" for a in op.columns if (a.name or "") not in self.inlined]
             if unused:
@@ -258,10 +269,14 @@ class _Lowering:
             reason = self.brings_rows(op)
             if reason is not None:
                 raise _fail(f"`{op.keyword}` {reason}: the query has no Sigma equivalent", op)
-        after = " and the operators after it" if len(rest) > 1 else ""
+        what = (
+            "it and the operators after it only keep or reshape"
+            if len(rest) > 1
+            else "it only keeps or reshapes"
+        )
         return Opaque(
             _shorten(to_kql(rest[0])),
-            f"{_located(error)}; it{after} only keep or reshape the rows selected before it",
+            f"{_located(error)}; {what} the rows selected before it",
             rest[0].pos,
         )
 
