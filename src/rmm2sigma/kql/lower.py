@@ -139,6 +139,7 @@ class _Lowering:
         self.set_caps: dict[str, int] = {}  # make_set(X, cap): the output name's cap
         self.bin_text = ""  # the summarize's `bin(Timestamp, ...)`, for the note when it is left out
         self.inlined: set[str] = set()
+        self.computed_by: list[str] = []  # summarize group-by columns computed by extend or `by x = ...`
 
     def detection(self) -> Detection:
         body, left_out = self.body()
@@ -687,9 +688,19 @@ class _Lowering:
                 span = self.time_bin(expr)
                 self.bin_text = _shorten(to_kql(expr))
                 continue
-            if assignment.name is not None:
-                raise _skip("computed group-by columns are not supported", assignment)
+            if assignment.name is not None or (isinstance(expr, k.Name) and expr.name in self.computed):
+                # without a threshold the groups only shape the summary; with one, see threshold()
+                self.computed_by.append(_shorten(to_kql(assignment)))
+                # `extend X = f(X) | summarize by X`: the summary groups by the stored X
+                if isinstance(expr, k.Name) and assignment.name is None and expr.name in self.columns:
+                    by.append(expr.name)
+                continue
             by.append(self.column(expr, tested=False))
+        if self.computed_by:
+            self.notes.append(
+                f"the summary's group-by {', '.join(self.computed_by)} is computed: targets rebuild the "
+                "summary by the stored columns"
+            )
         return Aggregation(tuple(functions), tuple(by), bin=span)
 
     def aggregated_column(self, expr: k.Expr) -> str:
@@ -734,6 +745,8 @@ class _Lowering:
         """``| where Count > 5`` after summarize: a lower bound on one count, or a located refusal."""
         expr = op.predicate
         names = {function.name: function for function in aggregation.functions} | self.set_lengths
+        if self.computed_by:
+            raise _skip(f"a threshold on groups of computed group-by {', '.join(self.computed_by)}", op)
         if aggregation.having is not None or not isinstance(expr, k.Binary):
             raise _skip("only one threshold `| where Count > N` after summarize is supported", op)
         left, comparison, right = expr.left, expr.op, expr.right
