@@ -209,7 +209,9 @@ def _mapped(located_in: SourceRule, query: kql.Query, options: Options) -> Mappe
 def _convert(source: SourceRule, mapped: MappedRule, options: Options, wanted: Sequence[str]) -> RuleResult:
     """A mapped query as a Sigma rule and its target queries."""
     emitted = emit(source, mapped, options)
-    document = emitted.rule.to_dict()
+    # the emitted document, not ``rule.to_dict()``: pySigma writes a literal backslash before a
+    # literal `*` as `\\*`, which reads back as a backslash and a wildcard
+    document = emitted.document
     queries: dict[str, str] = {}
     errors: dict[str, str] = {}
     notes = [*mapped.notes, *source.rule_notes]

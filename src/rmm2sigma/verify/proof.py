@@ -115,7 +115,7 @@ def measure(source: SourceRule, options: Options, now: datetime | None = None) -
     except Rmm2SigmaError as error:
         return RuleProof(source.path, exact_mode=options.exact, error=f"not convertible: {error}")
     emitted = emit(source, mapped, options)
-    document = emitted.rule.to_dict()
+    document = emitted.document  # not rule.to_dict(): see convert._convert
     moment = (now or datetime.now(UTC)).replace(tzinfo=None, microsecond=0)
     seed = int.from_bytes(hashlib.sha256(source.kql.encode()).digest()[:4], "big")
     kql_engine, sigma_engine, eql_engine = _engines()
