@@ -42,6 +42,7 @@ from functools import cache
 
 from .mapping import MappedRule, all_specs
 from .model import ANY_COLUMN, And, Fidelity, Match, Node, Not, Or, Predicate
+from .targets import data_model, data_models
 
 ELASTIC = ("lucene", "esql", "eql")
 SIGMA = "sigma"  # the Sigma rule itself, as every Sigma consumer reads it
@@ -175,8 +176,6 @@ def _splunk(base: Fidelity, mapped: MappedRule, model: str | None) -> TargetFide
 def _unheld(target: str, model: str | None, mapped: MappedRule) -> tuple[str | None, list[str]]:
     """What ``target``'s data model has no event or field for: the reason to refuse the rule (its
     category, or a test that would lose events), and the negated tests that widen the query."""
-    from .targets import data_model, data_models
-
     name = data_model(target, model) or ""
     spec = data_models(target).get(name, {})
     held = spec.get("fields")
