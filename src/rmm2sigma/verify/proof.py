@@ -146,6 +146,9 @@ def measure(source: SourceRule, options: Options, now: datetime | None = None) -
     events = sigma_rows(mapped_rows, mapped_spec)
     for target in TARGETS:
         label = labels[target].label
+        if labels[target].refusal:  # no query is shipped for it: nothing to measure
+            results[target] = TargetProof(target, NOT_EXECUTED, labels[target].refusal or "", label=label)
+            continue
         try:
             if target == SIGMA:
                 selected = sigma_engine.select(
