@@ -25,7 +25,7 @@ from rmm2sigma.model import Detection, Match
 from rmm2sigma.sigma import Options
 from rmm2sigma.sigmahq import check_rules
 from rmm2sigma.sources import read_source
-from rmm2sigma.verify.groups import GroupProof, prove, stats_groups
+from rmm2sigma.verify.groups import group_verdicts, keeps_promise, prove, stats_groups
 from rmm2sigma.verify.kusto_language import kusto_available, validate_kql
 from rmm2sigma.verify.proof import verdict
 
@@ -274,28 +274,6 @@ def test_eql_returns_every_event_for_a_threshold_of_one_event() -> None:
 # ---------------------------------------------------------------- the proof on groups
 
 
-def _keeps(label: str, measured: str, declared_loss: bool = False) -> bool:
-    """A label's promise on groups: exact the same groups; widened never fewer (the extra events
-    of a widened filter need not make an extra group); approximate as ``agrees`` says."""
-    return agrees(label, measured, declared_loss) or (label == "widened" and measured == "exact")
-
-
-def _group_verdicts(proof: GroupProof) -> dict[str, tuple[str, bool]]:
-    """Each target's verdict on the original's groups, named as the target names them, and
-    whether its misses are all of the loss its label declares."""
-    out = {
-        "kusto": (verdict(set(proof.original), set(proof.kusto)), False),
-        "sigma": (verdict(set(proof.original_as_sigma), set(proof.sigma)), not proof.sigma_unexplained),
-    }
-    if proof.eql is not None:
-        out["eql"] = (verdict(set(proof.original_as_sigma), set(proof.eql)), False)
-    for target in ("splunk", "esql"):
-        groups = getattr(proof, target)
-        if groups is not None:
-            out[target] = (verdict(set(proof.original_kept), set(groups)), False)
-    return out
-
-
 @pytest.mark.parametrize("text", [HOURLY, WINDOW, DISTINCT, SET_LENGTH, NETWORK])
 def test_group_labels_agree_with_measurement(text: str) -> None:
     """Every target's label on groups holds: kusto, the Sigma correlation (sqlite) and eql executed,
@@ -304,12 +282,12 @@ def test_group_labels_agree_with_measurement(text: str) -> None:
     assert 0 < len(proof.original) < proof.groups  # the threshold splits the generated groups
     assert proof.kusto == proof.original
     labels = _convert(text).fidelity_by_target
-    measured = _group_verdicts(proof)
+    measured = group_verdicts(proof)
     assert set(measured) == {"kusto", "sigma", "eql", "splunk", "esql"}
     disagreements = {
         target: (labels[target], found)
         for target, (found, explained) in measured.items()
-        if not _keeps(labels[target], found, explained)
+        if not keeps_promise(labels[target], found, explained)
     }
     assert not disagreements
     assert proof.splunk is not None and proof.esql is not None
@@ -387,8 +365,8 @@ def test_emitted_kql_is_valid_for_kusto_language() -> None:
     assert [[d.message for d in found if d.is_error] for found in diagnostics] == [[]] * len(shapes)
 
 
-def test_verify_holds_the_base_rule_and_names_the_group_labels(tmp_path: Path) -> None:
-    """``rmm2sigma verify`` measures rows: it holds the base rule's labels and says so for groups."""
+def test_verify_holds_the_base_rule_on_rows_and_the_labels_on_groups(tmp_path: Path) -> None:
+    """``rmm2sigma verify`` holds the base rule's labels on rows and the report's on groups."""
     query = tmp_path / "in" / "taskkill.kql"
     query.parent.mkdir()
     query.write_text(DISTINCT, encoding="utf-8")
@@ -402,3 +380,7 @@ def test_verify_holds_the_base_rule_and_names_the_group_labels(tmp_path: Path) -
     (rule,) = json.loads((out / "verify.json").read_text(encoding="utf-8"))["rules"]
     assert rule["threshold"] == "Killed > 2" and not rule["report_problems"]
     assert any(note.startswith("sigma: labelled approximate on the groups") for note in rule["notes"])
+    # the group labels are held to the group measurement
+    assert set(rule["groups"]) == {"sigma", "kusto", "splunk"}
+    assert all(group["agrees"] for group in rule["groups"].values()), rule["groups"]
+    assert "groups: " in verified.output

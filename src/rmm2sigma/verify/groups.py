@@ -30,6 +30,7 @@ from sigma.rule import SigmaRule
 from .. import kql
 from ..convert import convert_rule, defender_schema
 from ..correlation import HUNTING_RETENTION, Plan, plan
+from ..fidelity import SIGMA, agrees, target_fidelity
 from ..kql import syntax as k
 from ..kql.lower import lower
 from ..kql.printer import to_kql
@@ -48,6 +49,7 @@ from .engines import (
     target_rows,
 )
 from .events import ID, Row, generate
+from .proof import verdict
 
 Key = tuple[Any, ...]
 _HOSTS = 12
@@ -70,6 +72,7 @@ class GroupProof:
     esql: frozenset[Key] | None = None  # the same for the esql query
     straddling: Key | None = None  # the group dealt across a fixed bucket boundary (no bin())
     plan: Plan | None = None  # the correlation
+    declared_losses: frozenset[str] = frozenset()  # targets whose label declares a loss (fidelity)
     base_events: tuple[Row, ...] = ()  # the events the Sigma base rule selects (Sigma fields)
 
 
@@ -84,6 +87,7 @@ def prove(source: SourceRule, options: Options, now: datetime, seed: int = 0) ->
     if chosen is None or aggregation is None:
         raise ValueError(f"{source.path}: the query has no threshold after summarize")
     converted = convert_rule(source, options, ("kusto", "splunk", "esql", "eql"))
+    labels = target_fidelity(mapped, (SIGMA, *converted.queries))
     generated = generate(detection, schema, seed=seed, now=now)
     engine = KqlEngine(schema)
     engine.load({detection.table: generated})
@@ -129,20 +133,46 @@ def prove(source: SourceRule, options: Options, now: datetime, seed: int = 0) ->
         if target in converted.queries
     }
     return GroupProof(
-        frozenset(original),
-        frozenset(kusto),
-        frozenset(reported),
-        frozenset(as_sigma),
-        len(everything),
-        eql_groups,
-        frozenset(unexplained),
-        frozenset(kept_keys),
-        modelled.get("splunk"),
-        modelled.get("esql"),
-        _straddling_key(rows, kept),
-        chosen,
-        tuple(chosen_events),
+        original=frozenset(original),
+        kusto=frozenset(kusto),
+        sigma=frozenset(reported),
+        original_as_sigma=frozenset(as_sigma),
+        groups=len(everything),
+        eql=eql_groups,
+        sigma_unexplained=frozenset(unexplained),
+        original_kept=frozenset(kept_keys),
+        splunk=modelled.get("splunk"),
+        esql=modelled.get("esql"),
+        straddling=_straddling_key(rows, kept),
+        plan=chosen,
+        declared_losses=frozenset(target for target, label in labels.items() if label.loss),
+        base_events=tuple(chosen_events),
     )
+
+
+def group_verdicts(proof: GroupProof) -> dict[str, tuple[str, bool]]:
+    """Each target's verdict on the original's groups, named as the target names them (kusto as
+    the original, sigma and eql without case, splunk and esql on the kept columns with case), and
+    whether its label declares a loss that explains every group it misses."""
+    out = {
+        "kusto": (verdict(proof.original, proof.kusto), False),
+        SIGMA: (
+            verdict(proof.original_as_sigma, proof.sigma),
+            SIGMA in proof.declared_losses and not proof.sigma_unexplained,
+        ),
+    }
+    if proof.eql is not None:
+        out["eql"] = (verdict(proof.original_as_sigma, proof.eql), False)
+    for target, groups in (("splunk", proof.splunk), ("esql", proof.esql)):
+        if groups is not None:
+            out[target] = (verdict(proof.original_kept, groups), False)
+    return out
+
+
+def keeps_promise(label: str, measured: str, declared_loss: bool = False) -> bool:
+    """A label's promise on groups: ``exact`` the same groups; ``widened`` never fewer (the extra
+    events of a widened filter need not make an extra group); ``approximate`` as ``agrees``."""
+    return agrees(label, measured, declared_loss) or (label == "widened" and measured == "exact")
 
 
 def _event_groups(query: str, events: list[Row], category: str, group_by: tuple[str, ...]) -> frozenset[Key]:

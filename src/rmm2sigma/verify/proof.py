@@ -11,7 +11,8 @@ itself, executed through SQLite, is the target ``sigma``.
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Sequence
+from collections.abc import Hashable, Sequence
+from collections.abc import Set as AbstractSet
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from functools import cache
@@ -85,7 +86,8 @@ class RuleProof:
         return [t for t in self.targets.values() if t.verdict in (NARROWED, DIVERGED) or t.agrees is False]
 
 
-def verdict(original: set[int], target: set[int]) -> str:
+def verdict(original: AbstractSet[Hashable], target: AbstractSet[Hashable]) -> str:
+    """How ``target`` relates to ``original`` (events by id, or groups by key)."""
     if original == target:
         return EXACT
     if original < target:
