@@ -4,16 +4,18 @@ The distinguishing rows of ``events.generate`` are dealt into many groups (hosts
 of one host, time bins) of seeded random sizes up to twice the threshold, so the threshold keeps
 some groups and drops others; without ``bin()`` one more group is dealt across the boundary of
 the fixed buckets pySigma's ``stats`` correlations count in, passing the threshold only when
-counted once over the whole time range. The original KQL and the emitted kusto query then run in
-duckdb-kql, and the Sigma correlation in pysigma-backend-sqlite, which executes correlation rules
-(counting in sliding windows of the timespan, group keys compared case-insensitively), and the
-eql sequence (``with runs``) in the ``eql`` engine; an eql or lucene query without the threshold
-returns every event it selects, so its groups are those of its events. No Splunk or ES|QL engine
-runs here: their aggregation tails (``bin``/``date_trunc`` buckets, ``stats`` by the group-by
-fields, the bound) are evaluated by ``stats_groups``, a model of those commands (case-sensitive
-keys and distinct values, buckets from the Unix epoch), over the events the Sigma base rule
-selects. Each reports its group keys; the original's are also projected the way the Sigma
-correlation sees them.
+counted once over the whole time range, and for a distinct count one more passes only with two
+values that differ in case counted apart (``host-cased``: the loss a Sigma value_count declares).
+A counted column the filter tests gets more values from variants of kept rows the original keeps.
+The original KQL and the emitted kusto query then run in duckdb-kql, and the Sigma correlation
+in pysigma-backend-sqlite, which executes correlation rules (counting in sliding windows of the
+timespan, group keys compared case-insensitively), and the eql sequence (``with runs``) in the
+``eql`` engine; an eql or lucene query without the threshold returns every event it selects, so
+its groups are those of its events. No Splunk or ES|QL engine runs here: their aggregation tails
+(``bin``/``date_trunc`` buckets, ``stats`` by the group-by fields, the bound) are evaluated by
+``stats_groups``, a model of those commands (case-sensitive keys and distinct values, buckets
+from the Unix epoch), over the events the Sigma base rule selects. Each reports its group keys;
+the original's are also projected the way the Sigma correlation sees them.
 """
 
 from __future__ import annotations
@@ -21,7 +23,7 @@ from __future__ import annotations
 import json
 import random
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -29,7 +31,7 @@ from sigma.rule import SigmaRule
 
 from .. import kql
 from ..convert import convert_rule, defender_schema
-from ..correlation import HUNTING_RETENTION, Plan, plan
+from ..correlation import HUNTING_RETENTION, Plan, plan, unbounded_reason
 from ..fidelity import SIGMA, agrees, target_fidelity
 from ..kql import syntax as k
 from ..kql.lower import lower
@@ -41,6 +43,7 @@ from ..sources import SourceRule
 from .engines import (
     EqlEngine,
     KqlEngine,
+    NotExecutable,
     SigmaEngine,
     ecs_rows,
     row_selecting,
@@ -74,6 +77,7 @@ class GroupProof:
     plan: Plan | None = None  # the correlation
     declared_losses: frozenset[str] = frozenset()  # targets whose label declares a loss (fidelity)
     base_events: tuple[Row, ...] = ()  # the events the Sigma base rule selects (Sigma fields)
+    not_executed: dict[str, str] = field(default_factory=dict)  # target -> why its engine could not run
 
 
 def prove(source: SourceRule, options: Options, now: datetime, seed: int = 0) -> GroupProof:
@@ -92,7 +96,9 @@ def prove(source: SourceRule, options: Options, now: datetime, seed: int = 0) ->
     engine = KqlEngine(schema)
     engine.load({detection.table: generated})
     selected = engine.select(row_selecting(query), now)
-    rows = deal([r for r in generated if r[ID] in selected], generated, detection, now, seed)
+    passing = [r for r in generated if r[ID] in selected]
+    passing += _variants(engine, query, passing, detection, now)
+    rows = deal(passing, generated, detection, now, seed)
     keys = [*aggregation.by, *(["Timestamp"] if aggregation.bin else [])]
     projection = "\n| project " + ", ".join(keys)
     engine.load({detection.table: rows})
@@ -119,11 +125,16 @@ def prove(source: SourceRule, options: Options, now: datetime, seed: int = 0) ->
     everything = engine.rows(_up_to_threshold(query, include=False) + projection, now)
     category = mapped.table.logsource.get("category", "")
     eql_groups = None
-    if "eql" in converted.queries and chosen.kind == "value_count":  # the base rule's events
-        eql_groups = _event_groups(converted.queries["eql"], events, category, chosen.group_by)
-    elif "eql" in converted.queries:
-        eql_groups = _eql_groups(converted.queries["eql"], events, category, chosen.group_by)
-    kept_rows = [r for r in rows if r[ID] in engine.select(row_selecting(query), now)]
+    not_executed: dict[str, str] = {}
+    try:
+        if "eql" in converted.queries and unbounded_reason("eql", chosen):  # the base rule's events
+            eql_groups = _event_groups(converted.queries["eql"], events, category, chosen.group_by)
+        elif "eql" in converted.queries:
+            eql_groups = _eql_groups(converted.queries["eql"], events, category, chosen.group_by)
+    except NotExecutable as error:
+        not_executed["eql"] = str(error)
+    kept_ids = engine.select(row_selecting(query), now)
+    kept_rows = [r for r in rows if r[ID] in kept_ids]
     unexplained = _unexplained(as_sigma - reported, kept_rows, chosen, aggregation)
     base = sigma.select(sigma.query(SigmaRule.from_dict(converted.document)), events, fields)
     chosen_events = [event for event in events if event[ID] in base]
@@ -147,6 +158,7 @@ def prove(source: SourceRule, options: Options, now: datetime, seed: int = 0) ->
         plan=chosen,
         declared_losses=frozenset(target for target, label in labels.items() if label.loss),
         base_events=tuple(chosen_events),
+        not_executed=not_executed,
     )
 
 
@@ -314,7 +326,8 @@ def deal(selected: list[Row], rows: list[Row], detection: Detection, now: dateti
     Three copies in four are of rows the filter keeps (``selected``), so kept counts straddle it.
     Without ``bin()``, one more group (``_STRADDLING``) of kept rows just passes the threshold with
     its events on both sides of a boundary of the fixed buckets of the timespan (from the Unix
-    epoch, as Splunk's ``bin`` and ES|QL's ``date_trunc``): neither side alone passes.
+    epoch, as Splunk's ``bin`` and ES|QL's ``date_trunc``): neither side alone passes. For a
+    distinct count, one more group (``_CASED``) passes only with values differing in case.
     """
     aggregation = detection.aggregation
     assert aggregation is not None and aggregation.having is not None
@@ -323,30 +336,149 @@ def deal(selected: list[Row], rows: list[Row], detection: Detection, now: dateti
     window = detection.window or span * 4
     bins = max(1, min(3, int(window / span) - 1)) if aggregation.bin else 1
     top = datetime.min + ((now - datetime.min) // span) * span  # the start of the current bin
-    hosts = [(f"host-{i}", f"id-{i}") for i in range(_HOSTS)] + [("HOST-0", "id-0")]
+    # groups of about the threshold's size each: fewer of them for a large threshold, whose
+    # correlation the oracles (sqlite's sliding windows, eql's runs) take quadratic time to count
+    count = _HOSTS if aggregation.having.value <= 20 else max(4, _HOSTS * 20 // aggregation.having.value)
+    hosts = [(f"host-{i}", f"id-{i}") for i in range(count)] + [("HOST-0", "id-0")]
     tested = {leaf.column for leaf in walk(detection.predicate) if isinstance(leaf, Predicate)}
-    counted = [f.column for f in aggregation.functions if f.function == "dcount" and f.column]
+    # the counted column, where the filter does not test it: a few values (the distinct count varies);
+    # a tested one varies through the kept rows' variants (``_variants``)
+    counted = [c for c in _counted(detection) if c not in tested]
     free = [c for c in (*aggregation.by, *counted) if c not in tested and c not in ("DeviceName", "DeviceId")]
+    others = [c for c in free if c not in counted]
+    # group-by columns the filter tests: one kept row's value per host, so its groups stay whole
+    pinned = [c for c in aggregation.by if c in tested and c not in ("DeviceName", "DeviceId")]
+    # up to about twice the threshold in a host's main group (kept rows, first values of the others)
+    size = int((2 * aggregation.having.value + 3) / (0.75 * _FIRST ** len(others)))
     out: list[Row] = []
     for host, device in hosts:
+        values = {c: rng.choice(selected).get(c) for c in pinned} if selected else {}
         for index in range(bins):
             start = top - (index + 1) * span if aggregation.bin else now - span * 0.9
             width = span if aggregation.bin else span * 0.8
-            for _ in range(rng.randint(0, 2 * aggregation.having.value + 3)):
+            for _ in range(rng.randint(0, size)):
                 moment = start + width * rng.random()
                 pool = selected if selected and rng.random() < 0.75 else rows
                 copy = {**rng.choice(pool), ID: len(out), "Timestamp": moment.replace(microsecond=0)}
-                copy.update(DeviceName=host, DeviceId=device)
-                # columns the filter does not test: a few values each (a count of distinct ones varies)
-                copy.update({c: f"{c.lower()}-{rng.randint(0, 2)}" for c in free if c not in counted})
-                copy.update({c: f"value-{rng.randint(0, aggregation.having.value + 2)}" for c in counted})
+                copy.update(DeviceName=host, DeviceId=device, **values)
+                # other group-by columns the filter does not test: mostly one value (groups stay large
+                # enough to pass), sometimes one of two others
+                copy.update({c: _free(detection.table, c, _mostly_first(rng)) for c in others})
+                copy.update({c: f"value-{rng.randint(0, 2 * aggregation.having.value + 2)}" for c in counted})
                 out.append(copy)
     if not aggregation.bin:
         out.extend(_straddling(selected, detection, now, free, counted, len(out), rng))
+    start = top - span if aggregation.bin else now - span * 0.9  # inside one bin, or the window
+    out.extend(_case_apart(selected, detection, start, span * 0.8, free, counted, len(out), rng))
     return out
 
 
 _STRADDLING = ("host-straddling", "id-straddling")
+_STRADDLING_VALUE = 7  # the straddling group's value of the other group-by columns
+
+
+_FIRST = 0.9  # the share of a host's rows with the first value of each untested group-by column
+
+
+def _mostly_first(rng: random.Random) -> int:
+    return 0 if rng.random() < _FIRST else rng.randint(1, 2)
+
+
+def _free(table: str, column: str, index: int) -> Any:
+    """One of a few values of a group-by column the filter does not test, of the column's type."""
+    kind = defender_schema().get(table, {}).get(column, "string")
+    if kind == "datetime":
+        return datetime(2026, 1, 1) + timedelta(hours=index)
+    if kind in ("long", "int"):
+        return 1000 + index
+    if kind == "real":
+        return 0.5 + index
+    if kind in ("bool", "boolean"):
+        return index % 2 == 0
+    names = {_STRADDLING_VALUE: "straddling", _CASED_VALUE: "cased"}
+    return f"{column.lower()}-{names.get(index, index)}"
+
+
+_CASED = ("host-cased", "id-cased")
+_CASED_VALUE = 8  # the cased group's value of the other group-by columns
+
+
+def _case_apart(
+    selected: list[Row],
+    detection: Detection,
+    start: datetime,
+    width: timedelta,
+    free: list[str],
+    counted: list[str],
+    first: int,
+    rng: random.Random,
+) -> list[Row]:
+    """Kept rows of one group whose distinct count passes the threshold only with two values that
+    differ in case counted apart (KQL compares with case): the loss a value_count declares."""
+    aggregation = detection.aggregation
+    assert aggregation is not None and aggregation.having is not None
+    having = aggregation.having
+    needed = having.value + 1 if having.match is Match.GT else having.value
+    columns = _counted(detection)
+    if not columns or needed < 2 or not selected:
+        return []
+    (column,) = columns
+    if column in counted:  # not tested: values of our own
+        rows = [rng.choice(selected) for _ in range(needed)]
+        values = [f"value-cased-{index}" for index in range(needed - 1)] + ["VALUE-CASED-0"]
+    else:  # tested: kept rows' values, distinct even without case, and one of them in other case
+        distinct = {value.lower(): row for row in selected if isinstance(value := row.get(column), str)}
+        rows = list(distinct.values())[: needed - 1]
+        if len(rows) < needed - 1 or rows[0][column].swapcase() == rows[0][column]:
+            return []
+        rows.append(rows[0])
+        values = [row[column] for row in rows[:-1]] + [rows[0][column].swapcase()]
+    out: list[Row] = []
+    for index, (row, value) in enumerate(zip(rows, values, strict=True)):
+        moment = start + width * (index + 1) / (needed + 1)
+        copy = {**row, ID: first + index, "Timestamp": moment.replace(microsecond=0), column: value}
+        copy.update(DeviceName=_CASED[0], DeviceId=_CASED[1])
+        copy.update({c: _free(detection.table, c, _CASED_VALUE) for c in free if c not in counted})
+        out.append(copy)
+    return out
+
+
+def _counted(detection: Detection) -> list[str]:
+    """The column whose distinct values the threshold counts (``dcount``, ``make_set``), if any."""
+    assert detection.aggregation is not None and detection.aggregation.having is not None
+    function = detection.aggregation.having.function
+    return [function.column] if function.function != "count" and function.column else []
+
+
+def _variants(
+    engine: KqlEngine, query: k.Query, kept: list[Row], detection: Detection, now: datetime
+) -> list[Row]:
+    """Copies of kept rows whose counted column, tested by the filter, takes new values the filter
+    still keeps (a word before or after it), so a group can hold more distinct values than the
+    generator made; the original KQL decides which copies it keeps."""
+    tested = {leaf.column for leaf in walk(detection.predicate) if isinstance(leaf, Predicate)}
+    columns = [c for c in _counted(detection) if c in tested]
+    assert detection.aggregation is not None and detection.aggregation.having is not None
+    wanted = detection.aggregation.having.value + 3
+    if not columns or not kept:
+        return []
+    (column,) = columns
+    first = max(int(r[ID]) for r in kept) + 1_000_000
+    candidates: list[tuple[int, Row]] = []
+    for index in range(wanted):
+        row = kept[index % len(kept)]
+        value = row.get(column)
+        if isinstance(value, str):
+            for shape in ("{} v{}", "v{1} {0}", "{}v{}", "v{1}{0}"):
+                copy = {**row, ID: first + len(candidates), column: shape.format(value, index)}
+                candidates.append((index, copy))
+    engine.load({detection.table: [copy for _, copy in candidates]})
+    chosen = engine.select(row_selecting(query), now)
+    out: dict[int, Row] = {}
+    for index, copy in candidates:  # one variant per index: the first shape the filter keeps
+        if copy[ID] in chosen:
+            out.setdefault(index, copy)
+    return list(out.values())
 
 
 def _straddling(
@@ -383,7 +515,7 @@ def _straddling(
         row = pool[index % len(pool)] if column and column not in counted else rng.choice(pool)
         copy = {**row, ID: first + index, "Timestamp": moment.replace(microsecond=0)}
         copy.update(DeviceName=_STRADDLING[0], DeviceId=_STRADDLING[1])
-        copy.update({c: f"{c.lower()}-straddling" for c in free if c not in counted})
+        copy.update({c: _free(detection.table, c, _STRADDLING_VALUE) for c in free if c not in counted})
         copy.update({c: f"value-straddling-{index}" for c in counted})
         out.append(copy)
     return out

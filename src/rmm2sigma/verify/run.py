@@ -4,8 +4,8 @@ For each converted input of ``OUT/report.json`` the source is read again, conver
 report was written in (recognised by the rule id, which depends on it), and measured (``proof``).
 The measurement is checked against the report: its queries must be what a fresh conversion
 gives, and every declared label must hold. A threshold's labels are on the groups it reports:
-they are held to ``groups.prove`` (its base rule's events to the row measurement). Kusto.Language, when installed, also validates the
-original and emitted KQL. Everything lands in ``OUT/verify.json``.
+they are held to ``groups.prove`` (its base rule's events to the row measurement). Kusto.Language,
+when installed, also validates the original and emitted KQL. Everything lands in ``OUT/verify.json``.
 """
 
 from __future__ import annotations
@@ -130,11 +130,17 @@ def _check_groups(
     from .groups import group_verdicts, keeps_promise, prove
 
     now = datetime.now(UTC).replace(tzinfo=None, microsecond=0)
+    notes = finding.setdefault("notes", [])
     try:
-        measured = group_verdicts(prove(part, Options(exact=exact), now))
+        proof = prove(part, Options(exact=exact), now)
     except (Rmm2SigmaError, NotExecutable, ValueError) as error:
-        finding.setdefault("notes", []).append(f"groups of `{threshold}`: not measured: {error}")
+        notes.append(f"groups of `{threshold}`: not measured: {error}")
         return
+    if not proof.original:  # no group can show what a target misses or keeps: nothing is proven
+        notes.append(f"groups of `{threshold}`: not measured: the original reports no generated group")
+        return
+    notes.extend(f"{t}: groups not measured: {reason}" for t, reason in proof.not_executed.items())
+    measured = group_verdicts(proof)
     groups: dict[str, dict[str, Any]] = {}
     for name, (found, explained) in measured.items():
         label = declared.get(name)
