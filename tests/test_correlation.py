@@ -54,6 +54,12 @@ SET_LENGTH = """DeviceNetworkEvents
 | extend domainCount = array_length(set_RemoteUrl)
 | where domainCount >= 3
 | extend HostName = tolower(DeviceName)"""
+RANGE_DISTINCT = """DeviceNetworkEvents
+| where Timestamp > ago(7d)
+| where InitiatingProcessFileName =~ "net.exe"
+| summarize Addresses=dcount(RemoteIP) by DeviceName
+| where Addresses > 4"""
+SENTINEL_TIME = HOURLY.replace("bin(Timestamp, 1h)", "bin(TimeGenerated, 1h)")  # Sentinel's copy
 NETWORK = """DeviceNetworkEvents
 | where RemoteUrl has "anydesk"
 | summarize count() by DeviceName, InitiatingProcessFileName
@@ -274,7 +280,9 @@ def test_eql_returns_every_event_for_a_threshold_of_one_event() -> None:
 # ---------------------------------------------------------------- the proof on groups
 
 
-@pytest.mark.parametrize("text", [HOURLY, WINDOW, DISTINCT, SET_LENGTH, NETWORK])
+@pytest.mark.parametrize(
+    "text", [HOURLY, WINDOW, DISTINCT, SET_LENGTH, NETWORK, RANGE_DISTINCT, SENTINEL_TIME]
+)
 def test_group_labels_agree_with_measurement(text: str) -> None:
     """Every target's label on groups holds: kusto, the Sigma correlation (sqlite) and eql executed,
     splunk and esql through their aggregation tails (``stats_groups``) over the base rule's events."""
@@ -294,7 +302,7 @@ def test_group_labels_agree_with_measurement(text: str) -> None:
     assert proof.splunk >= proof.original_kept and proof.esql >= proof.original_kept
 
 
-@pytest.mark.parametrize("text", [WINDOW, NETWORK])
+@pytest.mark.parametrize("text", [WINDOW, NETWORK, RANGE_DISTINCT])
 def test_a_group_straddling_a_bucket_boundary_is_kept(text: str) -> None:
     """Without bin() one dealt group passes the threshold only counted over the whole range: its
     events lie on both sides of a boundary of pySigma's fixed `stats` buckets. Every target keeps

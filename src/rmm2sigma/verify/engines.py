@@ -76,9 +76,18 @@ def with_ids(query: str) -> str:
 
 
 class KqlEngine:
-    """duckdb-kql over the Defender schema; every table exists (empty) so sub-queries resolve."""
+    """duckdb-kql over the Defender schema; every table exists (empty) so sub-queries resolve.
+
+    A table with ``Timestamp`` also has ``TimeGenerated``, as Sentinel's copy of the Defender
+    tables does (queries written for Sentinel use it; ``kql.lower`` reads both as the event time):
+    a row without it gets its ``Timestamp``.
+    """
 
     def __init__(self, schema: Schema) -> None:
+        schema = {
+            table: {**columns, "TimeGenerated": "datetime"} if "Timestamp" in columns else columns
+            for table, columns in schema.items()
+        }
         self.schema = schema
         self.connection = duckdb_kql.connect()
         self.loaded: set[str] = set()
@@ -102,6 +111,8 @@ class KqlEngine:
         if not rows:
             return
         types = self.schema[table]
+        if "TimeGenerated" in types:
+            rows = [{"TimeGenerated": row.get("Timestamp"), **row} for row in rows]
         columns = [ID, *(c for c in types if any(c in row for row in rows))]
         selects, values = [], []
         for column in columns:

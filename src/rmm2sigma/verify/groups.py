@@ -99,11 +99,12 @@ def prove(source: SourceRule, options: Options, now: datetime, seed: int = 0) ->
     passing = [r for r in generated if r[ID] in selected]
     passing += _variants(engine, query, passing, detection, now)
     rows = deal(passing, generated, detection, now, seed)
-    keys = [*aggregation.by, *(["Timestamp"] if aggregation.bin else [])]
+    keys = [*aggregation.by, *([_bin_column(query)] if aggregation.bin else [])]
     projection = "\n| project " + ", ".join(keys)
     engine.load({detection.table: rows})
     original = engine.rows(_up_to_threshold(query) + projection, now)
-    kusto = engine.rows(converted.queries["kusto"] + projection, now)
+    emitted = [*aggregation.by, *(["Timestamp"] if aggregation.bin else [])]  # it bins Timestamp
+    kusto = engine.rows(converted.queries["kusto"] + "\n| project " + ", ".join(emitted), now)
     kept = [column for column in aggregation.by if column not in chosen.dropped]
     as_sigma = {tuple(_caseless(dict(zip(keys, key, strict=True))[c]) for c in kept) for key in original}
     kept_keys = {tuple(dict(zip(keys, key, strict=True))[c] for c in kept) for key in original}
@@ -519,6 +520,16 @@ def _straddling(
         copy.update({c: f"value-straddling-{index}" for c in counted})
         out.append(copy)
     return out
+
+
+def _bin_column(query: k.Query) -> str:
+    """The column the summarize's ``bin()`` names: its time column (Timestamp, TimeGenerated)."""
+    summarize = next(op for op in query.body.operators if isinstance(op, k.Summarize))
+    for item in summarize.by:
+        if isinstance(item.expr, k.Call) and item.expr.function == "bin" and item.expr.args:
+            argument = item.expr.args[0]
+            return item.name or (argument.name if isinstance(argument, k.Name) else "Timestamp")
+    return "Timestamp"
 
 
 def _up_to_threshold(query: k.Query, include: bool = True) -> str:

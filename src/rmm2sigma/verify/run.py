@@ -194,6 +194,9 @@ def _print(proof: RuleProof, finding: dict[str, Any], echo: Callable[[str], None
         if result.reason.startswith("luqum"):
             failed = True
             echo(f"    {result.target}: {result.reason}")
+    for note in finding.get("notes", []):
+        if "not measured" in note:
+            echo(f"    {note}")
     if finding.get("groups"):
         echo(
             "    groups: "
