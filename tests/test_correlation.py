@@ -13,16 +13,20 @@ from sigma.correlations import SigmaCorrelationRule
 from sigma.rule import SigmaRule
 from typer.testing import CliRunner
 
-from rmm2sigma import kql
+from rmm2sigma import kql, targets
 from rmm2sigma.cli import app
 from rmm2sigma.convert import RuleResult, convert_input, convert_rule, defender_schema
+from rmm2sigma.correlation import plan
+from rmm2sigma.fidelity import CASELESS_DISTINCT, agrees, target_fidelity
 from rmm2sigma.kql.lower import lower
+from rmm2sigma.mapping import MappedRule, map_detection
 from rmm2sigma.model import And, Detection, Match, Opaque
 from rmm2sigma.sigma import Options
 from rmm2sigma.sigmahq import check_rules
 from rmm2sigma.sources import read_source
-from rmm2sigma.verify.groups import prove
+from rmm2sigma.verify.groups import group_verdicts, keeps_promise, prove, stats_groups
 from rmm2sigma.verify.kusto_language import kusto_available, validate_kql
+from rmm2sigma.verify.proof import verdict
 
 OPTIONS = Options(date=dt.date(2026, 1, 1))
 NOW = dt.datetime(2026, 11, 30, 12, 0, 0)
@@ -49,6 +53,12 @@ SET_LENGTH = """DeviceNetworkEvents
 | extend domainCount = array_length(set_RemoteUrl)
 | where domainCount >= 3
 | extend HostName = tolower(DeviceName)"""
+RANGE_DISTINCT = """DeviceNetworkEvents
+| where Timestamp > ago(7d)
+| where InitiatingProcessFileName =~ "net.exe"
+| summarize Addresses=dcount(RemoteIP) by DeviceName
+| where Addresses > 4"""
+SENTINEL_TIME = HOURLY.replace("bin(Timestamp, 1h)", "bin(TimeGenerated, 1h)")  # Sentinel's copy
 NETWORK = """DeviceNetworkEvents
 | where RemoteUrl has "anydesk"
 | summarize count() by DeviceName, InitiatingProcessFileName
@@ -57,6 +67,10 @@ NETWORK = """DeviceNetworkEvents
 
 def _lower(text: str) -> Detection:
     return lower(kql.parse(text), defender_schema())
+
+
+def _mapped(text: str) -> MappedRule:
+    return map_detection(_lower(text), schema=defender_schema())
 
 
 def _convert(text: str, name: str = "threshold.kql") -> RuleResult:
@@ -208,21 +222,41 @@ def test_each_target_counts_once() -> None:
     assert any("is not expressible in lucene" in note for note in rule.notes)
 
 
-def test_a_window_instead_of_bin_is_noted_and_fixed_buckets_can_lose_groups() -> None:
+def test_a_window_instead_of_bin_counts_once_over_the_whole_range() -> None:
+    """Without bin() the original counts once over its time range: splunk and esql do the same."""
     rule = _convert(WINDOW)
     assert "timespan: 7d" in rule.yaml
-    assert rule.queries["splunk"].startswith("earliest=-7d ") and rule.queries["splunk"].count("stats") == 1
+    splunk, esql = rule.queries["splunk"], rule.queries["esql"]
+    assert splunk.startswith("earliest=-7d ") and splunk.count("stats") == 1 and "bin _time" not in splunk
+    assert "| stats count as event_count by Computer User\n" in splunk
+    assert "| where @timestamp >= NOW() - 7days | stats event_count=count() by " in esql
+    assert "date_trunc" not in esql and "timebucket" not in esql
     assert rule.fidelity_by_target["kusto"] == "exact"
-    assert rule.fidelity_by_target["splunk"] == "narrowed" == rule.fidelity_by_target["esql"]
-    assert any("fixed 7d buckets" in note for note in rule.notes)
+    assert rule.fidelity_by_target["splunk"] == "exact" == rule.fidelity_by_target["esql"]
+    assert not any("fixed 7d buckets" in note for note in rule.notes)
+    assert any(note.startswith("splunk: the count runs once over the last 7d") for note in rule.notes)
+    assert not any(note.startswith("esql: the time window is not part") for note in rule.notes)
 
 
-def test_eql_cannot_count_distinct_values() -> None:
+def test_without_a_time_range_splunk_and_esql_count_over_what_hunting_keeps() -> None:
+    rule = _convert(NETWORK)
+    assert rule.queries["splunk"].startswith("earliest=-30d ") and "bin _time" not in rule.queries["splunk"]
+    assert "NOW() - 30days | stats event_count=count() by winlog.event_data.Computer" in rule.queries["esql"]
+    # InitiatingProcessFileName has no Sigma field to group by: coarser groups
+    assert rule.fidelity_by_target["splunk"] == "approximate" == rule.fidelity_by_target["esql"]
+
+
+def test_eql_returns_every_event_for_a_distinct_count() -> None:
     rule = _convert(DISTINCT)
-    assert "eql" not in rule.queries and "distinct" in rule.errors["eql"]
+    filter_only = _convert(DISTINCT.split("\n| summarize", 1)[0])
+    assert rule.queries["eql"] == filter_only.queries["eql"] and "eql" not in rule.errors
     assert "dcount(ProcessCommandLine)" in rule.queries["kusto"] and "value_count" in rule.queries["splunk"]
     assert any("DeviceId have no Sigma field to group by" in note for note in rule.notes)
-    assert rule.fidelity_by_target["sigma"] == "diverged"  # distinct values compared without case
+    assert any(note.startswith("eql: the threshold `Killed > 2` counts distinct") for note in rule.notes)
+    # every event of every group, as lucene; the Sigma count can lose a group (declared)
+    assert rule.fidelity_by_target["eql"] == "widened" == rule.fidelity_by_target["lucene"]
+    assert rule.fidelity_by_target["sigma"] == "approximate"
+    assert any("holds only with case variants counted apart" in note for note in rule.notes)
 
 
 def test_the_length_of_a_set_is_a_distinct_count() -> None:
@@ -240,34 +274,99 @@ def test_the_length_of_a_set_is_a_distinct_count() -> None:
     assert any("size limit of `make_set(RemoteUrl, 100)`" in note for note in rule.notes)
 
 
-def test_eql_refuses_a_threshold_of_one_event() -> None:
+def test_eql_returns_every_event_for_a_threshold_of_one_event() -> None:
+    """pySigma would write `with runs=1`, which is no EQL: the base rule's events instead."""
     rule = _convert(WINDOW.replace("count_ >= 4", "count_ > 1"))
-    assert "eql" not in rule.queries and "runs=1" in rule.errors["eql"]
+    assert rule.queries["eql"] == _convert(WINDOW.rsplit("\n| summarize", 1)[0]).queries["eql"]
+    assert rule.fidelity_by_target["eql"] == "widened" and "eql" not in rule.errors
     assert "with runs=4" in _convert(WINDOW).queries["eql"]  # `>= 4`: at least four events
 
 
 # ---------------------------------------------------------------- the proof on groups
 
 
-@pytest.mark.parametrize("text", [HOURLY, WINDOW, DISTINCT, NETWORK])
-def test_groups_kept_by_kusto_and_sigma(text: str) -> None:
-    """The emitted KQL keeps exactly the original's groups; the Sigma correlation and eql never fewer."""
+@pytest.mark.parametrize(
+    "text", [HOURLY, WINDOW, DISTINCT, SET_LENGTH, NETWORK, RANGE_DISTINCT, SENTINEL_TIME]
+)
+def test_group_labels_agree_with_measurement(text: str) -> None:
+    """Every target's label on groups holds: kusto, the Sigma correlation (sqlite) and eql executed,
+    splunk and esql through their aggregation tails (``stats_groups``) over the base rule's events."""
     proof = prove(read_source("threshold.kql", text.encode()), OPTIONS, NOW)
     assert 0 < len(proof.original) < proof.groups  # the threshold splits the generated groups
     assert proof.kusto == proof.original
-    assert proof.sigma >= proof.original_as_sigma
-    if text is DISTINCT:  # eql cannot count distinct values: refused
-        assert proof.eql is None
-    else:  # eql's sequences with `runs`, run by the eql engine
-        assert proof.eql is not None and proof.eql >= proof.original_as_sigma
+    labels = _convert(text).fidelity_by_target
+    measured = group_verdicts(proof)
+    assert set(measured) == {"kusto", "sigma", "eql", "splunk", "esql"}
+    disagreements = {
+        target: (labels[target], found)
+        for target, (found, explained) in measured.items()
+        if not keeps_promise(labels[target], found, explained)
+    }
+    assert not disagreements
+    assert proof.splunk is not None and proof.esql is not None
+    assert proof.splunk >= proof.original_kept and proof.esql >= proof.original_kept
 
 
-def test_distinct_values_differing_in_case_are_why_sigma_value_count_is_diverged() -> None:
-    """The counted URLs come in case variants: SQLite counts them once and misses a group."""
+@pytest.mark.parametrize("text", [WINDOW, NETWORK, RANGE_DISTINCT])
+def test_a_group_straddling_a_bucket_boundary_is_kept(text: str) -> None:
+    """Without bin() one dealt group passes the threshold only counted over the whole range: its
+    events lie on both sides of a boundary of pySigma's fixed `stats` buckets. Every target keeps
+    it; the bucketed rendering (`correlation_method="stats"`, what splunk and esql shipped before)
+    loses it, so the measurement tells the two apart."""
+    proof = prove(read_source("threshold.kql", text.encode()), OPTIONS, NOW)
+    assert proof.straddling is not None and proof.plan is not None
+    key = proof.straddling
+    assert proof.splunk is not None and proof.esql is not None
+    assert key in proof.original_kept and key in proof.splunk and key in proof.esql
+    caseless = tuple(value.lower() for value in key)
+    assert caseless in proof.sigma and proof.eql is not None and caseless in proof.eql
+    rule = _convert(text)
+    for target in ("splunk", "esql"):
+        bucketed = targets.backend(target).convert(
+            SigmaCollection.from_yaml(rule.yaml), correlation_method="stats"
+        )
+        assert "bin _time" in bucketed[0] or "date_trunc" in bucketed[0]
+        groups = stats_groups(target, bucketed[0], list(proof.base_events), proof.plan, NOW)
+        assert key not in groups, target
+
+
+def test_distinct_values_differing_in_case_are_the_declared_loss_of_sigma_value_count() -> None:
+    """The counted URLs come in case variants: SQLite counts them once and misses a group. The
+    label is approximate with that loss declared, and the proof checks every missed group is one
+    the declared cause explains (its values, compared without case, fail the threshold)."""
     proof = prove(read_source("threshold.kql", SET_LENGTH.encode()), OPTIONS, NOW)
     assert 0 < len(proof.original) < proof.groups and proof.kusto == proof.original
-    assert proof.original_as_sigma - proof.sigma  # missed: the label says diverged, the note why
-    assert _convert(SET_LENGTH).fidelity_by_target["sigma"] == "diverged"
+    missed = proof.original_as_sigma - proof.sigma
+    assert ("host-cased",) in missed and not proof.sigma_unexplained  # the group dealt for it
+    measured = verdict(set(proof.original_as_sigma), set(proof.sigma))
+    labels = target_fidelity(_mapped(SET_LENGTH), ("sigma",))
+    assert labels["sigma"].label == "approximate" and labels["sigma"].loss == CASELESS_DISTINCT
+    assert any("counts values differing only in case once" in note for note in labels["sigma"].notes)
+    assert agrees("approximate", measured, declared_loss=True)
+    assert not agrees("approximate", measured)  # undeclared, the same loss breaks the promise
+
+
+def test_a_loss_the_declared_cause_does_not_explain_stays_a_disagreement() -> None:
+    """The exception is narrow: a missed group whose values differ even without case, or any
+    missed group of an event count, is unexplained."""
+    from rmm2sigma.verify.groups import _unexplained
+
+    mapped = _mapped(SET_LENGTH)
+    chosen = plan(mapped)
+    aggregation = mapped.detection.aggregation
+    assert chosen is not None and aggregation is not None
+    moment = dt.datetime(2026, 11, 30, 11, 5)
+
+    def row(host: str, url: str) -> dict[str, object]:
+        return {"DeviceName": host, "RemoteUrl": url, "Timestamp": moment}
+
+    rows = [row("a", "x.tk"), row("a", "X.TK"), row("a", "y.tk"), row("b", "x.tk"), row("b", "y.tk")]
+    rows += [row("b", "z.tk")]  # b: three values without case, `>= 3` holds
+    assert _unexplained({("a",), ("b",)}, rows, chosen, aggregation) == {("b",)}
+    counted = plan(_mapped(HOURLY))
+    hourly = _mapped(HOURLY).detection.aggregation
+    assert counted is not None and hourly is not None
+    assert _unexplained({("a",)}, [], counted, hourly) == {("a",)}
 
 
 def test_emitted_kql_is_valid_for_kusto_language() -> None:
@@ -279,8 +378,8 @@ def test_emitted_kql_is_valid_for_kusto_language() -> None:
     assert [[d.message for d in found if d.is_error] for found in diagnostics] == [[]] * len(shapes)
 
 
-def test_verify_holds_the_base_rule_and_names_the_group_labels(tmp_path: Path) -> None:
-    """``rmm2sigma verify`` measures rows: it holds the base rule's labels and says so for groups."""
+def test_verify_holds_the_base_rule_on_rows_and_the_labels_on_groups(tmp_path: Path) -> None:
+    """``rmm2sigma verify`` holds the base rule's labels on rows and the report's on groups."""
     query = tmp_path / "in" / "taskkill.kql"
     query.parent.mkdir()
     query.write_text(DISTINCT, encoding="utf-8")
@@ -293,4 +392,8 @@ def test_verify_holds_the_base_rule_and_names_the_group_labels(tmp_path: Path) -
     assert verified.exit_code == 0, verified.output
     (rule,) = json.loads((out / "verify.json").read_text(encoding="utf-8"))["rules"]
     assert rule["threshold"] == "Killed > 2" and not rule["report_problems"]
-    assert any(note.startswith("sigma: labelled diverged on the groups") for note in rule["notes"])
+    assert any(note.startswith("sigma: labelled approximate on the groups") for note in rule["notes"])
+    # the group labels are held to the group measurement
+    assert set(rule["groups"]) == {"sigma", "kusto", "splunk"}
+    assert all(group["agrees"] for group in rule["groups"].values()), rule["groups"]
+    assert "groups: " in verified.output

@@ -322,3 +322,17 @@ def test_negated_tests_keep_the_rule_label_on_eql_and_esql(case: str) -> None:
     assert eql.label == result.targets["esql"].label == sigma.label
     notes = convert_rule(SourceRule(path="case.kql", kql=NEGATIONS[case]), Options()).notes
     assert not any(note.startswith(("eql:", "esql:")) and "null" in note for note in notes)
+
+
+def test_a_target_that_would_miss_events_is_refused_not_shipped_narrowed() -> None:
+    """A case-insensitive test too long for a Lucene regex can only be asked on the case-sensitive
+    keyword field: lucene and esql would miss other spellings, so they are refused (a partial
+    result with the reason); no shipped query is labelled narrowed or diverged."""
+    query = f"DeviceProcessEvents\n| where ProcessCommandLine contains '{'abcdefghij' * 30}'"
+    result = convert_rule(SourceRule(path="case.kql", kql=query), Options())
+    assert {"lucene", "esql"} <= set(result.errors) and not {"lucene", "esql"} & set(result.queries)
+    assert result.errors["lucene"].startswith("lucene: not converted: process.command_line is a case-")
+    assert set(result.fidelity_by_target.values()) <= {"exact", "widened", "approximate"}
+    measured = proof(query, False)
+    assert measured.targets["lucene"].verdict == NOT_EXECUTED
+    assert "not converted" in measured.targets["lucene"].reason

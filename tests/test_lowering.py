@@ -365,8 +365,13 @@ def test_a_search_over_every_column_becomes_keywords() -> None:
     from rmm2sigma.fidelity import target_fidelity
 
     labels = target_fidelity(mapped, ("sigma", "kusto", "splunk"))
-    assert labels["kusto"].label == "diverged" and "bare string" in labels["kusto"].notes[0]
+    # pySigma's KQL backend writes the keyword as a bare string: kusto is refused, never shipped
+    refusal = labels["kusto"].refusal
+    assert refusal is not None and refusal.startswith("kusto: not converted:") and "bare string" in refusal
     assert labels["splunk"].label == "widened"
+    rule = convert_rule(SourceRule(path="keyword.kql", kql=PROCESS + "* has 'mimikatz'"), Options())
+    assert "kusto" not in rule.queries and "bare string" in rule.errors["kusto"]
+    assert "kusto" not in rule.fidelity_by_target and rule.queries["splunk"]
 
 
 # ---------------------------------------------------------------- tables and log sources

@@ -228,3 +228,25 @@ def test_user_regexes_are_exact_where_an_engine_runs(pattern: str) -> None:
     assert_proven(result, SIGMA, "kusto", "eql")
     assert {result.targets[t].verdict for t in (SIGMA, "kusto", "eql")} == {"exact"}
     assert transpile(query, "lucene").count("/") >= 2  # rendered, not refused
+
+
+def test_splunk_compares_a_field_reference_without_case_as_sigma_does() -> None:
+    """pySigma writes `| where 'A'='B'`, case-sensitive in Splunk; Sigma's fieldref ignores case."""
+    from sigma.rule import SigmaRule
+
+    from rmm2sigma import targets
+
+    rule = {
+        "title": "Field reference",
+        "logsource": {"product": "windows", "category": "process_creation"},
+        "detection": {
+            "selection": {"User": "admin"},
+            "same": {"Image|fieldref": "ParentImage"},
+            "condition": "selection and not same",
+        },
+    }
+    (query,) = targets.backend("splunk").convert_rule(SigmaRule.from_dict(rule))
+    assert query.endswith("\n| where NOT lower('Image')=lower('ParentImage')")
+    rule["detection"]["condition"] = "selection and same"  # type: ignore[index]
+    (query,) = targets.backend("splunk").convert_rule(SigmaRule.from_dict(rule))
+    assert query.endswith("\n| where lower('Image')=lower('ParentImage')")

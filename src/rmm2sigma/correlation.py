@@ -10,7 +10,11 @@ Every change is a widening, noted: a group-by column with no Sigma field is left
 groups count more), a counted column with no Sigma field makes the distinct count an event count
 (never smaller). Targets: splunk, esql and eql convert the pair through pySigma's correlation
 support; kusto gets ``summarize`` and ``where`` back natively (the aggregation template); lucene
-cannot count, so it gets the base rule's query, every event of every group.
+cannot count, so it gets the base rule's query, every event of every group, and so does eql where
+its sequences cannot count (distinct values, a bound of one event). splunk and esql count in
+buckets of the timespan where the original has ``bin()``; without it the original counts once
+over its time range, and so do they (the correlation method ``targets.WHOLE_RANGE``: no buckets,
+the range ``earliest=-7d`` / ``NOW() - 7days`` in the query).
 """
 
 from __future__ import annotations
@@ -130,6 +134,7 @@ class Documents:
     base: dict[str, Any]
     yaml: str
     filename: str  # SigmaHQ's validators want ``correlation_`` before a combined file's name
+    plan: Plan
 
 
 def documents(
@@ -157,14 +162,15 @@ def documents(
     correlation = {key: correlation[key] for key in CORRELATION_KEY_ORDER if correlation.get(key)}
     base["title"] = base_title
     filename = f"correlation_{name}"[:86].rstrip("_") + ".yml"
-    return Documents(correlation, base, dump_yaml(correlation) + "---\n" + dump_yaml(base), filename)
+    text = dump_yaml(correlation) + "---\n" + dump_yaml(base)
+    return Documents(correlation, base, text, filename, chosen)
 
 
 def convert(
     target: str, pair: Documents, attributes: dict[str, Any], model: str | None = None
 ) -> targets.TargetQuery:
-    """The query of one target (in data model ``model``) for a correlation; kusto and lucene work
-    from the base rule."""
+    """The query of one target (in data model ``model``) for a correlation; kusto, lucene (and eql
+    where a sequence cannot count) work from the base rule."""
     from sigma.collection import SigmaCollection
     from sigma.exceptions import SigmaError
     from sigma.rule import SigmaRule
@@ -174,23 +180,21 @@ def convert(
         return targets.TargetQuery(
             None, "kusto: the counted column has no equivalent (pipelines/aggregation.yml)"
         )
-    if target in ("kusto", "lucene"):
+    if target == "kusto" or unbounded_reason(target, pair.plan):
         return targets.convert(
             target, lambda: SigmaRule.from_dict(pair.base), attributes if target == "kusto" else {}, model
         )
-    if target == "eql" and pair.correlation["correlation"]["type"] == "value_count":
-        return targets.TargetQuery(
-            None, "eql: a sequence joins events on equal values; it cannot count distinct values"
-        )
-    if target == "eql" and max(pair.correlation["correlation"]["condition"].values()) <= 1:
-        # pySigma writes the bound as `with runs=N`, and EQL wants at least two runs
-        return targets.TargetQuery(None, "eql: a sequence of one event (`with runs=1`) is not valid EQL")
+    # without bin(), splunk and esql count once over the time range (the timespan), not in buckets
+    method = targets.WHOLE_RANGE if not pair.plan.from_bin and target in ("splunk", "esql") else None
     try:
         correlation = pair.correlation
-        if target == "splunk" and attributes.get("window"):  # `earliest=` leads the whole search
-            correlation = {**correlation, "rmm2sigma": {"window": attributes["window"]}}
+        window = attributes.get("window")
+        if method and target == "splunk":  # the range the count runs over: the correlation's timespan
+            window = {"compact": correlation["correlation"]["timespan"]}
+        if target == "splunk" and window:  # `earliest=` leads the whole search
+            correlation = {**correlation, "rmm2sigma": {"window": window}}
         collection = SigmaCollection.from_dicts([pair.base, correlation])
-        queries = targets.backend(target, model).convert(collection)
+        queries = targets.backend(target, model).convert(collection, correlation_method=method)
     except (SigmaError, NotImplementedError, ValueError, TypeError, KeyError) as error:
         return targets.TargetQuery(None, f"{target}: {str(error).splitlines()[0]}")
     return targets.TargetQuery("\n".join(str(q) for q in queries))
@@ -199,11 +203,14 @@ def convert(
 def threshold_fidelity(target: str, label: TargetFidelity, mapped: MappedRule) -> TargetFidelity:
     """A target's label on groups, from its label on rows (``label``): what its counting changes.
 
-    kusto renders the original ``summarize`` and ``where``: no change. Every other change widens
-    (more groups) except fixed buckets in place of the whole time range, and distinct values
-    counted case-insensitively, which can each lose a group.
+    kusto renders the original ``summarize`` and ``where``: no change. splunk and esql count per
+    bucket where the original has ``bin()``, else once over the time range, as the original does.
+    lucene (and eql where a sequence cannot count) return every matching event. Every other change
+    widens (more groups; coarser groups make it approximate), except a Sigma value_count, which a
+    backend comparing values case-insensitively can count lower: approximate, with that loss
+    declared (``fidelity.CASELESS_DISTINCT``).
     """
-    from .fidelity import DIVERGED, NARROWED
+    from .fidelity import CASELESS_DISTINCT
 
     chosen = plan(mapped)
     if chosen is None or target == "kusto":
@@ -211,31 +218,28 @@ def threshold_fidelity(target: str, label: TargetFidelity, mapped: MappedRule) -
     notes = list(label.notes)
     base = label.label
     widened = base in (Fidelity.EXACT.value, Fidelity.WIDENED.value)
-    if mapped.detection.window is not None and target in ("esql", "eql"):
+    if mapped.detection.window is not None and (target == "eql" or (target == "esql" and chosen.from_bin)):
         notes.append(
             f"{target}: the time window is not part of the correlation query: run it over the last "
             f"{targets.compact_timespan(mapped.detection.window)}"
         )
-    if target == "lucene":
-        notes.append(
-            f"lucene: the threshold `{chosen.threshold.text}` is not expressible in lucene: the query "
-            "returns every matching event"
-        )
+    unbounded = unbounded_reason(target, chosen)
+    if unbounded:  # every event of every group: each group the original reports is there
+        notes.append(f"{target}: {unbounded}: the query returns every matching event")
         return replace(label, label=Fidelity.WIDENED.value if widened else base, notes=tuple(notes))
     if target in ("splunk", "esql") and not chosen.from_bin:
         notes.append(
-            f"{target}: the count runs in fixed {chosen.timespan} buckets, and the original counts "
-            "over its whole time range once: a group whose events straddle a bucket boundary can be missed"
+            f"{target}: the count runs once over the last {chosen.timespan}, without time buckets, as "
+            "the original counts once over its time range"
         )
-        narrowed = base == Fidelity.EXACT.value and not chosen.dropped
-        return replace(label, label=NARROWED if narrowed else DIVERGED, notes=tuple(notes))
     if target == SIGMA_TARGET and chosen.kind == "value_count":
         notes.append(
             "sigma: a backend that compares values case-insensitively (pysigma-backend-sqlite) counts "
-            "values differing only in case once, so a group can be missed; its sliding "
-            f"{chosen.timespan} windows can add groups"
+            f"values differing only in case once, so it can miss a group whose `{chosen.threshold.text}` "
+            f"holds only with case variants counted apart; its sliding {chosen.timespan} windows can add "
+            "groups"
         )
-        return replace(label, label=DIVERGED, notes=tuple(notes))
+        return replace(label, label=Fidelity.APPROXIMATE.value, notes=tuple(notes), loss=CASELESS_DISTINCT)
     if target == SIGMA_TARGET:
         notes.append(
             f"sigma: the correlation counts within {chosen.timespan} windows, which a backend may slide "
@@ -250,3 +254,19 @@ def threshold_fidelity(target: str, label: TargetFidelity, mapped: MappedRule) -
     elif not chosen.dropped:
         return replace(label, notes=tuple(notes))
     return replace(label, label=Fidelity.APPROXIMATE.value if widened else base, notes=tuple(notes))
+
+
+def unbounded_reason(target: str, chosen: Plan) -> str | None:
+    """Why ``target`` gets the base rule's query (every matching event) in place of the threshold."""
+    if target == "lucene":
+        return f"the threshold `{chosen.threshold.text}` is not expressible in lucene"
+    if target != "eql":
+        return None
+    if chosen.kind == "value_count":
+        return (
+            f"the threshold `{chosen.threshold.text}` counts distinct values, which an EQL sequence "
+            "(events joined on equal values) cannot"
+        )
+    if chosen.threshold.value <= 1:  # pySigma writes the bound as `with runs=N`; EQL wants two or more
+        return f"the threshold `{chosen.threshold.text}` would be a sequence of one event, which is no EQL"
+    return None

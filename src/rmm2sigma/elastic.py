@@ -18,6 +18,9 @@ module's transformation rewrites the detection values before the backend sees th
   ``.caseless`` field, which stores values lowercased: there it is asked case-insensitively,
   which ``fidelity`` labels widened (refused under a negation).
 
+ES|QL correlations without time buckets (``targets.WHOLE_RANGE``, for a KQL threshold without
+``bin()``) count once over the last timespan: ``| where @timestamp >= NOW() - 7days | stats ...``.
+
 Lucene's regex syntax for what we emit (literals, classes, negated classes of literal ranges,
 ``.*``, ``( )?``, backslash escapes) matches a value iff Python's ``re.fullmatch`` with
 ``re.DOTALL`` does: ``tests/test_elastic.py`` evaluates the queries that way.
@@ -62,6 +65,7 @@ from .mapping import TERM_CLASS
 from .model import Match
 from .regex import LUCENE_RESERVED as _RESERVED
 from .regex import MAX_REGEX_LENGTH, NoTranslation, lucene_regex
+from .targets import add_whole_range
 
 _PYTHON_META = frozenset("\\.^$|?*+()[]{}")  # what mapping.regex_escape escapes
 
@@ -319,6 +323,25 @@ class Rmm2SigmaEsqlBackend(TwoValuedNegations, ESQLBackend):
         self, r: SigmaRegularExpression, state: ConversionState
     ) -> str | DeferredQueryExpression:
         return _escape_controls(super().convert_value_re(r, state), _CONTROLS)
+
+
+# ES|QL counts once over the rule's time range, which the query states (`targets.WHOLE_RANGE`)
+_ESQL_RANGE = "| where @timestamp >= NOW() - {timespan} | stats "
+add_whole_range(
+    Rmm2SigmaEsqlBackend,
+    {
+        "correlation_methods": "Correlation with stats once over the last timespan (no buckets)",
+        "event_count_aggregation_expression": _ESQL_RANGE + "event_count=count(){fields}{groupby}",
+        "value_count_aggregation_expression": _ESQL_RANGE
+        + "value_count=count_distinct({field}){fields}{groupby}",
+        "temporal_aggregation_expression": _ESQL_RANGE
+        + "event_type_count=count_distinct(event_type){fields}{groupby}",
+        "groupby_expression_nofield": "",
+        "groupby_expression": " by {fields}",
+        "groupby_field_expression": "{field}",
+        "groupby_field_expression_joiner": ", ",
+    },
+)
 
 
 class Rmm2SigmaEqlBackend(TwoValuedNegations, KindPreservingLists, EqlBackend):

@@ -4,9 +4,12 @@ The mapping decides one label per rule (``MappedRule.fidelity``). A target can k
 it where its query language compares differently from Sigma. The execution proof
 (``rmm2sigma.verify``) measures every target it can run and checks these labels against it:
 ``exact`` must measure exact, ``widened`` widened, ``approximate`` never narrower than the
-original; ``narrowed`` (the target misses events the original selects) and ``diverged`` (it
-misses some and adds others) are labels only a target's own limits produce, and each comes
-with a note. Known target limits (pySigma 1.5, FACTS §4):
+original, except for a loss the label declares (``TargetFidelity.loss``, see ``agrees``). No
+shipped query is labelled ``narrowed`` (the target misses events the original selects) or
+``diverged`` (it misses some and adds others): a target that would lose events is refused
+(``TargetFidelity.refusal``: a partial result with the reason, no query), or, for the one declared
+loss, labelled ``approximate`` with a note saying how it can differ. Known target limits
+(pySigma 1.5, FACTS §4):
 
 * Elasticsearch compares strings exactly on keyword fields, and reads regexes (lucene ``/.../``,
   ES|QL ``rlike``, EQL ``regex~``) with Lucene's engine: the whole value must match, ``(?i)`` is
@@ -22,7 +25,14 @@ with a note. Known target limits (pySigma 1.5, FACTS §4):
   is absent, where Sigma, Splunk, Lucene and the SQLite proof match the event. Their backends
   (``elastic.TwoValuedNegations``) ask every negated field test as ``(field exists and test)``,
   so those tests keep the rule's label; only a negated keyword (no field to test) still misses
-  the events that lack the word's columns.
+  the events that lack the word's columns: those targets are refused.
+* A test an Elastic target can only ask in a form that misses events (a case-insensitive test on
+  a case-sensitive keyword field with no regex rewrite, EQL's ``==`` for a long case-sensitive
+  pattern) makes that target refuse the rule.
+* pySigma's KQL backend writes a keyword (``* has 'x'``) as a bare string, which is no KQL
+  filter: kusto is refused for keyword rules.
+* Splunk's ``where`` compares case-sensitively: a field reference is written
+  ``where lower('A')=lower('B')`` (``rmm2sigma.splunk``), as case-insensitive as Sigma's.
 * The kusto target keeps the Defender table when the mapping declares ``kusto_table``, so the
   table's own approximation (e.g. certificates seen as image loads) does not apply to it.
 * A target's data model (``formats.yml``, ``targets.data_model``) may hold fewer events and fields
@@ -55,11 +65,21 @@ UNPROVEN_NOTE = (
 PROVEN = frozenset({SIGMA, "kusto", "splunk", "lucene", "esql", "eql"})
 
 
+# the one loss an ``approximate`` label may declare: a Sigma value_count compared without case (a
+# backend such as pysigma-backend-sqlite counts values that differ only in case once)
+CASELESS_DISTINCT = "caseless distinct values"
+
+
 @dataclass(frozen=True)
 class TargetFidelity:
-    label: str  # a Fidelity value, NARROWED or DIVERGED
+    """A target's label with its reasons. A shipped query's label is exact, widened or approximate
+    (or unproven); a target that would lose events is refused (``refusal``: a partial result, no
+    query), or labelled ``approximate`` with the loss named (``loss``) and stated in its notes."""
+
+    label: str  # a Fidelity value; NARROWED only with a refusal
     notes: tuple[str, ...] = ()
     refusal: str | None = None  # why this target's query is not shipped: it would lose events
+    loss: str | None = None  # the declared way an approximate target can lose (CASELESS_DISTINCT)
 
 
 def target_fidelity(
@@ -83,7 +103,7 @@ def target_fidelity(
             continue
         if target == "kusto" and keywords:  # pySigma writes `| where "*x*"`: Kusto rejects it
             note = "kusto: pySigma's KQL backend writes a keyword as a bare string, which is no KQL filter"
-            out[target] = TargetFidelity(DIVERGED, (note,))
+            out[target] = TargetFidelity(NARROWED, (note,), f"kusto: not converted: {note.split(': ', 1)[1]}")
             continue
         if target == "kusto" and mapped.table.kusto_table:  # the Defender table is kept: no model change
             if mapped.table.action_types:  # pipelines/kusto_tables.yml adds `ActionType =~ ...` back
@@ -94,7 +114,7 @@ def target_fidelity(
             continue
         if target in ELASTIC:
             label = _elastic(target, measurable, mapped)
-        elif target == "splunk":
+        elif target == "splunk":  # `CASE()` for case-sensitive tests, `lower()` on both sides of a fieldref
             label = _splunk(measurable, mapped, splunk_data_model)
         else:
             label = TargetFidelity(measurable.value)
@@ -110,10 +130,16 @@ def refusals(labels: Mapping[str, TargetFidelity]) -> dict[str, str]:
     return {target: label.refusal for target, label in labels.items() if label.refusal}
 
 
-def agrees(label: str, measured: str) -> bool:
-    """Whether a measured verdict keeps the promise of a label."""
+def agrees(label: str, measured: str, declared_loss: bool = False) -> bool:
+    """Whether a measured verdict keeps the promise of a label.
+
+    ``approximate`` promises a superset of the original, except for a loss the label declares
+    (``TargetFidelity.loss``): ``declared_loss`` says the measurement checked that every item the
+    target misses is one that declared cause explains, and only then may it be narrower.
+    """
     if label == Fidelity.APPROXIMATE.value:
-        return measured in (Fidelity.EXACT.value, Fidelity.WIDENED.value)
+        lossy = declared_loss and measured in (NARROWED, DIVERGED)
+        return measured in (Fidelity.EXACT.value, Fidelity.WIDENED.value) or lossy
     return label == measured
 
 
@@ -140,37 +166,26 @@ def _elastic(target: str, base: Fidelity, mapped: MappedRule) -> TargetFidelity:
                 "a negated keyword is null, not true, on an event without a value to search, so such "
                 "events are missed (Sigma matches them)"
             )
+    # a query that would miss events the rule matches is not shipped: the target is refused
+    refuse.extend(misses)
     if refuse:
         reason = "; ".join(dict.fromkeys(refuse))
         return TargetFidelity(NARROWED, (f"{target}: {reason}",), f"{target}: not converted: {reason}")
-    if not misses and not adds:
+    if not adds:
         return TargetFidelity(base.value)
-    notes = tuple(f"{target}: {reason}" for reason in dict.fromkeys(misses + adds))
-    if not misses:
-        return TargetFidelity(Fidelity.worst(base, Fidelity.WIDENED).value, notes)
-    return TargetFidelity(DIVERGED if adds or base is not Fidelity.EXACT else NARROWED, notes)
+    notes = tuple(f"{target}: {reason}" for reason in dict.fromkeys(adds))
+    return TargetFidelity(Fidelity.worst(base, Fidelity.WIDENED).value, notes)
 
 
 def _splunk(base: Fidelity, mapped: MappedRule, model: str | None) -> TargetFidelity:
-    """What the data model lacks (``_unheld``), and Splunk's ``where 'A'='B'`` (pySigma's
-    fieldref), which compares case-sensitively, unlike Sigma."""
+    """What the data model lacks (``_unheld``): a refusal, or negated tests that widen."""
     refusal, wider = _unheld("splunk", model, mapped)
     if refusal:
         return TargetFidelity(NARROWED, (f"splunk: {refusal}",), f"splunk: not converted: {refusal}")
     notes = tuple(f"splunk: {reason}" for reason in wider)
     if wider:
         base = Fidelity.worst(base, Fidelity.WIDENED)
-    polarities = {
-        positive for leaf, positive in _leaves(mapped.detection.predicate) if leaf.match is Match.FIELDREF
-    }
-    if not polarities:
-        return TargetFidelity(base.value, notes)
-    note = "splunk: a field reference compares case-sensitively in `where`; Sigma's fieldref ignores case"
-    if True not in polarities:
-        widened = Fidelity.worst(base, Fidelity.WIDENED).value
-        return TargetFidelity(widened, (*notes, note + "; negated, so wider"))
-    narrowed = base is Fidelity.EXACT and False not in polarities
-    return TargetFidelity(NARROWED if narrowed else DIVERGED, (*notes, note))
+    return TargetFidelity(base.value, notes)
 
 
 def _unheld(target: str, model: str | None, mapped: MappedRule) -> tuple[str | None, list[str]]:

@@ -29,6 +29,9 @@ if TYPE_CHECKING:
     from .model import Aggregation
 
 TARGETS = ("kusto", "splunk", "lucene", "esql", "eql")
+# the correlation method of our splunk and esql backends that counts once over the search's whole
+# time range, as a KQL ``summarize`` without ``bin()`` does (pySigma's ``stats`` counts in buckets)
+WHOLE_RANGE = "range"
 EXTENSIONS = {"kusto": "kql", "splunk": "spl", "lucene": "lucene", "esql": "esql", "eql": "eql"}
 
 
@@ -37,6 +40,15 @@ class TargetQuery:
     query: str | None
     error: str | None = None
     notes: tuple[str, ...] = ()
+
+
+def add_whole_range(backend: type, templates: dict[str, str]) -> None:
+    """Give a backend with pySigma's ``stats`` correlation method the method ``range`` too: every
+    ``stats`` template, those in ``templates`` (aggregations without time buckets) replaced."""
+    for name in dir(backend):
+        value = getattr(backend, name)
+        if isinstance(value, dict) and "stats" in value:
+            setattr(backend, name, {**value, WHOLE_RANGE: templates.get(name, value["stats"])})
 
 
 def _pipeline(name: str) -> Any:

@@ -79,7 +79,12 @@ def with_ids(query: str) -> str:
 
 
 class KqlEngine:
-    """duckdb-kql over the Defender schema; every table exists (empty) so sub-queries resolve."""
+    """duckdb-kql over the Defender schema; every table exists (empty) so sub-queries resolve.
+
+    A table with ``Timestamp`` also has ``TimeGenerated``, as Sentinel's copy of the Defender
+    tables does (queries written for Sentinel use it; ``kql.lower`` reads both as the event time):
+    a row without it gets its ``Timestamp``.
+    """
 
     def __init__(self, schema: Schema) -> None:
         # Sentinel stores Defender tables with TimeGenerated beside Timestamp (queries use either)
@@ -303,6 +308,9 @@ class EqlEngine:
                 parsed = eql.parse_query(query)
         except (eql.EqlError, ValueError) as error:  # the parser raises ValueError on some escapes
             raise NotExecutable(f"eql: {_first_line(error)}") from None
+        return self._select(parsed, documents)
+
+    def _select(self, parsed: Any, documents: Sequence[Row]) -> set[int]:
         selected: set[int] = set()
         engine = _ElasticsearchCaseRules()
         with _whole_value_regexes():
@@ -325,6 +333,16 @@ class EqlEngine:
         except eql.EqlError as error:
             raise NotExecutable(f"eql: {_first_line(error)}") from None
         by = [value.render() for value in parsed.first.queries[0].join_values]
+        steps = parsed.first.queries
+        if parsed.first.close is None and len({repr(step.query) for step in steps}) == 1:
+            # `[filter] with runs=N`: N steps asking one filter, nothing closing a sequence. Ask the
+            # filter once per event (Elasticsearch's case rules), then sequence the events kept with
+            # every step true: the engine would ask it N times per event (minutes for N = 200)
+            query = eql.ast.PipedQuery(steps[0].query, [])
+            kept = self._select(query, [document for _, document in timed])
+            timed = [(moment, document) for moment, document in timed if int(document[ID]) in kept]
+            for step in steps:
+                step.query = eql.ast.EventQuery(step.query.event_type, eql.ast.Boolean(True))
         found: list[Row] = []
         engine = eql.PythonEngine({"time_unit": 1})
         with _whole_value_regexes():

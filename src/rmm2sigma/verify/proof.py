@@ -15,7 +15,8 @@ it, so the rule is wider than the whole query by construction, and labelled appr
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Sequence
+from collections.abc import Hashable, Sequence
+from collections.abc import Set as AbstractSet
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from functools import cache
@@ -89,7 +90,8 @@ class RuleProof:
         return [t for t in self.targets.values() if t.verdict in (NARROWED, DIVERGED) or t.agrees is False]
 
 
-def verdict(original: set[int], target: set[int]) -> str:
+def verdict(original: AbstractSet[Hashable], target: AbstractSet[Hashable]) -> str:
+    """How ``target`` relates to ``original`` (events by id, or groups by key)."""
     if original == target:
         return EXACT
     if original < target:
@@ -151,6 +153,9 @@ def measure(source: SourceRule, options: Options, now: datetime | None = None) -
     events = sigma_rows(mapped_rows, mapped_spec)
     for target in TARGETS:
         label = labels[target].label
+        if labels[target].refusal:  # no query is shipped for it: nothing to measure
+            results[target] = TargetProof(target, NOT_EXECUTED, labels[target].refusal or "", label=label)
+            continue
         try:
             if target == SIGMA:
                 selected = sigma_engine.select(

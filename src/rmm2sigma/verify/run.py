@@ -3,8 +3,9 @@
 For each converted input of ``OUT/report.json`` the source is read again, converted in the mode the
 report was written in (recognised by the rule id, which depends on it), and measured (``proof``).
 The measurement is checked against the report: its queries must be what a fresh conversion
-gives, and every declared label must hold. Kusto.Language, when installed, also validates the
-original and emitted KQL. Everything lands in ``OUT/verify.json``.
+gives, and every declared label must hold. A threshold's labels are on the groups it reports:
+they are held to ``groups.prove`` (its base rule's events to the row measurement). Kusto.Language,
+when installed, also validates the original and emitted KQL. Everything lands in ``OUT/verify.json``.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ import os
 from collections.abc import Callable
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import asdict, replace
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -22,7 +24,7 @@ from ..errors import Rmm2SigmaError
 from ..fidelity import SIGMA, agrees
 from ..report import STDIN_COPY, write_atomic
 from ..sigma import Options, rule_id
-from ..sources import read_sources
+from ..sources import SourceRule, read_sources
 from .proof import NOT_EXECUTED, VACUOUS, RuleProof, measure, summary
 
 VERIFY_VERSION = 1
@@ -99,16 +101,18 @@ def _check(job: tuple[str, dict[str, Any], Path]) -> tuple[RuleProof, dict[str, 
         if fresh.queries.get(target) != query:
             finding["report_problems"].append(f"{target}: the reported query differs from a fresh conversion")
     declared = {SIGMA: rule.get("fidelity", ""), **rule.get("fidelity_by_target", {})}
+    if proof.threshold:
+        _check_groups(part, exact, declared, proof.threshold, finding)
     targets = {}
     for name, result in proof.targets.items():
         label = declared.get(name)
         if label is None:  # the target was not converted in this report
             continue
         if proof.threshold and label != result.label:
-            # the report's label is on groups, the rows measure the base rule: hold that one's label
+            # the report's label is on groups (held above), the rows measure the base rule's events
             finding.setdefault("notes", []).append(
-                f"{name}: labelled {label} on the groups of `{proof.threshold}` (proved by the test "
-                f"suite's group proof); its base rule's events are held to {result.label}"
+                f"{name}: labelled {label} on the groups of `{proof.threshold}` (held to the group "
+                f"measurement, `groups`); its base rule's events are held to {result.label}"
             )
             targets[name] = result
             continue
@@ -118,6 +122,39 @@ def _check(job: tuple[str, dict[str, Any], Path]) -> tuple[RuleProof, dict[str, 
         targets[name] = replace(result, label=label, agrees=checked)
     finding["queries"] = {"kusto": rule.get("queries", {}).get("kusto"), "original": part.kql}
     return replace(proof, exact_mode=exact, targets=targets), finding
+
+
+def _check_groups(
+    part: SourceRule, exact: bool, declared: dict[str, str], threshold: str, finding: dict[str, Any]
+) -> None:
+    """Measure a threshold's groups (``groups.prove``) and hold every declared label to them."""
+    from .engines import NotExecutable
+    from .groups import group_verdicts, keeps_promise, prove
+
+    now = datetime.now(UTC).replace(tzinfo=None, microsecond=0)
+    notes = finding.setdefault("notes", [])
+    try:
+        proof = prove(part, Options(exact=exact), now)
+    except (Rmm2SigmaError, NotExecutable, ValueError) as error:
+        notes.append(f"groups of `{threshold}`: not measured: {error}")
+        return
+    if not proof.original:  # no group can show what a target misses or keeps: nothing is proven
+        notes.append(f"groups of `{threshold}`: not measured: the original reports no generated group")
+        return
+    notes.extend(f"{t}: groups not measured: {reason}" for t, reason in proof.not_executed.items())
+    measured = group_verdicts(proof)
+    groups: dict[str, dict[str, Any]] = {}
+    for name, (found, explained) in measured.items():
+        label = declared.get(name)
+        if label is None:  # not converted in this report
+            continue
+        kept = keeps_promise(label, found, explained)
+        groups[name] = {"label": label, "verdict": found, "declared_loss": explained, "agrees": kept}
+        if not kept:
+            finding["report_problems"].append(
+                f"{name}: labelled {label} on the groups of `{threshold}`, which measure {found}"
+            )
+    finding["groups"] = groups
 
 
 def _kusto_language(findings: list[dict[str, Any]]) -> None:
@@ -159,6 +196,17 @@ def _print(proof: RuleProof, finding: dict[str, Any], echo: Callable[[str], None
         if result.reason.startswith("luqum"):
             failed = True
             echo(f"    {result.target}: {result.reason}")
+    for note in finding.get("notes", []):
+        if "not measured" in note:
+            echo(f"    {note}")
+    if finding.get("groups"):
+        echo(
+            "    groups: "
+            + "  ".join(
+                f"{t}={g['verdict']}" + ("" if g["agrees"] else f"(label {g['label']}!)")
+                for t, g in finding["groups"].items()
+            )
+        )
     for problem in finding.get("report_problems", []):
         failed = True
         echo(f"    report: {problem}")
