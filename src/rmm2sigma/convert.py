@@ -212,7 +212,7 @@ def _convert(source: SourceRule, mapped: MappedRule, options: Options, wanted: S
     document = emitted.rule.to_dict()
     queries: dict[str, str] = {}
     errors: dict[str, str] = {}
-    notes = [*mapped.notes, *source.rule_notes]
+    notes = [*mapped.notes, *source.rule_notes, *emitted.notes]
     page_filters = rule_filters(source, mapped, emitted.document, options.exact)
     applied = options.apply_filters and bool(page_filters.filters)
     notes.extend(_page_notes(source, page_filters, applied))

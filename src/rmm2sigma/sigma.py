@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from functools import cache
 from pathlib import PurePath
 from typing import Any
+from urllib.parse import unquote
 
 from ruamel.yaml import YAML
 from sigma.exceptions import SigmaError
@@ -133,6 +134,7 @@ class EmittedRule:
     category: str
     filename: str
     document: dict[str, Any]  # what ``yaml`` holds, as plain data (dates as dates)
+    notes: tuple[str, ...] = ()  # what the metadata left out or changed (tags, references)
 
 
 def emit(source: SourceRule, mapped: MappedRule, options: Options) -> EmittedRule:
@@ -148,11 +150,12 @@ def emit(source: SourceRule, mapped: MappedRule, options: Options) -> EmittedRul
         mapped.table.logsource.get("category") or mapped.table.logsource["service"],
         file_name(source, mapped),
         document,
+        metadata(source).notes,
     )
 
 
 def rule_document(source: SourceRule, mapped: MappedRule, options: Options) -> dict[str, Any]:
-    urls = _URL.findall(f"{source.description or ''} {source.hypothesis or ''}")
+    meta = metadata(source)
     description = " ".join(_URL.sub("", source.description or "").split())
     if len(description) < 16:
         description = f"Detects the activity of the Microsoft Sentinel query {_title(source)!r}."
@@ -166,10 +169,10 @@ def rule_document(source: SourceRule, mapped: MappedRule, options: Options) -> d
         "related": [{"id": other, "type": "similar"} for other in options.related],
         "status": "experimental",
         "description": description,
-        "references": list(dict.fromkeys(u.rstrip(".,)") for u in (*urls, *source.references))),
+        "references": list(meta.references),
         "author": options.author,
         "date": options.date or source.date or DEFAULT_DATE,
-        "tags": attack_tags(source),
+        "tags": list(meta.tags),
         "logsource": dict(mapped.table.logsource),
         "detection": detection_document(detection.predicate),
         "falsepositives": [_sentence(fp.scenario) for fp in source.false_positives] or ["Unknown"],
@@ -239,12 +242,133 @@ def _sentence(text: str) -> str:
     return text[:1].upper() + text[1:]
 
 
+@dataclass(frozen=True)
+class Metadata:
+    """A rule's ``tags`` and ``references`` as SigmaHQ accepts them, and notes on what changed."""
+
+    tags: tuple[str, ...]
+    references: tuple[str, ...]
+    notes: tuple[str, ...]
+
+
+def metadata(source: SourceRule) -> Metadata:
+    """Tags and references of the rule converted from ``source``.
+
+    * A Sentinel tactic that is no ATT&CK tactic (``Ransomware``, ``Exploit``, ``Malware,
+      component``: Defender's threat-analytics categories) never becomes a tag: one that ATT&CK
+      files under a single tactic becomes that tactic (:data:`_TACTIC_ALIASES`), any other is left
+      out, with a note.
+    * A link to attack.mitre.org becomes the tag it names (SigmaHQ: a tag, not a link); a page that
+      names no technique, tactic, group or software is left out, with a note.
+    * A GitHub link to a file on a branch, as SigmaHQ's ``sigmahq_github_link`` check finds them
+      (it wants permalinks, pinned to a commit), is left out with a note; silently when a permalink
+      to the same file (the source's own, from its MANIFEST.tsv) is among the references.
+    """
+    notes: list[str] = []
+    tags = [tag for name in source.tactics if (tag := _tactic_tag(name, notes))]
+    tags += [f"attack.{t.lower()}" for t in source.techniques if _TECHNIQUE_ID.fullmatch(t)]
+    urls = _URL.findall(f"{source.description or ''} {source.hypothesis or ''}")
+    references: list[str] = []
+    for url in dict.fromkeys(u.rstrip(".,)") for u in (*urls, *source.references)):
+        if _ATTACK_SITE.match(url):
+            tag = _attack_link_tag(url)
+            if tag:
+                tags.append(tag)
+            else:
+                notes.append(f"reference {url} was left out: SigmaHQ wants ATT&CK as tags, and it names none")
+        else:
+            references.append(url)
+    pinned = {_github_file(url) for url in references if not _branch_link(url)} - {None}
+    kept = []
+    for url in references:
+        if not _branch_link(url):
+            kept.append(url)
+        elif _github_file(url) not in pinned:
+            notes.append(
+                f"reference {url} was left out: it links a GitHub branch, whose file changes, and "
+                "SigmaHQ accepts only permalinks (a commit in the link)"
+            )
+    return Metadata(tuple(dict.fromkeys(tags)), tuple(kept), tuple(notes))
+
+
 def attack_tags(source: SourceRule) -> list[str]:
-    tactics = [
-        "attack." + re.sub(r"(?<=[a-z])(?=[A-Z])", "-", t).replace(" ", "-").lower() for t in source.tactics
-    ]
-    techniques = [f"attack.{t.lower()}" for t in source.techniques if re.fullmatch(r"[Tt]\d{4}(\.\d{3})?", t)]
-    return list(dict.fromkeys(tactics + techniques))
+    """The rule's ``attack.*`` tags: see :func:`metadata`."""
+    return list(metadata(source).tags)
+
+
+# Enterprise ATT&CK tactics by id, as SigmaHQ's tags name them
+_TACTIC_IDS = {
+    "TA0043": "reconnaissance",
+    "TA0042": "resource-development",
+    "TA0001": "initial-access",
+    "TA0002": "execution",
+    "TA0003": "persistence",
+    "TA0004": "privilege-escalation",
+    "TA0005": "defense-evasion",
+    "TA0006": "credential-access",
+    "TA0007": "discovery",
+    "TA0008": "lateral-movement",
+    "TA0009": "collection",
+    "TA0011": "command-and-control",
+    "TA0010": "exfiltration",
+    "TA0040": "impact",
+}
+# Sentinel "tactics" that are not ATT&CK tactics but that ATT&CK files under one tactic, and why
+_TACTIC_ALIASES = {"ransomware": ("impact", "ransomware's encryption is Data Encrypted for Impact, T1486")}
+_TECHNIQUE_ID = re.compile(r"[Tt]\d{4}(\.\d{3})?")
+_ATTACK_SITE = re.compile(r"https?://attack\.mitre\.org(/|$)", re.I)
+_ATTACK_PAGE = re.compile(
+    r"/(?:wiki/)?(?:techniques?|tactics?|groups?|software)/"
+    r"(?:(T\d{4})(?:[/.](\d{3}))?|(TA\d{4})|([GS]\d{4}))(?=/|$|[?#])",
+    re.I,
+)
+# SigmaHQ's sigmahq_github_link check: a GitHub link to a file whose path has no commit in it
+_GITHUB_FILE = re.compile(r"https://github\.com/.*\.\w{1,3}$")
+_COMMIT = re.compile(r".*/[0-9a-z]{40}/.*")
+_GITHUB_PATH = re.compile(r"https?://github\.com/([^/]+/[^/]+)/(blob|raw|tree)/[^/]+/(.+)$", re.I)
+
+
+def _tactic_tag(name: str, notes: list[str]) -> str | None:
+    from .sigmahq import ATTACK_TACTICS
+
+    shortname = re.sub(r"(?<=[a-z])(?=[A-Z])", "-", name.strip()).replace(" ", "-").lower()
+    if shortname in ATTACK_TACTICS:
+        return f"attack.{shortname}"
+    if shortname in _TACTIC_ALIASES:
+        tactic, why = _TACTIC_ALIASES[shortname]
+        notes.append(f"the Sentinel tactic {name!r} is not an ATT&CK tactic: tagged attack.{tactic} ({why})")
+        return f"attack.{tactic}"
+    notes.append(
+        f"the Sentinel tactic {name!r} is not an ATT&CK tactic and names no single one: it gives no tag"
+    )
+    return None
+
+
+def _attack_link_tag(url: str) -> str | None:
+    """``https://attack.mitre.org/techniques/T1059/001/`` -> ``attack.t1059.001`` (tactics by id,
+    groups and software too); None for a page that names none of them."""
+    match = _ATTACK_PAGE.search(url)
+    if match is None:
+        return None
+    technique, sub, tactic, other = match.groups()
+    if technique:
+        return f"attack.{technique.lower()}" + (f".{sub}" if sub else "")
+    if tactic:
+        name = _TACTIC_IDS.get(tactic.upper())
+        return f"attack.{name}" if name else None
+    return f"attack.{other.lower()}"
+
+
+def _branch_link(url: str) -> bool:
+    """SigmaHQ's check, as it is: a link to a GitHub file with a short extension (``.yml``, ``.md``,
+    ``.ps1``; not ``.yaml``, so a page's "Original source" on a branch stays) and no commit in it."""
+    return bool(_GITHUB_FILE.match(url)) and not _COMMIT.match(url)
+
+
+def _github_file(url: str) -> tuple[str, str] | None:
+    """The repository and path a GitHub file link names, whatever branch or commit it is on."""
+    match = _GITHUB_PATH.match(url)
+    return (match.group(1).lower(), unquote(match.group(3))) if match else None
 
 
 def file_name(source: SourceRule, mapped: MappedRule) -> str:
