@@ -26,6 +26,7 @@ from sigma.rule import SigmaRule
 from .errors import UnsupportedKqlError
 from .mapping import MappedRule
 from .model import ANY_COLUMN, And, Match, Node, Not, Or, Predicate, Value
+from .sigmahq import ATTACK_TACTICS
 from .sources import SourceRule
 
 _NAMESPACE = uuid.UUID("6f1d3c52-6d0e-4f4e-9a55-2b8f1f3e7a10")
@@ -193,14 +194,21 @@ def rule_id(source: SourceRule, exact: bool) -> str:
     return str(uuid.UUID(bytes=digest[:16], version=4))
 
 
-def branch_name(name: str, category: str, table: str | None = None) -> str:
+def branch_name(name: str, category: str, table: str | None = None, branch: int | None = None) -> str:
     """The name of a union branch's rule: the query's name (less a category it claims) with the
-    branch's own category, and its Defender table when two branches share one category."""
+    branch's own category, its Defender table when two branches share one category, and its place
+    in the union (1-based) when they share the table too: rule titles must be unique."""
     head, dash, last = name.rpartition(" - ")
     if dash and last.strip().lower() in _CATEGORY_PHRASES:
         name = head
     title = _CATEGORY_TITLES.get(category, category.replace("_", " ").title())
-    return f"{name} - {title}" + (f" ({table})" if table else "")
+    told = [part for part in (table, f"Branch {branch}" if branch is not None else None) if part]
+    return f"{name} - {title}" + (f" ({', '.join(told)})" if told else "")
+
+
+def category_title(category: str) -> str:
+    """A Sigma category as titles name it (``process_creation`` -> ``Process Creation``)."""
+    return _CATEGORY_TITLES.get(category, category.replace("_", " ").title())
 
 
 def _title(source: SourceRule, category: str | None = None) -> str:
@@ -210,14 +218,21 @@ def _title(source: SourceRule, category: str | None = None) -> str:
     return title_case(name)
 
 
+# SigmaHQ titles never start with the word "Detect(s)": as a word, or the first part of a hyphenated,
+# snake_case or CamelCase name (``detect-bluekeep-exploitation-attempts``, ``DetectTorRelay``)
+_DETECT = re.compile(r"(?:[Dd]etects?|DETECTS?)(?:$|[-_:]+|(?=[A-Z][a-z]))")
+
+
 def title_case(text: str, limit: int = 120) -> str:
     """SigmaHQ's title style: Title Case but for small words, no leading "Detects", no final dot."""
     name = " ".join(text.split()).rstrip(".")
     if not name:
         return ""
     words = [w if not w.islower() or w in _SMALL_WORDS else w[:1].upper() + w[1:] for w in name.split(" ")]
-    if words and words[0].lower().startswith("detect"):
-        words = words[1:] or ["Activity"]
+    lead = _DETECT.match(words[0])
+    if lead:  # the word only: "Detection of X" keeps it, "detect-x-activity" keeps "x-activity"
+        rest = words[0][lead.end() :]
+        words = ([rest] if rest else []) + words[1:] or ["Activity"]
     title = " ".join(words)
     title = title[:1].upper() + title[1:]
     return title if len(title) <= limit else title[: limit - 3].rstrip() + "..."
@@ -260,6 +275,8 @@ def metadata(source: SourceRule) -> Metadata:
       out, with a note.
     * A link to attack.mitre.org becomes the tag it names (SigmaHQ: a tag, not a link); a page that
       names no technique, tactic, group or software is left out, with a note.
+    * Technique tags with no tactic tag beside them (nothing names one, and there is no ATT&CK data
+      offline to look it up) are left out, with a note: SigmaHQ refuses a technique without its tactic.
     * A GitHub link to a file on a branch, as SigmaHQ's ``sigmahq_github_link`` check finds them
       (it wants permalinks, pinned to a commit), is left out with a note; silently when a permalink
       to the same file (the source's own, from its MANIFEST.tsv) is among the references.
@@ -288,7 +305,15 @@ def metadata(source: SourceRule) -> Metadata:
                 f"reference {url} was left out: it links a GitHub branch, whose file changes, and "
                 "SigmaHQ accepts only permalinks (a commit in the link)"
             )
-    return Metadata(tuple(dict.fromkeys(tags)), tuple(kept), tuple(notes))
+    tags = list(dict.fromkeys(tags))
+    techniques = [tag for tag in tags if _TECHNIQUE_TAG.fullmatch(tag)]
+    if techniques and not any(tag.removeprefix("attack.") in ATTACK_TACTICS for tag in tags):
+        notes.append(
+            f"technique(s) {', '.join(t.removeprefix('attack.').upper() for t in techniques)} are named "
+            "without a tactic, and SigmaHQ wants each technique's tactic tagged beside it: no tag for them"
+        )
+        tags = [tag for tag in tags if tag not in techniques]
+    return Metadata(tuple(tags), tuple(kept), tuple(notes))
 
 
 def attack_tags(source: SourceRule) -> list[str]:
@@ -316,6 +341,7 @@ _TACTIC_IDS = {
 # Sentinel "tactics" that are not ATT&CK tactics but that ATT&CK files under one tactic, and why
 _TACTIC_ALIASES = {"ransomware": ("impact", "ransomware's encryption is Data Encrypted for Impact, T1486")}
 _TECHNIQUE_ID = re.compile(r"[Tt]\d{4}(\.\d{3})?")
+_TECHNIQUE_TAG = re.compile(r"attack\.t\d{4}(\.\d{3})?")
 _ATTACK_SITE = re.compile(r"https?://attack\.mitre\.org(/|$)", re.I)
 _ATTACK_PAGE = re.compile(
     r"/(?:wiki/)?(?:techniques?|tactics?|groups?|software)/"
@@ -329,8 +355,6 @@ _GITHUB_PATH = re.compile(r"https?://github\.com/([^/]+/[^/]+)/(blob|raw|tree)/[
 
 
 def _tactic_tag(name: str, notes: list[str]) -> str | None:
-    from .sigmahq import ATTACK_TACTICS
-
     shortname = re.sub(r"(?<=[a-z])(?=[A-Z])", "-", name.strip()).replace(" ", "-").lower()
     if shortname in ATTACK_TACTICS:
         return f"attack.{shortname}"
