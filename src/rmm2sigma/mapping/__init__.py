@@ -173,6 +173,7 @@ def map_detection(
         spec = specs[spec.fallback_table]
     if predicate is True or predicate is False:
         raise _nothing_left(source_predicate, mapper.notes)
+    predicate = literal_wildcards(predicate)
     if spec.approximate:
         mapper.change_model(spec.approximate, first=True)
     if spec.conditions:
@@ -419,6 +420,47 @@ class _Mapper:
             self.leave_out(f"`{leaf.text}` tests the file name; it cannot be rewritten on {leaf.column}")
             return True if widening_allowed else leaf
         return replace(leaf, match=Match.REGEX, values=patterns)
+
+
+# Where a regex must match for each plain test: anywhere, or from the start and/or to the end
+_ANCHORS = {
+    Match.CONTAINS: ("", ""),
+    Match.STARTSWITH: ("^", ""),
+    Match.ENDSWITH: ("", "$"),
+    Match.EQUALS: ("^", "$"),
+}
+_WILDCARD = re.compile(r"[*?]")
+
+
+def literal_wildcards(node: Node) -> Node:
+    """Values holding a ``*`` or ``?``, which KQL reads literally, as the regex that matches them.
+
+    A Sigma value can only say "a literal star" as ``\\*``, which SigmaHQ's ``escaped_wildcard``
+    check reports on every rule; the escaped regex is the same test (``contains`` unanchored,
+    ``startswith`` ``^``, ``endswith`` ``$``, ``==`` both, case as the test's). A test's other values
+    stay plain: any of them (``in``) is an OR of the two tests, all of them (``has_all``) an AND,
+    and a negation flips which. Keywords (a search over the whole event) have no regex and stay.
+    """
+    if isinstance(node, Not):
+        return Not(literal_wildcards(node.item))
+    if isinstance(node, And | Or):
+        return type(node)(tuple(literal_wildcards(item) for item in node.items))
+    if not isinstance(node, Predicate) or node.column == ANY_COLUMN or node.match not in _ANCHORS:
+        return node
+    literal = [v for v in node.values if isinstance(v, str) and _WILDCARD.search(v)]
+    if not literal:
+        return node
+    start, end = _ANCHORS[node.match]
+    patterns = [start + regex_escape(str(value)) + end for value in literal]
+    plain = tuple(v for v in node.values if v not in literal)
+    # one regex per test under `all`: a regex value list means any of them
+    regexes = [(pattern,) for pattern in patterns] if node.match_all else [tuple(patterns)]
+    tests = [replace(node, match=Match.REGEX, values=values, match_all=False) for values in regexes]
+    if plain:
+        tests.insert(0, replace(node, values=plain))
+    if len(tests) == 1:
+        return tests[0]
+    return (And if node.match_all != node.negated else Or)(tuple(tests))
 
 
 def _term_regex(leaf: Predicate) -> Predicate:
