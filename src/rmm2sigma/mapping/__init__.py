@@ -182,6 +182,7 @@ def map_detection(
             for field, value in spec.conditions.items()
         )
         predicate = And((*implied, predicate))
+    detection = _groupable(detection, spec, mapper)
     mapped = replace(detection, table=spec.name, predicate=simplify(predicate))
     notes = tuple(dict.fromkeys(n for n in (*mapper.notes, *detection.notes) if n))
     return MappedRule(mapped, spec, mapper.fidelity, notes, mapper.measurable)
@@ -256,6 +257,24 @@ def _fallback_aggregation(
     return replace(
         detection, aggregation=replace(detection.aggregation, by=kept), notes=detection.notes + notes
     )
+
+
+def _groupable(detection: Detection, spec: TableSpec, mapper: _Mapper) -> Detection:
+    """The detection without its threshold when no group-by column has a Sigma field: SigmaHQ
+    refuses a correlation without ``group-by``, so the rule reports every event (wider), noted."""
+    from ..correlation import group_fields  # it imports this module
+
+    aggregation = detection.aggregation
+    if aggregation is None or aggregation.having is None or group_fields(spec, aggregation.by)[0]:
+        return detection
+    by = ", ".join(aggregation.by)
+    verb = "has" if len(aggregation.by) == 1 else "have"
+    per = f"per {by}, which {verb} no Sigma field" if by else "over all events"
+    mapper.leave_out(
+        f"the threshold `{aggregation.having.text}` was left out: it counts {per}, and SigmaHQ refuses a "
+        "correlation without a group-by field; every matching event is reported, so the rule is wider"
+    )
+    return replace(detection, aggregation=replace(aggregation, having=None, bin=None))
 
 
 def _rename_columns(node: Node, renames: Mapping[str, str]) -> Node:
