@@ -277,9 +277,10 @@ def metadata(source: SourceRule) -> Metadata:
       names no technique, tactic, group or software is left out, with a note.
     * Technique tags with no tactic tag beside them (nothing names one, and there is no ATT&CK data
       offline to look it up) are left out, with a note: SigmaHQ refuses a technique without its tactic.
-    * A GitHub link to a file on a branch, as SigmaHQ's ``sigmahq_github_link`` check finds them
-      (it wants permalinks, pinned to a commit), is left out with a note; silently when a permalink
-      to the same file (the source's own, from its MANIFEST.tsv) is among the references.
+    * A GitHub link to a file on a branch is left out silently when a permalink to the same file
+      (the source's own, from its MANIFEST.tsv) is among the references; otherwise, when SigmaHQ's
+      ``sigmahq_github_link`` check would find it (it wants permalinks, pinned to a commit), with a
+      note.
     """
     notes: list[str] = []
     tags = [tag for name in source.tactics if (tag := _tactic_tag(name, notes))]
@@ -295,16 +296,18 @@ def metadata(source: SourceRule) -> Metadata:
                 notes.append(f"reference {url} was left out: SigmaHQ wants ATT&CK as tags, and it names none")
         else:
             references.append(url)
-    pinned = {_github_file(url) for url in references if not _branch_link(url)} - {None}
+    pinned = {_github_file(url) for url in references if _COMMIT.match(url)} - {None}
     kept = []
     for url in references:
-        if not _branch_link(url):
-            kept.append(url)
-        elif _github_file(url) not in pinned:
+        if not _COMMIT.match(url) and _github_file(url) in pinned:
+            continue  # the same file's permalink stands for it
+        if _branch_link(url):
             notes.append(
                 f"reference {url} was left out: it links a GitHub branch, whose file changes, and "
                 "SigmaHQ accepts only permalinks (a commit in the link)"
             )
+        else:
+            kept.append(url)
     tags = list(dict.fromkeys(tags))
     techniques = [tag for tag in tags if _TECHNIQUE_TAG.fullmatch(tag)]
     if techniques and not any(tag.removeprefix("attack.") in ATTACK_TACTICS for tag in tags):

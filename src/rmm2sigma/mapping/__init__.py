@@ -173,7 +173,7 @@ def map_detection(
         spec = specs[spec.fallback_table]
     if predicate is True or predicate is False:
         raise _nothing_left(source_predicate, mapper.notes)
-    predicate = literal_wildcards(predicate)
+    predicate = regexes_one_by_one(literal_wildcards(predicate))
     if spec.approximate:
         mapper.change_model(spec.approximate, first=True)
     if spec.conditions:
@@ -480,6 +480,22 @@ def literal_wildcards(node: Node) -> Node:
     if len(tests) == 1:
         return tests[0]
     return (And if node.match_all != node.negated else Or)(tuple(tests))
+
+
+def regexes_one_by_one(node: Node) -> Node:
+    """A test that all of several regexes match (``has_all`` under ``--exact``) as one test per
+    regex: pySigma reads ``|re|all`` as intended, but SigmaHQ's ``invalid_modifier_combinations``
+    check refuses ``all`` without ``contains``. A negation flips the AND into an OR."""
+    if isinstance(node, Not):
+        return Not(regexes_one_by_one(node.item))
+    if isinstance(node, And | Or):
+        return type(node)(tuple(regexes_one_by_one(item) for item in node.items))
+    if not isinstance(node, Predicate) or node.match is not Match.REGEX or not node.match_all:
+        return node
+    if len(node.values) < 2:
+        return node
+    tests = tuple(replace(node, values=(value,), match_all=False) for value in node.values)
+    return Or(tests) if node.negated else And(tests)
 
 
 def _term_regex(leaf: Predicate) -> Predicate:
