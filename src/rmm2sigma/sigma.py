@@ -201,7 +201,7 @@ def branch_name(name: str, category: str, table: str | None = None, branch: int 
     head, dash, last = name.rpartition(" - ")
     if dash and last.strip().lower() in _CATEGORY_PHRASES:
         name = head
-    title = _CATEGORY_TITLES.get(category, category.replace("_", " ").title())
+    title = category_title(category)
     told = [part for part in (table, f"Branch {branch}" if branch is not None else None) if part]
     return f"{name} - {title}" + (f" ({', '.join(told)})" if told else "")
 
