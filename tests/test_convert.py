@@ -89,10 +89,11 @@ def test_sigma_text_follows_sigmahq_conventions(tmp_path: Path) -> None:
     assert document["tags"] == ["attack.command-and-control", "attack.defense-evasion", "attack.t1219"]
     assert document["date"] == dt.date(2026, 1, 2)
     assert document["detection"]["selection"] == {
-        "Company|contains": "Demo\\*Corp\\?",  # KQL has no wildcards: Sigma's must be escaped
+        # KQL has no wildcards: a literal * or ? is a regex (SigmaHQ reports an escaped wildcard)
+        "Company|re|i": "Demo\\*Corp\\?",
         "Image|endswith": "\\demo.exe",
     }
-    assert "\n    selection:\n        Company|contains:" in text and not text.startswith("---")
+    assert "\n    selection:\n        Company|re|i:" in text and not text.startswith("---")
     assert converted["rule"].filename == "proc_creation_win_rmm_demo.yml"
 
 

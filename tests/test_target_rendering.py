@@ -80,7 +80,8 @@ def test_a_negated_case_sensitive_list_excludes_exactly_its_values() -> None:
 
 def test_account_values_are_not_split_into_domain_and_user() -> None:
     kusto = transpile(r"DeviceProcessEvents | where AccountName in ('a*b', @'x\y')", "kusto")
-    assert "AccountDomain" not in kusto and 'in ("a*b", "x\\\\y")' in kusto
+    assert "AccountDomain" not in kusto and 'AccountName == "x\\\\y"' in kusto
+    assert 'AccountName matches regex "^a\\\\*b$"' in kusto  # a literal star: a regex in the Sigma rule
 
 
 def test_the_report_labels_case_sensitive_lists_exact_for_kusto() -> None:

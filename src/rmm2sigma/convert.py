@@ -26,7 +26,7 @@ from .kql.lower import Schema, lower
 from .kql.union import Branch, split_union
 from .mapping import MappedRule, map_detection
 from .model import Fidelity
-from .sigma import Options, branch_name, emit, rule_id
+from .sigma import Options, branch_name, category_title, emit, rule_id
 from .sources import SourceRule, read_sources
 
 
@@ -126,6 +126,7 @@ def convert_rules(
             raise failures[0]
         raise _located(UnsupportedKqlError("; ".join(empty), line=query.pos.line or None), source)
     categories = Counter(_category(mapped) for _, mapped in converted)
+    tables = Counter((_category(mapped), branch.table) for branch, mapped in converted)
     named = [
         replace(
             branch_source(source, branch),
@@ -133,6 +134,7 @@ def convert_rules(
                 source.name or PurePath(source.path).stem,
                 _category(mapped),
                 branch.table if categories[_category(mapped)] > 1 else None,
+                branch.index + 1 if tables[_category(mapped), branch.table] > 1 else None,
             ),
         )
         for branch, mapped in converted
@@ -215,7 +217,7 @@ def _convert(source: SourceRule, mapped: MappedRule, options: Options, wanted: S
     document = emitted.document
     queries: dict[str, str] = {}
     errors: dict[str, str] = {}
-    notes = [*mapped.notes, *source.rule_notes]
+    notes = [*mapped.notes, *source.rule_notes, *emitted.notes]
     page_filters = rule_filters(source, mapped, emitted.document, options.exact)
     applied = options.apply_filters and bool(page_filters.filters)
     notes.extend(_page_notes(source, page_filters, applied))
@@ -367,7 +369,7 @@ def convert_all(
         with ProcessPoolExecutor(workers) as pool:
             convert = partial(convert_input, options=options, wanted=wanted)
             results = _collect(pool.map(convert, paths, chunksize=chunk), done)
-    return merge_duplicates(results)
+    return unique_titles(merge_duplicates(results))
 
 
 def _collect(results: Iterable[InputResult], done: Callable[[InputResult], None] | None) -> list[InputResult]:
@@ -418,6 +420,71 @@ def merge_duplicates(results: Sequence[InputResult]) -> list[InputResult]:
             )
         merged[index] = replace(merged[index], rules=tuple(rules), warnings=tuple(warnings))
     return merged
+
+
+SINGLE_EVENT = " - Single Event"  # the title of a correlation's base rule ends so (correlation.py)
+
+
+def unique_titles(results: Sequence[InputResult]) -> list[InputResult]:
+    """Every rule title (correlations and their base rules included) used once in the batch.
+
+    SigmaHQ's ``duplicate_title`` check compares titles as they are, across all rules. Rules whose
+    title another rule has too are told apart by their category when that differs among them,
+    else by the start of their rule id (``Name (2F596077)``): each from the rule itself, never by
+    input order, so adding an input does not rename another's rule. A note says so.
+    """
+    from .sigma import dump_yaml
+    from .sigmahq import safe_documents
+
+    rules = [rule for result in results for rule in result.rules]
+    titles = {id(rule): _titles(safe_documents(rule.yaml)) for rule in rules}
+    counts = Counter(title for rule in rules for title in titles[id(rule)])
+    clashing = [rule for rule in rules if any(counts[t] > 1 for t in titles[id(rule)])]
+    if not clashing:
+        return list(results)
+    by_title: dict[str, list[RuleResult]] = {}
+    for rule in clashing:
+        by_title.setdefault(rule.title, []).append(rule)
+    renamed: dict[int, RuleResult] = {}
+    taken = set(counts)
+    for rule in clashing:
+        others = {other.category for other in by_title[rule.title] if other is not rule}
+        suffix = f" - {category_title(rule.category)}" if others and rule.category not in others else ""
+        if not suffix or rule.title.endswith(suffix) or _retitle(rule.title, suffix) in taken:
+            suffix = f" ({rule.rule_id.replace('-', '')[:8].upper()})"
+        documents = [document for document in safe_documents(rule.yaml) if document]
+        for document in documents:
+            if "title" in document:
+                document["title"] = _retitle(str(document["title"]), suffix)
+        title = _retitle(rule.title, suffix)
+        taken.add(title)
+        note = f"another rule of this conversion is titled {rule.title!r} too: this one is {title!r}"
+        renamed[id(rule)] = replace(
+            rule,
+            title=title,
+            yaml="---\n".join(dump_yaml(document) for document in documents),
+            notes=(*rule.notes, note),
+        )
+    return [
+        replace(result, rules=tuple(renamed.get(id(rule), rule) for rule in result.rules))
+        if any(id(rule) in renamed for rule in result.rules)
+        else result
+        for result in results
+    ]
+
+
+def _titles(documents: Sequence[Any]) -> list[str]:
+    return [str(document["title"]) for document in documents if document and "title" in document]
+
+
+def _retitle(title: str, suffix: str, limit: int = 120) -> str:
+    """``title`` with ``suffix`` (before a base rule's " - Single Event"), within SigmaHQ's limit."""
+    single = title.endswith(SINGLE_EVENT)
+    head = title.removesuffix(SINGLE_EVENT) if single else title
+    tail = suffix + (SINGLE_EVENT if single else "")
+    if len(head) + len(tail) > limit:
+        head = head[: limit - len(tail) - 3].rstrip() + "..."
+    return head + tail
 
 
 def detection_key(rule_yaml: str) -> str:

@@ -26,7 +26,7 @@ from datetime import timedelta
 from typing import TYPE_CHECKING, Any
 
 from . import targets
-from .mapping import MappedRule
+from .mapping import MappedRule, TableSpec
 from .model import Fidelity, Threshold
 from .sigma import Options, dump_yaml, rule_document
 from .sources import SourceRule
@@ -72,13 +72,8 @@ def plan(mapped: MappedRule) -> Plan | None:
     if aggregation is None or aggregation.having is None:
         return None
     threshold = aggregation.having
-    names = targets.aggregation_names()["columns"]
-    group_by: list[str] = []
-    dropped: list[str] = []
+    group_by, dropped = group_fields(mapped.table, aggregation.by)
     notes: list[str] = []
-    for column in aggregation.by:
-        field = _sigma_field(mapped, column) or names.get(column, {}).get("sigma")
-        (group_by if field else dropped).append(field or column)
     if dropped:
         notes.append(
             f"group-by column(s) {', '.join(dropped)} have no Sigma field to group by (a file name is "
@@ -122,9 +117,23 @@ def plan(mapped: MappedRule) -> Plan | None:
     return Plan(threshold, kind, field, tuple(group_by), tuple(dropped), timespan, from_bin, tuple(notes))
 
 
-def _sigma_field(mapped: MappedRule, column: str) -> str | None:
+def group_fields(table: TableSpec, by: tuple[str, ...]) -> tuple[list[str], list[str]]:
+    """The Sigma fields a correlation groups by for the ``by`` columns, and the columns with none.
+
+    With none at all the threshold is left out (``mapping.map_detection``): SigmaHQ refuses a
+    correlation without ``group-by``."""
+    names = targets.aggregation_names()["columns"]
+    group_by: list[str] = []
+    dropped: list[str] = []
+    for column in by:
+        field = _sigma_field(table, column) or names.get(column, {}).get("sigma")
+        (group_by if field else dropped).append(field or column)
+    return group_by, dropped
+
+
+def _sigma_field(table: TableSpec, column: str) -> str | None:
     """The Sigma field of a group-by column; a file name's field is a whole path, finer: none."""
-    spec = mapped.table.fields.get(column)
+    spec = table.fields.get(column)
     return spec.field if spec is not None and spec.part is None else None
 
 

@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from functools import cache
 from pathlib import PurePath
 from typing import Any
+from urllib.parse import unquote
 
 from ruamel.yaml import YAML
 from sigma.exceptions import SigmaError
@@ -25,6 +26,7 @@ from sigma.rule import SigmaRule
 from .errors import UnsupportedKqlError
 from .mapping import MappedRule
 from .model import ANY_COLUMN, And, Match, Node, Not, Or, Predicate, Value
+from .sigmahq import ATTACK_TACTICS
 from .sources import SourceRule
 from .targets import data_model
 
@@ -139,6 +141,7 @@ class EmittedRule:
     category: str
     filename: str
     document: dict[str, Any]  # what ``yaml`` holds, as plain data (dates as dates)
+    notes: tuple[str, ...] = ()  # what the metadata left out or changed (tags, references)
 
 
 def emit(source: SourceRule, mapped: MappedRule, options: Options) -> EmittedRule:
@@ -154,11 +157,12 @@ def emit(source: SourceRule, mapped: MappedRule, options: Options) -> EmittedRul
         mapped.table.logsource.get("category") or mapped.table.logsource["service"],
         file_name(source, mapped),
         document,
+        metadata(source).notes,
     )
 
 
 def rule_document(source: SourceRule, mapped: MappedRule, options: Options) -> dict[str, Any]:
-    urls = _URL.findall(f"{source.description or ''} {source.hypothesis or ''}")
+    meta = metadata(source)
     description = " ".join(_URL.sub("", source.description or "").split())
     if len(description) < 16:
         description = f"Detects the activity of the Microsoft Sentinel query {_title(source)!r}."
@@ -172,10 +176,10 @@ def rule_document(source: SourceRule, mapped: MappedRule, options: Options) -> d
         "related": [{"id": other, "type": "similar"} for other in options.related],
         "status": "experimental",
         "description": description,
-        "references": list(dict.fromkeys(u.rstrip(".,)") for u in (*urls, *source.references))),
+        "references": list(meta.references),
         "author": options.author,
         "date": options.date or source.date or DEFAULT_DATE,
-        "tags": attack_tags(source),
+        "tags": list(meta.tags),
         "logsource": dict(mapped.table.logsource),
         "detection": detection_document(detection.predicate),
         "falsepositives": [_sentence(fp.scenario) for fp in source.false_positives] or ["Unknown"],
@@ -196,14 +200,21 @@ def rule_id(source: SourceRule, exact: bool) -> str:
     return str(uuid.UUID(bytes=digest[:16], version=4))
 
 
-def branch_name(name: str, category: str, table: str | None = None) -> str:
+def branch_name(name: str, category: str, table: str | None = None, branch: int | None = None) -> str:
     """The name of a union branch's rule: the query's name (less a category it claims) with the
-    branch's own category, and its Defender table when two branches share one category."""
+    branch's own category, its Defender table when two branches share one category, and its place
+    in the union (1-based) when they share the table too: rule titles must be unique."""
     head, dash, last = name.rpartition(" - ")
     if dash and last.strip().lower() in _CATEGORY_PHRASES:
         name = head
-    title = _CATEGORY_TITLES.get(category, category.replace("_", " ").title())
-    return f"{name} - {title}" + (f" ({table})" if table else "")
+    title = category_title(category)
+    told = [part for part in (table, f"Branch {branch}" if branch is not None else None) if part]
+    return f"{name} - {title}" + (f" ({', '.join(told)})" if told else "")
+
+
+def category_title(category: str) -> str:
+    """A Sigma category as titles name it (``process_creation`` -> ``Process Creation``)."""
+    return _CATEGORY_TITLES.get(category, category.replace("_", " ").title())
 
 
 def _title(source: SourceRule, category: str | None = None) -> str:
@@ -213,14 +224,21 @@ def _title(source: SourceRule, category: str | None = None) -> str:
     return title_case(name)
 
 
+# SigmaHQ titles never start with the word "Detect(s)": as a word, or the first part of a hyphenated,
+# snake_case or CamelCase name (``detect-bluekeep-exploitation-attempts``, ``DetectTorRelay``)
+_DETECT = re.compile(r"(?:[Dd]etects?|DETECTS?)(?:$|[-_:]+|(?=[A-Z][a-z]))")
+
+
 def title_case(text: str, limit: int = 120) -> str:
     """SigmaHQ's title style: Title Case but for small words, no leading "Detects", no final dot."""
     name = " ".join(text.split()).rstrip(".")
     if not name:
         return ""
     words = [w if not w.islower() or w in _SMALL_WORDS else w[:1].upper() + w[1:] for w in name.split(" ")]
-    if words and words[0].lower().startswith("detect"):
-        words = words[1:] or ["Activity"]
+    lead = _DETECT.match(words[0])
+    if lead:  # the word only: "Detection of X" keeps it, "detect-x-activity" keeps "x-activity"
+        rest = words[0][lead.end() :]
+        words = ([rest] if rest else []) + words[1:] or ["Activity"]
     title = " ".join(words)
     title = title[:1].upper() + title[1:]
     return title if len(title) <= limit else title[: limit - 3].rstrip() + "..."
@@ -245,12 +263,145 @@ def _sentence(text: str) -> str:
     return text[:1].upper() + text[1:]
 
 
+@dataclass(frozen=True)
+class Metadata:
+    """A rule's ``tags`` and ``references`` as SigmaHQ accepts them, and notes on what changed."""
+
+    tags: tuple[str, ...]
+    references: tuple[str, ...]
+    notes: tuple[str, ...]
+
+
+def metadata(source: SourceRule) -> Metadata:
+    """Tags and references of the rule converted from ``source``.
+
+    * A Sentinel tactic that is no ATT&CK tactic (``Ransomware``, ``Exploit``, ``Malware,
+      component``: Defender's threat-analytics categories) never becomes a tag: one that ATT&CK
+      files under a single tactic becomes that tactic (:data:`_TACTIC_ALIASES`), any other is left
+      out, with a note.
+    * A link to attack.mitre.org becomes the tag it names (SigmaHQ: a tag, not a link); a page that
+      names no technique, tactic, group or software is left out, with a note.
+    * Technique tags with no tactic tag beside them (nothing names one, and there is no ATT&CK data
+      offline to look it up) are left out, with a note: SigmaHQ refuses a technique without its tactic.
+    * A GitHub link to a file on a branch is left out silently when a permalink to the same file
+      (the source's own, from its MANIFEST.tsv) is among the references; otherwise, when SigmaHQ's
+      ``sigmahq_github_link`` check would find it (it wants permalinks, pinned to a commit), with a
+      note.
+    """
+    notes: list[str] = []
+    tags = [tag for name in source.tactics if (tag := _tactic_tag(name, notes))]
+    tags += [f"attack.{t.lower()}" for t in source.techniques if _TECHNIQUE_ID.fullmatch(t)]
+    urls = _URL.findall(f"{source.description or ''} {source.hypothesis or ''}")
+    references: list[str] = []
+    for url in dict.fromkeys(u.rstrip(".,)") for u in (*urls, *source.references)):
+        if _ATTACK_SITE.match(url):
+            tag = _attack_link_tag(url)
+            if tag:
+                tags.append(tag)
+            else:
+                notes.append(f"reference {url} was left out: SigmaHQ wants ATT&CK as tags, and it names none")
+        else:
+            references.append(url)
+    pinned = {_github_file(url) for url in references if _COMMIT.match(url)} - {None}
+    kept = []
+    for url in references:
+        if not _COMMIT.match(url) and _github_file(url) in pinned:
+            continue  # the same file's permalink stands for it
+        if _branch_link(url):
+            notes.append(
+                f"reference {url} was left out: it links a GitHub branch, whose file changes, and "
+                "SigmaHQ accepts only permalinks (a commit in the link)"
+            )
+        else:
+            kept.append(url)
+    tags = list(dict.fromkeys(tags))
+    techniques = [tag for tag in tags if _TECHNIQUE_TAG.fullmatch(tag)]
+    if techniques and not any(tag.removeprefix("attack.") in ATTACK_TACTICS for tag in tags):
+        notes.append(
+            f"technique(s) {', '.join(t.removeprefix('attack.').upper() for t in techniques)} are named "
+            "without a tactic, and SigmaHQ wants each technique's tactic tagged beside it: no tag for them"
+        )
+        tags = [tag for tag in tags if tag not in techniques]
+    return Metadata(tuple(tags), tuple(kept), tuple(notes))
+
+
 def attack_tags(source: SourceRule) -> list[str]:
-    tactics = [
-        "attack." + re.sub(r"(?<=[a-z])(?=[A-Z])", "-", t).replace(" ", "-").lower() for t in source.tactics
-    ]
-    techniques = [f"attack.{t.lower()}" for t in source.techniques if re.fullmatch(r"[Tt]\d{4}(\.\d{3})?", t)]
-    return list(dict.fromkeys(tactics + techniques))
+    """The rule's ``attack.*`` tags: see :func:`metadata`."""
+    return list(metadata(source).tags)
+
+
+# Enterprise ATT&CK tactics by id, as SigmaHQ's tags name them
+_TACTIC_IDS = {
+    "TA0043": "reconnaissance",
+    "TA0042": "resource-development",
+    "TA0001": "initial-access",
+    "TA0002": "execution",
+    "TA0003": "persistence",
+    "TA0004": "privilege-escalation",
+    "TA0005": "defense-evasion",
+    "TA0006": "credential-access",
+    "TA0007": "discovery",
+    "TA0008": "lateral-movement",
+    "TA0009": "collection",
+    "TA0011": "command-and-control",
+    "TA0010": "exfiltration",
+    "TA0040": "impact",
+}
+# Sentinel "tactics" that are not ATT&CK tactics but that ATT&CK files under one tactic, and why
+_TACTIC_ALIASES = {"ransomware": ("impact", "ransomware's encryption is Data Encrypted for Impact, T1486")}
+_TECHNIQUE_ID = re.compile(r"[Tt]\d{4}(\.\d{3})?")
+_TECHNIQUE_TAG = re.compile(r"attack\.t\d{4}(\.\d{3})?")
+_ATTACK_SITE = re.compile(r"https?://attack\.mitre\.org(/|$)", re.I)
+_ATTACK_PAGE = re.compile(
+    r"/(?:wiki/)?(?:techniques?|tactics?|groups?|software)/"
+    r"(?:(T\d{4})(?:[/.](\d{3}))?|(TA\d{4})|([GS]\d{4}))(?=/|$|[?#])",
+    re.I,
+)
+# SigmaHQ's sigmahq_github_link check: a GitHub link to a file whose path has no commit in it
+_GITHUB_FILE = re.compile(r"https://github\.com/.*\.\w{1,3}$")
+_COMMIT = re.compile(r".*/[0-9a-z]{40}/.*")
+_GITHUB_PATH = re.compile(r"https?://github\.com/([^/]+/[^/]+)/(blob|raw|tree)/[^/]+/(.+)$", re.I)
+
+
+def _tactic_tag(name: str, notes: list[str]) -> str | None:
+    shortname = re.sub(r"(?<=[a-z])(?=[A-Z])", "-", name.strip()).replace(" ", "-").lower()
+    if shortname in ATTACK_TACTICS:
+        return f"attack.{shortname}"
+    if shortname in _TACTIC_ALIASES:
+        tactic, why = _TACTIC_ALIASES[shortname]
+        notes.append(f"the Sentinel tactic {name!r} is not an ATT&CK tactic: tagged attack.{tactic} ({why})")
+        return f"attack.{tactic}"
+    notes.append(
+        f"the Sentinel tactic {name!r} is not an ATT&CK tactic and names no single one: it gives no tag"
+    )
+    return None
+
+
+def _attack_link_tag(url: str) -> str | None:
+    """``https://attack.mitre.org/techniques/T1059/001/`` -> ``attack.t1059.001`` (tactics by id,
+    groups and software too); None for a page that names none of them."""
+    match = _ATTACK_PAGE.search(url)
+    if match is None:
+        return None
+    technique, sub, tactic, other = match.groups()
+    if technique:
+        return f"attack.{technique.lower()}" + (f".{sub}" if sub else "")
+    if tactic:
+        name = _TACTIC_IDS.get(tactic.upper())
+        return f"attack.{name}" if name else None
+    return f"attack.{other.lower()}"
+
+
+def _branch_link(url: str) -> bool:
+    """SigmaHQ's check, as it is: a link to a GitHub file with a short extension (``.yml``, ``.md``,
+    ``.ps1``; not ``.yaml``, so a page's "Original source" on a branch stays) and no commit in it."""
+    return bool(_GITHUB_FILE.match(url)) and not _COMMIT.match(url)
+
+
+def _github_file(url: str) -> tuple[str, str] | None:
+    """The repository and path a GitHub file link names, whatever branch or commit it is on."""
+    match = _GITHUB_PATH.match(url)
+    return (match.group(1).lower(), unquote(match.group(3))) if match else None
 
 
 def file_name(source: SourceRule, mapped: MappedRule) -> str:

@@ -173,6 +173,7 @@ def map_detection(
         spec = specs[spec.fallback_table]
     if predicate is True or predicate is False:
         raise _nothing_left(source_predicate, mapper.notes)
+    predicate = regexes_one_by_one(literal_wildcards(predicate))
     if spec.approximate:
         mapper.change_model(spec.approximate, first=True)
     if spec.conditions:
@@ -181,6 +182,7 @@ def map_detection(
             for field, value in spec.conditions.items()
         )
         predicate = And((*implied, predicate))
+    detection = _groupable(detection, spec, mapper)
     mapped = replace(detection, table=spec.name, predicate=simplify(predicate))
     notes = tuple(dict.fromkeys(n for n in (*mapper.notes, *detection.notes) if n))
     return MappedRule(mapped, spec, mapper.fidelity, notes, mapper.measurable)
@@ -255,6 +257,24 @@ def _fallback_aggregation(
     return replace(
         detection, aggregation=replace(detection.aggregation, by=kept), notes=detection.notes + notes
     )
+
+
+def _groupable(detection: Detection, spec: TableSpec, mapper: _Mapper) -> Detection:
+    """The detection without its threshold when no group-by column has a Sigma field: SigmaHQ
+    refuses a correlation without ``group-by``, so the rule reports every event (wider), noted."""
+    from ..correlation import group_fields  # it imports this module
+
+    aggregation = detection.aggregation
+    if aggregation is None or aggregation.having is None or group_fields(spec, aggregation.by)[0]:
+        return detection
+    by = ", ".join(aggregation.by)
+    verb = "has" if len(aggregation.by) == 1 else "have"
+    per = f"per {by}, which {verb} no Sigma field" if by else "over all events"
+    mapper.leave_out(
+        f"the threshold `{aggregation.having.text}` was left out: it counts {per}, and SigmaHQ refuses a "
+        "correlation without a group-by field; every matching event is reported, so the rule is wider"
+    )
+    return replace(detection, aggregation=replace(aggregation, having=None, bin=None))
 
 
 def _rename_columns(node: Node, renames: Mapping[str, str]) -> Node:
@@ -431,6 +451,63 @@ def _bounded(needle: str, match: Match) -> bool:
     start = match is Match.HASSUFFIX or not needle[0].isalnum()
     end = match is Match.HASPREFIX or not needle[-1].isalnum()
     return start and end
+
+
+# Where a regex must match for each plain test: anywhere, or from the start and/or to the end
+_ANCHORS = {
+    Match.CONTAINS: ("", ""),
+    Match.STARTSWITH: ("^", ""),
+    Match.ENDSWITH: ("", "$"),
+    Match.EQUALS: ("^", "$"),
+}
+_WILDCARD = re.compile(r"[*?]")
+
+
+def literal_wildcards(node: Node) -> Node:
+    """Values holding a ``*`` or ``?``, which KQL reads literally, as the regex that matches them.
+
+    A Sigma value can only say "a literal star" as ``\\*``, which SigmaHQ's ``escaped_wildcard``
+    check reports on every rule; the escaped regex is the same test (``contains`` unanchored,
+    ``startswith`` ``^``, ``endswith`` ``$``, ``==`` both, case as the test's). A test's other values
+    stay plain: any of them (``in``) is an OR of the two tests, all of them (``has_all``) an AND,
+    and a negation flips which. Keywords (a search over the whole event) have no regex and stay.
+    """
+    if isinstance(node, Not):
+        return Not(literal_wildcards(node.item))
+    if isinstance(node, And | Or):
+        return type(node)(tuple(literal_wildcards(item) for item in node.items))
+    if not isinstance(node, Predicate) or node.column == ANY_COLUMN or node.match not in _ANCHORS:
+        return node
+    literal = [v for v in node.values if isinstance(v, str) and _WILDCARD.search(v)]
+    if not literal:
+        return node
+    start, end = _ANCHORS[node.match]
+    patterns = [start + regex_escape(str(value)) + end for value in literal]
+    plain = tuple(v for v in node.values if v not in literal)
+    # one regex per test under `all`: a regex value list means any of them
+    regexes = [(pattern,) for pattern in patterns] if node.match_all else [tuple(patterns)]
+    tests = [replace(node, match=Match.REGEX, values=values, match_all=False) for values in regexes]
+    if plain:
+        tests.insert(0, replace(node, values=plain))
+    if len(tests) == 1:
+        return tests[0]
+    return (And if node.match_all != node.negated else Or)(tuple(tests))
+
+
+def regexes_one_by_one(node: Node) -> Node:
+    """A test that all of several regexes match (``has_all`` under ``--exact``) as one test per
+    regex: pySigma reads ``|re|all`` as intended, but SigmaHQ's ``invalid_modifier_combinations``
+    check refuses ``all`` without ``contains``. A negation flips the AND into an OR."""
+    if isinstance(node, Not):
+        return Not(regexes_one_by_one(node.item))
+    if isinstance(node, And | Or):
+        return type(node)(tuple(regexes_one_by_one(item) for item in node.items))
+    if not isinstance(node, Predicate) or node.match is not Match.REGEX or not node.match_all:
+        return node
+    if len(node.values) < 2:
+        return node
+    tests = tuple(replace(node, values=(value,), match_all=False) for value in node.values)
+    return Or(tests) if node.negated else And(tests)
 
 
 def _term_regex(leaf: Predicate) -> Predicate:
