@@ -44,13 +44,14 @@ def _pipeline(name: str) -> Any:
 def _kusto() -> Backend:
     from sigma.pipelines.microsoftxdr import microsoft_xdr_pipeline
 
-    from .kusto import Rmm2SigmaKustoBackend
+    from .kusto import Rmm2SigmaKustoBackend, defender_events_pipeline
 
     xdr = microsoft_xdr_pipeline()
     # Our User values are AccountName values, never DOMAIN\user: the XDR pipeline's split would
     # rewrite every User value as a plain string, dropping |cased, and read `a\*b` as domain `a`.
     xdr.items = [item for item in xdr.items if item.identifier != "microsoft_xdr_domain_username_extract"]
-    return Rmm2SigmaKustoBackend(_pipeline("kusto_tables") + xdr + _pipeline("kusto_aggregation"))
+    tables = _pipeline("kusto_tables") + defender_events_pipeline()
+    return Rmm2SigmaKustoBackend(tables + xdr + _pipeline("kusto_aggregation"))
 
 
 def _splunk() -> Backend:
