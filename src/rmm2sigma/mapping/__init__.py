@@ -86,6 +86,7 @@ class TableSpec:
     categories: tuple[TableSpec, ...] = ()  # the table's other categories, chosen by ActionType
     conditions: Mapping[str, Value | list[Value]] | None = None  # Sigma tests the category implies
     unselected_note: str | None = None  # why the default category is approximate without ActionType
+    sigmahq_rule: str | None = None  # SigmaHQ's rule that is this category's event kind alone
 
 
 @dataclass(frozen=True)
@@ -133,6 +134,7 @@ def _table_spec(name: str, spec: Mapping[str, Any]) -> TableSpec:
         categories=tuple(_table_spec(name, category) for category in spec.get("categories") or ()),
         conditions=spec.get("conditions"),
         unselected_note=_one_line(spec.get("unselected_note")),
+        sigmahq_rule=spec.get("sigmahq_rule"),
     )
 
 
@@ -182,6 +184,11 @@ def map_detection(
         for field, value in (spec.conditions or {}).items()
     )
     if predicate is True:  # every other test was left out: the kind of event alone, wider
+        if spec.sigmahq_rule:  # a copy would fail SigmaHQ's duplicate-detection check
+            raise UnsupportedKqlError(
+                f"{category_note}, and no other test of the query can be expressed in it: the rule would "
+                f"be {_source_name(spec)} alone, which is SigmaHQ's rule {spec.sigmahq_rule}; use that rule"
+            )
         predicate = implied[0] if len(implied) == 1 else And(implied)
     elif implied:
         predicate = And((*implied, predicate))
