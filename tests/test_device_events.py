@@ -345,6 +345,16 @@ def test_tests_left_out_of_a_security_log_kind_leave_the_kind_and_say_so() -> No
     assert any("AdditionalFields has no field" in note for note in mapped.notes)
 
 
+def test_a_table_read_whole_is_no_rule_by_itself() -> None:
+    """Every logon (no ActionType test) is not a detection; failed logons, chosen by the query, are."""
+    assert "no condition of this query" in refused(
+        "let users = IdentityInfo | distinct AccountName;\nDeviceLogonEvents | where AccountName in (users)"
+    )
+    query = kql.parse("DeviceLogonEvents | where ActionType == 'LogonFailed'")
+    mapped = map_detection(lower(query, defender_schema()))
+    assert mapped.detection.predicate == Predicate("EventID", Match.EQUALS, (4625,))
+
+
 def test_a_kind_alone_that_sigmahq_ships_is_refused_naming_its_rule() -> None:
     message = refused("DeviceEvents | where ActionType == 'UserAccountCreated' | project AccountName")
     assert "SigmaHQ's rule win_security_user_creation" in message

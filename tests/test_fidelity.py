@@ -286,8 +286,8 @@ def _address_or_none(value: object) -> object:
         "DeviceEvents\n| where ActionType == 'CreateRemoteThreadApiCall' and FileName =~ 'lsass.exe'",
         "DeviceLogonEvents\n| where ActionType == 'LogonFailed' and AccountName =~ 'admin' "
         "and LogonType == 'Network'",
-        "DeviceEvents\n| where ActionType == 'UserAccountAddedToLocalGroup' and AccountName =~ 'Administrators' "
-        "and InitiatingProcessAccountName !endswith '$'",
+        "DeviceEvents\n| where ActionType == 'UserAccountAddedToLocalGroup' "
+        "and AccountName =~ 'Administrators' and InitiatingProcessAccountName !endswith '$'",
         "DeviceEvents\n| where ActionType == 'AntivirusDetection' and FileName endswith '.exe'",
         "DeviceEvents\n| where ActionType in ('FirewallOutboundConnectionBlocked', "
         "'FirewallInboundConnectionBlocked') and RemotePort == 445",

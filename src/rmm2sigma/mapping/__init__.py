@@ -154,10 +154,12 @@ def map_detection(
         raise UnsupportedKqlError(f"table {detection.table!r} has no Sigma log source mapping")
     if detection.predicate is None:
         raise UnsupportedKqlError("the query has no condition: a Sigma rule would match every event")
-    spec, source_predicate, category_note = _select_category(specs[detection.table], detection.predicate)
-    # a kind of event the Security or Defender log numbers (UserAccountCreated: EventID 4720) is a
-    # Sigma condition by itself; other categories need a test of their own
-    kind_alone = bool(category_note and spec.conditions)
+    table = specs[detection.table]
+    spec, source_predicate, category_note = _select_category(table, detection.predicate)
+    # a kind of event the query's ActionType test chose, which the Security or Defender log numbers
+    # (UserAccountCreated: EventID 4720), is a Sigma condition by itself; a table read whole (every
+    # logon) or another category needs a test of its own
+    kind_alone = bool(spec.conditions) and category_note not in (None, table.unselected_note)
     if source_predicate is None and not kind_alone:
         raise UnsupportedKqlError("the query tests only the ActionType: a Sigma rule needs a condition")
     detection = replace(detection, predicate=source_predicate)
@@ -169,7 +171,7 @@ def map_detection(
         renamed = _rename_columns(source_predicate, spec.fallback_columns)
         fallback = _Mapper(specs[spec.fallback_table], exact)
         predicate = fallback.node(renamed, positive=True)
-        fallback.change_model(specs[detection.table].fallback_note or "")
+        fallback.change_model(table.fallback_note or "")
         mapper = fallback
         detection = _fallback_aggregation(
             detection, spec.fallback_columns, schema, specs[spec.fallback_table].name
