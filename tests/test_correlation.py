@@ -16,9 +16,8 @@ from typer.testing import CliRunner
 from rmm2sigma import kql
 from rmm2sigma.cli import app
 from rmm2sigma.convert import RuleResult, convert_input, convert_rule, defender_schema
-from rmm2sigma.errors import UnsupportedKqlError
 from rmm2sigma.kql.lower import lower
-from rmm2sigma.model import Detection, Match
+from rmm2sigma.model import And, Detection, Match, Opaque
 from rmm2sigma.sigma import Options
 from rmm2sigma.sigmahq import check_rules
 from rmm2sigma.sources import read_source
@@ -111,13 +110,18 @@ def test_bin_gives_the_buckets_and_is_no_group_column() -> None:
         ("summarize n=count() by bin(DeviceName, 1h) | where n > 1", "only `bin()` of the event time"),
         (
             "summarize n=count() by DeviceName | where n > 1 | summarize count()",
-            "summarize after a threshold",
+            "summarize of a summary",
         ),
     ],
 )
-def test_unsound_thresholds_are_refused(tail: str, message: str) -> None:
-    with pytest.raises(UnsupportedKqlError, match=message.replace("(", r"\(").replace(")", r"\)")):
-        _lower(f"DeviceProcessEvents | where FileName =~ 'x.exe' | {tail}")
+def test_thresholds_no_correlation_can_keep_are_left_out_widening(tail: str, message: str) -> None:
+    """Without the filter after summarize (and what follows) every group is reported: wider."""
+    detection = _lower(f"DeviceProcessEvents | where FileName =~ 'x.exe' | {tail}")
+    assert isinstance(detection.predicate, And)
+    left_out = detection.predicate.items[-1]
+    assert isinstance(left_out, Opaque) and message in left_out.reason, left_out
+    kept = detection.aggregation.having if detection.aggregation else None
+    assert kept is None or (kept.match, kept.value) == (Match.GT, 1)  # only an earlier threshold stays
 
 
 def test_time_buckets_without_a_threshold_only_shape_the_summary() -> None:
@@ -128,15 +132,16 @@ def test_time_buckets_without_a_threshold_only_shape_the_summary() -> None:
     assert any("`bin(Timestamp, 1h)` of the summary are left out" in note for note in detection.notes)
 
 
-def test_a_rare_threshold_fails_with_its_location() -> None:
+def test_a_rare_threshold_is_left_out_with_its_location() -> None:
     result = convert_input(
         "rare.kql",
         OPTIONS,
         data=b"DeviceProcessEvents\n| where FileName =~ 'x.exe'\n| summarize count() by SHA1"
         b"\n| where count_ < 5",
     )
-    assert result.status == "failed" and result.error is not None
-    assert "rare.kql:4:3" in result.error and "only `>` and `>=` convert" in result.error
+    assert result.status == "converted" and [r.fidelity.value for r in result.rules] == ["approximate"]
+    notes = result.rules[0].notes
+    assert any("only `>` and `>=` convert (query line 4, column 3)" in note for note in notes), notes
 
 
 # ---------------------------------------------------------------- the Sigma files

@@ -101,17 +101,19 @@ def test_a_branch_lacking_a_required_column_selects_nothing_and_says_why() -> No
     assert "related" not in rules[0]["doc"]  # the only rule: nothing to link
 
 
-def test_a_negated_test_of_a_missing_column_is_not_taken_as_empty() -> None:
-    """`!has` is true on an empty string: the branch is not empty, and the lowering refuses it."""
+def test_a_test_of_a_missing_column_is_folded_into_its_value_on_the_empty_string() -> None:
+    """`!has "x"` is true on the empty string the union gives, `has` false: exact, per branch."""
     text = (
-        'union DeviceFileEvents, DeviceProcessEvents\n| where ProcessCommandLine !has "x" and FileName == "a"'
+        "union DeviceFileEvents, DeviceProcessEvents\n"
+        '| where ProcessCommandLine !has "x" and (FileName == "a" or ProcessCommandLine has "y")'
     )
-    assert [empty for _, _, empty in _branches(text)] == [None, None]
+    assert [(table, text) for table, text, _ in _branches(text)] == [
+        ("DeviceFileEvents", 'DeviceFileEvents | where FileName == "a"'),
+        ("DeviceProcessEvents", " ".join(text.replace("union DeviceFileEvents, ", "").split())),
+    ]
     rules, errors = _rules(text)
-    assert [r["category"] for r in rules] == ["process_creation"]
-    assert len(errors) == 1 and "union branch 1 (DeviceFileEvents)" in errors[0]
-    assert "empty in DeviceFileEvents" in errors[0]  # says why the column is missing there
-    assert errors[0].startswith("hunt.kql:2:")  # located in the file
+    assert [r["category"] for r in rules] == ["file_event", "process_creation"] and not errors
+    assert _branches('union DeviceFileEvents, DeviceProcessEvents | where ProcessCommandLine has "y"')[0][2]
 
 
 def test_one_rule_per_branch_linked_by_related_with_stable_ids() -> None:

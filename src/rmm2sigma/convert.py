@@ -142,8 +142,8 @@ def convert_rules(
         related = tuple(other for other in ids if other != own)
         try:
             rule = _convert(named_source, mapped, replace(options, related=related), wanted)
-        except Rmm2SigmaError as error:
-            failures.append(_in_branch(error, branch))
+        except Rmm2SigmaError as error:  # raised past the query (pySigma): name the file
+            failures.append(_in_branch(error if error.source else _located(error, source), branch))
             continue
         origin = (
             f"converted from {_branch_label(branch)} of the query's union, with the operators after "

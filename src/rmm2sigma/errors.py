@@ -75,5 +75,10 @@ class UnsupportedKqlError(Rmm2SigmaError):
     """Valid KQL that has no Sigma counterpart (e.g. a join on a computed column)."""
 
 
+class InexpressibleKqlError(UnsupportedKqlError):
+    """A test or operator a Sigma rule cannot carry, but that only keeps fewer of the rows selected
+    so far: the lowering leaves it out (the rule gets wider) instead of refusing the query."""
+
+
 class InputError(Rmm2SigmaError):
     """The file itself cannot be read (encoding, size, not a query document)."""

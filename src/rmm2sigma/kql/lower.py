@@ -14,7 +14,7 @@ from dataclasses import replace
 from datetime import timedelta
 from typing import TypeGuard
 
-from ..errors import UnsupportedKqlError
+from ..errors import InexpressibleKqlError, Rmm2SigmaError, UnsupportedKqlError
 from ..model import (
     ANY_COLUMN,
     AggregateFunction,
@@ -81,6 +81,11 @@ _SHAPING_KEYWORDS = frozenset(
 )
 # aggregates building a set or list (KQL's default output name prefix); a second argument caps the size
 _SET_FUNCTIONS = {"make_set": "set", "makeset": "set", "make_list": "list", "makelist": "list"}
+# join kinds whose result holds rows of the right side that no left row selected
+_RIGHT_JOINS = frozenset({"rightouter", "fullouter", "rightanti", "rightantisemi", "rightsemi"})
+_ROW_PLUGINS = frozenset({"bag_unpack"})  # evaluate plugins that reshape each input row
+# Defender's functions that add columns to each row (learn.microsoft.com, advanced hunting)
+_ENRICHMENTS = frozenset({"FileProfile", "DeviceFromIP", "SeenBy"})
 _PRIVATE_NETWORKS = ("10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16")  # RFC 1918, as ipv4_is_private
 _TIMESPAN = re.compile(r"^(\d+(?:\.\d+)?)(d|h|m|s|ms)$")
 _TIMESPAN_UNITS = {"d": "days", "h": "hours", "m": "minutes", "s": "seconds", "ms": "milliseconds"}
@@ -90,12 +95,27 @@ Schema = Mapping[str, Mapping[str, str]]
 
 def lower(query: k.Query, schema: Schema) -> Detection:
     """The detection a query performs; raises ``UnsupportedKqlError`` at the offending node."""
-    return _Lowering(query, schema).detection()
+    return lower_kept(query, schema)[0]
+
+
+def lower_kept(query: k.Query, schema: Schema) -> tuple[Detection, k.Query]:
+    """The detection and the part of the query it stands for: without a join side or the
+    operators it leaves out (each only widens), which is what a proof runs the rule against."""
+    lowering = _Lowering(query, schema)
+    detection = lowering.detection()
+    return detection, lowering.kept
 
 
 def _fail(message: str, node: object) -> UnsupportedKqlError:
+    """A refusal: converting would change what the query means (or it means nothing a rule can)."""
     pos = getattr(node, "pos", k.NOWHERE)
     return UnsupportedKqlError(message, line=pos.line or None, column=pos.column or None)
+
+
+def _skip(message: str, node: object) -> InexpressibleKqlError:
+    """A test or operator Sigma cannot carry: left out where that only widens, else a refusal."""
+    pos = getattr(node, "pos", k.NOWHERE)
+    return InexpressibleKqlError(message, line=pos.line or None, column=pos.column or None)
 
 
 class _Lowering:
@@ -104,10 +124,13 @@ class _Lowering:
         self.schema = schema
         self.scalars: dict[str, k.Expr] = {}
         self.tables: dict[str, k.Pipeline] = {}
+        self.functions: dict[str, k.FunctionDef] = {}
         for let in query.lets:
             if isinstance(let.value, k.Pipeline):
                 self.tables[let.name] = let.value
-            elif not isinstance(let.value, k.FunctionDef):  # a call to a function stays unresolved
+            elif isinstance(let.value, k.FunctionDef):  # a call to a function stays unresolved
+                self.functions[let.name] = let.value
+            else:
                 self.scalars[let.name] = let.value
         self.notes: list[str] = []
         self.window: timedelta | None = None
@@ -116,9 +139,10 @@ class _Lowering:
         self.set_caps: dict[str, int] = {}  # make_set(X, cap): the output name's cap
         self.bin_text = ""  # the summarize's `bin(Timestamp, ...)`, for the note when it is left out
         self.inlined: set[str] = set()
+        self.computed_by: list[str] = []  # summarize group-by columns computed by extend or `by x = ...`
 
     def detection(self) -> Detection:
-        body = self.body()
+        body, left_out = self.body()
         if self.query.earlier:
             raise _fail(
                 "a query with several result statements has no Sigma equivalent", self.query.earlier[0]
@@ -135,43 +159,18 @@ class _Lowering:
         if table not in self.schema:
             raise _fail(f"unknown table {table!r} (not in the Defender schema)", body.source)
         self.columns = self.schema[table]
-        conditions: list[Node] = []
+        conditions: list[Node] = [left_out] if left_out is not None else []
         aggregation: Aggregation | None = None
         extends: list[k.Extend] = []
-        for op in body.operators:
-            keyword = getattr(op, "keyword", None)
-            if isinstance(op, k.Where):
-                if aggregation is not None:
-                    aggregation = self.threshold(op, aggregation)
-                    continue
-                node = self.condition(op.predicate, top_level=True)
-                if node is not None:
-                    conditions.append(node)
-            elif isinstance(op, k.Summarize):
-                if aggregation is not None and aggregation.having is not None:
-                    raise _fail("a summarize after a threshold has no Sigma equivalent", op)
-                aggregation = self.aggregation(op)
-            elif isinstance(op, k.Extend) and aggregation is not None:
-                self.set_length(op, aggregation)
-            elif isinstance(op, k.Extend):
-                extends.append(op)
-                for assignment in op.columns:
-                    if assignment.name:
-                        self.computed[assignment.name] = self.inline(assignment.expr)
-            elif isinstance(op, k.Take):
-                self.notes.append(
-                    f"`{_shorten(to_kql(op))}` caps the rows a hunting query returns; a Sigma rule "
-                    "reports every matching event, so it is left out"
-                )
-            elif isinstance(op, k.Project | k.Distinct) or keyword in _SHAPING_KEYWORDS:
-                self.notes.append(f"output shaping `{_shorten(to_kql(op))}` is not part of a Sigma rule")
-            elif keyword == "top" and self.sorts_by_time(op):
-                self.notes.append(
-                    f"`{_shorten(to_kql(op))}` keeps the latest rows of a hunting query; a Sigma rule "
-                    "reports every matching event, so it is left out"
-                )
-            else:
-                raise _fail(f"`{keyword or type(op).__name__.lower()}` has no Sigma equivalent", op)
+        end = len(body.operators)
+        for index, op in enumerate(body.operators):
+            try:
+                aggregation = self.operator(op, conditions, aggregation, extends)
+            except InexpressibleKqlError as error:
+                conditions.append(self.leave_out(body.operators[index:], error))
+                end = index
+                break
+        self.kept = k.Query(self.query.lets, k.Pipeline(body.source, body.operators[:end], body.pos))
         for op in extends:
             unused = [a.name or "" for a in op.columns if (a.name or "") not in self.inlined]
             if unused:
@@ -187,6 +186,101 @@ class _Lowering:
             aggregation = replace(aggregation, bin=None)
         return Detection(table, predicate, self.window, aggregation, tuple(dict.fromkeys(self.notes)))
 
+    def operator(
+        self, op: k.Operator, conditions: list[Node], aggregation: Aggregation | None, extends: list[k.Extend]
+    ) -> Aggregation | None:
+        """Take in one operator: a filter, the summary, or output shaping (a note)."""
+        keyword = getattr(op, "keyword", None)
+        if isinstance(op, k.Where):
+            if aggregation is not None:
+                return self.threshold(op, aggregation)
+            node = self.condition(op.predicate, top_level=True)
+            if node is not None:
+                conditions.append(node)
+        elif isinstance(op, k.Summarize):
+            if aggregation is not None:
+                raise _skip("a summarize of a summary has no Sigma equivalent", op)
+            return self.aggregation(op)
+        elif isinstance(op, k.Extend) and aggregation is not None:
+            self.set_length(op, aggregation)
+        elif isinstance(op, k.Extend):
+            extends.append(op)
+            for assignment in op.columns:
+                if assignment.name:
+                    self.computed[assignment.name] = self.inline(assignment.expr)
+        elif isinstance(op, k.Take):
+            self.notes.append(
+                f"`{_shorten(to_kql(op))}` caps the rows a hunting query returns; a Sigma rule "
+                "reports every matching event, so it is left out"
+            )
+        elif isinstance(op, k.Project | k.ProjectRename):
+            self.notes.append(f"output shaping `{_shorten(to_kql(op))}` is not part of a Sigma rule")
+            for assignment in op.columns:  # `project A = B`: a later filter on A tests B
+                if assignment.name:
+                    self.computed[assignment.name] = self.inline(assignment.expr)
+        elif isinstance(op, k.Distinct) or keyword in _SHAPING_KEYWORDS:
+            self.notes.append(f"output shaping `{_shorten(to_kql(op))}` is not part of a Sigma rule")
+        elif keyword == "top" and self.sorts_by_time(op):
+            self.notes.append(
+                f"`{_shorten(to_kql(op))}` keeps the latest rows of a hunting query; a Sigma rule "
+                "reports every matching event, so it is left out"
+            )
+        else:
+            raise _skip(f"`{keyword or type(op).__name__.lower()}` has no Sigma equivalent", op)
+        return aggregation
+
+    def brings_rows(self, op: k.Operator) -> str | None:
+        """Why an operator returns rows that are not rows of its input, or None (see ``leave_out``)."""
+        if isinstance(op, k.Union):
+            return "adds the rows of other queries"
+        if isinstance(op, k.Join) and (op.kind or "").lower() in _RIGHT_JOINS:
+            return f"of kind {op.kind} returns rows of its right side"
+        if isinstance(op, k.Evaluate) and op.plugin.function not in _ROW_PLUGINS:
+            return f"`{op.plugin.function}` returns rows of its own"
+        if isinstance(op, k.Invoke):
+            return self.invoked_rows(op.function)
+        if isinstance(op, k.GetSchema):
+            return "returns the columns of the input, not its rows"
+        if isinstance(op, k.Partition):
+            return next(filter(None, map(self.brings_rows, op.operators)), None)
+        return None
+
+    def invoked_rows(self, call: k.Call) -> str | None:
+        """``invoke F()``: Defender's enrichment functions add columns to each row; a ``let``
+        function is followed through its body, which must start from the rows it is given."""
+        if call.function in _ENRICHMENTS:
+            return None
+        function = self.functions.get(call.function)
+        if function is None:
+            return f"runs `{call.function}()`, a function rmm2sigma cannot see"
+        body = function.body.body
+        first = function.params[0].name if function.params else None
+        if function.body.earlier or not (isinstance(body.source, k.TableRef) and body.source.name == first):
+            return f"runs `{call.function}()`, whose rows are not those of its input"
+        return next(filter(None, map(self.brings_rows, body.operators)), None)
+
+    def leave_out(self, rest: tuple[k.Operator, ...], error: InexpressibleKqlError) -> Opaque:
+        """The operators from the first one Sigma cannot carry to the end, left out of the rule.
+
+        That widens the rule when each of them only keeps, combines or reshapes rows selected
+        before it (a filter, a join kept on the left, a summary); one that brings rows of its own
+        (a union, a right join, a plugin) makes leaving them out a different query: a refusal.
+        """
+        for op in rest:
+            reason = self.brings_rows(op)
+            if reason is not None:
+                raise _fail(f"`{op.keyword}` {reason}: the query has no Sigma equivalent", op)
+        what = (
+            "it and the operators after it only keep or reshape"
+            if len(rest) > 1
+            else "it only keeps or reshapes"
+        )
+        return Opaque(
+            _shorten(to_kql(rest[0])),
+            f"{_located(error)}; {what} the rows selected before it",
+            rest[0].pos,
+        )
+
     def sorts_by_time(self, op: object) -> bool:
         """Whether a ``top`` orders by the event time only (then it just picks the latest rows)."""
         names = set(_names(op))
@@ -200,10 +294,41 @@ class _Lowering:
             return k.Call(expr.function, tuple(self.inline(a) for a in expr.args), expr.pos)
         return expr
 
-    def body(self) -> k.Pipeline:
-        """The query with a tabular ``let`` it starts from put in place: ``let x = T | where a;
+    def body(self) -> tuple[k.Pipeline, Opaque | None]:
+        """The pipeline whose rows the query returns, and the join side left out to get it.
+
+        A ``join`` of kind right* returns rows of its right side: that side is the query, the left
+        side only choosing among its rows. So is an inner join's right side when nothing filters
+        the left one (``T | join (U | where x) on k``): each row it returns has a row of ``U | where
+        x``. Leaving the other side out is a widening, stated as an ``Opaque`` condition.
+        """
+        body = self.expand(self.query.body)
+        for index, op in enumerate(body.operators):
+            if not isinstance(op, k.Join):
+                continue
+            kind = (op.kind or "innerunique").lower()
+            unfiltered = not any(isinstance(o, k.Where | k.Search) for o in body.operators[:index])
+            if kind not in _RIGHT_JOINS and not (unfiltered and kind in ("inner", "innerunique")):
+                break
+            if kind == "fullouter":
+                break  # rows of both sides: a refusal (see ``leave_out``)
+            rest = body.operators[index + 1 :] if kind in ("rightsemi", "rightanti", "rightantisemi") else ()
+            right = self.expand(op.right)
+            reason = (
+                f"a Sigma rule cannot join tables; the `join kind={kind}` (query line {op.pos.line}) returns "
+                "rows of its right side, which the rule keeps"
+                + (", with the operators after the join left out" if not rest else "")
+            )
+            left = Opaque(
+                f"{_shorten(to_kql(k.Pipeline(body.source, body.operators[:index])))} | join", reason, op.pos
+            )
+            return k.Pipeline(right.source, right.operators + rest, body.pos), left
+        return body, None
+
+    def expand(self, body: k.Pipeline) -> k.Pipeline:
+        """A pipeline with the tabular ``let`` it starts from put in place: ``let x = T | where a;
         x | where b`` is ``T | where a | where b`` (also through ``materialize()``)."""
-        body, seen = self.query.body, set()
+        seen: set[str] = set()
         while isinstance(body.source, k.TableRef) and body.source.name not in seen:
             seen.add(body.source.name)
             named: k.Expr | k.Pipeline | None = self.tables.get(body.source.name)
@@ -224,16 +349,24 @@ class _Lowering:
             parts = [self.condition(side, top_level and expr.op == "and") for side in _chain(expr, expr.op)]
             kept = tuple(p for p in parts if p is not None)
             if expr.op == "or" and len(kept) < 2:
-                raise _fail("a time filter inside `or` cannot be expressed", expr)
+                reason = "a time filter inside `or` cannot be expressed"
+                return Opaque(_shorten(to_kql(expr)), reason, expr.pos)
             return (And if expr.op == "and" else Or)(kept) if len(kept) > 1 else (kept[0] if kept else None)
         if isinstance(expr, k.Call) and expr.function == "not" and len(expr.args) == 1:
             inner = self.condition(expr.args[0])
             if inner is None:
-                raise _fail("a negated time filter cannot be expressed", expr)
+                return Opaque(_shorten(to_kql(expr)), "a negated time filter cannot be expressed", expr.pos)
             return Not(inner)
         if isinstance(expr, k.Name) and expr.name in self.computed:
             self.inlined.add(expr.name)
             return self.condition(self.computed[expr.name], top_level)
+        try:
+            return self.leaf(expr, top_level)
+        except InexpressibleKqlError as error:
+            return Opaque(_shorten(to_kql(expr)), _located(error), expr.pos)
+
+    def leaf(self, expr: k.Expr, top_level: bool) -> Node | None:
+        """A test of one column (or a time bound, which gives None)."""
         if isinstance(expr, k.Call):
             return self.call(expr)
         if isinstance(expr, k.Between):
@@ -260,9 +393,9 @@ class _Lowering:
                 return self.column_pair(expr, column, case, op, right)
             value = self.scalar(right)
             if isinstance(value, str) and match in (Match.LT, Match.LTE, Match.GT, Match.GTE):
-                raise _fail(f"`{op}` on a string has no Sigma modifier", expr)
+                raise _skip(f"`{op}` on a string has no Sigma modifier", expr)
             return self.test(expr, column, case, match, (value,), case_sensitive, negated)
-        raise _fail(f"`{_shorten(to_kql(expr))}` has no Sigma equivalent", expr)
+        raise _skip(f"`{_shorten(to_kql(expr))}` has no Sigma equivalent", expr)
 
     def call(self, expr: k.Call) -> Node:
         """A boolean function of one column: emptiness and IPv4 ranges."""
@@ -278,7 +411,7 @@ class _Lowering:
         if function in ("ipv4_is_in_range", "ipv4_is_match", "ipv4_is_private") and args:
             column, case = self.operand(args[0])
             if case is not None:
-                raise _fail(f"`{function}()` of a case-converted column has no Sigma equivalent", expr)
+                raise _skip(f"`{function}()` of a case-converted column has no Sigma equivalent", expr)
             if function == "ipv4_is_private":
                 if len(args) != 1:
                     raise _fail("`ipv4_is_private()` takes one address", expr)
@@ -286,12 +419,12 @@ class _Lowering:
             else:
                 networks = (self.network(expr),)
             return Predicate(column, Match.CIDR, networks, text=to_kql(expr), pos=expr.pos)
-        raise _fail(f"`{function}()` has no Sigma equivalent", expr)
+        raise _skip(f"`{function}()` has no Sigma equivalent", expr)
 
     def network(self, expr: k.Call) -> str:
         """The network of ``ipv4_is_in_range(ip, 'a.b.c.d/n')`` or ``ipv4_is_match(ip, 'a.b.c.d'[, n])``."""
         if len(expr.args) not in (2, 3) or (expr.function == "ipv4_is_in_range" and len(expr.args) != 2):
-            raise _fail(f"`{expr.function}()` with these arguments has no Sigma equivalent", expr)
+            raise _skip(f"`{expr.function}()` with these arguments has no Sigma equivalent", expr)
         text = self.scalar(expr.args[1])
         prefix = self.scalar(expr.args[2]) if len(expr.args) == 3 else None
         try:
@@ -319,7 +452,7 @@ class _Lowering:
             values = tuple(int(v) if isinstance(v, str) and re.fullmatch(r"-?\d+", v) else v for v in values)
         if case is not None and case_sensitive:
             if match is Match.REGEX:
-                raise _fail(f"`matches regex` on `{case}()` has no Sigma equivalent", expr)
+                raise _skip(f"`matches regex` on `{case}()` has no Sigma equivalent", expr)
             convert = _CASE_FUNCTIONS[case]
             # a value the conversion cannot produce never matches: without it the test is the same
             kept = tuple(v for v in values if not isinstance(v, str) or convert(v) == v)
@@ -340,7 +473,7 @@ class _Lowering:
         """``A == B``: Sigma's ``fieldref``."""
         other, other_case = self.operand(right)
         if op not in ("==", "!=", "=~", "!~") or case != other_case:
-            raise _fail(f"`{_shorten(to_kql(expr))}` compares two columns in a way Sigma cannot", expr)
+            raise _skip(f"`{_shorten(to_kql(expr))}` compares two columns in a way Sigma cannot", expr)
         _, case_sensitive, negated = _STRING_OPERATORS[op]
         return Predicate(
             column,
@@ -358,13 +491,13 @@ class _Lowering:
         match, case_sensitive, negated = _STRING_OPERATORS[op]
         value = self.scalar(right)
         if match not in (Match.HAS, Match.CONTAINS) or not isinstance(value, str):
-            raise _fail(f"`{op}` over every column (`*`) has no Sigma equivalent", expr)
+            raise _skip(f"`{op}` over every column (`*`) has no Sigma equivalent", expr)
         return Predicate(ANY_COLUMN, match, (value,), case_sensitive, False, negated, to_kql(expr), expr.pos)
 
     def time_bound(self, expr: k.Binary, op: str, value: k.Expr, top_level: bool) -> None:
         """A bound on the event time becomes the rule's look-back window, or a note to schedule it."""
         if not top_level or op not in ("<", "<=", ">", ">="):
-            raise _fail("a time filter is only supported as a top-level `>`/`<` or `between`", expr)
+            raise _skip("a time filter is only supported as a top-level `>`/`<` or `between`", expr)
         bound = self.resolve(value)
         if op in ("<", "<="):
             if not (_is_call(bound, "now") and not bound.args):
@@ -385,7 +518,7 @@ class _Lowering:
     def between(self, expr: k.Between, top_level: bool) -> Node | None:
         if isinstance(expr.left, k.Name) and expr.left.name in TIME_COLUMNS:
             if not top_level or expr.negated:
-                raise _fail("a time range is only supported as a top-level filter", expr)
+                raise _skip("a time range is only supported as a top-level filter", expr)
             end = self.resolve(expr.high)
             if not (_is_call(end, "now") and not end.args):
                 self.notes.append(
@@ -396,7 +529,7 @@ class _Lowering:
             return None
         column, case = self.operand(expr.left)
         if case is not None:
-            raise _fail(f"`between` on `{case}()` has no Sigma equivalent", expr)
+            raise _skip(f"`between` on `{case}()` has no Sigma equivalent", expr)
         low, high = self.scalar(expr.low), self.scalar(expr.high)
         text = to_kql(expr)
         node = And(
@@ -441,7 +574,7 @@ class _Lowering:
             elif isinstance(expr, k.Call) and len(expr.args) == 1 and expr.function == "tostring":
                 inner = expr.args[0]
                 if not (isinstance(inner, k.Name) and self.columns.get(inner.name) == "string"):
-                    raise _fail("`tostring()` of a non-string value has no Sigma equivalent", expr)
+                    raise _skip("`tostring()` of a non-string value has no Sigma equivalent", expr)
                 expr = inner
             else:
                 return self.column(expr), case
@@ -449,13 +582,17 @@ class _Lowering:
     def column(self, expr: k.Expr, tested: bool = True) -> str:
         """The column ``expr`` names; a ``tested`` one must be comparable in Sigma (not a datetime)."""
         if isinstance(expr, k.Call):
-            raise _fail(f"`{expr.function}()` has no Sigma equivalent", expr)
+            raise _skip(f"`{expr.function}()` has no Sigma equivalent", expr)
         if not isinstance(expr, k.Name):
-            raise _fail(f"`{_shorten(to_kql(expr))}` is not a column; Sigma tests columns only", expr)
+            raise _skip(f"`{_shorten(to_kql(expr))}` is not a column; Sigma tests columns only", expr)
+        if expr.name in self.computed:
+            raise _skip(f"{expr.name} is computed by `extend`; Sigma groups by columns only", expr)
+        if expr.name in self.scalars:
+            raise _skip(f"{expr.name} is a constant (`let`), not a column; Sigma tests columns only", expr)
         if expr.name not in self.columns:
             raise _fail(f"unknown column {expr.name!r} for this table", expr)
         if tested and self.columns[expr.name] == "datetime":
-            raise _fail(f"a test on the datetime column {expr.name} has no Sigma equivalent", expr)
+            raise _skip(f"a test on the datetime column {expr.name} has no Sigma equivalent", expr)
         return expr.name
 
     def resolve(self, expr: k.Expr) -> k.Expr:
@@ -472,8 +609,8 @@ class _Lowering:
         if isinstance(expr, k.Unary) and expr.op == "-" and isinstance(expr.operand, k.NumberLit):
             return -expr.operand.value
         if isinstance(expr, k.Call):
-            raise _fail(f"`{expr.function}()` has no Sigma equivalent", expr)
-        raise _fail(f"`{_shorten(to_kql(expr))}` is not a literal value", expr)
+            raise _skip(f"`{expr.function}()` has no Sigma equivalent", expr)
+        raise _skip(f"`{_shorten(to_kql(expr))}` is not a literal value", expr)
 
     def value_list(self, expr: k.SetOp) -> tuple[Value, ...] | Opaque:
         values: list[Value] = []
@@ -492,6 +629,8 @@ class _Lowering:
                 values.extend(rows)
             elif _is_call(item, "dynamic") and item.args and isinstance(item.args[0], k.ArrayLit):
                 values.extend(self.scalar(v) for v in item.args[0].items)
+            elif _is_call(item, "pack_array"):
+                values.extend(self.scalar(v) for v in item.args)
             else:
                 values.append(self.scalar(item))
         return tuple(values)
@@ -506,7 +645,7 @@ class _Lowering:
             return None
         names = [name for name, _ in source.columns]
         if len(pipeline.operators) != 1 or not isinstance(pipeline.operators[0], k.Distinct | k.Project):
-            raise _fail(
+            raise _skip(
                 "only `distinct COLUMN` or `project COLUMN` of a datatable can be a value list", pipeline
             )
         operator = pipeline.operators[0]
@@ -514,7 +653,7 @@ class _Lowering:
             operator.columns if isinstance(operator, k.Distinct) else tuple(a.expr for a in operator.columns)
         )
         if len(picked) != 1 or not isinstance(picked[0], k.Name) or picked[0].name not in names:
-            raise _fail("the value list must select one datatable column", operator)
+            raise _skip("the value list must select one datatable column", operator)
         index, width = names.index(picked[0].name), len(names)
         column = [self.scalar(v) for v in source.values[index::width]]
         return list(dict.fromkeys(column)) if isinstance(operator, k.Distinct) else column
@@ -530,7 +669,7 @@ class _Lowering:
             if not isinstance(call, k.Call) or not (
                 len(call.args) <= 1 or (len(call.args) == 2 and call.function in _SET_FUNCTIONS)
             ):
-                raise _fail(f"aggregate `{_shorten(to_kql(call))}` is not supported", call)
+                raise _skip(f"aggregate `{_shorten(to_kql(call))}` is not supported", call)
             column = self.aggregated_column(call.args[0]) if call.args else None
             # KQL's default output names: count_, dcount_Column, set_Column
             name = assignment.name or f"{_SET_FUNCTIONS.get(call.function, call.function)}_{column or ''}"
@@ -549,9 +688,19 @@ class _Lowering:
                 span = self.time_bin(expr)
                 self.bin_text = _shorten(to_kql(expr))
                 continue
-            if assignment.name is not None:
-                raise _fail("computed group-by columns are not supported", assignment)
+            if assignment.name is not None or (isinstance(expr, k.Name) and expr.name in self.computed):
+                # without a threshold the groups only shape the summary; with one, see threshold()
+                self.computed_by.append(_shorten(to_kql(assignment)))
+                # `extend X = f(X) | summarize by X`: the summary groups by the stored X
+                if isinstance(expr, k.Name) and assignment.name is None and expr.name in self.columns:
+                    by.append(expr.name)
+                continue
             by.append(self.column(expr, tested=False))
+        if self.computed_by:
+            self.notes.append(
+                f"the summary's group-by {', '.join(self.computed_by)} is computed: targets rebuild the "
+                "summary by the stored columns"
+            )
         return Aggregation(tuple(functions), tuple(by), bin=span)
 
     def aggregated_column(self, expr: k.Expr) -> str:
@@ -567,7 +716,7 @@ class _Lowering:
         column, size = expr.args
         span = _timespan(self.resolve(size))
         if not (isinstance(column, k.Name) and column.name in TIME_COLUMNS) or span is None:
-            raise _fail(f"`{_shorten(to_kql(expr))}`: only `bin()` of the event time is supported", expr)
+            raise _skip(f"`{_shorten(to_kql(expr))}`: only `bin()` of the event time is supported", expr)
         return span
 
     def set_length(self, op: k.Extend, aggregation: Aggregation) -> None:
@@ -596,26 +745,28 @@ class _Lowering:
         """``| where Count > 5`` after summarize: a lower bound on one count, or a located refusal."""
         expr = op.predicate
         names = {function.name: function for function in aggregation.functions} | self.set_lengths
+        if self.computed_by:
+            raise _skip(f"a threshold on groups of computed group-by {', '.join(self.computed_by)}", op)
         if aggregation.having is not None or not isinstance(expr, k.Binary):
-            raise _fail("only one threshold `| where Count > N` after summarize is supported", op)
+            raise _skip("only one threshold `| where Count > N` after summarize is supported", op)
         left, comparison, right = expr.left, expr.op, expr.right
         if isinstance(right, k.Name) and right.name in names:
             left, comparison, right = right, _FLIPPED.get(comparison, comparison), left
         if not (isinstance(left, k.Name) and left.name in names):
-            raise _fail("a filter after summarize must compare a count with a number", op)
+            raise _skip("a filter after summarize must compare a count with a number", op)
         function = names[left.name]
         length = left.name if left.name in self.set_lengths else None
         if function.function not in ("count", "dcount") and length is None:
-            raise _fail(f"a threshold on `{function.function}()` has no Sigma correlation", op)
+            raise _skip(f"a threshold on `{function.function}()` has no Sigma correlation", op)
         if comparison not in (">", ">="):
-            raise _fail(
+            raise _skip(
                 f"`{_shorten(to_kql(expr))}` keeps the groups under a count: a target that counts "
                 "more events or in shorter buckets would drop some, so only `>` and `>=` convert",
                 op,
             )
         value = self.scalar(right)
         if not isinstance(value, int) or isinstance(value, bool):
-            raise _fail(f"`{_shorten(to_kql(expr))}`: the threshold must be a whole number", op)
+            raise _skip(f"`{_shorten(to_kql(expr))}`: the threshold must be a whole number", op)
         match = Match.GT if comparison == ">" else Match.GTE
         cap = self.set_caps.get(function.name)
         if length is not None and cap is not None and cap <= value + (match is Match.GT):
@@ -677,6 +828,13 @@ def _now_offset(expr: k.Expr) -> timedelta | None:
     if expr.function == "now" and sign == -1:
         return span
     return None
+
+
+def _located(error: Rmm2SigmaError) -> str:
+    """An error message with its place, for a note: ``... (line 3, column 7)``."""
+    if error.line is None:
+        return error.message
+    return f"{error.message} (query line {error.line}, column {error.column})"
 
 
 def _shorten(text: str, limit: int = 120) -> str:

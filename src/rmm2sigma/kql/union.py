@@ -108,8 +108,70 @@ def split_union(query: k.Query, schema: Schema) -> list[Branch] | None:
             own = schema.get(branch.table, {})
             read = set(_names(branch.query.body.operators))
             missing = tuple(sorted(c for c in read if c in columns and c not in own)) if own else ()
-            branches.append(Branch(len(branches), branch.table, branch.query, empty, missing))
+            branch_query, folded = (
+                (branch.query, None)
+                if inner_kind
+                else _without_missing(branch.query, {c for c in missing if columns[c] == "string"})
+            )
+            branches.append(Branch(len(branches), branch.table, branch_query, empty or folded, missing))
     return branches
+
+
+def _without_missing(query: k.Query, missing: set[str]) -> tuple[k.Query, str | None]:
+    """The branch query with each test of a column its table lacks replaced by its value on the
+    empty string the union gives there (``x has 'a'`` is false, ``x !has 'a'`` true), and why the
+    branch selects nothing when a ``where`` becomes false. Only ``where`` operators before any
+    operator that could define such a column are folded."""
+    operators: list[k.Operator] = []
+    for index, op in enumerate(query.body.operators):
+        if not isinstance(op, k.Where):
+            if not isinstance(op, k.Sort | k.Take | k.Distinct):
+                operators.extend(query.body.operators[index:])
+                break
+            operators.append(op)
+            continue
+        folded = _fold(op.predicate, missing)
+        if folded is False:
+            absent = ", ".join(sorted(missing))
+            return (
+                query,
+                f"`{_shorten(to_kql(op.predicate))}` is false where the union gives {absent} as empty",
+            )
+        if folded is not True:
+            operators.append(replace(op, predicate=folded))
+    body = replace(query.body, operators=tuple(operators))
+    return replace(query, body=body), None
+
+
+def _fold(expr: k.Expr, missing: set[str]) -> k.Expr | bool:
+    """``expr`` with tests of ``missing`` (empty string) columns folded into constants."""
+    if isinstance(expr, k.Binary) and expr.op in ("and", "or"):
+        parts = [_fold(part, missing) for part in _chain(expr, expr.op)]
+        decisive = expr.op == "or"  # TRUE decides an OR, FALSE an AND
+        if decisive in parts:
+            return decisive
+        kept = [part for part in parts if not isinstance(part, bool)]
+        if not kept:
+            return not decisive
+        result = kept[0]
+        for part in kept[1:]:
+            result = k.Binary(expr.op, result, part, expr.pos)
+        return result
+    if isinstance(expr, k.Call) and expr.function == "not" and len(expr.args) == 1:
+        inner = _fold(expr.args[0], missing)
+        return (not inner) if isinstance(inner, bool) else replace(expr, args=(inner,))
+    if isinstance(expr, k.Call) and expr.function in ("isempty", "isnotempty") and len(expr.args) == 1:
+        argument = expr.args[0]
+        return (
+            expr.function == "isempty" if isinstance(argument, k.Name) and argument.name in missing else expr
+        )
+    if not (isinstance(expr, k.Binary) and isinstance(expr.left, k.Name) and expr.left.name in missing):
+        return expr
+    if not (isinstance(expr.right, k.StringLit) and expr.right.value):
+        return expr
+    if expr.op in _FALSE_ON_EMPTY:
+        return False
+    return True if expr.op.startswith("!") and expr.op[1:] in _FALSE_ON_EMPTY | {"=", "~"} else expr
 
 
 def _resolved(pipeline: k.Pipeline, tables: dict[str, k.Pipeline]) -> k.Pipeline:

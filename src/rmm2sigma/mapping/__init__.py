@@ -32,6 +32,7 @@ from ..model import (
     Predicate,
     Value,
     simplify,
+    walk,
 )
 from ..regex import scoped_flags
 
@@ -178,7 +179,7 @@ def map_detection(
         )
         spec = specs[spec.fallback_table]
     if predicate is False or (predicate is True and not kind_alone):
-        raise UnsupportedKqlError("no condition of this query can be expressed with Sigma fields")
+        raise _nothing_left(source_predicate, mapper.notes)
     if spec.approximate:
         mapper.change_model(spec.approximate, first=True)
     implied = tuple(
@@ -200,6 +201,18 @@ def map_detection(
 
 
 ACTION_TYPE = "ActionType"
+
+
+def _nothing_left(predicate: Node | None, notes: list[str]) -> UnsupportedKqlError:
+    """The refusal of a query whose every test was left out, at the first one and saying why."""
+    first = next((leaf.pos for leaf in walk(predicate) if leaf.pos.line), None)
+    notes = [note for note in notes if "left out" in note] or notes  # the reasons, before the context
+    why = f": {notes[0]}" + (f" (and {len(notes) - 1} more)" if len(notes) > 1 else "") if notes else ""
+    return UnsupportedKqlError(
+        f"no condition of this query can be expressed with Sigma fields{why}",
+        line=first.line if first else None,
+        column=first.column if first else None,
+    )
 
 
 def _select_category(table: TableSpec, predicate: Node) -> tuple[TableSpec, Node | None, str | None]:

@@ -6,6 +6,10 @@ with the reason, or ``unproven`` when the original selects none of the events (g
 again with other seeds and more rows first): then no comparison says anything. Every
 difference comes with one example event, the Defender row, for each direction. The Sigma rule
 itself, executed through SQLite, is the target ``sigma``.
+
+The original is run as far as the rule stands for it (``lower_kept``): an operator the lowering
+left out (a join, a summary, ``mv-expand`` ...) only keeps or reshapes the rows selected before
+it, so the rule is wider than the whole query by construction, and labelled approximate.
 """
 
 from __future__ import annotations
@@ -21,7 +25,7 @@ from .. import kql, targets
 from ..convert import defender_schema
 from ..errors import Rmm2SigmaError
 from ..fidelity import SIGMA, agrees, ecs_field_names, target_fidelity
-from ..kql.lower import lower
+from ..kql.lower import lower_kept
 from ..mapping import map_detection, tables
 from ..sigma import Options, emit
 from ..sources import SourceRule
@@ -106,7 +110,7 @@ def measure(source: SourceRule, options: Options, now: datetime | None = None) -
     schema = defender_schema()
     try:
         query = kql.parse(source.kql)
-        detection = lower(query, schema)
+        detection, kept = lower_kept(query, schema)
         mapped = map_detection(detection, exact=options.exact, schema=schema)
     except Rmm2SigmaError as error:
         return RuleProof(source.path, exact_mode=options.exact, error=f"not convertible: {error}")
@@ -127,7 +131,7 @@ def measure(source: SourceRule, options: Options, now: datetime | None = None) -
             loads[mapped.detection.table] = mapped_rows
         kql_engine.load(loads)
         try:
-            original = kql_engine.select(row_selecting(query), moment)
+            original = kql_engine.select(row_selecting(kept), moment)
         except NotExecutable as error:
             return RuleProof(
                 source.path, title, options.exact, f"the original KQL does not execute: {error}", len(rows)
