@@ -488,3 +488,16 @@ def test_every_case_rule_passes_sigmahq_validators(tmp_path: Path) -> None:
     assert len(placed) == len(CASES)
     issues = check_rules([tmp_path / "rules"])
     assert issues == [], issues[0]
+
+
+def test_a_summary_groups_by_the_field_of_the_rules_own_log_source() -> None:
+    """RemoteIP is the Security log's DestAddress in 5157 (Sysmon's DestinationIp elsewhere)."""
+    query = (
+        "DeviceEvents\n| where ActionType in ('FirewallOutboundConnectionBlocked', "
+        "'FirewallInboundConnectionBlocked')\n| summarize Machines=dcount(DeviceId) by RemoteIP"
+    )
+    result = convert_rule(SourceRule(path="firewall.kql", kql=query, name="Blocked Connections"), Options())
+    assert yaml.safe_load(result.yaml)["detection"] == selection(EventID=5157)
+    assert result.queries["kusto"].endswith("| summarize Machines=dcount(DeviceId) by RemoteIP")
+    assert result.queries["splunk"].endswith("by DestAddress")
+    assert result.queries["esql"].endswith("by destination.ip")

@@ -227,7 +227,7 @@ def _convert(source: SourceRule, mapped: MappedRule, options: Options, wanted: S
         notes.extend(threshold.notes)
     for target in wanted:
         attributes, target_notes = targets.rule_attributes(
-            target, mapped.detection.aggregation, mapped.detection.window
+            target, mapped.detection.aggregation, mapped.detection.window, mapped.table
         )
         if pair is None or target == "kusto":  # with a threshold, only kusto renders the summarize
             notes.extend(target_notes)
