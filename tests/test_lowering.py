@@ -18,6 +18,7 @@ from rmm2sigma.kql import syntax as k
 from rmm2sigma.kql.lower import lower
 from rmm2sigma.sigma import Options
 from rmm2sigma.sources import SourceRule
+from rmm2sigma.verify.proof import measure
 
 PROCESS = "DeviceProcessEvents\n| where "
 NETWORK = "DeviceNetworkEvents\n| where "
@@ -528,3 +529,27 @@ def test_a_query_starting_from_a_tabular_let_reads_its_pipeline() -> None:
 
 def test_a_let_that_names_itself_is_refused_not_a_loop() -> None:
     assert "Defender table" in refused("let x = x | where FileName == 'a'; x")
+
+
+@pytest.mark.parametrize(
+    ("test", "label"),
+    [
+        ("ProcessCommandLine has '-noni -ep bypass $'", "exact"),
+        ("ProcessCommandLine hasprefix '/temp'", "exact"),
+        ("ProcessCommandLine hassuffix '.ps1 '", "exact"),
+        ("ProcessCommandLine has '-noni'", "widened"),
+        ("ProcessCommandLine hasprefix 'temp/'", "widened"),
+    ],
+)
+def test_a_term_match_whose_needle_bounds_its_terms_is_a_substring_match(test: str, label: str) -> None:
+    """`has '-enc '`: a needle starting and ending with non-term characters cannot match inside a
+    longer term, so `contains` is the same test; the proof measures it."""
+    rule, declared, _, _ = converted(PROCESS + test)
+    assert list(rule["detection"]["selection"]) == ["CommandLine|contains"] and declared == label
+    proof = measure(SourceRule(path="case.kql", kql=PROCESS + test), Options())
+    assert proof.original > 0
+    assert {t.target: t.agrees for t in proof.targets.values() if t.verdict != "not_executed"} == {
+        "sigma": True,
+        "kusto": True,
+        "eql": True,
+    }

@@ -78,6 +78,14 @@ def convert(
     event_filter: Annotated[
         bool, typer.Option(help="Elastic rules: add the ECS event category of the Sigma log source.")
     ] = True,
+    splunk_data_model: Annotated[
+        str | None,
+        typer.Option(
+            metavar="MODEL",
+            help="Events Splunk queries read: sysmon (the default) or windows-security (the Security "
+            "log: process creation as event 4688; rules it has no event or field for are refused).",
+        ),
+    ] = None,
     exact: Annotated[bool, typer.Option(help="Keep KQL semantics exactly (term regexes for `has`).")] = False,
     force: Annotated[bool, typer.Option(help="Replace existing files in --out.")] = False,
     author: Annotated[str, typer.Option(help="Sigma `author`.")] = "rmm2sigma",
@@ -123,7 +131,16 @@ def convert(
         raise typer.BadParameter(f"{date!r} is not a YYYY-MM-DD date", param_hint="--date") from None
     if out.exists() and not out.is_dir():
         raise typer.BadParameter(f"{out} exists and is not a folder", param_hint="--out")
-    options = Options(author=author, date=day, exact=exact, apply_filters=apply_filters)
+    try:
+        options = Options(
+            author=author,
+            date=day,
+            exact=exact,
+            apply_filters=apply_filters,
+            splunk_data_model=splunk_data_model,
+        )
+    except ValueError as error:
+        raise typer.BadParameter(str(error), param_hint="--splunk-data-model") from None
     paths = list(discover(inputs))
     missing = [p for p in paths if p != "-" and not Path(p).exists()]
     if not paths or len(missing) == len(paths):
@@ -172,14 +189,21 @@ def convert(
 @app.command("targets")
 def targets_command() -> None:
     """List the targets: the five built-in ones, then every installed pySigma backend."""
-    from .formats import PLAIN, data, formats_of
+    from .formats import PLAIN, formats_of
     from .plugins import installed
+    from .targets import data_models
 
     lines = ["built-in (proven labels):"]
     for name in TARGETS:
         formats = ", ".join([PLAIN, *formats_of(name)])
         lines.append(f"  {name:<12} formats: {formats}")
-        lines.append(f"  {'':<12} pipelines: {', '.join(data()['targets'][name]['pipelines'])}")
+        models = data_models(name)
+        for index, (model, spec) in enumerate(models.items()):
+            chosen = f" (--{name}-data-model {model}{', the default' if index == 0 else ''})"
+            lines.append(
+                f"  {'':<12} data model {model}{chosen if len(models) > 1 else ''}: "
+                f"pipelines {', '.join(spec['pipelines'])}"
+            )
     lines.append("installed pySigma backends (labels unproven):")
     for name, target in installed().items():
         if name in TARGETS:

@@ -54,6 +54,7 @@ class RuleResult:
     filters_applied: bool = False  # whether ``queries`` apply them (--apply-filters)
     data_connectors: tuple[tuple[str, str], ...] = ()  # a page's "Sentinel Table | Notes" rows
     schedule: Schedule | None = None  # how often and how far back a deployed rule runs
+    data_models: dict[str, str] = field(default_factory=dict)  # each built-in target's (formats.yml)
 
     @cached_property
     def document(self) -> dict[str, Any]:
@@ -209,7 +210,9 @@ def _mapped(located_in: SourceRule, query: kql.Query, options: Options) -> Mappe
 def _convert(source: SourceRule, mapped: MappedRule, options: Options, wanted: Sequence[str]) -> RuleResult:
     """A mapped query as a Sigma rule and its target queries."""
     emitted = emit(source, mapped, options)
-    document = emitted.rule.to_dict()
+    # the emitted document, not ``rule.to_dict()``: pySigma writes a literal backslash before a
+    # literal `*` as `\\*`, which reads back as a backslash and a wildcard
+    document = emitted.document
     queries: dict[str, str] = {}
     errors: dict[str, str] = {}
     notes = [*mapped.notes, *source.rule_notes]
@@ -225,21 +228,24 @@ def _convert(source: SourceRule, mapped: MappedRule, options: Options, wanted: S
     pair = threshold and correlation.documents(source, mapped, options, emitted.filename, threshold)
     if threshold:
         notes.extend(threshold.notes)
+    models = {target: targets.data_model(target, options.splunk_data_model) for target in wanted}
     for target in wanted:
         attributes, target_notes = targets.rule_attributes(
             target, mapped.detection.aggregation, mapped.detection.window, mapped.table
         )
+        assumes = targets.data_model_note(target, models[target], mapped.table.logsource)
+        notes.extend([assumes] if assumes else [])
         if pair is None or target == "kusto":  # with a threshold, only kusto renders the summarize
             notes.extend(target_notes)
         if pair:
-            result = correlation.convert(target, pair, attributes)
+            result = correlation.convert(target, pair, attributes, models[target])
         else:
-            result = targets.convert(target, make_rule, attributes)
+            result = targets.convert(target, make_rule, attributes, models[target])
         if result.query is None:
             errors[target] = result.error or "conversion failed"
         else:
             queries[target] = result.query
-    labels = target_fidelity(mapped, (SIGMA, *queries))
+    labels = target_fidelity(mapped, (SIGMA, *queries), splunk_data_model=options.splunk_data_model)
     for target, reason in refusals(labels).items():  # never ship a query that loses events
         errors[target] = reason
         del queries[target], labels[target]
@@ -265,6 +271,7 @@ def _convert(source: SourceRule, mapped: MappedRule, options: Options, wanted: S
         filters_applied=applied,
         data_connectors=source.data_connectors,
         schedule=schedule(source.query_frequency, source.query_period, mapped.detection.window),
+        data_models={target: model for target, model in models.items() if model},
     )
 
 

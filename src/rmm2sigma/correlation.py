@@ -160,8 +160,11 @@ def documents(
     return Documents(correlation, base, dump_yaml(correlation) + "---\n" + dump_yaml(base), filename)
 
 
-def convert(target: str, pair: Documents, attributes: dict[str, Any]) -> targets.TargetQuery:
-    """The query of one target for a correlation; kusto and lucene work from the base rule."""
+def convert(
+    target: str, pair: Documents, attributes: dict[str, Any], model: str | None = None
+) -> targets.TargetQuery:
+    """The query of one target (in data model ``model``) for a correlation; kusto and lucene work
+    from the base rule."""
     from sigma.collection import SigmaCollection
     from sigma.exceptions import SigmaError
     from sigma.rule import SigmaRule
@@ -173,7 +176,7 @@ def convert(target: str, pair: Documents, attributes: dict[str, Any]) -> targets
         )
     if target in ("kusto", "lucene"):
         return targets.convert(
-            target, lambda: SigmaRule.from_dict(pair.base), attributes if target == "kusto" else {}
+            target, lambda: SigmaRule.from_dict(pair.base), attributes if target == "kusto" else {}, model
         )
     if target == "eql" and pair.correlation["correlation"]["type"] == "value_count":
         return targets.TargetQuery(
@@ -187,7 +190,7 @@ def convert(target: str, pair: Documents, attributes: dict[str, Any]) -> targets
         if target == "splunk" and attributes.get("window"):  # `earliest=` leads the whole search
             correlation = {**correlation, "rmm2sigma": {"window": attributes["window"]}}
         collection = SigmaCollection.from_dicts([pair.base, correlation])
-        queries = targets.backend(target).convert(collection)
+        queries = targets.backend(target, model).convert(collection)
     except (SigmaError, NotImplementedError, ValueError, TypeError, KeyError) as error:
         return targets.TargetQuery(None, f"{target}: {str(error).splitlines()[0]}")
     return targets.TargetQuery("\n".join(str(q) for q in queries))

@@ -25,6 +25,11 @@ with a note. Known target limits (pySigma 1.5, FACTS §4):
   the events that lack the word's columns.
 * The kusto target keeps the Defender table when the mapping declares ``kusto_table``, so the
   table's own approximation (e.g. certificates seen as image loads) does not apply to it.
+* A target's data model (``formats.yml``, ``targets.data_model``) may hold fewer events and fields
+  than Sigma's taxonomy: Splunk's ``windows-security`` has process creation (event 4688) with
+  three fields. A rule of another category, or a test on a field the event lacks, would lose
+  events, so that target is refused; a negated test on such a field holds on every event
+  (Splunk's ``NOT field=value`` matches an event without the field): widened, with a note.
 
 This module is core: it must not import the verify extras.
 """
@@ -37,6 +42,7 @@ from functools import cache
 
 from .mapping import MappedRule, all_specs
 from .model import ANY_COLUMN, And, Fidelity, Match, Node, Not, Or, Predicate
+from .targets import data_model, data_models
 
 ELASTIC = ("lucene", "esql", "eql")
 SIGMA = "sigma"  # the Sigma rule itself, as every Sigma consumer reads it
@@ -57,9 +63,10 @@ class TargetFidelity:
 
 
 def target_fidelity(
-    mapped: MappedRule, targets: Iterable[str], groups: bool = True
+    mapped: MappedRule, targets: Iterable[str], groups: bool = True, splunk_data_model: str | None = None
 ) -> dict[str, TargetFidelity]:
-    """The expected label of every target (``sigma`` for the rule itself) with the reasons.
+    """The expected label of every target (``sigma`` for the rule itself) with the reasons, Splunk's
+    in ``splunk_data_model`` (None: the default).
 
     A threshold's labels are on the groups it reports; ``groups=False`` gives those of its base
     rule's events (what a row-level measurement checks).
@@ -88,7 +95,7 @@ def target_fidelity(
         if target in ELASTIC:
             label = _elastic(target, measurable, mapped)
         elif target == "splunk":
-            label = _splunk(measurable, mapped)
+            label = _splunk(measurable, mapped, splunk_data_model)
         else:
             label = TargetFidelity(measurable.value)
         if declared and label.label in (Fidelity.EXACT.value, Fidelity.WIDENED.value):
@@ -145,18 +152,54 @@ def _elastic(target: str, base: Fidelity, mapped: MappedRule) -> TargetFidelity:
     return TargetFidelity(DIVERGED if adds or base is not Fidelity.EXACT else NARROWED, notes)
 
 
-def _splunk(base: Fidelity, mapped: MappedRule) -> TargetFidelity:
-    """Splunk's ``where 'A'='B'`` (pySigma's fieldref) compares case-sensitively, unlike Sigma."""
+def _splunk(base: Fidelity, mapped: MappedRule, model: str | None) -> TargetFidelity:
+    """What the data model lacks (``_unheld``), and Splunk's ``where 'A'='B'`` (pySigma's
+    fieldref), which compares case-sensitively, unlike Sigma."""
+    refusal, wider = _unheld("splunk", model, mapped)
+    if refusal:
+        return TargetFidelity(NARROWED, (f"splunk: {refusal}",), f"splunk: not converted: {refusal}")
+    notes = tuple(f"splunk: {reason}" for reason in wider)
+    if wider:
+        base = Fidelity.worst(base, Fidelity.WIDENED)
     polarities = {
         positive for leaf, positive in _leaves(mapped.detection.predicate) if leaf.match is Match.FIELDREF
     }
     if not polarities:
-        return TargetFidelity(base.value)
+        return TargetFidelity(base.value, notes)
     note = "splunk: a field reference compares case-sensitively in `where`; Sigma's fieldref ignores case"
     if True not in polarities:
-        return TargetFidelity(Fidelity.worst(base, Fidelity.WIDENED).value, (note + "; negated, so wider",))
+        widened = Fidelity.worst(base, Fidelity.WIDENED).value
+        return TargetFidelity(widened, (*notes, note + "; negated, so wider"))
     narrowed = base is Fidelity.EXACT and False not in polarities
-    return TargetFidelity(NARROWED if narrowed else DIVERGED, (note,))
+    return TargetFidelity(NARROWED if narrowed else DIVERGED, (*notes, note))
+
+
+def _unheld(target: str, model: str | None, mapped: MappedRule) -> tuple[str | None, list[str]]:
+    """What ``target``'s data model has no event or field for: the reason to refuse the rule (its
+    category, or a test that would lose events), and the negated tests that widen the query."""
+    name = data_model(target, model) or ""
+    spec = data_models(target).get(name, {})
+    held = spec.get("fields")
+    category = mapped.table.logsource.get("category")
+    if held is None or not category:  # Sigma's whole taxonomy, or a service's own log (its fields)
+        return None, []
+    option = f"--{target}-data-model {name}"
+    if category not in held:
+        reasons: dict[str, str] = spec["no_event"]
+        reason = next((text for key, text in reasons.items() if category.startswith(key)), reasons["default"])
+        return f"{' '.join(reason.format(category=category).split())} ({option})", []
+    lacking: dict[bool, list[str]] = {True: [], False: []}
+    for leaf, positive in _leaves(mapped.detection.predicate):
+        if leaf.column not in held[category]:
+            lacking[positive].append("keywords" if leaf.column == ANY_COLUMN else leaf.column)
+    event = f"the {category} event of data model {name} has no field for"
+    if lacking[True]:
+        fields = ", ".join(dict.fromkeys(lacking[True]))
+        return f"{event} {fields}: the query would miss the events those tests select ({option})", []
+    if lacking[False]:
+        fields = ", ".join(dict.fromkeys(lacking[False]))
+        return None, [f"{event} {fields}: the negated test holds on every event, so the query is wider"]
+    return None, []
 
 
 def _elastic_loss(target: str, leaf: Predicate, field: str) -> str | None:

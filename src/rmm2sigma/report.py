@@ -279,6 +279,7 @@ def build_report(results: Sequence[InputResult], planned: dict[int, PlannedRule]
                     "title": rule.title,
                     "fidelity": rule.fidelity.value,
                     "fidelity_by_target": rule.fidelity_by_target,
+                    "data_models": rule.data_models,
                     "notes": list(rule.notes),
                     "queries": rule.queries,
                     "target_errors": rule.errors,

@@ -26,6 +26,7 @@ from .errors import UnsupportedKqlError
 from .mapping import MappedRule
 from .model import ANY_COLUMN, And, Match, Node, Not, Or, Predicate, Value
 from .sources import SourceRule
+from .targets import data_model
 
 _NAMESPACE = uuid.UUID("6f1d3c52-6d0e-4f4e-9a55-2b8f1f3e7a10")
 _SMALL_WORDS = frozenset(
@@ -124,6 +125,11 @@ class Options:
     exact: bool = False
     apply_filters: bool = False  # render the target queries with the page's false-positive filters
     related: tuple[str, ...] = ()  # ids of the rules converted from the other branches of a union
+    # the events Splunk queries read (formats/formats.yml: sysmon, windows-security); None: the default
+    splunk_data_model: str | None = None
+
+    def __post_init__(self) -> None:
+        data_model("splunk", self.splunk_data_model)  # an unknown name raises ValueError, naming the choices
 
 
 @dataclass(frozen=True)

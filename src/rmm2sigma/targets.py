@@ -1,13 +1,19 @@
 """The five query targets: pySigma backends, their pipelines, and our postprocessing pipelines.
 
 Backends and pipelines are imported lazily (pySigma costs ~0.5 s to import) and built once per
-process. A rule's aggregation and time window reach our postprocessing templates through
-``rule.custom_attributes['rmm2sigma']``, set only on the in-memory rule, never in the YAML.
+process and data model. A rule's aggregation and time window reach our postprocessing templates
+through ``rule.custom_attributes['rmm2sigma']``, set only on the in-memory rule, never in the YAML.
+
+Each target renders for a data model (``formats/formats.yml``): the events and field names its
+queries read. Splunk has two, chosen with ``--splunk-data-model`` (``Options.splunk_data_model``):
+``sysmon`` (the default) and ``windows-security``, the Security log through pySigma's
+windows-audit pipeline (process creation as event 4688). What a data model cannot hold is
+refused by ``fidelity.py``; every rule's notes name its targets' data models (``data_model_note``).
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import timedelta
 from functools import cache
@@ -55,14 +61,86 @@ def _kusto() -> Backend:
     return Rmm2SigmaKustoBackend(tables + xdr + _pipeline("kusto_aggregation"))
 
 
-def _splunk() -> Backend:
+def data_models(target: str) -> dict[str, dict[str, Any]]:
+    """A built-in target's data models (``formats.yml``), its default first; {} for other backends."""
+    from .formats import data
+
+    models: dict[str, dict[str, Any]] = data()["targets"].get(target, {}).get("data_models", {})
+    return models
+
+
+def data_model(target: str, splunk: str | None = None) -> str | None:
+    """The data model ``target`` renders for: ``splunk`` (a choice of Splunk's), else the default.
+
+    None for a backend that is not built in: its data model is its own pipelines'."""
+    models = data_models(target)
+    if target == "splunk" and splunk is not None:
+        if splunk not in models:
+            raise ValueError(f"unknown Splunk data model {splunk!r}; choose from {', '.join(models)}")
+        return splunk
+    return next(iter(models), None)
+
+
+def data_model_note(target: str, model: str | None, logsource: Mapping[str, str]) -> str | None:
+    """What ``target``'s query of a rule with this log source assumes, as the rule's notes say it."""
+    from .formats import data
+
+    if model is None:
+        return None
+    assumes = " ".join(data_models(target)[model]["assumes"].split())
+    if target != "splunk":
+        event = data()["event_filters"].get(logsource.get("category"), {}).get(target)
+        scope = f"; this rule's event filter: {event}" if event else ""
+        return f"{target}: data model {model}: {assumes}{scope}"
+    events = _splunk_events(model, tuple(sorted(logsource.items())))
+    reads = f"this rule reads {events}" if events else "no event of it stands for this log source"
+    return f"splunk: data model {model} (--splunk-data-model): {assumes}; {reads}"
+
+
+def _splunk_pipeline(model: str | None) -> Any:
+    """The pipelines that give a Sigma log source its Splunk source and EventCode in ``model``
+    (None: the default)."""
     from sigma.pipelines.splunk import splunk_windows_pipeline
     from sigma.pipelines.sysmon import sysmon_pipeline
+    from sigma.pipelines.windows import windows_audit_pipeline
 
+    events: dict[str, Callable[[], Any]] = {
+        "sysmon": sysmon_pipeline,
+        "windows-security": windows_audit_pipeline,
+    }
+    return events[data_model("splunk", model) or ""]() + splunk_windows_pipeline()  # type: ignore[no-untyped-call]
+
+
+@cache
+def _splunk_events(model: str, logsource: tuple[tuple[str, str], ...]) -> str:
+    """``source=... EventCode=1``: the tests ``model``'s pipelines add for a log source, read
+    from the pipelines themselves by applying them to a rule with one test of its own."""
+    from sigma.rule import SigmaDetectionItem, SigmaRule
+
+    own = "rmm2sigma"
+    rule = SigmaRule.from_dict(
+        {"title": own, "logsource": dict(logsource), "detection": {own: {own: 1}, "condition": own}}
+    )
+    _splunk_pipeline(model).apply(rule)
+    tests = [
+        item
+        for detection in rule.detection.detections.values()
+        for item in detection.detection_items
+        if isinstance(item, SigmaDetectionItem) and item.field not in (own, None)
+    ]
+    tests.sort(key=lambda item: item.field != "source")  # as the query writes them: source first
+    return " ".join(
+        f"{item.field}={item.value[0]}"
+        if len(item.value) == 1
+        else f"{item.field} IN ({', '.join(str(value) for value in item.value)})"
+        for item in tests
+    )
+
+
+def _splunk(model: str | None) -> Backend:
     from .splunk import Rmm2SigmaSplunkBackend
 
-    windows = splunk_windows_pipeline()  # type: ignore[no-untyped-call]
-    return Rmm2SigmaSplunkBackend(sysmon_pipeline() + windows + _pipeline("splunk_aggregation"))
+    return Rmm2SigmaSplunkBackend(_splunk_pipeline(model) + _pipeline("splunk_aggregation"))
 
 
 def _elastic(kind: str) -> Callable[[], Backend]:
@@ -91,7 +169,6 @@ def _elastic(kind: str) -> Callable[[], Backend]:
 
 _FACTORIES: dict[str, Callable[[], Backend]] = {
     "kusto": _kusto,
-    "splunk": _splunk,
     "lucene": _elastic("lucene"),
     "esql": _elastic("esql"),
     "eql": _elastic("eql"),
@@ -99,7 +176,10 @@ _FACTORIES: dict[str, Callable[[], Backend]] = {
 
 
 @cache
-def backend(target: str) -> Backend:
+def backend(target: str, model: str | None = None) -> Backend:
+    """The backend of ``target`` for data model ``model`` (Splunk's; the others have one)."""
+    if target == "splunk":
+        return _splunk(model)
     if target not in _FACTORIES:  # any other installed pySigma backend (plugins.py)
         from .plugins import backend as installed_backend
 
@@ -198,14 +278,17 @@ def _target_column(target: str, column: str, table: TableSpec | None) -> str | N
     return entry.get(target)
 
 
-def convert(target: str, make_rule: Callable[[], SigmaRule], attributes: dict[str, Any]) -> TargetQuery:
-    """One query for one target; a backend refusal becomes an error string, never an exception."""
+def convert(
+    target: str, make_rule: Callable[[], SigmaRule], attributes: dict[str, Any], model: str | None = None
+) -> TargetQuery:
+    """One query for one target in data model ``model``; a backend refusal becomes an error
+    string, never an exception."""
     from sigma.exceptions import SigmaError
 
     rule = make_rule()  # pipelines mutate the rule: every target gets a fresh one
     rule.custom_attributes["rmm2sigma"] = attributes
     try:
-        queries = backend(target).convert_rule(rule)
+        queries = backend(target, model).convert_rule(rule)
     except (SigmaError, NotImplementedError, ValueError, TypeError, KeyError) as error:
         return TargetQuery(None, f"{target}: {str(error).splitlines()[0]}")
     return TargetQuery("\n".join(str(q) for q in queries))

@@ -107,13 +107,10 @@ class DeployRule:
         return [t.removeprefix("attack.").upper() for t in self.tags if t.lower().startswith("attack.t")]
 
     def review_notes(self, extra: Sequence[str] = ()) -> list[str]:
-        """Fidelity, data model and every conversion note: what each deployed rule says about itself."""
-        assumes = " ".join(str(data()["targets"].get(self.target, {}).get("assumes", "")).split())
-        lines = [f"rmm2sigma fidelity for {self.target}: {self.fidelity}"]
-        if assumes:
-            lines.append(f"data model: {assumes}")
+        """Fidelity and every conversion note of this target, its data model among them: what each
+        deployed rule says about itself."""
         own = [note for note in self.notes if not _other_target(note, self.target)]
-        return [*lines, *extra, *own, *self.schedule.notes]
+        return [f"rmm2sigma fidelity for {self.target}: {self.fidelity}", *extra, *own, *self.schedule.notes]
 
     def sentinel_tactics(self) -> list[str]:
         """Tactic names as Sentinel and Defender spell them: ``CommandAndControl``."""

@@ -434,6 +434,8 @@ class _Mapper:
             self.widen(f"`{leaf.text}` is negated: Sigma also matches events without an address")
         if spec.part == "file_name":
             return self.file_name(mapped, widening_allowed)
+        if leaf.match in _TERM_MATCHES and all(_bounded(str(v), leaf.match) for v in leaf.values):
+            return replace(mapped, match=Match.CONTAINS)  # `has '-enc '`: its own ends bound the term
         if leaf.match in _TERM_MATCHES:
             if widening_allowed:
                 self.widen(f"`{leaf.text}` matches whole terms; Sigma `contains` also matches inside words")
@@ -508,6 +510,16 @@ class _Mapper:
             self.leave_out(f"`{leaf.text}` tests the file name; it cannot be rewritten on {leaf.column}")
             return True if widening_allowed else leaf
         return replace(leaf, match=Match.REGEX, values=patterns)
+
+
+def _bounded(needle: str, match: Match) -> bool:
+    """Whether a term match is a plain substring match: the needle's ends that the match bounds
+    are not term characters (letters, digits), so whatever surrounds them cannot extend a term."""
+    if not any(c.isalnum() for c in needle):
+        return False  # no term at all: leave Kusto's reading of it to the widening
+    start = match is Match.HASSUFFIX or not needle[0].isalnum()
+    end = match is Match.HASPREFIX or not needle[-1].isalnum()
+    return start and end
 
 
 def _term_regex(leaf: Predicate) -> Predicate:

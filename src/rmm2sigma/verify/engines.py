@@ -57,6 +57,9 @@ class NotExecutable(Exception):
 # ---------------------------------------------------------------- KQL
 
 
+SENTINEL_TIME = "TimeGenerated"
+
+
 def row_selecting(query: k.Query) -> str:
     """The query up to its last row filter (lets kept), selecting ``__id``: which rows it keeps.
 
@@ -79,10 +82,14 @@ class KqlEngine:
     """duckdb-kql over the Defender schema; every table exists (empty) so sub-queries resolve."""
 
     def __init__(self, schema: Schema) -> None:
-        self.schema = schema
+        # Sentinel stores Defender tables with TimeGenerated beside Timestamp (queries use either)
+        self.schema = {
+            table: {**columns, **({SENTINEL_TIME: "datetime"} if "Timestamp" in columns else {})}
+            for table, columns in schema.items()
+        }
         self.connection = duckdb_kql.connect()
         self.loaded: set[str] = set()
-        for table, columns in schema.items():
+        for table, columns in self.schema.items():
             definition = ", ".join(
                 f'"{name}" {_DUCK_TYPES.get(kind, "VARCHAR")}' + (" DEFAULT ''" if kind == "string" else "")
                 for name, kind in columns.items()
@@ -102,6 +109,8 @@ class KqlEngine:
         if not rows:
             return
         types = self.schema[table]
+        if SENTINEL_TIME in types:
+            rows = [{SENTINEL_TIME: row.get("Timestamp"), **row} for row in rows]
         columns = [ID, *(c for c in types if any(c in row for row in rows))]
         selects, values = [], []
         for column in columns:

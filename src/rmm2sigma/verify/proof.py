@@ -115,7 +115,7 @@ def measure(source: SourceRule, options: Options, now: datetime | None = None) -
     except Rmm2SigmaError as error:
         return RuleProof(source.path, exact_mode=options.exact, error=f"not convertible: {error}")
     emitted = emit(source, mapped, options)
-    document = emitted.rule.to_dict()
+    document = emitted.document  # not rule.to_dict(): see convert._convert
     moment = (now or datetime.now(UTC)).replace(tzinfo=None, microsecond=0)
     seed = int.from_bytes(hashlib.sha256(source.kql.encode()).digest()[:4], "big")
     kql_engine, sigma_engine, eql_engine = _engines()
@@ -145,7 +145,8 @@ def measure(source: SourceRule, options: Options, now: datetime | None = None) -
 
         return SigmaRule.from_dict(document)
 
-    labels = target_fidelity(mapped, TARGETS, groups=False)  # a threshold's base rule: see groups.py
+    # a threshold's base rule: see groups.py
+    labels = target_fidelity(mapped, TARGETS, groups=False, splunk_data_model=options.splunk_data_model)
     results: dict[str, TargetProof] = {}
     events = sigma_rows(mapped_rows, mapped_spec)
     for target in TARGETS:
@@ -167,7 +168,8 @@ def measure(source: SourceRule, options: Options, now: datetime | None = None) -
                     names = ecs_field_names(mapped_spec.logsource.get("category", ""))
                     selected = eql_engine.select(converted.query, ecs_rows(events, names))
             else:
-                results[target] = _not_executed(target, make_rule, label)
+                model = targets.data_model(target, options.splunk_data_model)
+                results[target] = _not_executed(target, make_rule, label, model)
                 continue
         except NotExecutable as error:
             results[target] = TargetProof(target, NOT_EXECUTED, str(error), label=label)
@@ -200,8 +202,8 @@ def measure(source: SourceRule, options: Options, now: datetime | None = None) -
     )
 
 
-def _not_executed(target: str, make_rule: Any, label: str) -> TargetProof:
-    converted = targets.convert(target, make_rule, {})
+def _not_executed(target: str, make_rule: Any, label: str, model: str | None) -> TargetProof:
+    converted = targets.convert(target, make_rule, {}, model)
     if converted.query is None:
         return TargetProof(target, NOT_EXECUTED, converted.error or "conversion failed", label=label)
     reason = _NO_ENGINE[target]

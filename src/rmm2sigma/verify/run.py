@@ -82,9 +82,11 @@ def _check(job: tuple[str, dict[str, Any], Path]) -> tuple[RuleProof, dict[str, 
         candidates[0],
     )
     exact = rule.get("id") == rule_id(part, True)
-    proof = measure(part, Options(exact=exact))
+    splunk = rule.get("data_models", {}).get("splunk")  # the data model the report's queries read
+    proof = measure(part, Options(exact=exact, splunk_data_model=splunk))
     try:
-        options = Options(exact=exact, apply_filters=rule.get("filters_applied", False))
+        applied = rule.get("filters_applied", False)
+        options = Options(exact=exact, apply_filters=applied, splunk_data_model=splunk)
         rules, _ = convert_rules(source, options)
     except Rmm2SigmaError as error:
         finding["report_problems"].append(f"the source no longer converts: {error}")
