@@ -111,11 +111,14 @@ CASES = [
     ),
     Case(
         "AntivirusDetection",
-        "FileName =~ 'mimikatz.exe'",
+        "FileName =~ 'mimikatz.exe' and parse_json(AdditionalFields).ThreatName contains 'Mimikatz'",
         {"category": "antivirus"},
-        selection(**{"Filename|endswith": "\\mimikatz.exe"}),
-        ('FolderPath endswith "\\\\mimikatz.exe"',),
-        notes=("antivirus category", "Signature"),
+        selection(**{"Filename|endswith": "\\mimikatz.exe", "Signature|contains": "Mimikatz"}),
+        (
+            'FolderPath endswith "\\\\mimikatz.exe"',
+            'tostring(parse_json(AdditionalFields).ThreatName) contains "Mimikatz"',
+        ),
+        notes=("antivirus category", "Signature is the threat name"),
     ),
     Case(
         "AsrLsassCredentialTheftBlocked",
@@ -183,10 +186,14 @@ CASES = [
     ),
     Case(
         "UserAccountRemovedFromLocalGroup",
-        "AccountName =~ 'Administrators'",
+        "AccountName =~ 'Administrators' "
+        "and tostring(parse_json(AdditionalFields).MemberSid) =~ 'S-1-5-21-1-500'",
         WINDOWS_SECURITY,
-        selection(EventID=4733, TargetUserName="Administrators"),
-        ('AccountName =~ "Administrators"',),
+        selection(EventID=4733, TargetUserName="Administrators", MemberSid="S-1-5-21-1-500"),
+        (
+            'AccountName =~ "Administrators"',
+            'tostring(parse_json(AdditionalFields).MemberSid) =~ "S-1-5-21-1-500"',
+        ),
     ),
     Case(
         "SecurityGroupCreated",
@@ -204,32 +211,45 @@ CASES = [
     ),
     Case(
         "ScheduledTaskCreated",
-        "InitiatingProcessAccountName =~ 'bob'",
+        "InitiatingProcessAccountName =~ 'bob' "
+        "and parse_json(AdditionalFields).TaskContent contains 'powershell'",
         WINDOWS_SECURITY,
-        selection(EventID=4698, SubjectUserName="bob"),
-        ('InitiatingProcessAccountName =~ "bob"',),
-        notes=("TaskContent",),
+        selection(EventID=4698, SubjectUserName="bob", **{"TaskContent|contains": "powershell"}),
+        (
+            'InitiatingProcessAccountName =~ "bob"',
+            'tostring(parse_json(AdditionalFields).TaskContent) contains "powershell"',
+        ),
     ),
     Case(
         "ScheduledTaskDeleted",
-        "InitiatingProcessAccountDomain =~ 'CONTOSO'",
+        "InitiatingProcessAccountDomain =~ 'CONTOSO' "
+        "and extractjson('$.TaskName', AdditionalFields) =~ @'\\Evil'",
         WINDOWS_SECURITY,
-        selection(EventID=4699, SubjectDomainName="CONTOSO"),
-        ('InitiatingProcessAccountDomain =~ "CONTOSO"',),
+        selection(EventID=4699, SubjectDomainName="CONTOSO", TaskName="\\Evil"),
+        (
+            'InitiatingProcessAccountDomain =~ "CONTOSO"',
+            'tostring(parse_json(AdditionalFields).TaskName) =~ "\\\\Evil"',
+        ),
     ),
     Case(
         "ScheduledTaskUpdated",
-        "InitiatingProcessAccountSid =~ 'S-1-5-18'",
+        "InitiatingProcessAccountSid =~ 'S-1-5-18' and AdditionalFields.TaskContent contains 'mshta'",
         WINDOWS_SECURITY,
-        selection(EventID=4702, SubjectUserSid="S-1-5-18"),
-        ('InitiatingProcessAccountSid =~ "S-1-5-18"',),
+        selection(EventID=4702, SubjectUserSid="S-1-5-18", **{"TaskContentNew|contains": "mshta"}),
+        (
+            'InitiatingProcessAccountSid =~ "S-1-5-18"',
+            'tostring(parse_json(AdditionalFields).TaskContent) contains "mshta"',
+        ),
     ),
     Case(
         "ServiceInstalled",
-        "InitiatingProcessAccountName =~ 'bob'",
+        "InitiatingProcessAccountName =~ 'bob' and parse_json(AdditionalFields).ServiceName =~ 'PSEXESVC'",
         WINDOWS_SECURITY,
-        selection(EventID=4697, SubjectUserName="bob"),
-        ('InitiatingProcessAccountName =~ "bob"',),
+        selection(EventID=4697, SubjectUserName="bob", ServiceName="PSEXESVC"),
+        (
+            'InitiatingProcessAccountName =~ "bob"',
+            'tostring(parse_json(AdditionalFields).ServiceName) =~ "PSEXESVC"',
+        ),
         notes=("7045",),
     ),
     Case(
@@ -328,6 +348,17 @@ def test_a_kind_of_the_security_log_alone_is_its_event_id() -> None:
     result = converted(BY_KIND["PnpDeviceConnected"])
     assert yaml.safe_load(result.yaml)["detection"] == selection(EventID=6416)
     assert result.queries["kusto"].startswith('DeviceEvents\n| where ActionType =~ "PnpDeviceConnected"\n')
+
+
+def test_a_device_detail_in_additional_fields_is_its_security_log_field() -> None:
+    """SigmaHQ's win_security_external_device tests ClassName and DeviceDescription of 6416."""
+    query = (
+        "DeviceEvents\n| where ActionType == 'PnpDeviceConnected'\n"
+        "| where tostring(parse_json(AdditionalFields).ClassName) =~ 'DiskDrive'"
+    )
+    result = convert_rule(SourceRule(path="usb.kql", kql=query, name="USB Disks Connected"), Options())
+    assert yaml.safe_load(result.yaml)["detection"] == selection(EventID=6416, ClassName="DiskDrive")
+    assert 'tostring(parse_json(AdditionalFields).ClassName) =~ "DiskDrive"' in result.queries["kusto"]
 
 
 def test_tests_left_out_of_a_security_log_kind_leave_the_kind_and_say_so() -> None:

@@ -295,6 +295,10 @@ def _address_or_none(value: object) -> object:
         "DeviceEvents\n| where ActionType == 'AsrLsassCredentialTheftBlocked' "
         "and InitiatingProcessFileName =~ 'procdump.exe'",
         "DeviceEvents\n| where ActionType == 'PnpDeviceConnected'",
+        "DeviceEvents\n| where ActionType == 'PnpDeviceConnected' "
+        "and tostring(parse_json(AdditionalFields).ClassName) =~ 'DiskDrive'",
+        "DeviceEvents\n| where ActionType == 'AntivirusDetection' "
+        "and parse_json(AdditionalFields).ThreatName startswith 'PUA:'",
     ],
 )
 @pytest.mark.parametrize("exact", [False, True], ids=["default", "exact"])

@@ -35,9 +35,10 @@ def kusto_column(category: str | TableSpec, field: str) -> str:
         }
     )
     query = backend("kusto").convert_rule(rule)[0]
-    found = re.search(r"(\w+) contains \"probe\"", query)
+    found = re.search(r"(?:tostring\(parse_json\((\w+)\)\.(\w+)\)|(\w+)) contains \"probe\"", query)
     assert found, query
-    return found.group(1)
+    json_column, key, column = found.groups()
+    return f"{json_column}.{key}" if json_column else column  # a JSON key is the column `C.K`
 
 
 def source_name(spec: TableSpec) -> str:

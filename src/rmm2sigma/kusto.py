@@ -1,9 +1,11 @@
-"""The kusto target: pySigma's KQL backend, taught the two things it gets wrong for our rules,
-and the pipeline that gives DeviceEvents kinds their table, ActionType and columns back.
+"""The kusto target: pySigma's KQL backend, taught what it gets wrong for our rules, and the
+pipeline that gives DeviceEvents kinds their table, ActionType and columns back.
 
 * Case-sensitive tests (``|cased``, from KQL ``==``, ``in``, ``*_cs``): the backend refuses them,
   yet KQL has them natively. ``==``, ``startswith_cs``, ``endswith_cs``, ``contains_cs`` and a
   case-sensitive ``in (...)`` say exactly what the original said, lists and negations included.
+* A key of a JSON column (``AdditionalFields.PipeName``, a field the Defender pipeline maps to):
+  the backend would quote it as a string; it is read as ``tostring(parse_json(C).K)``.
 * Value lists: the backend writes every list as ``in~ ("...")``, so numbers become strings
   (Kusto.Language rejects a string list on a ``long`` column, KS107) and case-sensitive strings
   lose their case. A list of numbers stays numeric (``in (5938, 7070)``); a list of
@@ -24,6 +26,8 @@ from sigma.processing.pipeline import ProcessingPipeline
 from .elastic import KindPreservingLists, list_kind
 from .mapping import ACTION_TYPE, TableSpec, all_specs
 
+_JSON_KEY = re.compile(r"[A-Za-z]\w*\.[A-Za-z]\w*")
+
 
 class Rmm2SigmaKustoBackend(KindPreservingLists, KustoBackend):
     """KustoBackend with KQL's case-sensitive operators and kind-preserving value lists."""
@@ -32,6 +36,12 @@ class Rmm2SigmaKustoBackend(KindPreservingLists, KustoBackend):
     case_sensitive_startswith_expression: ClassVar[str | None] = "{field} startswith_cs {value}"
     case_sensitive_endswith_expression: ClassVar[str | None] = "{field} endswith_cs {value}"
     case_sensitive_contains_expression: ClassVar[str | None] = "{field} contains_cs {value}"
+
+    def escape_and_quote_field(self, field_name: str) -> str:
+        if _JSON_KEY.fullmatch(field_name):
+            column, key = field_name.split(".")
+            return f"tostring(parse_json({column}).{key})"
+        return str(super().escape_and_quote_field(field_name))
 
     def decide_convert_condition_as_in_expression(
         self, cond: ConditionOR | ConditionAND, state: ConversionState
@@ -122,6 +132,20 @@ def defender_events_pipeline() -> ProcessingPipeline:
         warnings.simplefilter("ignore", DeprecationWarning)
         name = "rmm2sigma Defender event kinds for Microsoft XDR"
         return ProcessingPipeline.from_dict({"name": name, "priority": 5, "transformations": items})
+
+
+def accept_json_keys(xdr: ProcessingPipeline) -> None:
+    """Let microsoft_xdr's field check pass the JSON keys the mapping names (``AdditionalFields.
+    ThreatName``): its check knows a table's columns only, and the key of one of them is a field
+    this backend reads as ``tostring(parse_json(C).K)``."""
+    from sigma.processing.conditions import ExcludeFieldCondition
+
+    keys = sorted({column for spec in all_specs() for column in spec.fields if _JSON_KEY.fullmatch(column)})
+    for item in xdr.items:
+        if (item.identifier or "").startswith("microsoft_xdr_unsupported_fields_"):
+            for condition in item.field_name_conditions:
+                if isinstance(condition, ExcludeFieldCondition) and condition.mode == "plain":
+                    condition.fields = [*condition.fields, *keys]
 
 
 def _identifier(spec: TableSpec) -> str:

@@ -158,7 +158,7 @@ class _Lowering:
         table = body.source.name
         if table not in self.schema:
             raise _fail(f"unknown table {table!r} (not in the Defender schema)", body.source)
-        self.columns = self.schema[table]
+        self.columns = dict(self.schema[table])  # plus the JSON keys tests read (json_member)
         conditions: list[Node] = [left_out] if left_out is not None else []
         aggregation: Aggregation | None = None
         extends: list[k.Extend] = []
@@ -573,11 +573,44 @@ class _Lowering:
                 expr = expr.args[0]
             elif isinstance(expr, k.Call) and len(expr.args) == 1 and expr.function == "tostring":
                 inner = expr.args[0]
+                if self.json_member(inner):
+                    expr = inner
+                    continue
                 if not (isinstance(inner, k.Name) and self.columns.get(inner.name) == "string"):
                     raise _skip("`tostring()` of a non-string value has no Sigma equivalent", expr)
                 expr = inner
+            elif (member := self.json_member(expr)) is not None:
+                return member, case
             else:
                 return self.column(expr), case
+
+    def json_member(self, expr: k.Expr) -> str | None:
+        """``parse_json(AdditionalFields).PipeName`` (``.x``, ``["x"]``, ``extractjson("$.x", c)``)
+        as the column ``AdditionalFields.PipeName``: a key of a JSON column, which the mapping can
+        name in Sigma (a pipe's name, a PowerShell command) like any column."""
+        column: k.Expr | None = None
+        key: str | None = None
+        if isinstance(expr, k.Member):
+            column, key = expr.target, expr.name
+        elif isinstance(expr, k.Index) and isinstance(expr.index, k.StringLit):
+            column, key = expr.target, expr.index.value
+        elif _is_call(expr, "extractjson") or _is_call(expr, "extract_json"):
+            path = expr.args[0] if len(expr.args) == 2 else None
+            if isinstance(path, k.StringLit) and re.fullmatch(r"\$\.\w+", path.value):
+                column, key = expr.args[1], path.value[2:]
+        if (
+            isinstance(column, k.Call)
+            and column.function in ("parse_json", "todynamic")
+            and len(column.args) == 1
+        ):
+            column = column.args[0]
+        if not (isinstance(column, k.Name) and column.name in self.columns and key and key.isidentifier()):
+            return None
+        if column.name in self.computed or self.columns[column.name] not in ("string", "dynamic"):
+            return None
+        name = f"{column.name}.{key}"
+        self.columns[name] = "string"  # a missing key reads as empty, as tostring() gives it
+        return name
 
     def column(self, expr: k.Expr, tested: bool = True) -> str:
         """The column ``expr`` names; a ``tested`` one must be comparable in Sigma (not a datetime)."""

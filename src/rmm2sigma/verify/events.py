@@ -17,6 +17,7 @@ oracle stores it as ``''`` and the Sigma side as an absent field. ``FileName`` i
 from __future__ import annotations
 
 import ipaddress
+import json
 import random
 import re
 from collections.abc import Iterator, Mapping, Sequence
@@ -450,6 +451,7 @@ class _Generator:
             for path_column, name_column in PATH_COLUMNS.items():
                 if path_column in row and name_column in self.types:
                     row[name_column] = _get(row, name_column)
+            _json_columns(row)
             key = tuple(sorted((k, (type(v).__name__, v)) for k, v in row.items()))
             if key in seen:
                 continue
@@ -464,6 +466,18 @@ class _Generator:
                 identity["ReportId"] = index
             out.append({**identity, **row})
         return out
+
+
+def _json_columns(row: Row) -> None:
+    """A generated value of a JSON key (``AdditionalFields.PipeName``) also written into its JSON
+    column, which is what the original query parses; the key stays for the mapped Sigma field."""
+    keys: dict[str, dict[str, Any]] = {}
+    for name, value in row.items():
+        if "." in name and value is not None:
+            column, key = name.split(".", 1)
+            keys.setdefault(column, {})[key] = value
+    for column, members in keys.items():
+        row[column] = json.dumps(members)
 
 
 def _flat(groups: Sequence[list[Requirement]]) -> list[Requirement]:
