@@ -287,6 +287,18 @@ def _address_or_none(value: object) -> object:
         "DeviceEvents\n| where ActionType == 'CreateRemoteThreadApiCall' and FileName =~ 'lsass.exe'",
         "DeviceLogonEvents\n| where ActionType == 'LogonFailed' and AccountName =~ 'admin' "
         "and LogonType == 'Network'",
+        "DeviceEvents\n| where ActionType == 'UserAccountAddedToLocalGroup' "
+        "and AccountName =~ 'Administrators' and InitiatingProcessAccountName !endswith '$'",
+        "DeviceEvents\n| where ActionType == 'AntivirusDetection' and FileName endswith '.exe'",
+        "DeviceEvents\n| where ActionType in ('FirewallOutboundConnectionBlocked', "
+        "'FirewallInboundConnectionBlocked') and RemotePort == 445",
+        "DeviceEvents\n| where ActionType == 'AsrLsassCredentialTheftBlocked' "
+        "and InitiatingProcessFileName =~ 'procdump.exe'",
+        "DeviceEvents\n| where ActionType == 'PnpDeviceConnected'",
+        "DeviceEvents\n| where ActionType == 'PnpDeviceConnected' "
+        "and tostring(parse_json(AdditionalFields).ClassName) =~ 'DiskDrive'",
+        "DeviceEvents\n| where ActionType == 'AntivirusDetection' "
+        "and parse_json(AdditionalFields).ThreatName startswith 'PUA:'",
     ],
 )
 @pytest.mark.parametrize("exact", [False, True], ids=["default", "exact"])

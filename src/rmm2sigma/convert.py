@@ -233,7 +233,7 @@ def _convert(source: SourceRule, mapped: MappedRule, options: Options, wanted: S
     models = {target: targets.data_model(target, options.splunk_data_model) for target in wanted}
     for target in wanted:
         attributes, target_notes = targets.rule_attributes(
-            target, mapped.detection.aggregation, mapped.detection.window
+            target, mapped.detection.aggregation, mapped.detection.window, mapped.table
         )
         assumes = targets.data_model_note(target, models[target], mapped.table.logsource)
         notes.extend([assumes] if assumes else [])

@@ -147,7 +147,8 @@ def _elastic(target: str, base: Fidelity, mapped: MappedRule) -> TargetFidelity:
     misses: list[str] = []
     adds: list[str] = []
     refuse: list[str] = []
-    fields = ecs_field_names(mapped.table.logsource.get("category", ""))
+    logsource = mapped.table.logsource
+    fields = ecs_field_names(logsource.get("category", ""), logsource.get("service", ""))
     for leaf, positive in _leaves(mapped.detection.predicate):
         field = fields.get(leaf.column, leaf.column)
         reason = _elastic_loss(target, leaf, field)
@@ -286,26 +287,22 @@ def _leaves(node: Node | None, positive: bool = True) -> Iterator[tuple[Predicat
 
 
 @cache
-def ecs_field_names(category: str) -> Mapping[str, str]:
-    """Sigma field -> ECS field in the ecs_windows pipeline for ``category``, read from the pipeline."""
+def ecs_field_names(category: str, service: str = "") -> Mapping[str, str]:
+    """Sigma field -> ECS field in the ecs_windows pipeline for the log source of ``category`` (or of
+    a Windows log ``service`` such as the Security log), read from the pipeline."""
     from sigma.pipelines.elasticsearch.windows import ecs_windows
     from sigma.rule import SigmaRule
 
-    if not category:  # a service (the Security log): the rule keeps Sigma's names
+    key, name = ("category", category) if category else ("service", service)
+    specs = [table for table in all_specs() if name and table.logsource.get(key) == name]
+    if not specs:
         return {}
-    fields = sorted(
-        {
-            spec.field
-            for table in all_specs()
-            if table.logsource.get("category") == category
-            for spec in table.fields.values()
-        }
-    )
+    fields = sorted({spec.field for table in specs for spec in table.fields.values()})
     detection: dict[str, object] = {f"s{index}": {field: "x"} for index, field in enumerate(fields)}
     rule = SigmaRule.from_dict(
         {
             "title": "ECS field names",
-            "logsource": {"product": "windows", "category": category},
+            "logsource": dict(specs[0].logsource),  # as the rules have it: antivirus has no product
             "detection": {**detection, "condition": "1 of s*"},
         }
     )

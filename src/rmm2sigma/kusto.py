@@ -1,4 +1,5 @@
-"""The kusto target: pySigma's KQL backend, taught the two things it gets wrong for our rules.
+"""The kusto target: pySigma's KQL backend, taught what it gets wrong for our rules, and the
+pipeline that gives DeviceEvents kinds their table, ActionType and columns back.
 
 * Case-sensitive tests (``|cased``, from KQL ``==``, ``in``, ``*_cs``): the backend refuses them,
   yet KQL has them natively. ``==``, ``startswith_cs``, ``endswith_cs``, ``contains_cs`` and a
@@ -14,13 +15,16 @@
 from __future__ import annotations
 
 import re
-from typing import ClassVar
+import warnings
+from typing import Any, ClassVar
 
 from sigma.backends.kusto import KustoBackend
 from sigma.conditions import ConditionAND, ConditionFieldEqualsValueExpression, ConditionOR
 from sigma.conversion.state import ConversionState
+from sigma.processing.pipeline import ProcessingPipeline
 
 from .elastic import KindPreservingLists, list_kind
+from .mapping import ACTION_TYPE, TableSpec, all_specs
 
 _JSON_KEY = re.compile(r"[A-Za-z]\w*\.[A-Za-z]\w*")
 
@@ -53,3 +57,117 @@ class Rmm2SigmaKustoBackend(KindPreservingLists, KustoBackend):
             return False
         (kind,) = kinds
         return kind == "string" or (isinstance(cond, ConditionOR) and kind in ("number", "cased"))
+
+
+def defender_events_pipeline() -> ProcessingPipeline:
+    """The Defender table, ActionType and columns of every category ``mapping/defender.yml``
+    chooses by ActionType in a table microsoft_xdr has no category for (DeviceEvents).
+
+    Per category: its table (``query_table``) for a rule of its log source (and of its implied
+    EventID, for the Security and Defender logs); ``ActionType`` = the kinds the category stands
+    for (all of them: a rule from one kind is that much wider, as its mapping note says); and its
+    Sigma fields back to the Defender columns they came from. A file-name column gives its path
+    column back (``InitiatingProcessFileName`` -> ``InitiatingProcessFolderPath``) when no column
+    maps to the field whole. Runs before microsoft_xdr, like ``pipelines/kusto_tables.yml``.
+    """
+    specs = [spec for spec in all_specs() if spec.kusto_table and spec.action_types]
+    items: list[dict[str, Any]] = []
+    for spec in specs:
+        identifier = _identifier(spec)
+        conditions: dict[str, Any] = {"source": {"type": "logsource", **spec.logsource}}
+        implied = _implied(spec)
+        conditions.update(implied)
+        expression = " and ".join(["source", *([f"({' or '.join(implied)})"] if implied else [])])
+        applied = [{"type": "processing_item_applied", "processing_item_id": identifier}]
+        kinds = list(spec.action_types)
+        items += [
+            {
+                "id": identifier,
+                "type": "set_state",
+                "key": "query_table",
+                "val": spec.kusto_table,
+                "rule_conditions": conditions,
+                "rule_cond_expr": expression,
+            },
+            {
+                "id": f"{identifier}_action",
+                "type": "add_condition",
+                "conditions": {ACTION_TYPE: kinds[0] if len(kinds) == 1 else kinds},
+                "rule_conditions": applied,
+            },
+        ]
+        columns = kusto_columns(spec)
+        if columns:
+            items.append(
+                {
+                    "id": f"{identifier}_fields",
+                    "type": "field_name_mapping",
+                    "mapping": columns,
+                    "rule_conditions": applied,
+                }
+            )
+        # a rule with EventIDs of two kinds (a SigmaHQ rule, say) would get two ActionType tests
+        # that no event passes together: refused instead
+        others = {
+            name: condition
+            for other in specs
+            if other is not spec and other.logsource == spec.logsource
+            for name, condition in _implied(other, prefix=f"{_identifier(other)}_").items()
+        }
+        if implied and others:
+            items.append(
+                {
+                    "id": f"{identifier}_several",
+                    "type": "rule_failure",
+                    "message": (
+                        f"the rule's {' and '.join(spec.conditions or {})} values stand for several "
+                        f"kinds of {spec.kusto_table} events (ActionType), which this pipeline cannot "
+                        "select in one query; convert one rule per kind"
+                    ),
+                    "rule_conditions": {"mine": applied[0], **others},
+                    "rule_cond_expr": f"mine and ({' or '.join(others)})",
+                }
+            )
+    with warnings.catch_warnings():  # pySigma parses rule_cond_expr with a pyparsing call it deprecated
+        warnings.simplefilter("ignore", DeprecationWarning)
+        name = "rmm2sigma Defender event kinds for Microsoft XDR"
+        return ProcessingPipeline.from_dict({"name": name, "priority": 5, "transformations": items})
+
+
+def accept_json_keys(xdr: ProcessingPipeline) -> None:
+    """Let microsoft_xdr's field check pass the JSON keys the mapping names (``AdditionalFields.
+    ThreatName``): its check knows a table's columns only, and the key of one of them is a field
+    this backend reads as ``tostring(parse_json(C).K)``."""
+    from sigma.processing.conditions import ExcludeFieldCondition
+
+    keys = sorted({column for spec in all_specs() for column in spec.fields if _JSON_KEY.fullmatch(column)})
+    for item in xdr.items:
+        if (item.identifier or "").startswith("microsoft_xdr_unsupported_fields_"):
+            for condition in item.field_name_conditions:
+                if isinstance(condition, ExcludeFieldCondition) and condition.mode == "plain":
+                    condition.fields = [*condition.fields, *keys]
+
+
+def _identifier(spec: TableSpec) -> str:
+    return "rmm2sigma_" + re.sub(r"(?<!^)(?=[A-Z])", "_", spec.action_types[0]).lower()
+
+
+def _implied(spec: TableSpec, prefix: str = "") -> dict[str, Any]:
+    """Rule conditions: the rule tests one of the values the category implies (its EventIDs)."""
+    return {
+        f"{prefix}{field.lower()}_{index}": {"type": "contains_detection_item", "field": field, "value": one}
+        for field, value in (spec.conditions or {}).items()
+        for index, one in enumerate(value if isinstance(value, list) else [value])
+    }
+
+
+def kusto_columns(spec: TableSpec) -> dict[str, str]:
+    """Sigma field -> the Defender column it came from, for the fields not already named so."""
+    columns: dict[str, str] = {}
+    for column, target in spec.fields.items():
+        if target.part is None and target.values is None:
+            columns.setdefault(target.field, column)
+    for column, target in spec.fields.items():
+        if target.part == "file_name":
+            columns.setdefault(target.field, column.replace("FileName", "FolderPath"))
+    return {field: column for field, column in columns.items() if field != column}

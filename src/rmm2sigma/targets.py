@@ -26,6 +26,7 @@ if TYPE_CHECKING:
     from sigma.conversion.base import Backend
     from sigma.rule import SigmaRule
 
+    from .mapping import TableSpec
     from .model import Aggregation
 
 TARGETS = ("kusto", "splunk", "lucene", "esql", "eql")
@@ -62,13 +63,15 @@ def _pipeline(name: str) -> Any:
 def _kusto() -> Backend:
     from sigma.pipelines.microsoftxdr import microsoft_xdr_pipeline
 
-    from .kusto import Rmm2SigmaKustoBackend
+    from .kusto import Rmm2SigmaKustoBackend, accept_json_keys, defender_events_pipeline
 
     xdr = microsoft_xdr_pipeline()
     # Our User values are AccountName values, never DOMAIN\user: the XDR pipeline's split would
     # rewrite every User value as a plain string, dropping |cased, and read `a\*b` as domain `a`.
     xdr.items = [item for item in xdr.items if item.identifier != "microsoft_xdr_domain_username_extract"]
-    return Rmm2SigmaKustoBackend(_pipeline("kusto_tables") + xdr + _pipeline("kusto_aggregation"))
+    accept_json_keys(xdr)
+    tables = _pipeline("kusto_tables") + defender_events_pipeline()
+    return Rmm2SigmaKustoBackend(tables + xdr + _pipeline("kusto_aggregation"))
 
 
 def data_models(target: str) -> dict[str, dict[str, Any]]:
@@ -214,9 +217,14 @@ def compact_timespan(span: timedelta) -> str:
 
 
 def rule_attributes(
-    target: str, aggregation: Aggregation | None, window: timedelta | None
+    target: str, aggregation: Aggregation | None, window: timedelta | None, table: TableSpec | None = None
 ) -> tuple[dict[str, Any], tuple[str, ...]]:
-    """What the target's template needs, in the target's own names, and notes on what is lost."""
+    """What the target's template needs, in the target's own names, and notes on what is lost.
+
+    ``table`` is the rule's mapping entry: a column it maps whole to a Sigma field is named as the
+    target names that field in the rule's log source (RemoteIP is DestAddress in the Security
+    log's 5157, not Sysmon's DestinationIp); other columns take aggregation.yml's names.
+    """
     notes: list[str] = []
     attributes: dict[str, Any] = {}
     if window is not None:
@@ -235,7 +243,7 @@ def rule_attributes(
     functions, by = [], []
     for function in aggregation.functions:
         name = names["functions"].get(function.function, {}).get(target)
-        column = names["columns"].get(function.column, {}).get(target) if function.column else None
+        column = _target_column(target, function.column, table) if function.column else None
         if name is None or (function.column and column is None):
             notes.append(
                 f"{target}: aggregate {function.name}={function.function}() has no equivalent; left out"
@@ -243,7 +251,7 @@ def rule_attributes(
             continue
         functions.append({"name": function.name, "function": name, "column": column})
     for column_name in aggregation.by:
-        column = names["columns"].get(column_name, {}).get(target)
+        column = _target_column(target, column_name, table)
         if target == "kusto":  # microsoft_xdr keeps Defender's names; the mapping kept the column
             column = column or column_name
         if column is None:
@@ -264,6 +272,23 @@ def rule_attributes(
         }
         attributes["bin"] = compact_timespan(aggregation.bin) if aggregation.bin else None
     return attributes, tuple(notes)
+
+
+def _target_column(target: str, column: str, table: TableSpec | None) -> str | None:
+    """A Defender column's name in ``target``: through the rule's Sigma field when its mapping has
+    one (splunk's Windows pipelines keep Sigma's names; esql takes ecs_windows' name of it)."""
+    field = table.fields.get(column) if table is not None else None
+    if field is not None and field.part is None and field.values is None and target in ("splunk", "esql"):
+        if target == "splunk":
+            return field.field
+        from .fidelity import ecs_field_names
+
+        logsource = table.logsource if table is not None else {}
+        ecs = ecs_field_names(logsource.get("category", ""), logsource.get("service", "")).get(field.field)
+        if ecs and "." in ecs:  # an ECS name (a field ecs_windows leaves alone keeps no dot)
+            return ecs.removesuffix(".caseless")  # grouped by the value as stored, not lowercased
+    entry: dict[str, str] = aggregation_names()["columns"].get(column, {})
+    return entry.get(target)
 
 
 def convert(

@@ -87,6 +87,7 @@ class TableSpec:
     categories: tuple[TableSpec, ...] = ()  # the table's other categories, chosen by ActionType
     conditions: Mapping[str, Value | list[Value]] | None = None  # Sigma tests the category implies
     unselected_note: str | None = None  # why the default category is approximate without ActionType
+    sigmahq_rule: str | None = None  # SigmaHQ's rule that is this category's event kind alone
 
 
 @dataclass(frozen=True)
@@ -134,6 +135,7 @@ def _table_spec(name: str, spec: Mapping[str, Any]) -> TableSpec:
         categories=tuple(_table_spec(name, category) for category in spec.get("categories") or ()),
         conditions=spec.get("conditions"),
         unselected_note=_one_line(spec.get("unselected_note")),
+        sigmahq_rule=spec.get("sigmahq_rule"),
     )
 
 
@@ -153,34 +155,46 @@ def map_detection(
         raise UnsupportedKqlError(f"table {detection.table!r} has no Sigma log source mapping")
     if detection.predicate is None:
         raise UnsupportedKqlError("the query has no condition: a Sigma rule would match every event")
-    spec, source_predicate, category_note = _select_category(specs[detection.table], detection.predicate)
-    if source_predicate is None:
+    table = specs[detection.table]
+    spec, source_predicate, category_note = _select_category(table, detection.predicate)
+    # a kind of event the query's ActionType test chose, which the Security or Defender log numbers
+    # (UserAccountCreated: EventID 4720), is a Sigma condition by itself; a table read whole (every
+    # logon) or another category needs a test of its own
+    kind_alone = bool(spec.conditions) and category_note not in (None, table.unselected_note)
+    if source_predicate is None and not kind_alone:
         raise UnsupportedKqlError("the query tests only the ActionType: a Sigma rule needs a condition")
     detection = replace(detection, predicate=source_predicate)
     mapper = _Mapper(spec, exact)
     if category_note:
         mapper.change_model(category_note)
-    predicate = mapper.node(source_predicate, positive=True)
-    if predicate is True and spec.fallback_table and spec.fallback_columns:
+    predicate = True if source_predicate is None else mapper.node(source_predicate, positive=True)
+    if predicate is True and spec.fallback_table and spec.fallback_columns and source_predicate is not None:
         renamed = _rename_columns(source_predicate, spec.fallback_columns)
         fallback = _Mapper(specs[spec.fallback_table], exact)
         predicate = fallback.node(renamed, positive=True)
-        fallback.change_model(specs[detection.table].fallback_note or "")
+        fallback.change_model(table.fallback_note or "")
         mapper = fallback
         detection = _fallback_aggregation(
             detection, spec.fallback_columns, schema, specs[spec.fallback_table].name
         )
         spec = specs[spec.fallback_table]
-    if predicate is True or predicate is False:
+    if predicate is False or (predicate is True and not kind_alone):
         raise _nothing_left(source_predicate, mapper.notes)
     predicate = regexes_one_by_one(literal_wildcards(predicate))
     if spec.approximate:
         mapper.change_model(spec.approximate, first=True)
-    if spec.conditions:
-        implied = tuple(
-            Predicate(field, Match.EQUALS, tuple(value if isinstance(value, list) else [value]))
-            for field, value in spec.conditions.items()
-        )
+    implied = tuple(
+        Predicate(field, Match.EQUALS, tuple(value if isinstance(value, list) else [value]))
+        for field, value in (spec.conditions or {}).items()
+    )
+    if predicate is True:  # every other test was left out: the kind of event alone, wider
+        if spec.sigmahq_rule:  # a copy would fail SigmaHQ's duplicate-detection check
+            raise UnsupportedKqlError(
+                f"{category_note}, and no other test of the query can be expressed in it: the rule would "
+                f"be {_source_name(spec)} alone, which is SigmaHQ's rule {spec.sigmahq_rule}; use that rule"
+            )
+        predicate = implied[0] if len(implied) == 1 else And(implied)
+    elif implied:
         predicate = And((*implied, predicate))
     detection = _groupable(detection, spec, mapper)
     mapped = replace(detection, table=spec.name, predicate=simplify(predicate))
@@ -191,7 +205,7 @@ def map_detection(
 ACTION_TYPE = "ActionType"
 
 
-def _nothing_left(predicate: Node, notes: list[str]) -> UnsupportedKqlError:
+def _nothing_left(predicate: Node | None, notes: list[str]) -> UnsupportedKqlError:
     """The refusal of a query whose every test was left out, at the first one and saying why."""
     first = next((leaf.pos for leaf in walk(predicate) if leaf.pos.line), None)
     notes = [note for note in notes if "left out" in note] or notes  # the reasons, before the context
@@ -208,36 +222,111 @@ def _select_category(table: TableSpec, predicate: Node) -> tuple[TableSpec, Node
 
     A Defender table with several event kinds (``DeviceFileEvents``: created, deleted, renamed ...)
     maps to one Sigma category per kind. The conjunct that names the kind becomes the category;
-    an ActionType test that selects no single category stays a test (left out: no Sigma field).
+    an ActionType test that selects no single category stays a test (left out: no Sigma field),
+    except in a table with no default category (``DeviceEvents``), where the query is refused with
+    the reason: no ActionType test, kinds with no Sigma log source, or kinds of several.
     """
     if not table.categories:
         return table, predicate, None
     flat = simplify(predicate)  # conjuncts of several `where` operators are one AND
     items = flat.items if isinstance(flat, And) else (predicate,)
+    refusal: UnsupportedKqlError | None = None
     for index, item in enumerate(items):
-        if not (isinstance(item, Predicate) and item.column == ACTION_TYPE and item.match is Match.EQUALS):
+        if not (isinstance(item, Predicate) and item.column == ACTION_TYPE):
             continue
-        if item.negated or not item.values:
+        if item.match is not Match.EQUALS or item.negated or not item.values:
+            refusal = refusal or _located(
+                f"`{item.text}` does not name kinds of {table.name} events: only an `ActionType ==`/`in` "
+                "test chooses a Sigma log source",
+                item,
+            )
             continue
-        for spec in (table, *table.categories):
-            names = {name if item.case_sensitive else name.lower(): name for name in spec.action_types}
-            wanted = [str(v) if item.case_sensitive else str(v).lower() for v in item.values]
-            if not all(value in names for value in wanted):
-                continue
-            rest = items[:index] + items[index + 1 :]
-            kept: Node | None = (rest[0] if len(rest) == 1 else And(rest)) if rest else None
-            category = spec.logsource.get("category") or spec.logsource.get("service")
-            others = sorted(set(spec.action_types) - {names[value] for value in wanted})
-            wider = f", which also holds {', '.join(others)}: the rule is wider" if others else ""
-            note = f"`{item.text}` selects Sigma's {category} log source{wider}"
-            return spec, kept, note
-    if not table.action_types:
-        kinds = ", ".join(t for spec in table.categories for t in spec.action_types)
-        raise UnsupportedKqlError(
-            f"{table.name} holds many kinds of events: an `ActionType ==` test must select one "
-            f"that has a Sigma category ({kinds})"
+        spec = _category_of(table, item)
+        if isinstance(spec, str):
+            refusal = _located(spec, item)
+            continue
+        names = {name if item.case_sensitive else name.lower(): name for name in spec.action_types}
+        wanted = {names[str(v) if item.case_sensitive else str(v).lower()] for v in item.values}
+        rest = items[:index] + items[index + 1 :]
+        kept: Node | None = (rest[0] if len(rest) == 1 else And(rest)) if rest else None
+        return spec, kept, _selection_note(item, spec, wanted)
+    if table.action_types:
+        return table, predicate, table.unselected_note
+    if refusal:
+        raise refusal
+    sources = ", ".join(dict.fromkeys(_source_name(spec, conditions=False) for spec in table.categories))
+    reads = (
+        "this query's ActionType tests do not choose one (only an `ActionType ==`/`in` test that every "
+        "event must pass does)"
+        if _tests_action_type(flat)
+        else "this query has no ActionType test, so it reads them all"
+    )
+    raise UnsupportedKqlError(
+        f"{table.name} holds many kinds of events and {reads}; no Sigma log source holds every kind, so "
+        f"it is not converted (kinds of events have these log sources: {sources})"
+    )
+
+
+def _tests_action_type(node: Node | None) -> bool:
+    if isinstance(node, Predicate):
+        return node.column == ACTION_TYPE
+    if isinstance(node, Not):
+        return _tests_action_type(node.item)
+    if isinstance(node, And | Or):
+        return any(_tests_action_type(item) for item in node.items)
+    return False
+
+
+def _category_of(table: TableSpec, item: Predicate) -> TableSpec | str:
+    """The one category whose kinds hold every value of ``item``, or why there is none."""
+    by_kind: dict[str, TableSpec] = {}
+    for spec in (table, *table.categories):
+        for name in spec.action_types:
+            by_kind.setdefault(name if item.case_sensitive else name.lower(), spec)
+    values = [str(v) for v in item.values]
+    found = {value: by_kind.get(value if item.case_sensitive else value.lower()) for value in values}
+    unknown = [value for value, spec in found.items() if spec is None]
+    if unknown:
+        kinds = ", ".join(unknown)
+        return (
+            f"`{item.text}`: Sigma has no log source for the {kinds} events of {table.name}, "
+            "so the query is not converted"
         )
-    return table, predicate, table.unselected_note
+    chosen = {id(spec): spec for spec in found.values() if spec is not None}
+    if len(chosen) > 1:
+        parts = "; ".join(
+            f"{_source_name(spec)}: {', '.join(v for v, s in found.items() if s is spec)}"
+            for spec in chosen.values()
+        )
+        return f"`{item.text}` names kinds of events of several Sigma log sources ({parts}); a rule has one"
+    return next(iter(chosen.values()))
+
+
+def _selection_note(item: Predicate, spec: TableSpec, wanted: set[str]) -> str:
+    others = [name for name in spec.action_types if name not in wanted]
+    if len(others) > 4:
+        wider = f", which also holds {len(others)} other kinds of events: the rule is wider"
+    elif others:
+        wider = f", which also holds {', '.join(sorted(others))}: the rule is wider"
+    else:
+        wider = ""
+    return f"`{item.text}` selects Sigma's {_source_name(spec)} log source{wider}"
+
+
+def _source_name(spec: TableSpec, conditions: bool = True) -> str:
+    """``dns_query``, or ``security (EventID 4720)`` for a log whose events the EventID tells apart."""
+    name = spec.logsource.get("category") or spec.logsource.get("service") or "?"
+    if not conditions:
+        return name
+    implied = ", ".join(
+        f"{field} {' or '.join(str(v) for v in value) if isinstance(value, list) else value}"
+        for field, value in (spec.conditions or {}).items()
+    )
+    return f"{name} ({implied})" if implied else name
+
+
+def _located(message: str, item: Predicate) -> UnsupportedKqlError:
+    return UnsupportedKqlError(message, line=item.pos.line or None, column=item.pos.column or None)
 
 
 def _fallback_aggregation(

@@ -6,7 +6,8 @@ rmm2sigma_splunk``, ``-t lucene -p ecs_windows -p rmm2sigma_lucene``, ``-t esql 
 rmm2sigma_esql`` and ``-t eql -p ecs_windows -p rmm2sigma_eql``. What each adds:
 
 * ``rmm2sigma_kusto``: the Defender table for rules with no microsoft_xdr category (the signer
-  table), and the time window and ``summarize``;
+  table; DeviceEvents with the ActionType of each kind of event rmm2sigma maps there), and the
+  time window and ``summarize``;
 * ``rmm2sigma_splunk``: the window as ``earliest=`` and the aggregation as ``| stats``;
 * ``rmm2sigma_lucene`` / ``rmm2sigma_esql`` / ``rmm2sigma_eql``: case-insensitive strings and
   term regexes in Lucene's regex dialect (and ES|QL's window and ``STATS``).
@@ -27,6 +28,7 @@ from __future__ import annotations
 from sigma.processing.pipeline import ProcessingPipeline
 
 from rmm2sigma.elastic import lucene_pipeline
+from rmm2sigma.kusto import defender_events_pipeline
 from rmm2sigma.targets import _pipeline
 
 __all__ = [
@@ -45,7 +47,7 @@ def _named(pipeline: ProcessingPipeline, name: str) -> ProcessingPipeline:
 
 
 def rmm2sigma_kusto_pipeline() -> ProcessingPipeline:
-    joined = _pipeline("kusto_tables") + _pipeline("kusto_aggregation")
+    joined = _pipeline("kusto_tables") + defender_events_pipeline() + _pipeline("kusto_aggregation")
     return _named(joined, "Defender tables, window and summarize for KQL")
 
 
