@@ -180,7 +180,8 @@ def map_detection(
         spec = specs[spec.fallback_table]
     if predicate is False or (predicate is True and not kind_alone):
         raise _nothing_left(source_predicate, mapper.notes)
-    predicate = regexes_one_by_one(literal_wildcards(predicate))
+    if predicate is not True:
+        predicate = regexes_one_by_one(literal_wildcards(predicate))
     if spec.approximate:
         mapper.change_model(spec.approximate, first=True)
     implied = tuple(
