@@ -558,3 +558,20 @@ def test_a_term_match_whose_needle_bounds_its_terms_is_a_substring_match(test: s
         "kusto": True,
         "eql": True,
     }
+
+
+@pytest.mark.parametrize(
+    "read",
+    [
+        "tostring(parse_json(AdditionalFields).ThreatName)",
+        "parse_json(AdditionalFields)['ThreatName']",
+        "extractjson('$.ThreatName', AdditionalFields)",
+        "P.ThreatName",  # through `extend P = parse_json(AdditionalFields)`
+    ],
+)
+def test_a_key_of_a_json_column_is_a_column_the_mapping_names(read: str) -> None:
+    _, _, notes, queries = converted(
+        "DeviceEvents\n| where ActionType == 'AntivirusDetection'\n"
+        f"| extend P = parse_json(AdditionalFields)\n| where {read} contains 'PUA'"
+    )
+    assert 'tostring(parse_json(AdditionalFields).ThreatName) contains "PUA"' in queries["kusto"], notes

@@ -598,6 +598,8 @@ class _Lowering:
             path = expr.args[0] if len(expr.args) == 2 else None
             if isinstance(path, k.StringLit) and re.fullmatch(r"\$\.\w+", path.value):
                 column, key = expr.args[1], path.value[2:]
+        if isinstance(column, k.Name) and column.name in self.computed:  # `extend J = parse_json(C)`
+            column = self.computed[column.name]
         if (
             isinstance(column, k.Call)
             and column.function in ("parse_json", "todynamic")
