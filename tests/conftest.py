@@ -22,8 +22,10 @@ import shutil
 import subprocess
 import sys
 import sysconfig
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -143,3 +145,20 @@ def sigmahq_tree(tmp_path_factory: pytest.TempPathFactory) -> Path:
     from rmm2sigma.sigmahq import unpack_snapshot
 
     return unpack_snapshot(SNAPSHOT, tmp_path_factory.mktemp("sigmahq"))
+
+
+@pytest.fixture
+def offline(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Iterator[None]:
+    """No downloads, and a fresh, empty cache: SigmaHQ's validators must run on packaged data alone."""
+
+    def no_network(*args: Any, **kwargs: Any) -> Any:
+        raise AssertionError(f"network access attempted: {args!r}")
+
+    import sigma.data.mitre_attack
+    import sigma.data.mitre_d3fend
+    import sigma.validators.sigmahq.data.base
+
+    for module in (sigma.validators.sigmahq.data.base, sigma.data.mitre_attack, sigma.data.mitre_d3fend):
+        monkeypatch.setattr(module, "urlopen", no_network)
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    yield

@@ -9,7 +9,6 @@ query with no ActionType test, are refused with a message that says which.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -476,21 +475,6 @@ def test_a_rule_of_several_security_kinds_is_refused_by_the_kusto_pipeline() -> 
 
 
 # ---------------------------------------------------------------- SigmaHQ's checks, offline
-
-
-@pytest.fixture
-def offline(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Iterator[None]:
-    def no_network(*args: Any, **kwargs: Any) -> Any:
-        raise AssertionError(f"network access attempted: {args!r}")
-
-    import sigma.data.mitre_attack
-    import sigma.data.mitre_d3fend
-    import sigma.validators.sigmahq.data.base
-
-    for module in (sigma.validators.sigmahq.data.base, sigma.data.mitre_attack, sigma.data.mitre_d3fend):
-        monkeypatch.setattr(module, "urlopen", no_network)
-    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
-    yield
 
 
 def write_rules(folder: Path) -> dict[str, Path]:

@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import pytest
 
@@ -48,21 +46,7 @@ level: medium
 """
 
 
-@pytest.fixture(autouse=True)
-def offline(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Iterator[None]:
-    """No downloads, and a fresh, empty cache: the packaged data alone must be enough."""
-
-    def no_network(*args: Any, **kwargs: Any) -> Any:
-        raise AssertionError(f"network access attempted: {args!r}")
-
-    import sigma.data.mitre_attack
-    import sigma.data.mitre_d3fend
-    import sigma.validators.sigmahq.data.base
-
-    for module in (sigma.validators.sigmahq.data.base, sigma.data.mitre_attack, sigma.data.mitre_d3fend):
-        monkeypatch.setattr(module, "urlopen", no_network)
-    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
-    yield
+pytestmark = pytest.mark.usefixtures("offline")  # conftest: no downloads, an empty cache
 
 
 def write_rule(directory: Path, name: str, text: str) -> Path:
