@@ -245,6 +245,8 @@ USER_PATTERNS = [
     r"(?i)-enc\s+[A-Za-z0-9+/=]{5,}",
     r"-enc(?i)\s+x\d{2}|foo",
     r"^cmd\.exe /c .*$",
+    r"^[a-zA-Z]:\\(?:Temp|Windows)(?:\\|$)",
+    r"x(a|b$|$)",
     r"^powershell|\.ps1$",
     r"\d{1,3}\.\d{1,3}\.\d{1,3}\.\d{1,3}",
     r"[^\w\s]{3}",

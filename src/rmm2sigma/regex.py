@@ -152,7 +152,31 @@ def _anchored(items: list[Any], flags: int) -> str:
     if items and items[0] == (_c.AT, _c.AT_BEGINNING_STRING):
         head = True
     body = items[int(head) : len(items) - int(tail)]
+    ending = None if tail else _end_alternatives(body[-1] if body else None)
+    if ending is not None:  # `x(?:\\|$)`: a branch not ending with `$` may be followed by anything
+        ends = "|".join(
+            _sequence(branch[:-1], flags) if branch[-1:] == [_END] else _sequence(branch, flags) + ".*"
+            for branch in ending
+        )
+        return ("" if head else ".*") + _sequence(body[:-1], flags) + f"({ends})"
     return ("" if head else ".*") + _sequence(body, flags) + ("" if tail else ".*")
+
+
+_END = (_c.AT, _c.AT_END)
+
+
+def _end_alternatives(item: Any) -> list[Any] | None:
+    """The branches of a pattern's last group when some end with the end anchor (``(?:\\|$)``)."""
+    if item is not None and item[0] is _c.SUBPATTERN and len(item[1][3]) == 1 and not item[1][1]:
+        item = item[1][3][0]
+    if item is None or item[0] is not _c.BRANCH:
+        return None
+    branches = [list(branch) for branch in item[1][1]]
+    if not any(branch[-1:] == [_END] for branch in branches):
+        return None
+    if any(_END in branch[:-1] for branch in branches):
+        return None  # `$` inside a branch: no Lucene equivalent
+    return branches
 
 
 def _sequence(items: Any, flags: int) -> str:
