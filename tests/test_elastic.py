@@ -17,8 +17,8 @@ from luqum import tree
 from luqum.parser import parser
 
 from rmm2sigma import transpile
-from rmm2sigma.elastic import fold, string_regex, term_regex
 from rmm2sigma.mapping import _term_pattern
+from rmm2sigma.targets.elastic import fold, string_regex, term_regex
 
 Event = dict[str, Any]
 

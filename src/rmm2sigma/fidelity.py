@@ -13,7 +13,7 @@ loss, labelled ``approximate`` with a note saying how it can differ. Known targe
 
 * Elasticsearch compares strings exactly on keyword fields, and reads regexes (lucene ``/.../``,
   ES|QL ``rlike``, EQL ``regex~``) with Lucene's engine: the whole value must match, ``(?i)`` is
-  not a flag and ``^``/``$`` are no anchors. ``rmm2sigma.elastic`` rewrites, before the backend
+  not a flag and ``^``/``$`` are no anchors. ``rmm2sigma.targets.elastic`` rewrites, before the backend
   sees them, every case-insensitive string test and every regex of the shapes ``--exact`` emits
   into whole-value Lucene regexes with ``[xX]`` letter classes (strings for lucene and esql only:
   EQL's ``:`` and ``like~`` are case-insensitive already), so those tests keep the rule's label,
@@ -32,7 +32,7 @@ loss, labelled ``approximate`` with a note saying how it can differ. Known targe
 * pySigma's KQL backend writes a keyword (``* has 'x'``) as a bare string, which is no KQL
   filter: kusto is refused for keyword rules.
 * Splunk's ``where`` compares case-sensitively: a field reference is written
-  ``where lower('A')=lower('B')`` (``rmm2sigma.splunk``), as case-insensitive as Sigma's.
+  ``where lower('A')=lower('B')`` (``rmm2sigma.targets.splunk``), as case-insensitive as Sigma's.
 * The kusto target keeps the Defender table when the mapping declares ``kusto_table``, so the
   table's own approximation (e.g. certificates seen as image loads) does not apply to it.
 * A target's data model (``formats.yml``, ``targets.data_model``) may hold fewer events and fields
@@ -219,8 +219,8 @@ def _unheld(target: str, model: str | None, mapped: MappedRule) -> tuple[str | N
 
 def _elastic_loss(target: str, leaf: Predicate, field: str) -> str | None:
     """Why an Elastic target can miss events this test matches in Sigma, or None."""
-    from .elastic import predicate_regex, term_regex  # imports pySigma
     from .regex import lucene_translatable
+    from .targets.elastic import predicate_regex, term_regex  # imports pySigma
 
     if leaf.match is Match.REGEX:
         ignore_case = not leaf.case_sensitive

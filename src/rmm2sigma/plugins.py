@@ -1,6 +1,6 @@
 """Every pySigma backend installed beside rmm2sigma, found by pySigma's own plugin discovery.
 
-The five built-in targets (``targets.py``) keep their pipelines and proven fidelity labels. Any
+The five built-in targets (``targets/``) keep their pipelines and proven fidelity labels. Any
 other installed backend (Google SecOps, CrowdStrike LogScale, QRadar, ...) is a target by its
 pySigma identifier, case-insensitive, with the pipelines ``plugins.yml`` names for it, else those
 whose ``allowed_backends`` name it. Its fidelity is ``unproven``: no oracle of ours runs it.

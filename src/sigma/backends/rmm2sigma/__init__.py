@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from typing import ClassVar
 
-from rmm2sigma import elastic, kusto, splunk
+from rmm2sigma.targets import elastic, kusto, splunk
 
 __all__ = ["Rmm2SigmaEql", "Rmm2SigmaEsql", "Rmm2SigmaKusto", "Rmm2SigmaSplunk"]
 

@@ -27,9 +27,9 @@ from __future__ import annotations
 
 from sigma.processing.pipeline import ProcessingPipeline
 
-from rmm2sigma.elastic import lucene_pipeline
-from rmm2sigma.kusto import defender_events_pipeline
 from rmm2sigma.targets import _pipeline
+from rmm2sigma.targets.elastic import lucene_pipeline
+from rmm2sigma.targets.kusto import defender_events_pipeline
 
 __all__ = [
     "rmm2sigma_eql_pipeline",

@@ -26,8 +26,8 @@ if TYPE_CHECKING:
     from sigma.conversion.base import Backend
     from sigma.rule import SigmaRule
 
-    from .mapping import TableSpec
-    from .model import Aggregation
+    from ..mapping import TableSpec
+    from ..model import Aggregation
 
 TARGETS = ("kusto", "splunk", "lucene", "esql", "eql")
 # the correlation method of our splunk and esql backends that counts once over the search's whole
@@ -56,7 +56,7 @@ def _pipeline(name: str) -> Any:
     from sigma.processing.pipeline import ProcessingPipeline
 
     return ProcessingPipeline.from_yaml(
-        resources.files(__package__).joinpath(f"pipelines/{name}.yml").read_text()
+        resources.files("rmm2sigma").joinpath(f"pipelines/{name}.yml").read_text()
     )
 
 
@@ -76,7 +76,7 @@ def _kusto() -> Backend:
 
 def data_models(target: str) -> dict[str, dict[str, Any]]:
     """A built-in target's data models (``formats.yml``), its default first; {} for other backends."""
-    from .formats import data
+    from ..formats import data
 
     models: dict[str, dict[str, Any]] = data()["targets"].get(target, {}).get("data_models", {})
     return models
@@ -96,7 +96,7 @@ def data_model(target: str, splunk: str | None = None) -> str | None:
 
 def data_model_note(target: str, model: str | None, logsource: Mapping[str, str]) -> str | None:
     """What ``target``'s query of a rule with this log source assumes, as the rule's notes say it."""
-    from .formats import data
+    from ..formats import data
 
     if model is None:
         return None
@@ -194,7 +194,7 @@ def backend(target: str, model: str | None = None) -> Backend:
     if target == "splunk":
         return _splunk(model)
     if target not in _FACTORIES:  # any other installed pySigma backend (plugins.py)
-        from .plugins import backend as installed_backend
+        from ..plugins import backend as installed_backend
 
         return installed_backend(target)
     return _FACTORIES[target]()
@@ -202,7 +202,7 @@ def backend(target: str, model: str | None = None) -> Backend:
 
 @cache
 def aggregation_names() -> dict[str, Any]:
-    text = resources.files(__package__).joinpath("pipelines/aggregation.yml").read_text()
+    text = resources.files("rmm2sigma").joinpath("pipelines/aggregation.yml").read_text()
     data: dict[str, Any] = yaml.safe_load(text)
     return data
 
@@ -281,7 +281,7 @@ def _target_column(target: str, column: str, table: TableSpec | None) -> str | N
     if field is not None and field.part is None and field.values is None and target in ("splunk", "esql"):
         if target == "splunk":
             return field.field
-        from .fidelity import ecs_field_names
+        from ..fidelity import ecs_field_names
 
         logsource = table.logsource if table is not None else {}
         ecs = ecs_field_names(logsource.get("category", ""), logsource.get("service", "")).get(field.field)

@@ -26,7 +26,7 @@ from sigma.conversion.state import ConversionState
 from sigma.exceptions import SigmaFeatureNotSupportedByBackendError
 from sigma.types import SigmaCasedString
 
-from .targets import add_whole_range
+from . import add_whole_range
 
 
 class CaselessFieldRef(SplunkDeferredFieldRefExpression):

@@ -23,8 +23,8 @@ from sigma.conditions import ConditionAND, ConditionFieldEqualsValueExpression, 
 from sigma.conversion.state import ConversionState
 from sigma.processing.pipeline import ProcessingPipeline
 
+from ..mapping import ACTION_TYPE, TableSpec, all_specs
 from .elastic import KindPreservingLists, list_kind
-from .mapping import ACTION_TYPE, TableSpec, all_specs
 
 _JSON_KEY = re.compile(r"[A-Za-z]\w*\.[A-Za-z]\w*")
 

@@ -61,11 +61,11 @@ from sigma.types import (
     SpecialChars,
 )
 
-from .mapping import TERM_CLASS
-from .model import Match
-from .regex import LUCENE_RESERVED as _RESERVED
-from .regex import MAX_REGEX_LENGTH, NoTranslation, lucene_regex
-from .targets import add_whole_range
+from ..mapping import TERM_CLASS
+from ..model import Match
+from ..regex import LUCENE_RESERVED as _RESERVED
+from ..regex import MAX_REGEX_LENGTH, NoTranslation, lucene_regex
+from . import add_whole_range
 
 _PYTHON_META = frozenset("\\.^$|?*+()[]{}")  # what mapping.regex_escape escapes
 
