@@ -345,3 +345,33 @@ def test_control_characters_are_string_escapes_in_eql_and_esql() -> None:
     kql = r"DeviceProcessEvents | where ProcessCommandLine matches regex @'a\sb'"
     assert "\\t-\\n" in transpile(kql, "esql") and "\n" not in transpile(kql, "esql")
     assert "\\t-\\n\f-\\r" in transpile(kql, "eql")
+
+
+@pytest.mark.parametrize(
+    ("test", "labels"),
+    [
+        # a capital never matches the lowercased value: asked, the test would miss events
+        ("FolderPath matches regex @'^C:\\\\TEMP\\\\'", {"lucene": None, "esql": None, "eql": None}),
+        ("not(FolderPath matches regex @'^C:\\\\TEMP\\\\')", {"eql": "widened"}),
+        # small letters also match values with capitals, lowercased: wider when asked
+        ("FolderPath matches regex @'\\\\temp\\\\'", {"eql": "widened"}),
+        ("not(FolderPath matches regex @'\\\\temp\\\\')", {"lucene": None, "esql": None, "eql": None}),
+    ],
+)
+def test_a_case_sensitive_regex_on_a_caseless_field_is_refused_where_it_would_lose_events(
+    test: str, labels: dict[str, str | None]
+) -> None:
+    """Elastic's `.caseless` keyword holds values lowercased; the proof measures the eql side."""
+    from rmm2sigma.convert import convert_rule
+    from rmm2sigma.sigma import Options
+    from rmm2sigma.sources import SourceRule
+    from rmm2sigma.verify.proof import measure
+
+    source = SourceRule(path="case.kql", kql=f"DeviceProcessEvents\n| where FileName =~ 'a.exe' and {test}")
+    result = convert_rule(source, Options())
+    for target, label in labels.items():
+        assert (target in result.errors) is (label is None), (target, result.errors)
+        if label is not None:
+            assert result.fidelity_by_target[target] == label
+    proof = measure(source, Options())
+    assert all(t.agrees is not False for t in proof.targets.values()), proof.targets

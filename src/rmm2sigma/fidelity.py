@@ -46,6 +46,7 @@ This module is core: it must not import the verify extras.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, replace
 from functools import cache
@@ -222,6 +223,9 @@ def _elastic_loss(target: str, leaf: Predicate, field: str) -> str | None:
     from .regex import lucene_translatable
     from .targets.elastic import predicate_regex, term_regex  # imports pySigma
 
+    cased_regex = leaf.match is Match.REGEX and leaf.case_sensitive and field.endswith(".caseless")
+    if cased_regex and "upper" in _regex_cases(leaf.values):  # a lowercased value has no capital
+        return f"{field} holds lowercased values, which the capitals of `{leaf.text}` never match"
     if leaf.match is Match.REGEX:
         ignore_case = not leaf.case_sensitive
         if all(
@@ -267,10 +271,26 @@ def _elastic_loss(target: str, leaf: Predicate, field: str) -> str | None:
 def _caseless_cased(leaf: Predicate, field: str) -> str | None:
     """Why a case-sensitive test matches more on Elastic: a ``.caseless`` field stores values
     lowercased, so the test can only be asked case-insensitively (``elastic.cased_string``)."""
-    cased = leaf.case_sensitive and leaf.match is not Match.REGEX and field.endswith(".caseless")
-    if cased and any(isinstance(v, str) and v.lower() != v.upper() for v in leaf.values):
+    if not (leaf.case_sensitive and field.endswith(".caseless")):
+        return None
+    if leaf.match is Match.REGEX:  # a small letter matches the lowercased form of a capital too
+        if "lower" not in _regex_cases(leaf.values):
+            return None
+        return f"{field} holds lowercased values, so `{leaf.text}` also matches capitals"
+    if any(isinstance(v, str) and v.lower() != v.upper() for v in leaf.values):
         return f"{field} holds lowercased values, so the case-sensitive `{leaf.text}` is case-insensitive"
     return None
+
+
+def _regex_cases(patterns: Iterable[object]) -> set[str]:
+    """The cases of the letters a regex matches literally ("lower", "upper"): escapes (``\\d``)
+    and classes holding both cases (``[A-Za-z]``) left aside."""
+    cases: set[str] = set()
+    for pattern in patterns:
+        text = re.sub(r"\\.", "", str(pattern))
+        text = re.sub(r"\[[^\]]*A-Z[^\]]*a-z[^\]]*\]|\[[^\]]*a-z[^\]]*A-Z[^\]]*\]", "", text)
+        cases |= {"upper" if c.isupper() else "lower" for c in text if c.isalpha()}
+    return cases
 
 
 def _leaves(node: Node | None, positive: bool = True) -> Iterator[tuple[Predicate, bool]]:
