@@ -33,8 +33,9 @@ from .kql.parser import _check_depth
 from .kql.syntax import Pos
 from .mapping import MappedRule, _rename_columns, map_detection
 from .model import And, Detection, Fidelity, Match, Node, Not, Or, Predicate, walk
-from .sigma import detection_document, dump_yaml, title_case
+from .sigma import detection_document, title_case
 from .sources import FalsePositive, SourceRule
+from .yaml_text import dump_yaml
 
 _NAMESPACE = uuid.UUID("0b5e7c1e-3f0a-4d7e-9a43-6c2f5d1b8e27")
 _OPERATORS = {
