@@ -49,8 +49,9 @@ _IMPLICIT = re.compile(
      (?:[\ \t]*(?:Z|[-+][0-9][0-9]?(?::[0-9]{2})?))?""",
     re.X,
 )
-# Characters ruamel escapes, so only a double-quoted scalar holds them (with allow_unicode).
-_SPECIAL = re.compile("[^\n\x20-\x7e\xa0-\ud7ff\ue000-\ufffd\U00010000-\U0010ffff]")
+# Characters ruamel escapes, so only a double-quoted scalar holds them (with allow_unicode): all
+# but a line break, printable ASCII, U+A0..U+D7FF, U+E000..U+FFFD and the supplementary planes.
+_SPECIAL = re.compile("[\x00-\x09\x0b-\x1f\x7f-\x9f\ud800-\udfff\ufffe\uffff]")
 # What forbids a plain scalar in block context (ruamel's analyze_scalar): a leading indicator, a
 # document marker, ": " or " #", a leading or trailing space, a line break, a special character.
 _NOT_PLAIN = re.compile(
