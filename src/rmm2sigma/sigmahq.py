@@ -352,6 +352,13 @@ def run_sigmahq_ci(ours: dict[str, Path], tree: Path, schema: Path, workdir: Pat
     return findings
 
 
+def safe_load(text: str) -> Any:
+    """The first YAML document of ``text``, as ``yaml.safe_load`` reads it, with libyaml when built
+    with it: the packaged data files are read at every start, ~10x faster so."""
+    documents = safe_documents(text)
+    return documents[0] if documents else None
+
+
 def safe_documents(text: str, loader_class: Any = None) -> list[Any]:
     """Every YAML document of ``text``, read with a safe loader (libyaml's when built with it)."""
     import yaml

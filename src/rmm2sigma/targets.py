@@ -14,8 +14,6 @@ from functools import cache
 from importlib import resources
 from typing import TYPE_CHECKING, Any
 
-import yaml
-
 if TYPE_CHECKING:
     from sigma.conversion.base import Backend
     from sigma.rule import SigmaRule
@@ -36,8 +34,10 @@ class TargetQuery:
 def _pipeline(name: str) -> Any:
     from sigma.processing.pipeline import ProcessingPipeline
 
-    return ProcessingPipeline.from_yaml(
-        resources.files(__package__).joinpath(f"pipelines/{name}.yml").read_text()
+    from .sigmahq import safe_load
+
+    return ProcessingPipeline.from_dict(
+        safe_load(resources.files(__package__).joinpath(f"pipelines/{name}.yml").read_text())
     )
 
 
@@ -107,8 +107,10 @@ def backend(target: str) -> Backend:
 
 @cache
 def aggregation_names() -> dict[str, Any]:
+    from .sigmahq import safe_load
+
     text = resources.files(__package__).joinpath("pipelines/aggregation.yml").read_text()
-    data: dict[str, Any] = yaml.safe_load(text)
+    data: dict[str, Any] = safe_load(text)
     return data
 
 
