@@ -365,9 +365,9 @@ def _escape(value: Value) -> Value:
 
 def merge_references(kept: str, merged: str) -> str:
     """``kept`` rule YAML with the references of ``merged`` added (a duplicate merged into it)."""
-    import yaml
+    from .sigmahq import safe_load
 
-    document = yaml.safe_load(kept)
-    extra = yaml.safe_load(merged).get("references") or []
+    document = safe_load(kept)
+    extra = safe_load(merged).get("references") or []
     document["references"] = list(dict.fromkeys([*(document.get("references") or []), *extra]))
     return dump_yaml({key: document[key] for key in _KEY_ORDER if document.get(key)})
