@@ -320,7 +320,7 @@ def heavy_import_chain(importtime: str, packages: Sequence[str]) -> dict[str, st
 
 # (module, attribute) the conversion calls through; each is wrapped with a clock in turn
 STAGES = (
-    ("read sources", "rmm2sigma.convert", "read_source"),
+    ("read sources", "rmm2sigma.convert", "read_sources"),
     ("parse KQL", "rmm2sigma.kql", "parse"),
     ("lower to the model", "rmm2sigma.convert", "lower"),
     ("map to Sigma fields", "rmm2sigma.convert", "map_detection"),
