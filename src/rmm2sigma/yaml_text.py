@@ -5,7 +5,7 @@ their items 2 further, no document marker, lines up to 4096 columns. ruamel's pu
 wrote every Sigma rule and every Sentinel rule, and was the largest cost of a corpus run after the
 pySigma backends. The documents are small trees of plain data, so this module lays them out
 directly and picks each scalar's style by ruamel's own rules (its YAML 1.2 resolver's patterns and
-its emitter's scalar analysis), written as three regular expressions. What falls outside them goes
+its emitter's scalar analysis), written as a few regular expressions. What falls outside them goes
 to ruamel itself: floats, datetimes and other types, a sequence directly in a sequence, a literal
 block that is not a mapping value, NEL and the Unicode line separators, a byte-order mark or a lone
 surrogate, and any line long enough for ruamel to fold. So the text is always ruamel's; the tests
@@ -149,7 +149,7 @@ class _Writer:
 
 def _literal_header(text: str) -> str:
     """``|``, with ``-`` when the text has no final line break; other block hints go to ruamel."""
-    if not text or text[0] in " \n" or text.endswith("\n\n") or text == "\n" or _ELSEWHERE.search(text):
+    if not text or text[0] in " \n" or text.endswith("\n\n") or _ELSEWHERE.search(text):
         raise _Unsupported
     return "|" if text.endswith("\n") else "|-"
 
