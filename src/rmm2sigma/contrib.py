@@ -35,8 +35,9 @@ from typing import Any
 import yaml
 
 from .convert import InputResult, convert_all
-from .sigma import Options, dump_yaml
+from .sigma import Options
 from .sigmahq import safe_documents
+from .yaml_text import dump_yaml
 
 _NAMESPACE = uuid.UUID("0b5cb0f4-86f1-4a39-9c1e-3c2f6f0f2d57")
 TAGS = ["attack.command-and-control", "attack.t1219.002"]  # Remote Access Tools: Remote Desktop Software

@@ -433,8 +433,8 @@ def unique_titles(results: Sequence[InputResult]) -> list[InputResult]:
     else by the start of their rule id (``Name (2F596077)``): each from the rule itself, never by
     input order, so adding an input does not rename another's rule. A note says so.
     """
-    from .sigma import dump_yaml
     from .sigmahq import safe_documents
+    from .yaml_text import dump_yaml
 
     rules = [rule for result in results for rule in result.rules]
     titles = {id(rule): _titles(safe_documents(rule.yaml)) for rule in rules}

@@ -28,8 +28,9 @@ from typing import TYPE_CHECKING, Any
 from . import targets
 from .mapping import MappedRule, TableSpec
 from .model import Fidelity, Threshold
-from .sigma import Options, dump_yaml, rule_document
+from .sigma import Options, rule_document
 from .sources import SourceRule
+from .yaml_text import dump_yaml
 
 if TYPE_CHECKING:
     from .fidelity import TargetFidelity

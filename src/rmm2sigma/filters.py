@@ -24,7 +24,6 @@ from functools import cache
 from importlib import resources
 from typing import Any
 
-import yaml
 from lark import Lark, Token, Transformer, v_args
 from lark.exceptions import UnexpectedCharacters, UnexpectedEOF, UnexpectedInput, UnexpectedToken
 
@@ -33,8 +32,10 @@ from .kql.parser import _check_depth
 from .kql.syntax import Pos
 from .mapping import MappedRule, _rename_columns, map_detection
 from .model import And, Detection, Fidelity, Match, Node, Not, Or, Predicate, walk
-from .sigma import detection_document, dump_yaml, title_case
+from .sigma import detection_document, title_case
+from .sigmahq import safe_load
 from .sources import FalsePositive, SourceRule
+from .yaml_text import dump_yaml
 
 _NAMESPACE = uuid.UUID("0b5e7c1e-3f0a-4d7e-9a43-6c2f5d1b8e27")
 _OPERATORS = {
@@ -161,7 +162,7 @@ def _reason(error: UnexpectedInput) -> str:
 def page_fields() -> Mapping[str, Mapping[str, str]]:
     """Defender table -> pseudo-ECS name -> column, from ``mapping/page_fields.yml``."""
     text = resources.files("rmm2sigma.mapping").joinpath("page_fields.yml").read_text(encoding="utf-8")
-    data: dict[str, dict[str, str]] = yaml.safe_load(text)["tables"]
+    data: dict[str, dict[str, str]] = safe_load(text)["tables"]
     return data
 
 

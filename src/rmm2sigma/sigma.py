@@ -8,18 +8,14 @@ from __future__ import annotations
 
 import datetime as dt
 import hashlib
-import io
 import re
 import unicodedata
 import uuid
-from collections.abc import Mapping
 from dataclasses import dataclass
-from functools import cache
 from pathlib import PurePath
 from typing import Any
 from urllib.parse import unquote
 
-from ruamel.yaml import YAML
 from sigma.exceptions import SigmaError
 from sigma.rule import SigmaRule
 
@@ -29,6 +25,7 @@ from .model import ANY_COLUMN, And, Match, Node, Not, Or, Predicate, Value
 from .sigmahq import ATTACK_TACTICS
 from .sources import SourceRule
 from .targets import data_model
+from .yaml_text import dump_yaml
 
 _NAMESPACE = uuid.UUID("6f1d3c52-6d0e-4f4e-9a55-2b8f1f3e7a10")
 _SMALL_WORDS = frozenset(
@@ -523,34 +520,11 @@ def _escape(value: Value) -> Value:
 # ---------------------------------------------------------------- YAML
 
 
-@cache
-def _writer() -> YAML:
-    """One configured writer: building ruamel's YAML object costs more than dumping a rule."""
-    writer = YAML()
-    writer.indent(mapping=4, sequence=6, offset=4)
-    writer.width = 4096
-    # ruamel writes None as nothing, so a null list item becomes "- " with a trailing space, which
-    # SigmaHQ's strict yamllint refuses: write it as the word null
-    writer.representer.add_representer(type(None), _null)
-    return writer
-
-
 def merge_references(kept: str, merged: str) -> str:
     """``kept`` rule YAML with the references of ``merged`` added (a duplicate merged into it)."""
-    import yaml
+    from .sigmahq import safe_load
 
-    document = yaml.safe_load(kept)
-    extra = yaml.safe_load(merged).get("references") or []
+    document = safe_load(kept)
+    extra = safe_load(merged).get("references") or []
     document["references"] = list(dict.fromkeys([*(document.get("references") or []), *extra]))
     return dump_yaml({key: document[key] for key in _KEY_ORDER if document.get(key)})
-
-
-def _null(representer: Any, _: None) -> Any:
-    return representer.represent_scalar("tag:yaml.org,2002:null", "null")
-
-
-def dump_yaml(document: Mapping[str, Any]) -> str:
-    """SigmaHQ layout: 4-space indent, sequences indented under their key, no document marker."""
-    buffer = io.StringIO()
-    _writer().dump(document, buffer)
-    return buffer.getvalue()

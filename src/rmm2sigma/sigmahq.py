@@ -352,6 +352,18 @@ def run_sigmahq_ci(ours: dict[str, Path], tree: Path, schema: Path, workdir: Pat
     return findings
 
 
+def safe_load(text: str) -> Any:
+    """``yaml.safe_load`` (one document, or an error), with libyaml's parser when PyYAML is built
+    with it: ~10x faster for the data files read at every start."""
+    import yaml
+
+    loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)(text)
+    try:
+        return loader.get_single_data()
+    finally:
+        loader.dispose()
+
+
 def safe_documents(text: str, loader_class: Any = None) -> list[Any]:
     """Every YAML document of ``text``, read with a safe loader (libyaml's when built with it)."""
     import yaml

@@ -22,8 +22,7 @@ from functools import cache
 from importlib import resources
 from typing import TYPE_CHECKING, Any
 
-import yaml
-
+from ..sigmahq import safe_load
 from .schedule import Schedule
 
 if TYPE_CHECKING:
@@ -33,7 +32,7 @@ if TYPE_CHECKING:
 @cache
 def data() -> dict[str, Any]:
     """``formats.yml``: formats, data-model assumptions, severity scales, ATT&CK names."""
-    loaded: dict[str, Any] = yaml.safe_load(resources.files(__package__).joinpath("formats.yml").read_text())
+    loaded: dict[str, Any] = safe_load(resources.files(__package__).joinpath("formats.yml").read_text())
     return loaded
 
 

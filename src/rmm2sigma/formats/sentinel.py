@@ -15,6 +15,7 @@ import uuid
 from collections.abc import Sequence
 from typing import Any
 
+from ..yaml_text import Literal, dump_yaml
 from . import DeployOptions, DeployRule
 from .schedule import compact
 
@@ -63,14 +64,10 @@ def rule_document(rule: DeployRule, options: DeployOptions) -> dict[str, Any]:
 
 
 def analytic_rules(rules: Sequence[DeployRule], options: DeployOptions) -> dict[str, str]:
-    from ruamel.yaml.scalarstring import LiteralScalarString
-
-    from ..sigma import dump_yaml
-
     files = {}
     for rule in rules:
         document = rule_document(rule, options)
         for key in ("description", "query"):  # block scalars (``|``), as the content repository writes
-            document[key] = LiteralScalarString(document[key])
+            document[key] = Literal(document[key])
         files[f"sentinel/{rule.stem}.yaml"] = dump_yaml(document)
     return files

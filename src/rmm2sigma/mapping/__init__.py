@@ -16,8 +16,6 @@ from functools import cache
 from importlib import resources
 from typing import Any
 
-import yaml
-
 from ..errors import UnsupportedKqlError
 from ..model import (
     ANY_COLUMN,
@@ -35,6 +33,7 @@ from ..model import (
     walk,
 )
 from ..regex import scoped_flags
+from ..sigmahq import safe_load
 
 # KQL's term operators: Sigma has no modifier for them, ``contains`` is the sound widening
 _TERM_MATCHES = (Match.HAS, Match.HASPREFIX, Match.HASSUFFIX)
@@ -104,7 +103,7 @@ class MappedRule:
 @cache
 def tables() -> Mapping[str, TableSpec]:
     """The mapping data, read once from the packaged ``defender.yml``: each table's default category."""
-    raw = yaml.safe_load(resources.files(__package__).joinpath("defender.yml").read_text(encoding="utf-8"))
+    raw = safe_load(resources.files(__package__).joinpath("defender.yml").read_text(encoding="utf-8"))
     return {name: _table_spec(name, spec) for name, spec in raw["tables"].items()}
 
 

@@ -20,8 +20,6 @@ from functools import cache
 from importlib import resources
 from typing import TYPE_CHECKING, Any
 
-import yaml
-
 if TYPE_CHECKING:
     from sigma.conversion.base import Backend
     from sigma.rule import SigmaRule
@@ -55,8 +53,10 @@ def add_whole_range(backend: type, templates: dict[str, str]) -> None:
 def _pipeline(name: str) -> Any:
     from sigma.processing.pipeline import ProcessingPipeline
 
-    return ProcessingPipeline.from_yaml(
-        resources.files("rmm2sigma").joinpath(f"pipelines/{name}.yml").read_text()
+    from ..sigmahq import safe_load
+
+    return ProcessingPipeline.from_dict(
+        safe_load(resources.files("rmm2sigma").joinpath(f"pipelines/{name}.yml").read_text())
     )
 
 
@@ -202,8 +202,10 @@ def backend(target: str, model: str | None = None) -> Backend:
 
 @cache
 def aggregation_names() -> dict[str, Any]:
+    from ..sigmahq import safe_load
+
     text = resources.files("rmm2sigma").joinpath("pipelines/aggregation.yml").read_text()
-    data: dict[str, Any] = yaml.safe_load(text)
+    data: dict[str, Any] = safe_load(text)
     return data
 
 

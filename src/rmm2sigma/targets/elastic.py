@@ -31,6 +31,7 @@ from __future__ import annotations
 import re
 from collections.abc import Iterable
 from dataclasses import dataclass
+from functools import lru_cache
 from typing import ClassVar
 
 from sigma.backends.elasticsearch import EqlBackend, ESQLBackend
@@ -86,14 +87,15 @@ _SHAPES = {
 
 def fold(text: str, ignore_case: bool = True) -> str:
     """A literal as a Lucene regex: reserved characters escaped, letters as ``[xX]`` classes."""
-    out: list[str] = []
-    for char in text:
-        spellings = [s for s in dict.fromkeys((char.lower(), char.upper(), char)) if len(s) == 1]
-        if ignore_case and len(spellings) > 1:
-            out.append(f"[{''.join(spellings)}]")
-        else:
-            out.append(f"\\{char}" if char in _RESERVED else char)
-    return "".join(out)
+    return "".join([_fold_char(char, ignore_case) for char in text])
+
+
+@lru_cache(maxsize=1024)  # bounded: a hostile input may hold any character
+def _fold_char(char: str, ignore_case: bool) -> str:
+    spellings = [s for s in dict.fromkeys((char.lower(), char.upper(), char)) if len(s) == 1]
+    if ignore_case and len(spellings) > 1:
+        return f"[{''.join(spellings)}]"
+    return f"\\{char}" if char in _RESERVED else char
 
 
 def string_regex(parts: Iterable[str | SpecialChars | Placeholder], ignore_case: bool = True) -> str | None:
