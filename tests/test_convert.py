@@ -242,3 +242,21 @@ def test_numbers_and_case_sensitive_strings_get_the_right_modifiers() -> None:
     }
     assert sigma["detection"]["filter_main_destinationport"] == {"DestinationPort": 4}
     assert sigma["detection"]["condition"] == "selection and not filter_main_destinationport"
+
+
+def test_query_lines_at_column_zero_stay_in_the_query_block(tmp_path: Path) -> None:
+    """YAML refuses a `query: |` block whose lines start at column 0; layout recovery keeps them all."""
+    text = (
+        "id: 8d4c2a6e-1b7f-4c3e-9a5d-2f6e8b1c0d3a\n"
+        "name: Tomcat spawning a shell\n"
+        "query: |\n"
+        "DeviceProcessEvents\n"
+        '| where InitiatingProcessFileName hasprefix "tomcat"\n'
+        '| where FileName =~ "cmd.exe"\n'
+    )
+    converted = convert_text(tmp_path, text)
+    assert converted["result"].warnings
+    assert converted["document"]["detection"]["selection"] == {
+        "ParentImage|contains": "tomcat",
+        "Image|endswith": "\\cmd.exe",
+    }

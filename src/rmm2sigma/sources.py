@@ -430,7 +430,7 @@ def _top_level_blocks(lines: list[str], first: int) -> tuple[dict[str, str], dic
             continue
         key, rest = match.group(1), match.group(2).strip()
         end = index + 1
-        while end < len(lines) and not _TOP_KEY.match(lines[end]) and not lines[end].startswith("|"):
+        while end < len(lines) and not _TOP_KEY.match(lines[end]):
             end += 1
         if rest in ("|", ">", "|-", ">-", "|+"):
             block = lines[index + 1 : end]
