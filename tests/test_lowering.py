@@ -575,3 +575,57 @@ def test_a_key_of_a_json_column_is_a_column_the_mapping_names(read: str) -> None
         f"| extend P = parse_json(AdditionalFields)\n| where {read} contains 'PUA'"
     )
     assert 'tostring(parse_json(AdditionalFields).ThreatName) contains "PUA"' in queries["kusto"], notes
+
+
+def _keywords_document(text: str) -> dict[str, Any]:
+    from rmm2sigma.mapping import map_detection
+    from rmm2sigma.sigma import detection_document
+
+    mapped = map_detection(lower(kql.parse(text), defender_schema()))
+    assert mapped.detection.predicate is not None
+    return detection_document(mapped.detection.predicate)
+
+
+@pytest.mark.parametrize(
+    ("search", "detection"),
+    [
+        (  # a bare term is `* has`, a `*` at its ends makes it a prefix, suffix or substring
+            "search in (DeviceProcessEvents) 'mimikatz' and not('*lsass*')",
+            {
+                "keywords": ["*mimikatz*"],
+                "keywords_2": ["*lsass*"],
+                "condition": "keywords and not keywords_2",
+            },
+        ),
+        (  # `Column:"x"` is `Column has "x"`; search as an operator filters its input
+            "DeviceProcessEvents | where FileName =~ 'cmd.exe' | search ProcessCommandLine:'whoami'",
+            {
+                "selection": {"Image|endswith": "\\cmd.exe", "CommandLine|contains": "whoami"},
+                "condition": "selection",
+            },
+        ),
+        (
+            "search kind=case_sensitive in (DeviceProcessEvents) ProcessCommandLine:'*Invoke-*'",
+            {"selection": {"CommandLine|contains|cased": "Invoke-"}, "condition": "selection"},
+        ),
+    ],
+)
+def test_search_is_the_where_it_stands_for(search: str, detection: dict[str, Any]) -> None:
+    assert _keywords_document(search) == detection
+
+
+def test_search_over_several_tables_is_a_union_and_over_every_table_is_refused() -> None:
+    from rmm2sigma.kql.union import split_union
+
+    branches = split_union(kql.parse("search in (DeviceProcessEvents, DeviceFile*) 'x'"), defender_schema())
+    assert branches is not None
+    assert [b.table for b in branches] == [
+        "DeviceProcessEvents",
+        "DeviceFileCertificateInfo",
+        "DeviceFileEvents",
+    ]
+    with pytest.raises(
+        UnsupportedKqlError, match=r"`search` without `in \(\.\.\.\)` reads every table"
+    ) as error:
+        lower(kql.parse("\n  search 'x'"), defender_schema())
+    assert (error.value.line, error.value.column) == (2, 3)

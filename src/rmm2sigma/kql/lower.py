@@ -32,6 +32,7 @@ from ..model import (
 )
 from . import syntax as k
 from .printer import to_kql
+from .search import without_search
 
 # operator -> (match, case_sensitive, negated); all KQL string operators are listed in FACTS §2
 _STRING_OPERATORS: dict[str, tuple[Match, bool, bool]] = {}
@@ -54,6 +55,7 @@ _STRING_OPERATORS.update(
         "=~": (Match.EQUALS, False, False),
         "!~": (Match.EQUALS, False, True),
         "matches regex": (Match.REGEX, True, False),
+        ":": (Match.HAS, False, False),  # `Column:"x"`, search's spelling of `has` (valid in `where` too)
         "<": (Match.LT, True, False),
         "<=": (Match.LTE, True, False),
         ">": (Match.GT, True, False),
@@ -101,7 +103,7 @@ def lower(query: k.Query, schema: Schema) -> Detection:
 def lower_kept(query: k.Query, schema: Schema) -> tuple[Detection, k.Query]:
     """The detection and the part of the query it stands for: without a join side or the
     operators it leaves out (each only widens), which is what a proof runs the rule against."""
-    lowering = _Lowering(query, schema)
+    lowering = _Lowering(without_search(query), schema)
     detection = lowering.detection()
     return detection, lowering.kept
 

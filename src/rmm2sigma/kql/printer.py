@@ -73,7 +73,7 @@ _BINDING = {
     "or": _OR,
     "and": _AND,
     **dict.fromkeys(("==", "!=", "=~", "!~", "<", "<=", ">", ">="), _PREDICATE),
-    **dict.fromkeys(("matches regex", *_STRING_OPS), _PREDICATE),
+    **dict.fromkeys(("matches regex", ":", *_STRING_OPS), _PREDICATE),
     **dict.fromkeys(("+", "-"), _SUM),
     **dict.fromkeys(("*", "/", "%"), _PRODUCT),
 }

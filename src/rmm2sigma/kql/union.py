@@ -19,6 +19,7 @@ from fnmatch import fnmatchcase
 from . import syntax as k
 from .lower import Schema, _chain, _fail, _names, _shorten
 from .printer import to_kql
+from .search import without_search
 
 # string tests that are false on an empty string when their value is not empty (FACTS §2)
 _FALSE_ON_EMPTY = frozenset(
@@ -64,6 +65,7 @@ def split_union(query: k.Query, schema: Schema) -> list[Branch] | None:
     Raises ``UnsupportedKqlError`` at an operator that reads the union as a whole (its
     ``withsource`` column).
     """
+    query = without_search(query)
     tables: dict[str, k.Pipeline] = {}
     for let in query.lets:  # tabular lets; ``let y = DeviceFileEvents;`` parses as a name
         if isinstance(let.value, k.Pipeline):

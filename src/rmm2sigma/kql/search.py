@@ -1,0 +1,75 @@
+"""``search`` rewritten as the ``union`` and ``where`` it stands for, before lowering.
+
+Kusto defines ``search [kind=case_sensitive] [in (T, U)] predicate`` by its equivalent query:
+``union T, U | where predicate'``, where a bare term ``"x"`` is ``* has "x"``, ``Column:"x"`` is
+``Column has "x"``, and a ``*`` at the ends of a term makes it ``hasprefix``/``hassuffix``/
+``contains``. Rewriting it here lets the union split and the lowering handle it like any other
+query (one Sigma rule per table, keywords for a test on every column); the printer still shows what
+the user wrote, through the positions kept on each node.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import replace
+
+from ..errors import UnsupportedKqlError
+from . import syntax as k
+
+# a term's leading/trailing `*` -> the operator it means (case-insensitive spelling)
+_TERM_OPERATORS = {(False, False): "has", (False, True): "hasprefix", (True, False): "hassuffix"}
+
+
+def without_search(query: k.Query) -> k.Query:
+    """The query with its ``search`` (as the source or as an operator) rewritten; else itself."""
+    body = query.body
+    operators = tuple(_where(op) if isinstance(op, k.Search) else op for op in body.operators)
+    source = body.source
+    if isinstance(source, k.Search):
+        if not source.tables:
+            raise UnsupportedKqlError(
+                "`search` without `in (...)` reads every table, which no Sigma rule can: "
+                "name the tables with `search in (DeviceProcessEvents, ...)`",
+                line=source.pos.line,
+                column=source.pos.column,
+            )
+        tables = tuple(k.Pipeline(k.TableRef(name, source.pos), (), source.pos) for name in source.tables)
+        operators = (_where(source), *operators)
+        single = len(tables) == 1 and "*" not in source.tables[0]
+        new_source: k.Source = tables[0].source if single else k.Union(tables, (), source.pos)
+        return replace(query, body=k.Pipeline(new_source, operators, body.pos))
+    if operators == body.operators:
+        return query
+    return replace(query, body=replace(body, operators=operators))
+
+
+def _where(search: k.Search) -> k.Where:
+    case_sensitive = dict(search.params).get("kind") == "case_sensitive"
+    return k.Where(_predicate(search.predicate, case_sensitive), search.pos)
+
+
+def _predicate(expr: k.Expr, case_sensitive: bool) -> k.Expr:
+    """A search predicate in ``where`` terms: bare terms over every column, ``:`` as ``has``."""
+    if isinstance(expr, k.StringLit):
+        return _term(k.Name("*", expr.pos), expr, case_sensitive)
+    if isinstance(expr, k.Binary) and expr.op in ("and", "or"):
+        return replace(
+            expr, left=_predicate(expr.left, case_sensitive), right=_predicate(expr.right, case_sensitive)
+        )
+    if isinstance(expr, k.Binary) and expr.op == ":" and isinstance(expr.right, k.StringLit):
+        return _term(expr.left, expr.right, case_sensitive)
+    if isinstance(expr, k.Call) and expr.function == "not" and len(expr.args) == 1:
+        return replace(expr, args=(_predicate(expr.args[0], case_sensitive),))
+    return expr
+
+
+def _term(column: k.Expr, term: k.StringLit, case_sensitive: bool) -> k.Expr:
+    text = term.value
+    starts, ends = text.startswith("*") and len(text) > 1, text.endswith("*") and len(text) > 1
+    needle = text[1 if starts else 0 : len(text) - 1 if ends else len(text)]
+    if "*" in needle:  # `"Lab*PC"`: a regex over terms
+        pattern = r"\b" + ".*".join(map(re.escape, needle.split("*"))) + r"\b"
+        regex = replace(term, value=pattern if case_sensitive else "(?i)" + pattern)
+        return k.Binary("matches regex", column, regex, column.pos)
+    op = "contains" if starts and ends else _TERM_OPERATORS[(starts, ends)]
+    return k.Binary(op + "_cs" if case_sensitive else op, column, replace(term, value=needle), column.pos)
