@@ -338,6 +338,14 @@ def test_let_lists_and_datatables_feed_in_and_has_any() -> None:
     }
 
 
+def test_a_one_column_datatable_is_its_list_of_values() -> None:
+    rule, label, _, _ = converted(
+        "let bad = datatable(Name:string)['evil.exe', 'bad.exe'];\n" + PROCESS + "FileName in~ (bad)"
+    )
+    assert rule["detection"]["selection"] == {"Image|endswith": ["\\evil.exe", "\\bad.exe"]}
+    assert label == "exact"
+
+
 def test_numeric_comparisons() -> None:
     rule, label, _, _ = converted(NETWORK + "RemotePort between (1000 .. 2000) and LocalPort < 1024")
     assert rule["detection"]["selection"] == {

@@ -681,9 +681,13 @@ class _Lowering:
         if not isinstance(source, k.Datatable):
             return None
         names = [name for name, _ in source.columns]
+        if not pipeline.operators and len(names) == 1:  # a one-column table is its list of values
+            return [self.scalar(v) for v in source.values]
         if len(pipeline.operators) != 1 or not isinstance(pipeline.operators[0], k.Distinct | k.Project):
             raise _skip(
-                "only `distinct COLUMN` or `project COLUMN` of a datatable can be a value list", pipeline
+                "only a one-column datatable, or `distinct COLUMN` or `project COLUMN` of a datatable, "
+                "can be a value list",
+                pipeline,
             )
         operator = pipeline.operators[0]
         picked = (
