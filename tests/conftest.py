@@ -22,7 +22,7 @@ import shutil
 import subprocess
 import sys
 import sysconfig
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -162,3 +162,39 @@ def offline(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Iterator[None]:
         monkeypatch.setattr(module, "urlopen", no_network)
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
     yield
+
+
+@dataclass(frozen=True)
+class Verified:
+    """A query converted and verified through the CLI: its output folder, verify.json's rules and
+    what verify printed."""
+
+    out: Path
+    proofs: list[dict[str, Any]]
+    output: str
+
+
+@pytest.fixture
+def convert_and_verify(tmp_path: Path) -> Callable[[str, str, str], Verified]:
+    """Write one query as ``in/<name>``, run ``rmm2sigma convert`` on the folder for ``targets``,
+    then ``rmm2sigma verify`` on the output: what a user runs, end to end."""
+    import json
+
+    from typer.testing import CliRunner
+
+    from rmm2sigma.cli import app
+
+    def run(name: str, text: str, targets: str) -> Verified:
+        query = tmp_path / "in" / name
+        query.parent.mkdir()
+        query.write_text(text, encoding="utf-8")
+        out = tmp_path / "out"
+        runner = CliRunner()
+        converted = runner.invoke(app, ["convert", str(query.parent), "-o", str(out), "-t", targets])
+        assert converted.exit_code == 0, converted.output
+        verified = runner.invoke(app, ["verify", str(out)])
+        assert verified.exit_code == 0, verified.output
+        proofs = json.loads((out / "verify.json").read_text(encoding="utf-8"))["rules"]
+        return Verified(out, proofs, verified.output)
+
+    return run

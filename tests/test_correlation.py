@@ -4,17 +4,16 @@ and the proof on groups (duckdb-kql for KQL, pysigma-backend-sqlite for the Sigm
 from __future__ import annotations
 
 import datetime as dt
-import json
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 from sigma.collection import SigmaCollection
 from sigma.correlations import SigmaCorrelationRule
 from sigma.rule import SigmaRule
-from typer.testing import CliRunner
 
+from conftest import Verified
 from rmm2sigma import kql, targets
-from rmm2sigma.cli import app
 from rmm2sigma.convert import RuleResult, convert_input, convert_rule, defender_schema
 from rmm2sigma.correlation import plan
 from rmm2sigma.fidelity import CASELESS_DISTINCT, agrees, target_fidelity
@@ -378,22 +377,17 @@ def test_emitted_kql_is_valid_for_kusto_language() -> None:
     assert [[d.message for d in found if d.is_error] for found in diagnostics] == [[]] * len(shapes)
 
 
-def test_verify_holds_the_base_rule_on_rows_and_the_labels_on_groups(tmp_path: Path) -> None:
+def test_verify_holds_the_base_rule_on_rows_and_the_labels_on_groups(
+    convert_and_verify: Callable[..., Verified],
+) -> None:
     """``rmm2sigma verify`` holds the base rule's labels on rows and the report's on groups."""
-    query = tmp_path / "in" / "taskkill.kql"
-    query.parent.mkdir()
-    query.write_text(DISTINCT, encoding="utf-8")
-    out = tmp_path / "out"
-    runner = CliRunner()
-    converted = runner.invoke(app, ["convert", str(query.parent), "-o", str(out), "-t", "kusto,splunk"])
-    assert converted.exit_code == 0, converted.output
-    assert (out / "sigma_rules" / "process_creation" / "correlation_proc_creation_win_taskkill.yml").exists()
-    verified = runner.invoke(app, ["verify", str(out)])
-    assert verified.exit_code == 0, verified.output
-    (rule,) = json.loads((out / "verify.json").read_text(encoding="utf-8"))["rules"]
+    done = convert_and_verify("taskkill.kql", DISTINCT, "kusto,splunk")
+    rules = done.out / "sigma_rules" / "process_creation"
+    assert (rules / "correlation_proc_creation_win_taskkill.yml").exists()
+    (rule,) = done.proofs
     assert rule["threshold"] == "Killed > 2" and not rule["report_problems"]
     assert any(note.startswith("sigma: labelled approximate on the groups") for note in rule["notes"])
     # the group labels are held to the group measurement
     assert set(rule["groups"]) == {"sigma", "kusto", "splunk"}
     assert all(group["agrees"] for group in rule["groups"].values()), rule["groups"]
-    assert "groups: " in verified.output
+    assert "groups: " in done.output

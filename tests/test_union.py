@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-import json
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-from typer.testing import CliRunner
 
+from conftest import Verified
 from rmm2sigma import kql
-from rmm2sigma.cli import app
 from rmm2sigma.convert import convert_input, convert_rule, convert_rules, defender_schema
 from rmm2sigma.errors import UnsupportedKqlError
 from rmm2sigma.kql.union import split_union
@@ -168,22 +167,14 @@ def test_every_branch_failing_fails_the_input(tmp_path: Path) -> None:
     assert result.status == "failed" and result.error and "union branch 1" in result.error
 
 
-def test_union_rules_pass_sigmahq_checks_and_verify(tmp_path: Path) -> None:
+def test_union_rules_pass_sigmahq_checks_and_verify(convert_and_verify: Callable[..., Verified]) -> None:
     """The written branch rules pass SigmaHQ's validators (``related`` included), and ``verify``
     proves each against its branch query."""
-    source = tmp_path / "in" / "reverse_shell.kql"
-    source.parent.mkdir()
-    source.write_text(PROCESS_AND_NETWORK, encoding="utf-8")
-    out = tmp_path / "out"
-    runner = CliRunner()
-    converted = runner.invoke(app, ["convert", str(source.parent), "-o", str(out), "-t", "kusto"])
-    assert converted.exit_code == 0, converted.output
-    files = sorted((out / "sigma_rules").rglob("*.yml"))
+    done = convert_and_verify("reverse_shell.kql", PROCESS_AND_NETWORK, "kusto")
+    files = sorted((done.out / "sigma_rules").rglob("*.yml"))
     assert len(files) == 2
-    assert check_rules([out / "sigma_rules"]) == []
-    verified = runner.invoke(app, ["verify", str(out)])
-    assert verified.exit_code == 0, verified.output
-    proofs = json.loads((out / "verify.json").read_text(encoding="utf-8"))["rules"]
+    assert check_rules([done.out / "sigma_rules"]) == []
+    proofs = done.proofs
     assert len(proofs) == 2 and all(not p["report_problems"] and not p["error"] for p in proofs)
     assert all(p["original"] > 0 and p["targets"]["kusto"]["verdict"] == "exact" for p in proofs)
 
