@@ -653,6 +653,8 @@ class _Lowering:
         values: list[Value] = []
         for item in expr.items:
             item = self.resolve(item)
+            if _is_call(item, "materialize") and len(item.args) == 1:  # a cached sub-query: the same rows
+                item = item.args[0]
             if isinstance(item, k.Name) and item.name in self.tables:
                 item = k.SubQuery(self.tables[item.name], item.pos)
             if isinstance(item, k.SubQuery):

@@ -6,6 +6,8 @@ pipeline that gives DeviceEvents kinds their table, ActionType and columns back.
   case-sensitive ``in (...)`` say exactly what the original said, lists and negations included.
 * A key of a JSON column (``AdditionalFields.PipeName``, a field the Defender pipeline maps to):
   the backend would quote it as a string; it is read as ``tostring(parse_json(C).K)``.
+* A field reference (``fieldref``, from KQL ``A == B``): the backend has none; it is ``A =~ B``,
+  without case as Sigma compares.
 * Value lists: the backend writes every list as ``in~ ("...")``, so numbers become strings
   (Kusto.Language rejects a string list on a ``long`` column, KS107) and case-sensitive strings
   lose their case. A list of numbers stays numeric (``in (5938, 7070)``); a list of
@@ -36,6 +38,8 @@ class Rmm2SigmaKustoBackend(KindPreservingLists, KustoBackend):
     case_sensitive_startswith_expression: ClassVar[str | None] = "{field} startswith_cs {value}"
     case_sensitive_endswith_expression: ClassVar[str | None] = "{field} endswith_cs {value}"
     case_sensitive_contains_expression: ClassVar[str | None] = "{field} contains_cs {value}"
+    # Sigma's fieldref ignores case, like every Sigma value; the backend has no field comparison
+    field_equals_field_expression: ClassVar[str | None] = "{field1} =~ {field2}"
 
     def escape_and_quote_field(self, field_name: str) -> str:
         if _JSON_KEY.fullmatch(field_name):
