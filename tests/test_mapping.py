@@ -12,7 +12,7 @@ from rmm2sigma import kql
 from rmm2sigma.convert import defender_schema
 from rmm2sigma.errors import UnsupportedKqlError
 from rmm2sigma.kql.lower import lower
-from rmm2sigma.mapping import MappedRule, TableSpec, all_specs, map_detection
+from rmm2sigma.mapping import MappedRule, TableSpec, all_specs, map_detection, tables, unmapped_tables
 from rmm2sigma.model import And, Fidelity, Match, Not, Predicate
 from rmm2sigma.targets import backend
 
@@ -212,7 +212,7 @@ def test_structure_survives_mapping() -> None:
         ("DeviceProcessEvents | take 10", "no condition"),
         ("DeviceProcessEvents | where NoSuchColumn has 'x'", "unknown column 'NoSuchColumn'"),
         ("NoSuchTable | where X has 'x'", "unknown table 'NoSuchTable'"),
-        ("DeviceInfo | where OSPlatform has 'x'", "has no Sigma log source mapping"),
+        ("DeviceInfo | where OSPlatform has 'x'", "has no Sigma log source: it holds snapshots"),
         ("DeviceEvents | where FileName =~ 'x.exe'", "this query has no ActionType test, so it reads them"),
         ("DeviceEvents | where ActionType == 'NamedPipeEvent'", "tests only the ActionType"),
     ],
@@ -235,3 +235,14 @@ def test_device_events_kinds_get_their_table_and_action_type_back_in_kusto() -> 
     query = backend("kusto").convert_rule(SigmaRule.from_dict(document))[0]
     assert query.startswith('DeviceEvents\n| where ActionType =~ "CreateRemoteThreadApiCall"')
     assert 'FolderPath endswith "\\\\lsass.exe"' in query
+
+
+def test_every_defender_table_is_mapped_or_refused_with_its_reason() -> None:
+    """Each table of the Defender schema has a Sigma log source or a stated reason it has none."""
+    schema = set(defender_schema())
+    assert schema <= set(tables()) | set(unmapped_tables())
+    assert not set(tables()) & set(unmapped_tables())
+    query = kql.parse("let x = 1;\n  DeviceInfo | where OSPlatform == 'Windows10'")
+    with pytest.raises(UnsupportedKqlError, match="'DeviceInfo' has no Sigma log source: it holds") as error:
+        map_detection(lower(query, defender_schema()))
+    assert (error.value.line, error.value.column) == (2, 3)

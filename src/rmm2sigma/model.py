@@ -142,6 +142,7 @@ class Detection:
     window: timedelta | None = None
     aggregation: Aggregation | None = None
     notes: tuple[str, ...] = ()
+    at: tuple[int, int] | None = None  # line and column of the table in the query, for refusals
 
 
 def simplify(node: Node | None) -> Node | None:

@@ -186,7 +186,9 @@ class _Lowering:
             # without a threshold the buckets only shape the summary, which targets rebuild anyway
             self.notes.append(f"the time buckets `{self.bin_text}` of the summary are left out")
             aggregation = replace(aggregation, bin=None)
-        return Detection(table, predicate, self.window, aggregation, tuple(dict.fromkeys(self.notes)))
+        at = (body.source.pos.line, body.source.pos.column) if body.source.pos.line else None
+        notes = tuple(dict.fromkeys(self.notes))
+        return Detection(table, predicate, self.window, aggregation, notes, at)
 
     def operator(
         self, op: k.Operator, conditions: list[Node], aggregation: Aggregation | None, extends: list[k.Extend]

@@ -14,7 +14,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, replace
 from functools import cache
 from importlib import resources
-from typing import Any
+from typing import Any, cast
 
 from ..errors import UnsupportedKqlError
 from ..model import (
@@ -101,10 +101,22 @@ class MappedRule:
 
 
 @cache
+def _mapping_data() -> Mapping[str, Any]:
+    return cast(
+        Mapping[str, Any],
+        safe_load(resources.files(__package__).joinpath("defender.yml").read_text(encoding="utf-8")),
+    )
+
+
+@cache
 def tables() -> Mapping[str, TableSpec]:
     """The mapping data, read once from the packaged ``defender.yml``: each table's default category."""
-    raw = safe_load(resources.files(__package__).joinpath("defender.yml").read_text(encoding="utf-8"))
-    return {name: _table_spec(name, spec) for name, spec in raw["tables"].items()}
+    return {name: _table_spec(name, spec) for name, spec in _mapping_data()["tables"].items()}
+
+
+def unmapped_tables() -> Mapping[str, str]:
+    """Defender tables with no Sigma log source, and why (``defender.yml``, ``unmapped``)."""
+    return cast(Mapping[str, str], _mapping_data()["unmapped"])
 
 
 def all_specs() -> list[TableSpec]:
@@ -150,18 +162,26 @@ def map_detection(
     ``schema`` (Defender table -> columns) lets a fallback drop group-by columns its table lacks.
     """
     specs = tables()
+    line, column = detection.at or (None, None)
     if detection.table not in specs:
-        raise UnsupportedKqlError(f"table {detection.table!r} has no Sigma log source mapping")
+        why = unmapped_tables().get(detection.table, "rmm2sigma has no mapping for it")
+        raise UnsupportedKqlError(
+            f"table {detection.table!r} has no Sigma log source: {why}", line=line, column=column
+        )
     if detection.predicate is None:
-        raise UnsupportedKqlError("the query has no condition: a Sigma rule would match every event")
+        raise UnsupportedKqlError(
+            "the query has no condition: a Sigma rule would match every event", line=line, column=column
+        )
     table = specs[detection.table]
-    spec, source_predicate, category_note = _select_category(table, detection.predicate)
+    spec, source_predicate, category_note = _select_category(table, detection.predicate, detection.at)
     # a kind of event the query's ActionType test chose, which the Security or Defender log numbers
     # (UserAccountCreated: EventID 4720), is a Sigma condition by itself; a table read whole (every
     # logon) or another category needs a test of its own
     kind_alone = bool(spec.conditions) and category_note not in (None, table.unselected_note)
     if source_predicate is None and not kind_alone:
-        raise UnsupportedKqlError("the query tests only the ActionType: a Sigma rule needs a condition")
+        raise UnsupportedKqlError(
+            "the query tests only the ActionType: a Sigma rule needs a condition", line=line, column=column
+        )
     detection = replace(detection, predicate=source_predicate)
     mapper = _Mapper(spec, exact)
     if category_note:
@@ -217,7 +237,9 @@ def _nothing_left(predicate: Node | None, notes: list[str]) -> UnsupportedKqlErr
     )
 
 
-def _select_category(table: TableSpec, predicate: Node) -> tuple[TableSpec, Node | None, str | None]:
+def _select_category(
+    table: TableSpec, predicate: Node, at: tuple[int, int] | None = None
+) -> tuple[TableSpec, Node | None, str | None]:
     """The category an ``ActionType ==``/``in`` conjunct selects, the predicate without it, and a note.
 
     A Defender table with several event kinds (``DeviceFileEvents``: created, deleted, renamed ...)
@@ -261,9 +283,12 @@ def _select_category(table: TableSpec, predicate: Node) -> tuple[TableSpec, Node
         if _tests_action_type(flat)
         else "this query has no ActionType test, so it reads them all"
     )
+    line, column = at or (None, None)
     raise UnsupportedKqlError(
         f"{table.name} holds many kinds of events and {reads}; no Sigma log source holds every kind, so "
-        f"it is not converted (kinds of events have these log sources: {sources})"
+        f"it is not converted (kinds of events have these log sources: {sources})",
+        line=line,
+        column=column,
     )
 
 
