@@ -642,3 +642,33 @@ def test_search_over_several_tables_is_a_union_and_over_every_table_is_refused()
     ) as error:
         lower(kql.parse("\n  search 'x'"), defender_schema())
     assert (error.value.line, error.value.column) == (2, 3)
+
+
+@pytest.mark.parametrize(
+    ("join", "joined_test", "label"),
+    [
+        (
+            "lookup (DeviceInfo | project DeviceId, OSPlatform) on DeviceId",
+            "isempty(OSPlatform)",
+            "approximate",
+        ),
+        ("join kind=leftouter (DeviceNetworkEvents | where RemotePort == 443) on DeviceId", "", "exact"),
+    ],
+)
+def test_a_left_outer_join_or_lookup_keeps_the_filters_after_it(
+    join: str, joined_test: str, label: str
+) -> None:
+    """A left outer join adds columns and keeps every row: the filters after it stay in the rule,
+    a test on a column it adds is left out (wider), and the proof runs the join."""
+    query = PROCESS + f"FileName =~ 'rundll32.exe'\n| {join}\n| where ProcessCommandLine contains 'comsvcs'"
+    query += f" and {joined_test}" if joined_test else ""
+    rule, measured_label, notes, _ = converted(query)
+    assert rule["detection"]["selection"] == {
+        "Image|endswith": "\\rundll32.exe",
+        "CommandLine|contains": "comsvcs",
+    }
+    assert measured_label == label
+    assert any("adds the columns of another table to each row" in note for note in notes), notes
+    proof = measure(SourceRule(path="case.kql", kql=query), Options())
+    assert proof.original > 0 and not proof.problems
+    assert all(t.agrees for t in proof.targets.values() if t.verdict != "not_executed")

@@ -29,6 +29,7 @@ from ..model import (
     Predicate,
     Threshold,
     Value,
+    walk,
 )
 from . import syntax as k
 from .printer import to_kql
@@ -77,6 +78,8 @@ _FLIPPED = {"<": ">", "<=": ">=", ">": "<", ">=": "<=", "==": "==", "!=": "!=", 
 TIME_COLUMNS = frozenset({"Timestamp", "TimeGenerated"})
 # functions of one column that keep its value (up to case) and can be folded into the test
 _CASE_FUNCTIONS = {"tolower": str.lower, "toupper": str.upper}
+# a join's kind when the query names none: an inner join of unique left keys, a left outer lookup
+_DEFAULT_KINDS = {"join": "innerunique", "lookup": "leftouter"}
 # operators that only shape the output, by the ``keyword`` of the syntax node (``top``: see below)
 _SHAPING_KEYWORDS = frozenset(
     {"sort", "order", "project-away", "project-rename", "project-reorder", "project-keep", "serialize", "as"}
@@ -142,6 +145,7 @@ class _Lowering:
         self.bin_text = ""  # the summarize's `bin(Timestamp, ...)`, for the note when it is left out
         self.inlined: set[str] = set()
         self.computed_by: list[str] = []  # summarize group-by columns computed by extend or `by x = ...`
+        self.joined: list[str] = []  # left outer joins and lookups: they add columns, not rows
 
     def detection(self) -> Detection:
         body, left_out = self.body()
@@ -165,6 +169,7 @@ class _Lowering:
         aggregation: Aggregation | None = None
         extends: list[k.Extend] = []
         end = len(body.operators)
+        first_join: tuple[int, int, Aggregation | None] | None = None
         for index, op in enumerate(body.operators):
             try:
                 aggregation = self.operator(op, conditions, aggregation, extends)
@@ -172,6 +177,10 @@ class _Lowering:
                 conditions.append(self.leave_out(body.operators[index:], error))
                 end = index
                 break
+            if self.joined and first_join is None:
+                first_join = (index, len(conditions), aggregation)
+        if first_join and aggregation is first_join[2] and not any(map(_tests, conditions[first_join[1] :])):
+            end = min(end, first_join[0])  # nothing after the join is in the rule: the proof stops there
         self.kept = k.Query(self.query.lets, k.Pipeline(body.source, body.operators[:end], body.pos))
         for op in extends:
             unused = [a.name or "" for a in op.columns if (a.name or "") not in self.inlined]
@@ -224,6 +233,12 @@ class _Lowering:
                     self.computed[assignment.name] = self.inline(assignment.expr)
         elif isinstance(op, k.Distinct) or keyword in _SHAPING_KEYWORDS:
             self.notes.append(f"output shaping `{_shorten(to_kql(op))}` is not part of a Sigma rule")
+        elif isinstance(op, k.Join | k.Lookup) and (op.kind or _DEFAULT_KINDS[op.keyword]) == "leftouter":
+            self.joined.append(_shorten(to_kql(op), 60))
+            self.notes.append(
+                f"`{_shorten(to_kql(op))}` adds the columns of another table to each row and keeps every "
+                "row, so it is not part of the Sigma rule; tests on the columns it adds are left out"
+            )
         elif keyword == "top" and self.sorts_by_time(op):
             self.notes.append(
                 f"`{_shorten(to_kql(op))}` keeps the latest rows of a hunting query; a Sigma rule "
@@ -628,6 +643,8 @@ class _Lowering:
             raise _skip(f"{expr.name} is computed by `extend`; Sigma groups by columns only", expr)
         if expr.name in self.scalars:
             raise _skip(f"{expr.name} is a constant (`let`), not a column; Sigma tests columns only", expr)
+        if expr.name not in self.columns and self.joined:
+            raise _skip(f"{expr.name} is not a column of the table; it comes from `{self.joined[0]}`", expr)
         if expr.name not in self.columns:
             raise _fail(f"unknown column {expr.name!r} for this table", expr)
         if tested and self.columns[expr.name] == "datetime":
@@ -842,6 +859,11 @@ def _names(node: object) -> Iterator[str]:
     elif hasattr(node, "__dict__") and not isinstance(node, k.Pos):
         for value in vars(node).values():
             yield from _names(value)
+
+
+def _tests(condition: Node) -> bool:
+    """Whether a condition keeps a test in the rule (one wholly left out does not)."""
+    return not all(isinstance(leaf, Opaque) for leaf in walk(condition))
 
 
 def _names_time(expr: k.Expr) -> bool:
