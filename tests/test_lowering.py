@@ -672,3 +672,28 @@ def test_a_left_outer_join_or_lookup_keeps_the_filters_after_it(
     proof = measure(SourceRule(path="case.kql", kql=query), Options())
     assert proof.original > 0 and not proof.problems
     assert all(t.agrees for t in proof.targets.values() if t.verdict != "not_executed")
+
+
+def test_a_let_function_of_one_expression_is_applied_in_place() -> None:
+    rule, label, _, _ = converted(
+        "let Encoded = (cmd:string, flag:string = '-enc') { cmd has flag or cmd has 'frombase64' };\n"
+        + PROCESS
+        + "FileName =~ 'powershell.exe' and Encoded(ProcessCommandLine)"
+    )
+    assert rule["detection"] == {
+        "selection": {"Image|endswith": "\\powershell.exe"},
+        "selection_commandline": {"CommandLine|contains": "-enc"},
+        "selection_commandline_2": {"CommandLine|contains": "frombase64"},
+        "condition": "selection and (selection_commandline or selection_commandline_2)",
+    }
+    assert label == "widened"
+    proof = measure(
+        SourceRule(
+            path="case.kql",
+            kql="let Encoded = (cmd:string) { cmd has 'frombase64' };\n"
+            + PROCESS
+            + "Encoded(ProcessCommandLine)",
+        ),
+        Options(),
+    )
+    assert proof.original > 0 and all(t.agrees for t in proof.targets.values() if t.verdict != "not_executed")

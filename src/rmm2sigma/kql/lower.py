@@ -10,9 +10,9 @@ from __future__ import annotations
 import ipaddress
 import re
 from collections.abc import Iterator, Mapping
-from dataclasses import replace
+from dataclasses import fields, is_dataclass, replace
 from datetime import timedelta
-from typing import TypeGuard
+from typing import TypeGuard, cast
 
 from ..errors import InexpressibleKqlError, Rmm2SigmaError, UnsupportedKqlError
 from ..model import (
@@ -379,10 +379,33 @@ class _Lowering:
         if isinstance(expr, k.Name) and expr.name in self.computed:
             self.inlined.add(expr.name)
             return self.condition(self.computed[expr.name], top_level)
+        if isinstance(expr, k.Call) and (body := self.applied(expr)) is not None:
+            return self.condition(body, top_level)
         try:
             return self.leaf(expr, top_level)
         except InexpressibleKqlError as error:
             return Opaque(_shorten(to_kql(expr)), _located(error), expr.pos)
+
+    def applied(self, call: k.Call) -> k.Expr | None:
+        """A call of a ``let`` function whose body is one scalar expression, as that expression
+        with the arguments in place of the parameters; None for any other call."""
+        function = self.functions.get(call.function)
+        if function is None or function.body.lets or function.body.earlier or function.body.body.operators:
+            return None
+        body = function.body.body.source
+        if isinstance(body, k.TableRef | k.Pipeline) or len(call.args) > len(function.params):
+            return None
+        values: dict[str, k.Expr] = {}
+        for index, param in enumerate(function.params):
+            value = call.args[index] if index < len(call.args) else param.default
+            if value is None:
+                return None
+            values[param.name] = value
+        del self.functions[call.function]  # a function calling itself is not followed again
+        try:
+            return cast(k.Expr, _substituted(body, values))
+        finally:
+            self.functions[call.function] = function
 
     def leaf(self, expr: k.Expr, top_level: bool) -> Node | None:
         """A test of one column (or a time bound, which gives None)."""
@@ -859,6 +882,18 @@ def _names(node: object) -> Iterator[str]:
     elif hasattr(node, "__dict__") and not isinstance(node, k.Pos):
         for value in vars(node).values():
             yield from _names(value)
+
+
+def _substituted(node: object, values: Mapping[str, k.Expr]) -> object:
+    """A syntax node with each name in ``values`` replaced by its value (a function's arguments)."""
+    if isinstance(node, k.Name):
+        return values.get(node.name, node)
+    if isinstance(node, tuple):
+        return tuple(_substituted(item, values) for item in node)
+    if is_dataclass(node) and not isinstance(node, type | k.Pos):
+        changes = {f.name: _substituted(getattr(node, f.name), values) for f in fields(node)}
+        return replace(node, **changes)
+    return node
 
 
 def _tests(condition: Node) -> bool:
