@@ -27,6 +27,7 @@ from ..mapping import ACTION_TYPE, TableSpec, all_specs
 from .elastic import KindPreservingLists, list_kind
 
 _JSON_KEY = re.compile(r"[A-Za-z]\w*\.[A-Za-z]\w*")
+_JSON_READ = re.compile(r"tostring\(parse_json\(\w+\)\.\w+\)")
 
 
 class Rmm2SigmaKustoBackend(KindPreservingLists, KustoBackend):
@@ -41,6 +42,8 @@ class Rmm2SigmaKustoBackend(KindPreservingLists, KustoBackend):
         if _JSON_KEY.fullmatch(field_name):
             column, key = field_name.split(".")
             return f"tostring(parse_json({column}).{key})"
+        if _JSON_READ.fullmatch(field_name):  # the backend's value-list path escapes a field twice
+            return field_name
         return str(super().escape_and_quote_field(field_name))
 
     def decide_convert_condition_as_in_expression(
@@ -95,6 +98,19 @@ def defender_events_pipeline() -> ProcessingPipeline:
                 "conditions": {ACTION_TYPE: kinds[0] if len(kinds) == 1 else kinds},
                 "rule_conditions": applied,
             },
+        ]
+        items += [  # a value Sigma spells without Defender's prefix gets it back, unless it is a
+            # substring test (a leading wildcard) or already a device path (\Device\Mup\...)
+            {
+                "id": f"{identifier}_prefix_{index}",
+                "type": "replace_string",
+                "regex": r"(?i)^(?!\*|\\device\\)",
+                "replacement": target.prefix.replace("\\", "\\\\"),
+                "field_name_conditions": [{"type": "include_fields", "fields": [target.field]}],
+                "rule_conditions": applied,
+            }
+            for index, target in enumerate(spec.fields.values())
+            if target.prefix
         ]
         columns = kusto_columns(spec)
         if columns:
