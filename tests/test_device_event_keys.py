@@ -127,6 +127,14 @@ CASES = {
         f'{PIPE_KEY} in~ ("\\\\Device\\\\NamedPipe\\\\lsass")',
         Fidelity.WIDENED,
     ),
+    "pipe of another device": key_case(
+        "NamedPipeEvent",
+        "parse_json(AdditionalFields).PipeName startswith @'\\Device\\Mup\\'",
+        PIPE,
+        selection(**{"PipeName|startswith": "\\Device\\Mup\\"}),
+        f'{PIPE_KEY} startswith "\\\\Device\\\\Mup\\\\"',
+        Fidelity.WIDENED,
+    ),
     "pipe prefix alone": key_case(
         "NamedPipeEvent",
         "InitiatingProcessFileName =~ 'rundll32.exe' "

@@ -536,6 +536,8 @@ class _Mapper:
             reaching = leaf.match is Match.STARTSWITH and any(
                 head.lower().startswith(v.lower()) for v in values
             )
+            if not any(under) and not reaching and not any(v.startswith("\\") for v in values):
+                return leaf  # no name Windows writes either (they start with a backslash): the same test
             if widening_allowed and not any(under) and not reaching:
                 self.widen(
                     f"`{leaf.text}`: Defender writes {leaf.column} under {prefix}\\, Sigma's field "
