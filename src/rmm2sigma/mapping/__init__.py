@@ -69,6 +69,13 @@ class FieldSpec:
     field: str
     part: str | None = None  # "file_name": the column holds the last part of the field's path
     values: Mapping[str, Value] | None = None  # Defender value -> Sigma value (e.g. logon types)
+    prefix: str | None = None  # Defender writes this before the field's value (\\Device\\NamedPipe)
+
+    def sigma_value(self, value: Any) -> Any:
+        """A Defender value as the Sigma field holds it: the prefix and nothing else taken off."""
+        if self.prefix and isinstance(value, str) and value.lower().startswith(self.prefix.lower() + "\\"):
+            return value[len(self.prefix) :]
+        return value
 
 
 @dataclass(frozen=True)
@@ -128,7 +135,7 @@ def _table_spec(name: str, spec: Mapping[str, Any]) -> TableSpec:
     fields = {
         column: FieldSpec(target)
         if isinstance(target, str)
-        else FieldSpec(target["field"], target.get("part"), target.get("values"))
+        else FieldSpec(target["field"], target.get("part"), target.get("values"), target.get("prefix"))
         for column, target in spec["fields"].items()
     }
     fallback = spec.get("fallback") or {}
@@ -472,6 +479,11 @@ class _Mapper:
             mapped = replace(mapped, values=tuple(scoped_flags(str(v)) for v in leaf.values))
         if spec.values is not None:
             return self.translate(mapped, spec.values, positive)
+        if spec.prefix is not None:
+            respelled = self.respell(mapped, spec.prefix, positive, widening_allowed)
+            if isinstance(respelled, bool):
+                return respelled
+            mapped = respelled
         if leaf.match is Match.FIELDREF:
             return self.field_pair(mapped, spec, positive, widening_allowed)
         if leaf.match is Match.CIDR and positive == leaf.negated:
@@ -521,6 +533,48 @@ class _Mapper:
             return positive
         return replace(leaf, values=tuple(by_name[v] for v in wanted), case_sensitive=False)
 
+    def respell(
+        self, leaf: Predicate, prefix: str, positive: bool, widening_allowed: bool
+    ) -> Predicate | bool:
+        """A test of a column Defender writes under ``prefix`` (``\\Device\\NamedPipe\\name``) on the
+        Sigma field that holds the rest (Sysmon's ``\\name``).
+
+        ``==``/``startswith`` a value under the prefix lose it: the same test. A substring test
+        (``contains``, ``endswith``, ``has`` ...) carries when its value cannot reach into the
+        prefix. Otherwise the test is widened (a value not under the prefix is kept, which also
+        matches the pipe of that name) or, where that is not sound, left out.
+        """
+        values = [str(v) for v in leaf.values]
+        if leaf.match in (Match.EMPTY, Match.NULL):
+            return leaf
+        if leaf.match in (Match.CONTAINS, Match.ENDSWITH, *_TERM_MATCHES):
+            if not any(_reaches_into(value, prefix) for value in values):
+                return leaf
+        elif leaf.match in (Match.EQUALS, Match.STARTSWITH) and not _WILDCARD.search("".join(values)):
+            head = prefix + "\\"
+            under = [
+                v.startswith(head) if leaf.case_sensitive else v.lower().startswith(head.lower())
+                for v in values
+            ]
+            if all(under):
+                return replace(leaf, values=tuple(value[len(prefix) :] for value in values))
+            reaching = leaf.match is Match.STARTSWITH and any(
+                head.lower().startswith(v.lower()) for v in values
+            )
+            if not any(under) and not reaching and not any(v.startswith("\\") for v in values):
+                return leaf  # no name Windows writes either (they start with a backslash): the same test
+            if widening_allowed and not any(under) and not reaching:
+                self.widen(
+                    f"`{leaf.text}`: Defender writes {leaf.column} under {prefix}\\, Sigma's field "
+                    "without it; the value is kept, so the rule also matches the name without that prefix"
+                )
+                return leaf
+        self.leave_out(
+            f"`{leaf.text}` was left out: Defender writes {leaf.column} under {prefix}\\ and Sigma's field "
+            "without it, and this test cannot be respelled; the rule is wider"
+        )
+        return positive
+
     def keywords(self, leaf: Predicate, positive: bool, widening_allowed: bool) -> Node | bool:
         """``* has 'x'``: Sigma keywords, a search over the whole event, as a substring."""
         if leaf.match is Match.CONTAINS and not leaf.case_sensitive:
@@ -555,6 +609,13 @@ class _Mapper:
             self.leave_out(f"`{leaf.text}` tests the file name; it cannot be rewritten on {leaf.column}")
             return True if widening_allowed else leaf
         return replace(leaf, match=Match.REGEX, values=patterns)
+
+
+def _reaches_into(needle: str, prefix: str) -> bool:
+    """Whether ``needle`` can match where ``prefix`` is: inside it, or starting in it and running
+    on (a case-blind check, so it errs towards leaving the test out)."""
+    needle, prefix = needle.lower(), prefix.lower()
+    return needle in prefix or any(needle.startswith(prefix[i:]) for i in range(len(prefix)))
 
 
 def _bounded(needle: str, match: Match) -> bool:

@@ -18,17 +18,22 @@ from __future__ import annotations
 
 import re
 import warnings
+from dataclasses import dataclass
 from typing import Any, ClassVar
 
 from sigma.backends.kusto import KustoBackend
 from sigma.conditions import ConditionAND, ConditionFieldEqualsValueExpression, ConditionOR
 from sigma.conversion.state import ConversionState
-from sigma.processing.pipeline import ProcessingPipeline
+from sigma.processing.conditions import IncludeFieldCondition, RuleProcessingItemAppliedCondition
+from sigma.processing.pipeline import ProcessingItem, ProcessingPipeline
+from sigma.processing.transformations.base import StringValueTransformation
+from sigma.types import SigmaString
 
 from ..mapping import ACTION_TYPE, TableSpec, all_specs
 from .elastic import KindPreservingLists, list_kind
 
 _JSON_KEY = re.compile(r"[A-Za-z]\w*\.[A-Za-z]\w*")
+_JSON_READ = re.compile(r"tostring\(parse_json\(\w+\)\.\w+\)")
 
 
 class Rmm2SigmaKustoBackend(KindPreservingLists, KustoBackend):
@@ -45,6 +50,8 @@ class Rmm2SigmaKustoBackend(KindPreservingLists, KustoBackend):
         if _JSON_KEY.fullmatch(field_name):
             column, key = field_name.split(".")
             return f"tostring(parse_json({column}).{key})"
+        if _JSON_READ.fullmatch(field_name):  # the backend's value-list path escapes a field twice
+            return field_name
         return str(super().escape_and_quote_field(field_name))
 
     def decide_convert_condition_as_in_expression(
@@ -72,7 +79,8 @@ def defender_events_pipeline() -> ProcessingPipeline:
     for (all of them: a rule from one kind is that much wider, as its mapping note says); and its
     Sigma fields back to the Defender columns they came from. A file-name column gives its path
     column back (``InitiatingProcessFileName`` -> ``InitiatingProcessFolderPath``) when no column
-    maps to the field whole. Runs before microsoft_xdr, like ``pipelines/kusto_tables.yml``.
+    maps to the field whole, and a name Defender writes under a prefix gets it back
+    (``DevicePrefix``). Runs before microsoft_xdr, like ``pipelines/kusto_tables.yml``.
     """
     specs = [spec for spec in all_specs() if spec.kusto_table and spec.action_types]
     items: list[dict[str, Any]] = []
@@ -135,7 +143,36 @@ def defender_events_pipeline() -> ProcessingPipeline:
     with warnings.catch_warnings():  # pySigma parses rule_cond_expr with a pyparsing call it deprecated
         warnings.simplefilter("ignore", DeprecationWarning)
         name = "rmm2sigma Defender event kinds for Microsoft XDR"
-        return ProcessingPipeline.from_dict({"name": name, "priority": 5, "transformations": items})
+        pipeline = ProcessingPipeline.from_dict({"name": name, "priority": 5, "transformations": items})
+    for spec in specs:  # before the field names go back to Defender's columns
+        identifier = _identifier(spec)
+        at = next(i for i, item in enumerate(pipeline.items) if item.identifier == f"{identifier}_action") + 1
+        pipeline.items[at:at] = [
+            ProcessingItem(
+                DevicePrefix(target.prefix),
+                identifier=f"{identifier}_prefix",
+                rule_conditions=[RuleProcessingItemAppliedCondition(identifier)],
+                field_name_conditions=[IncludeFieldCondition([target.field])],
+            )
+            for target in spec.fields.values()
+            if target.prefix
+        ]
+    return pipeline
+
+
+@dataclass
+class DevicePrefix(StringValueTransformation):
+    """A name Sigma spells without Defender's prefix (``\\lsass``) as Defender writes it
+    (``\\Device\\NamedPipe\\lsass``); a substring test (a leading wildcard) or another device's
+    path (``\\Device\\Mup\\...``) stays as it is."""
+
+    prefix: str
+
+    def apply_string_value(self, field: str | None, val: SigmaString) -> SigmaString:
+        head = val.s[0] if val.s else None
+        if not isinstance(head, str) or not head.startswith("\\") or head.lower().startswith("\\device\\"):
+            return val
+        return SigmaString(self.prefix, escape=False) + val
 
 
 def accept_json_keys(xdr: ProcessingPipeline) -> None:

@@ -178,7 +178,7 @@ def sigma_rows(rows: Sequence[Row], spec: TableSpec) -> list[Row]:
                 value = row[column]
                 if target.values is not None:  # Defender's names for the values Sigma numbers
                     value = {k.lower(): v for k, v in target.values.items()}.get(str(value).lower())
-                event[target.field] = value
+                event[target.field] = target.sigma_value(value)  # Windows' spelling (no \Device\NamedPipe)
         out.append(event)
     return out
 

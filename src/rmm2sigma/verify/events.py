@@ -22,6 +22,7 @@ import random
 import re
 from collections.abc import Iterator, Mapping, Sequence
 from datetime import UTC, datetime, timedelta
+from functools import cache
 from typing import Any
 
 from ..model import And, Detection, Match, Node, Not, Opaque, Or, Predicate, walk
@@ -451,6 +452,9 @@ class _Generator:
             for path_column, name_column in PATH_COLUMNS.items():
                 if path_column in row and name_column in self.types:
                     row[name_column] = _get(row, name_column)
+            for column, prefix in _prefixed_columns().items():
+                if column in row:
+                    row[column] = device_path(row[column], prefix)
             _json_columns(row)
             key = tuple(sorted((k, (type(v).__name__, v)) for k, v in row.items()))
             if key in seen:
@@ -466,6 +470,26 @@ class _Generator:
                 identity["ReportId"] = index
             out.append({**identity, **row})
         return out
+
+
+@cache
+def _prefixed_columns() -> dict[str, str]:
+    """Columns Defender writes under a prefix Sigma's field lacks (a pipe under \\Device\\NamedPipe)."""
+    from ..mapping import all_specs
+
+    return {column: f.prefix for spec in all_specs() for column, f in spec.fields.items() if f.prefix}
+
+
+def device_path(value: Any, prefix: str) -> Any:
+    """A value as Defender writes it: a device path, under ``prefix`` (with Defender's case) unless
+    it is another device's (``\\Device\\Mup\\host\\PIPE\\name``); empty stays empty."""
+    if not isinstance(value, str) or not value:
+        return value
+    if value.lower().startswith(prefix.lower() + "\\"):
+        return prefix + value[len(prefix) :]
+    if value.lower().startswith("\\device\\"):
+        return value
+    return prefix + ("" if value.startswith("\\") else "\\") + value
 
 
 def _json_columns(row: Row) -> None:
