@@ -4,8 +4,8 @@ Kusto defines ``search [kind=case_sensitive] [in (T, U)] predicate`` by its equi
 ``union T, U | where predicate'``, where a bare term ``"x"`` is ``* has "x"``, ``Column:"x"`` is
 ``Column has "x"``, and a ``*`` at the ends of a term makes it ``hasprefix``/``hassuffix``/
 ``contains``. Rewriting it here lets the union split and the lowering handle it like any other
-query (one Sigma rule per table, keywords for a test on every column); the printer still shows what
-the user wrote, through the positions kept on each node.
+query (one Sigma rule per table, keywords for a test on every column); the new nodes keep the
+positions of what the user wrote, so messages still point at the `search`.
 """
 
 from __future__ import annotations
