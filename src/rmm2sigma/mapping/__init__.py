@@ -121,6 +121,11 @@ def tables() -> Mapping[str, TableSpec]:
     return {name: _table_spec(name, spec) for name, spec in _mapping_data()["tables"].items()}
 
 
+def ip_types() -> Mapping[str, Any]:
+    """Address-kind columns and the networks a public address is outside (``defender.yml``)."""
+    return cast(Mapping[str, Any], _mapping_data()["ip_types"])
+
+
 def unmapped_tables() -> Mapping[str, str]:
     """Defender tables with no Sigma log source, and why (``defender.yml``, ``unmapped``)."""
     return cast(Mapping[str, str], _mapping_data()["unmapped"])
@@ -461,6 +466,8 @@ class _Mapper:
         if leaf.column == ANY_COLUMN:
             return self.keywords(leaf, positive, widening_allowed)
         spec = self.spec.fields.get(leaf.column)
+        if spec is None and leaf.column in ip_types()["columns"]:
+            return self.ip_type(leaf, positive, widening_allowed)
         if spec is None and leaf.column == ACTION_TYPE:
             self.leave_out(
                 f"`{leaf.text}` was left out: it does not choose one Sigma category (only an "
@@ -523,6 +530,31 @@ class _Mapper:
         both_empty = And(tuple(Predicate(f, Match.EMPTY, text=leaf.text) for f in (leaf.column, other.field)))
         node = Or((equal, both_empty))
         return Not(node) if leaf.negated else node
+
+    def ip_type(self, leaf: Predicate, positive: bool, widening_allowed: bool) -> Node | bool:
+        """``RemoteIPType == "Public"`` as the address outside the networks Defender never calls
+        Public (``defender.yml``, ``ip_types``); any other test of the kind is left out."""
+        address = ip_types()["columns"][leaf.column]
+        public = leaf.match is Match.EQUALS and [str(v).lower() for v in leaf.values] == ["public"]
+        if not (public and widening_allowed and address in self.spec.fields):
+            self.leave_out(
+                f"`{leaf.text}` was left out: Sigma has no field for the kind of an address (only "
+                f'`{leaf.column} == "Public"` is matched, by its address); the rule is wider'
+            )
+            return positive
+        self.widen(
+            f"`{leaf.text}` is matched as {address} outside the private, loopback and link-local IPv4 "
+            "networks, and not empty: other kinds of addresses Defender tells apart (IPv6 private, "
+            "multicast, reserved) pass too, so the rule is wider"
+        )
+        networks = tuple(ip_types()["not_public"])
+        outside = And(
+            (
+                Not(Predicate(address, Match.CIDR, networks, text=leaf.text, pos=leaf.pos)),
+                Not(Predicate(address, Match.EMPTY, (), text=leaf.text, pos=leaf.pos)),
+            )
+        )
+        return self.node(Not(outside) if leaf.negated else outside, positive)
 
     def translate(self, leaf: Predicate, values: Mapping[str, Value], positive: bool) -> Node | bool:
         """A column whose values Sigma's field spells differently (``Network`` logon type -> 3)."""

@@ -319,7 +319,10 @@ class EqlEngine:
             except re.error as error:
                 raise NotExecutable(f"eql engine: {_first_line(error)}") from None
             engine.add_output_hook(lambda result: selected.update(int(e.data[ID]) for e in result.events))
-            engine.stream_events([eql.Event("any", 0, document) for document in documents])
+            try:
+                engine.stream_events([eql.Event("any", 0, document) for document in documents])
+            except ValueError as error:  # cidrMatch() of a value that is no address (Elasticsearch
+                raise NotExecutable(f"eql engine: {_first_line(error)}") from None  # would refuse it)
         return selected
 
     def sequences(self, query: str, timed: Sequence[tuple[float, Row]]) -> tuple[list[str], list[Row]]:

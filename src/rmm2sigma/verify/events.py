@@ -145,6 +145,11 @@ def _term_edge_test(match: Match, needle: str, text: str, case_sensitive: bool) 
     return re.search(pattern, text) is not None
 
 
+# networks no public address is in (mapping's ip_types), and addresses of the kinds they leave out
+_NOT_PUBLIC = ("10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16", "127.0.0.0/8", "169.254.0.0/16")
+_OTHER_ADDRESSES = ("fc00::1", "fe80::1", "2001:4860:4860::8888", "::ffff:8.8.8.8", "224.0.0.251")
+
+
 def network_variants(networks: Sequence[Any]) -> list[str | None]:
     """Addresses on both sides of each network's edges, and values that are no address at all."""
     out: list[str | None] = []
@@ -231,22 +236,57 @@ def _split(path: str | None) -> tuple[str, str | None]:
 # ---------------------------------------------------------------- the generator
 
 
+@cache
+def _ip_kinds() -> dict[str, str]:
+    """Address-kind column -> its address column (``RemoteIPType`` -> ``RemoteIP``)."""
+    from ..mapping import ip_types
+
+    return dict(ip_types()["columns"])
+
+
+def ip_kind(address: Any) -> str:
+    """Defender's kind of an address, as its ``*IPType`` columns name it (empty for no address)."""
+    try:
+        ip = ipaddress.ip_address(str(address)) if address else None
+    except ValueError:
+        return ""
+    if ip is None:
+        return ""
+    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped:
+        return "FourToSixMapping"
+    for kind, holds in (
+        ("Loopback", ip.is_loopback),
+        ("LinkLocal", ip.is_link_local),
+        ("Multicast", ip.is_multicast),
+        ("Private", ip.is_private and not ip.is_reserved),
+        ("Reserved", ip.is_reserved or ip.is_unspecified),
+    ):
+        if holds:
+            return kind
+    return "Public"
+
+
 def _storage(column: str) -> str:
-    """The column a value is stored in: a file name lives in its path."""
-    return _NAME_COLUMNS.get(column, column)
+    """The column a value is stored in: a file name lives in its path, an address kind in its address."""
+    return _NAME_COLUMNS.get(column) or _ip_kinds().get(column) or column
 
 
 def _get(row: Row, column: str) -> Any:
     if column in _NAME_COLUMNS:
         path = row.get(_NAME_COLUMNS[column])
         return None if path is None else path.rpartition("\\")[2]
+    if column in _ip_kinds():
+        return ip_kind(row.get(_ip_kinds()[column]))
     return row.get(column)
 
 
 def _set(row: Row, column: str, value: Any) -> Row:
-    """A copy of ``row`` with ``column`` set; a file name replaces the last part of its path."""
+    """A copy of ``row`` with ``column`` set; a file name replaces the last part of its path, an
+    address kind is set through an address of that kind (``value`` is the address)."""
     out = dict(row)
-    if column in _NAME_COLUMNS:
+    if column in _ip_kinds():
+        out[_ip_kinds()[column]] = value
+    elif column in _NAME_COLUMNS:
         path_column = _NAME_COLUMNS[column]
         directory, _ = _split(out.get(path_column))
         out[path_column] = None if value is None else f"{directory}\\{value}"
@@ -284,6 +324,8 @@ class _Generator:
         values = leaf.values[:_MAX_VALUES] if leaf.values else ()
         if leaf.match is Match.CIDR:
             return network_variants(values)
+        if leaf.column in _ip_kinds():  # addresses of every kind, the kind derived in ``finish``
+            return [*network_variants(_NOT_PUBLIC), *_OTHER_ADDRESSES]
         if leaf.match is Match.FIELDREF:
             return [value for pair in pair_values(leaf) for value in pair]
         if leaf.match in (Match.EMPTY, Match.NULL) or not values:
@@ -452,6 +494,9 @@ class _Generator:
             for path_column, name_column in PATH_COLUMNS.items():
                 if path_column in row and name_column in self.types:
                     row[name_column] = _get(row, name_column)
+            for kind_column, address in _ip_kinds().items():
+                if kind_column in self.types and address in row:
+                    row[kind_column] = ip_kind(row[address])
             for column, prefix in _prefixed_columns().items():
                 if column in row:
                     row[column] = device_path(row[column], prefix)
