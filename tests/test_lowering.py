@@ -579,6 +579,7 @@ def test_a_term_match_whose_needle_bounds_its_terms_is_a_substring_match(test: s
         "tostring(parse_json(AdditionalFields).ThreatName)",
         "parse_json(AdditionalFields)['ThreatName']",
         "extractjson('$.ThreatName', AdditionalFields)",
+        "extractjson('$.ThreatName', AdditionalFields, typeof(string))",
         "P.ThreatName",  # through `extend P = parse_json(AdditionalFields)`
     ],
 )

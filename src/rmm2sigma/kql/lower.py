@@ -637,7 +637,8 @@ class _Lowering:
         elif isinstance(expr, k.Index) and isinstance(expr.index, k.StringLit):
             column, key = expr.target, expr.index.value
         elif _is_call(expr, "extractjson") or _is_call(expr, "extract_json"):
-            path = expr.args[0] if len(expr.args) == 2 else None
+            typed = len(expr.args) == 3 and _is_call(expr.args[2], "typeof")  # the value's type
+            path = expr.args[0] if len(expr.args) == 2 or typed else None
             if isinstance(path, k.StringLit) and re.fullmatch(r"\$\.\w+", path.value):
                 column, key = expr.args[1], path.value[2:]
         if isinstance(column, k.Name) and column.name in self.computed:  # `extend J = parse_json(C)`
