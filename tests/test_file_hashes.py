@@ -100,6 +100,15 @@ def test_every_target_converts_and_kusto_gives_the_original_tests_back(name: str
     assert "EventCode=29" in result.queries["splunk"]
 
 
+def test_an_action_type_the_fallback_cannot_say_is_left_out_and_noted() -> None:
+    notes = converted("file created").notes
+    assert any(
+        "`ActionType == 'FileCreated'` was left out" in note and "file_executable_detected" in note
+        for note in notes
+    )
+    assert not any("selects Sigma's file_event" in note for note in notes)
+
+
 def test_the_security_log_has_no_event_for_it() -> None:
     result = convert_rule(source("hash list"), Options(splunk_data_model="windows-security"))
     assert "splunk" not in result.queries

@@ -4,6 +4,8 @@ Everything that changes what a rule matches happens here, with a note and a fide
 ``has`` (whole terms) becomes ``contains`` (wider) or a term-bounded regex (``exact=True``, and
 always under a negation, where widening a test would narrow the rule); ``FileName`` becomes a test
 on the end of ``Image``; a column with no Sigma field is replaced by the constant that widens.
+A query the table's category keeps nothing of falls back, when that keeps a test, to another table
+or category (``DeviceFileEvents``' hashes: ``file_executable_detected``), a change of data model.
 The data lives in ``defender.yml``.
 """
 
