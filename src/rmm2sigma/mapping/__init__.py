@@ -4,6 +4,8 @@ Everything that changes what a rule matches happens here, with a note and a fide
 ``has`` (whole terms) becomes ``contains`` (wider) or a term-bounded regex (``exact=True``, and
 always under a negation, where widening a test would narrow the rule); ``FileName`` becomes a test
 on the end of ``Image``; a column with no Sigma field is replaced by the constant that widens.
+A query the table's category keeps nothing of falls back, when that keeps a test, to another table
+or category (``DeviceFileEvents``' hashes: ``file_executable_detected``), a change of data model.
 The data lives in ``defender.yml``.
 """
 
@@ -89,6 +91,7 @@ class TableSpec:
     fallback_table: str | None = None
     fallback_columns: Mapping[str, str] | None = None
     fallback_note: str | None = None
+    fallback_category: TableSpec | None = None  # the same table's category the fallback reads instead
     action_types: tuple[str, ...] = ()  # the ActionType values this category stands for
     categories: tuple[TableSpec, ...] = ()  # the table's other categories, chosen by ActionType
     conditions: Mapping[str, Value | list[Value]] | None = None  # Sigma tests the category implies
@@ -133,7 +136,13 @@ def unmapped_tables() -> Mapping[str, str]:
 
 def all_specs() -> list[TableSpec]:
     """Every (table, category) pair, the categories chosen by ActionType included."""
-    return [spec for table in tables().values() for spec in (table, *table.categories)]
+    return [
+        spec
+        for table in tables().values()
+        for category in (table, *table.categories)
+        for spec in (category, category.fallback_category)
+        if spec is not None
+    ]
 
 
 def _table_spec(name: str, spec: Mapping[str, Any]) -> TableSpec:
@@ -154,6 +163,7 @@ def _table_spec(name: str, spec: Mapping[str, Any]) -> TableSpec:
         fallback_table=fallback.get("table"),
         fallback_columns=fallback.get("columns"),
         fallback_note=_one_line(fallback.get("note")),
+        fallback_category=_table_spec(name, fallback["category"]) if "category" in fallback else None,
         action_types=tuple(spec.get("action_types") or ()),
         categories=tuple(_table_spec(name, category) for category in spec.get("categories") or ()),
         conditions=spec.get("conditions"),
@@ -194,21 +204,16 @@ def map_detection(
         raise UnsupportedKqlError(
             "the query tests only the ActionType: a Sigma rule needs a condition", line=line, column=column
         )
-    detection = replace(detection, predicate=source_predicate)
+    lowered, detection = detection.predicate, replace(detection, predicate=source_predicate)
     mapper = _Mapper(spec, exact)
     if category_note:
         mapper.change_model(category_note)
     predicate = True if source_predicate is None else mapper.node(source_predicate, positive=True)
-    if predicate is True and spec.fallback_table and spec.fallback_columns and source_predicate is not None:
-        renamed = _rename_columns(source_predicate, spec.fallback_columns)
-        fallback = _Mapper(specs[spec.fallback_table], exact)
-        predicate = fallback.node(renamed, positive=True)
-        fallback.change_model(table.fallback_note or "")
-        mapper = fallback
-        detection = _fallback_aggregation(
-            detection, spec.fallback_columns, schema, specs[spec.fallback_table].name
-        )
-        spec = specs[spec.fallback_table]
+    fallback = _fallback(spec, lowered, exact) if predicate is True and source_predicate is not None else None
+    if fallback:
+        if spec.fallback_columns:
+            detection = _fallback_aggregation(detection, spec.fallback_columns, schema, fallback[0].name)
+        spec, mapper, predicate = fallback
     if predicate is False or (predicate is True and not kind_alone):
         raise _nothing_left(source_predicate, mapper.notes)
     if predicate is not True:
@@ -366,6 +371,20 @@ def _located(message: str, item: Predicate) -> UnsupportedKqlError:
     return UnsupportedKqlError(message, line=item.pos.line or None, column=item.pos.column or None)
 
 
+def _fallback(spec: TableSpec, predicate: Node, exact: bool) -> tuple[TableSpec, _Mapper, Node | bool] | None:
+    """The table or category ``spec`` falls back to, with the query mapped there, when that keeps a
+    test. The whole query: its ActionType test too, which the fallback's category does not say."""
+    target = spec.fallback_category or (tables()[spec.fallback_table] if spec.fallback_table else None)
+    if target is None:
+        return None
+    mapper = _Mapper(target, exact)
+    kept = mapper.node(_rename_columns(predicate, spec.fallback_columns or {}), positive=True)
+    if kept is True:
+        return None
+    mapper.change_model(spec.fallback_note or "")
+    return target, mapper, kept
+
+
 def _fallback_aggregation(
     detection: Detection,
     renames: Mapping[str, str],
@@ -469,10 +488,13 @@ class _Mapper:
         if spec is None and leaf.column in ip_types()["columns"]:
             return self.ip_type(leaf, positive, widening_allowed)
         if spec is None and leaf.column == ACTION_TYPE:
-            self.leave_out(
-                f"`{leaf.text}` was left out: it does not choose one Sigma category (only an "
-                "`ActionType ==`/`in` conjunct naming kinds of one category does); the rule is wider"
+            why = (
+                "it does not choose one Sigma category (only an `ActionType ==`/`in` conjunct naming kinds "
+                "of one category does)"
+                if self.spec.action_types
+                else f"Sigma's {_source_name(self.spec)} category does not tell kinds of events apart"
             )
+            self.leave_out(f"`{leaf.text}` was left out: {why}; the rule is wider")
             return positive
         if spec is None:
             self.leave_out(
