@@ -698,3 +698,21 @@ def test_a_let_function_of_one_expression_is_applied_in_place() -> None:
         Options(),
     )
     assert proof.original > 0 and all(t.agrees for t in proof.targets.values() if t.verdict != "not_executed")
+
+
+def test_a_view_is_a_tabular_let_with_its_own_lets_before_it() -> None:
+    query = (
+        "let Encoded = view () {\n"
+        "    let flags = dynamic(['-enc', '-encodedcommand']);\n"
+        "    DeviceProcessEvents | where ProcessCommandLine has_any (flags)\n"
+        "};\n"
+        "Encoded\n| where InitiatingProcessFileName =~ 'winword.exe'"
+    )
+    rule, label, _, _ = converted(query)
+    assert rule["detection"]["selection"] == {
+        "CommandLine|contains": ["-enc", "-encodedcommand"],
+        "ParentImage|endswith": "\\winword.exe",
+    }
+    assert label == "widened"
+    proof = measure(SourceRule(path="case.kql", kql=query), Options())
+    assert proof.original > 0 and all(t.agrees for t in proof.targets.values() if t.verdict != "not_executed")

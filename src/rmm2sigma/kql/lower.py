@@ -32,8 +32,8 @@ from ..model import (
     walk,
 )
 from . import syntax as k
+from .desugar import desugared
 from .printer import to_kql
-from .search import without_search
 
 # operator -> (match, case_sensitive, negated); all KQL string operators are listed in FACTS §2
 _STRING_OPERATORS: dict[str, tuple[Match, bool, bool]] = {}
@@ -106,7 +106,7 @@ def lower(query: k.Query, schema: Schema) -> Detection:
 def lower_kept(query: k.Query, schema: Schema) -> tuple[Detection, k.Query]:
     """The detection and the part of the query it stands for: without a join side or the
     operators it leaves out (each only widens), which is what a proof runs the rule against."""
-    lowering = _Lowering(without_search(query), schema)
+    lowering = _Lowering(desugared(query), schema)
     detection = lowering.detection()
     return detection, lowering.kept
 

@@ -17,9 +17,9 @@ from dataclasses import dataclass, replace
 from fnmatch import fnmatchcase
 
 from . import syntax as k
+from .desugar import desugared
 from .lower import Schema, _chain, _fail, _names, _shorten
 from .printer import to_kql
-from .search import without_search
 
 # string tests that are false on an empty string when their value is not empty (FACTS §2)
 _FALSE_ON_EMPTY = frozenset(
@@ -65,7 +65,7 @@ def split_union(query: k.Query, schema: Schema) -> list[Branch] | None:
     Raises ``UnsupportedKqlError`` at an operator that reads the union as a whole (its
     ``withsource`` column).
     """
-    query = without_search(query)
+    query = desugared(query)
     tables: dict[str, k.Pipeline] = {}
     for let in query.lets:  # tabular lets; ``let y = DeviceFileEvents;`` parses as a name
         if isinstance(let.value, k.Pipeline):

@@ -1,11 +1,15 @@
-"""``search`` rewritten as the ``union`` and ``where`` it stands for, before lowering.
+"""Shorthands of KQL rewritten as the plain query they stand for, before lowering.
 
-Kusto defines ``search [kind=case_sensitive] [in (T, U)] predicate`` by its equivalent query:
-``union T, U | where predicate'``, where a bare term ``"x"`` is ``* has "x"``, ``Column:"x"`` is
-``Column has "x"``, and a ``*`` at the ends of a term makes it ``hasprefix``/``hassuffix``/
-``contains``. Rewriting it here lets the union split and the lowering handle it like any other
-query (one Sigma rule per table, keywords for a test on every column); the new nodes keep the
-positions of what the user wrote, so messages still point at the `search`.
+* ``search [kind=case_sensitive] [in (T, U)] predicate`` is, by Kusto's definition, ``union T, U |
+  where predicate'``, where a bare term ``"x"`` is ``* has "x"``, ``Column:"x"`` is ``Column has
+  "x"``, and a ``*`` at the ends of a term makes it ``hasprefix``/``hassuffix``/``contains``.
+* ``let V = view () { T | where ... };`` is a tabular ``let`` that a query reads by name: ``V``.
+  Its own ``let`` statements move before it (unless a name is already taken: then it stays a view,
+  which the lowering refuses as a table it cannot see).
+
+Rewriting them here lets the union split and the lowering handle them like any other query (one
+Sigma rule per table, keywords for a test on every column); the new nodes keep the positions of
+what the user wrote, so messages still point at it.
 """
 
 from __future__ import annotations
@@ -20,7 +24,33 @@ from . import syntax as k
 _TERM_OPERATORS = {(False, False): "has", (False, True): "hasprefix", (True, False): "hassuffix"}
 
 
-def without_search(query: k.Query) -> k.Query:
+def desugared(query: k.Query) -> k.Query:
+    """The query with its views and ``search`` rewritten; else itself."""
+    return _without_search(_without_views(query))
+
+
+def _without_views(query: k.Query) -> k.Query:
+    lets = _plain_lets(query.lets, set())
+    return query if lets == query.lets else replace(query, lets=lets)
+
+
+def _plain_lets(lets: tuple[k.Let, ...], taken: set[str]) -> tuple[k.Let, ...]:
+    """``lets`` with each view a tabular ``let``, its own lets (views too) moved before it."""
+    taken = taken | {let.name for let in lets}
+    out: list[k.Let] = []
+    for let in lets:
+        view = let.value
+        plain = isinstance(view, k.FunctionDef) and view.view and not view.params and not view.body.earlier
+        if isinstance(view, k.FunctionDef) and plain and not {i.name for i in view.body.lets} & taken:
+            inner = _plain_lets(view.body.lets, taken)
+            taken |= {i.name for i in inner}
+            out.extend((*inner, replace(let, value=view.body.body)))
+        else:
+            out.append(let)
+    return tuple(out)
+
+
+def _without_search(query: k.Query) -> k.Query:
     """The query with its ``search`` (as the source or as an operator) rewritten; else itself."""
     body = query.body
     operators = tuple(_where(op) if isinstance(op, k.Search) else op for op in body.operators)
