@@ -286,6 +286,14 @@ CASES = [
         (),
         notes=("6416",),
     ),
+    Case(  # SigmaHQ's win_ldap_recon reads SearchFilter of the LDAP client's event 30
+        "LdapSearch",
+        "tostring(parse_json(AdditionalFields).SearchFilter) contains '(sAMAccountType=805306368)'",
+        {"product": "windows", "service": "ldap"},
+        selection(EventID=30, **{"SearchFilter|contains": "(sAMAccountType=805306368)"}),
+        ('tostring(parse_json(AdditionalFields).SearchFilter) contains "(sAMAccountType=805306368)"',),
+        notes=("Microsoft-Windows-LDAP-Client/Debug",),
+    ),
 ]
 BY_KIND = {case.kind: case for case in CASES}
 
@@ -427,7 +435,7 @@ def test_kinds_without_a_sigma_log_source_are_refused_by_name(query: str, words:
 
 def test_the_refusal_points_at_the_action_type_test() -> None:
     with pytest.raises(UnsupportedKqlError) as error:
-        map_detection(lower(kql.parse("DeviceEvents\n| where ActionType == 'LdapSearch'"), defender_schema()))
+        map_detection(lower(kql.parse("DeviceEvents\n| where ActionType == 'SmartScreenUrlWarning'"), defender_schema()))
     assert (error.value.line, error.value.column) == (2, 9)
 
 
