@@ -435,7 +435,8 @@ def test_kinds_without_a_sigma_log_source_are_refused_by_name(query: str, words:
 
 def test_the_refusal_points_at_the_action_type_test() -> None:
     with pytest.raises(UnsupportedKqlError) as error:
-        map_detection(lower(kql.parse("DeviceEvents\n| where ActionType == 'SmartScreenUrlWarning'"), defender_schema()))
+        query = kql.parse("DeviceEvents\n| where ActionType == 'SmartScreenUrlWarning'")
+        map_detection(lower(query, defender_schema()))
     assert (error.value.line, error.value.column) == (2, 9)
 
 
