@@ -143,8 +143,10 @@ def test_eql_on_ecs_documents() -> None:
         {ID: 3, "Company": None, "Image": "C:\\Apps\\SUPREMO.EXE"},
     ]
     documents = ecs_rows(rows, names)
-    assert documents[0]["process"]["executable"]["caseless"] == "c:\\apps\\supremo.exe"
+    assert documents[0]["process"]["executable"] == "C:\\Apps\\Supremo.exe"  # as written
     engine = EqlEngine()
+    # `.caseless` is the field lowercased, the field itself keeps the case
+    assert engine.select('any where process.executable == "C:\\\\Apps\\\\SUPREMO.EXE"', documents) == {3}
     assert engine.select('any where process.pe.company:"*nanosystems*"', documents) == {1, 2}
     assert engine.select('any where process.executable.caseless:"*\\\\supremo.exe"', documents) == {1, 3}
     assert engine.select('any where process.pe.company like~ ("nanosystems*", "x*")', documents) == {1, 2}

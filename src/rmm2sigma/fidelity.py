@@ -19,8 +19,7 @@ loss, labelled ``approximate`` with a note saying how it can differ. Known targe
   EQL's ``:`` and ``like~`` are case-insensitive already), so those tests keep the rule's label,
   and translates users' regexes from their parsed tree; a regex with no Lucene equivalent makes
   the target refuse the rule. A case-sensitive test on a ``.caseless`` field (lowercased values)
-  can only be asked case-insensitively: widened, with a note; negated it would narrow the query,
-  so that target is refused (``TargetFidelity.refusal``, a partial result).
+  asks the field that holds the value as written (``elastic.CasedOnWrittenValue``): the same test.
 * EQL and ES|QL use three-valued logic: ``not (field : "x")`` is null, not true, when the field
   is absent, where Sigma, Splunk, Lucene and the SQLite proof match the event. Their backends
   (``elastic.TwoValuedNegations``) ask every negated field test as ``(field exists and test)``,
@@ -46,7 +45,6 @@ This module is core: it must not import the verify extras.
 
 from __future__ import annotations
 
-import re
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, replace
 from functools import cache
@@ -152,16 +150,13 @@ def _elastic(target: str, base: Fidelity, mapped: MappedRule) -> TargetFidelity:
     fields = ecs_field_names(logsource.get("category", ""), logsource.get("service", ""))
     for leaf, positive in _leaves(mapped.detection.predicate):
         field = fields.get(leaf.column, leaf.column)
+        if leaf.case_sensitive:  # asked on the field as written (elastic.CasedOnWrittenValue)
+            field = field.removesuffix(".caseless")
         reason = _elastic_loss(target, leaf, field)
         if reason and positive:
             misses.append(reason)
         elif reason:
             adds.append(f"{reason}; the test is negated, so this widens the query")
-        caseless = _caseless_cased(leaf, field)
-        if caseless and positive:
-            adds.append(caseless)
-        elif caseless:
-            refuse.append(f"{caseless}; the test is negated, so this would narrow the query")
         # a negated field test is asked two-valued (elastic.TwoValuedNegations); a keyword has no field
         if not positive and target in ("eql", "esql") and leaf.column == ANY_COLUMN:
             misses.append(
@@ -223,9 +218,6 @@ def _elastic_loss(target: str, leaf: Predicate, field: str) -> str | None:
     from .regex import lucene_translatable
     from .targets.elastic import predicate_regex, term_regex  # imports pySigma
 
-    cased_regex = leaf.match is Match.REGEX and leaf.case_sensitive and field.endswith(".caseless")
-    if cased_regex and "upper" in _regex_cases(leaf.values):  # a lowercased value has no capital
-        return f"{field} holds lowercased values, which the capitals of `{leaf.text}` never match"
     if leaf.match is Match.REGEX:
         ignore_case = not leaf.case_sensitive
         if all(
@@ -266,31 +258,6 @@ def _elastic_loss(target: str, leaf: Predicate, field: str) -> str | None:
     if target == "esql" and (not caseless or any(v != v.lower() for v in cased)):
         return f"ES|QL compares {field} case-sensitively, so other spellings of {cased[0]!r} are missed"
     return None
-
-
-def _caseless_cased(leaf: Predicate, field: str) -> str | None:
-    """Why a case-sensitive test matches more on Elastic: a ``.caseless`` field stores values
-    lowercased, so the test can only be asked case-insensitively (``elastic.cased_string``)."""
-    if not (leaf.case_sensitive and field.endswith(".caseless")):
-        return None
-    if leaf.match is Match.REGEX:  # a small letter matches the lowercased form of a capital too
-        if "lower" not in _regex_cases(leaf.values):
-            return None
-        return f"{field} holds lowercased values, so `{leaf.text}` also matches capitals"
-    if any(isinstance(v, str) and v.lower() != v.upper() for v in leaf.values):
-        return f"{field} holds lowercased values, so the case-sensitive `{leaf.text}` is case-insensitive"
-    return None
-
-
-def _regex_cases(patterns: Iterable[object]) -> set[str]:
-    """The cases of the letters a regex matches literally ("lower", "upper"): escapes (``\\d``)
-    and classes holding both cases (``[A-Za-z]``) left aside."""
-    cases: set[str] = set()
-    for pattern in patterns:
-        text = re.sub(r"\\.", "", str(pattern))
-        text = re.sub(r"\[[^\]]*A-Z[^\]]*a-z[^\]]*\]|\[[^\]]*a-z[^\]]*A-Z[^\]]*\]", "", text)
-        cases |= {"upper" if c.isupper() else "lower" for c in text if c.isalpha()}
-    return cases
 
 
 def _leaves(node: Node | None, positive: bool = True) -> Iterator[tuple[Predicate, bool]]:

@@ -14,9 +14,10 @@ module's transformation rewrites the detection values before the backend sees th
   letters become classes and the flag is dropped (lucene, esql, eql). Any other regex (a user's
   ``matches regex``) is translated from its parsed tree (``regex.lucene_regex``); one with no
   Lucene equivalent (``\\b``, look-around, ...) makes the target refuse the rule, with the reason;
-* a case-sensitive string stays a plain, case-sensitive term (lucene, esql), except on a
-  ``.caseless`` field, which stores values lowercased: there it is asked case-insensitively,
-  which ``fidelity`` labels widened (refused under a negation).
+* a case-sensitive string stays a plain, case-sensitive term (lucene, esql); on a ``.caseless``
+  field, which Elastic's templates add to a field to hold its value lowercased, a case-sensitive
+  test (a string or a regex) asks the field itself, which holds the value as written
+  (``CasedOnWrittenValue``).
 
 ES|QL correlations without time buckets (``targets.WHOLE_RANGE``, for a KQL threshold without
 ``bin()``) count once over the last timespan: ``| where @timestamp >= NOW() - 7days | stats ...``.
@@ -47,7 +48,8 @@ from sigma.conversion.base import TextQueryBackend
 from sigma.conversion.deferred import DeferredQueryExpression
 from sigma.conversion.state import ConversionState
 from sigma.processing.pipeline import ProcessingItem, ProcessingPipeline
-from sigma.processing.transformations.base import ValueTransformation
+from sigma.processing.transformations.base import DetectionItemTransformation, ValueTransformation
+from sigma.rule import SigmaDetectionItem
 from sigma.types import (
     Placeholder,
     SigmaCasedString,
@@ -204,22 +206,33 @@ def regex_for_lucene(field: str | None, val: SigmaRegularExpression) -> str:
 
 
 def cased_string(field: str | None, val: SigmaCasedString, plain: bool) -> SigmaType | None:
-    """A case-sensitive string for Elasticsearch, which compares keyword fields case-sensitively.
-
+    """A case-sensitive string for Elasticsearch, which compares keyword fields case-sensitively:
     lucene and esql (``plain``) write a plain value as a case-sensitive term, so the case flag is
-    dropped (and the string left unfolded). A ``.caseless`` field stores values lowercased: there
-    a case-sensitive test can only be asked case-insensitively, which widens it
-    (``fidelity._elastic_loss`` labels it); EQL then gets a plain string, read by ``:``.
-    """
-    if field is not None and field.endswith(".caseless"):
-        return _plain(val, lower=plain)
-    return _plain(val) if plain else None
-
-
-def _plain(val: SigmaCasedString, lower: bool = False) -> SigmaString:
+    dropped (and the string left unfolded)."""
+    if not plain:
+        return None
     out = SigmaString()
-    out.s = [part.lower() if lower and isinstance(part, str) else part for part in val.s]
+    out.s = val.s
     return out
+
+
+def _case_sensitive(value: SigmaType) -> bool:
+    if isinstance(value, SigmaRegularExpression):
+        return SigmaRegularExpressionFlag.IGNORECASE not in value.flags
+    return isinstance(value, SigmaCasedString)
+
+
+@dataclass
+class CasedOnWrittenValue(DetectionItemTransformation):
+    """A case-sensitive test (``|cased``, a regex without ``i``) on a ``.caseless`` field asks the
+    field it is a multi-field of: Elasticsearch keeps the value as written there, and only
+    ``.caseless`` lowercased, so the test stays as case-sensitive as the original."""
+
+    def apply_detection_item(self, detection_item: SigmaDetectionItem) -> None:
+        field = detection_item.field
+        values = detection_item.value
+        if field and field.endswith(".caseless") and values and all(map(_case_sensitive, values)):
+            detection_item.field = field.removesuffix(".caseless")
 
 
 # A regex can hold control characters (RE2's ``\\s`` is ``[\\t\\n\\f\\r ]``; Lucene's dialect has no
@@ -385,7 +398,9 @@ class Rmm2SigmaEqlBackend(TwoValuedNegations, KindPreservingLists, EqlBackend):
         if not super().decide_convert_condition_as_in_expression(cond, state):
             return False
         args = [arg for arg in cond.args if isinstance(arg, ConditionFieldEqualsValueExpression)]
-        return len({list_kind(arg.value) for arg in args}) == 1
+        kinds = {list_kind(arg.value) for arg in args}
+        # `in` compares literally: case-sensitive wildcards are regexes, one per value
+        return len(kinds) == 1 and kinds != {"cased pattern"}
 
 
 def list_kind(value: object) -> str:
@@ -404,16 +419,18 @@ def lucene_pipeline(strings: bool) -> ProcessingPipeline:
         name=f"rmm2sigma: {name} in Lucene's regex dialect",
         priority=90,
         items=[
+            ProcessingItem(identifier="rmm2sigma_cased_written", transformation=CasedOnWrittenValue()),
             ProcessingItem(
                 identifier="rmm2sigma_lucene_regex",
                 transformation=LuceneRegexTransformation(strings=strings),
-            )
+            ),
         ],
     )
 
 
 __all__ = [
     "MAX_REGEX_LENGTH",
+    "CasedOnWrittenValue",
     "LuceneRegexTransformation",
     "Rmm2SigmaEqlBackend",
     "Rmm2SigmaEsqlBackend",

@@ -183,18 +183,20 @@ def sigma_rows(rows: Sequence[Row], spec: TableSpec) -> list[Row]:
     return out
 
 
+CASELESS = ".caseless"  # the multi-field Elastic's templates give a field, lowercased
+
+
 def ecs_rows(rows: Sequence[Row], names: Mapping[str, str]) -> list[Row]:
-    """Sigma rows as nested ECS documents; ``.caseless`` fields hold the lowercased value."""
+    """Sigma rows as nested ECS documents. A ``.caseless`` field is a multi-field of the field it
+    names, as in Elastic's templates: the document holds the value as written, and ``.caseless``
+    reads it lowercased (``_MultiFields``)."""
     out = []
     for row in rows:
         document: dict[str, Any] = {ID: row[ID]}
         for field, value in row.items():
             if field == ID or value is None or field not in names:
                 continue
-            name = names[field]
-            if name.endswith(".caseless") and isinstance(value, str):
-                value = value.lower()
-            _put(document, name.split("."), value)
+            _put(document, names[field].removesuffix(CASELESS).split("."), value)
         out.append(document)
     return out
 
@@ -347,7 +349,7 @@ class EqlEngine:
             for step in steps:
                 step.query = eql.ast.EventQuery(step.query.event_type, eql.ast.Boolean(True))
         found: list[Row] = []
-        engine = eql.PythonEngine({"time_unit": 1})
+        engine = _MultiFields({"time_unit": 1})
         with _whole_value_regexes():
             engine.add_query(parsed)
             engine.add_output_hook(lambda result: found.append(result.events[0].data))
@@ -356,7 +358,17 @@ class EqlEngine:
         return by, found
 
 
-class _ElasticsearchCaseRules(eql.PythonEngine):  # type: ignore[misc]  # eql is untyped
+class _MultiFields(eql.PythonEngine):  # type: ignore[misc]  # eql is untyped
+    """The eql engine reading ``field.caseless`` as Elasticsearch does: ``field``'s value, lowercased."""
+
+    def _convert_field(self, node: Any) -> Callable[[Any], Any]:
+        if not (node.path and node.path[-1] == CASELESS[1:]):
+            return super()._convert_field(node)  # type: ignore[no-any-return]
+        get_value = super()._convert_field(eql.ast.Field(node.base, node.path[:-1]))
+        return lambda scope: value.lower() if isinstance(value := get_value(scope), str) else value
+
+
+class _ElasticsearchCaseRules(_MultiFields):
     """The eql engine with Elasticsearch's case rules for ``==`` and ``in``: case-sensitive.
 
     The package folds every string comparison; ES EQL folds only ``:``, ``like~``, ``regex~``
