@@ -124,6 +124,11 @@ def tables() -> Mapping[str, TableSpec]:
     return {name: _table_spec(name, spec) for name, spec in _mapping_data()["tables"].items()}
 
 
+def hex_fields() -> frozenset[str]:
+    """Sigma fields holding hex digests, whose case means nothing (``defender.yml``, ``hex_fields``)."""
+    return frozenset(_mapping_data()["hex_fields"])
+
+
 def ip_types() -> Mapping[str, Any]:
     """Address-kind columns and the networks a public address is outside (``defender.yml``)."""
     return cast(Mapping[str, Any], _mapping_data()["ip_types"])
@@ -515,6 +520,19 @@ class _Mapper:
             mapped = respelled
         if leaf.match is Match.FIELDREF:
             return self.field_pair(mapped, spec, positive, widening_allowed)
+        if spec.field in hex_fields() and leaf.case_sensitive and leaf.match is not Match.REGEX:
+            if widening_allowed:
+                self.widen(
+                    f"`{leaf.text}` is compared without case: Defender writes hashes in small letters, "
+                    "Sysmon in capitals, which a case-sensitive test would miss"
+                )
+                mapped = replace(mapped, case_sensitive=False)
+            else:
+                self.notes.append(
+                    f"`{leaf.text}` stays case-sensitive under its negation (ignoring case would drop "
+                    "more events); Sysmon writes hashes in capitals, so on Sysmon's events it excludes "
+                    "nothing and the rule is wider there"
+                )
         if leaf.match is Match.CIDR and positive == leaf.negated:
             # Kusto's ipv4_is_in_range() of a missing address is null, so its negation drops the row
             self.widen(f"`{leaf.text}` is negated: Sigma also matches events without an address")
