@@ -322,11 +322,6 @@ def metadata(source: SourceRule) -> Metadata:
     return Metadata(tuple(tags), tuple(kept), tuple(notes))
 
 
-def attack_tags(source: SourceRule) -> list[str]:
-    """The rule's ``attack.*`` tags: see :func:`metadata`."""
-    return list(metadata(source).tags)
-
-
 # Enterprise ATT&CK tactics by id, as SigmaHQ's tags name them
 _TACTIC_IDS = {
     "TA0043": "reconnaissance",

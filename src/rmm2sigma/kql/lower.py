@@ -902,10 +902,6 @@ def _tests(condition: Node) -> bool:
     return not all(isinstance(leaf, Opaque) for leaf in walk(condition))
 
 
-def _names_time(expr: k.Expr) -> bool:
-    return isinstance(expr, k.Name) and expr.name in TIME_COLUMNS
-
-
 def _is_call(expr: k.Expr, name: str) -> TypeGuard[k.Call]:
     return isinstance(expr, k.Call) and expr.function == name
 
