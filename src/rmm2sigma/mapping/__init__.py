@@ -124,6 +124,7 @@ def tables() -> Mapping[str, TableSpec]:
     return {name: _table_spec(name, spec) for name, spec in _mapping_data()["tables"].items()}
 
 
+@cache
 def hex_fields() -> frozenset[str]:
     """Sigma fields holding hex digests, whose case means nothing (``defender.yml``, ``hex_fields``)."""
     return frozenset(_mapping_data()["hex_fields"])

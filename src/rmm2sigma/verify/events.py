@@ -145,8 +145,7 @@ def _term_edge_test(match: Match, needle: str, text: str, case_sensitive: bool) 
     return re.search(pattern, text) is not None
 
 
-# networks no public address is in (mapping's ip_types), and addresses of the kinds they leave out
-_NOT_PUBLIC = ("10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16", "127.0.0.0/8", "169.254.0.0/16")
+# addresses of the kinds the networks no public address is in (mapping's ip_types) leave out
 _OTHER_ADDRESSES = ("fc00::1", "fe80::1", "2001:4860:4860::8888", "::ffff:8.8.8.8", "224.0.0.251")
 
 
@@ -244,6 +243,14 @@ def _ip_kinds() -> dict[str, str]:
     return dict(ip_types()["columns"])
 
 
+@cache
+def _address_variants() -> tuple[str | None, ...]:
+    """Addresses of every kind: both sides of the networks no public address is in, and others."""
+    from ..mapping import ip_types
+
+    return (*network_variants(ip_types()["not_public"]), *_OTHER_ADDRESSES)
+
+
 def ip_kind(address: Any) -> str:
     """Defender's kind of an address, as its ``*IPType`` columns name it (empty for no address)."""
     try:
@@ -325,7 +332,7 @@ class _Generator:
         if leaf.match is Match.CIDR:
             return network_variants(values)
         if leaf.column in _ip_kinds():  # addresses of every kind, the kind derived in ``finish``
-            return [*network_variants(_NOT_PUBLIC), *_OTHER_ADDRESSES]
+            return list(_address_variants())
         if leaf.match is Match.FIELDREF:
             return [value for pair in pair_values(leaf) for value in pair]
         if leaf.match in (Match.EMPTY, Match.NULL) or not values:
