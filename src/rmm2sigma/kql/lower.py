@@ -145,7 +145,7 @@ class _Lowering:
         self.bin_text = ""  # the summarize's `bin(Timestamp, ...)`, for the note when it is left out
         self.inlined: set[str] = set()
         self.computed_by: list[str] = []  # summarize group-by columns computed by extend or `by x = ...`
-        self.joined: list[str] = []  # left outer joins and lookups: they add columns, not rows
+        self.joined: str | None = None  # the first left outer join or lookup: it adds columns, not rows
 
     def detection(self) -> Detection:
         body, left_out = self.body()
@@ -234,7 +234,7 @@ class _Lowering:
         elif isinstance(op, k.Distinct) or keyword in _SHAPING_KEYWORDS:
             self.notes.append(f"output shaping `{_shorten(to_kql(op))}` is not part of a Sigma rule")
         elif isinstance(op, k.Join | k.Lookup) and (op.kind or _DEFAULT_KINDS[op.keyword]) == "leftouter":
-            self.joined.append(_shorten(to_kql(op), 60))
+            self.joined = self.joined or _shorten(to_kql(op), 60)
             self.notes.append(
                 f"`{_shorten(to_kql(op))}` adds the columns of another table to each row and keeps every "
                 "row, so it is not part of the Sigma rule; tests on the columns it adds are left out"
@@ -668,7 +668,7 @@ class _Lowering:
         if expr.name in self.scalars:
             raise _skip(f"{expr.name} is a constant (`let`), not a column; Sigma tests columns only", expr)
         if expr.name not in self.columns and self.joined:
-            raise _skip(f"{expr.name} is not a column of the table; it comes from `{self.joined[0]}`", expr)
+            raise _skip(f"{expr.name} is not a column of the table; it comes from `{self.joined}`", expr)
         if expr.name not in self.columns:
             raise _fail(f"unknown column {expr.name!r} for this table", expr)
         if tested and self.columns[expr.name] == "datetime":

@@ -190,16 +190,11 @@ def map_detection(
     ``schema`` (Defender table -> columns) lets a fallback drop group-by columns its table lacks.
     """
     specs = tables()
-    line, column = detection.at or (None, None)
     if detection.table not in specs:
         why = unmapped_tables().get(detection.table, "rmm2sigma has no mapping for it")
-        raise UnsupportedKqlError(
-            f"table {detection.table!r} has no Sigma log source: {why}", line=line, column=column
-        )
+        raise _at_table(f"table {detection.table!r} has no Sigma log source: {why}", detection.at)
     if detection.predicate is None:
-        raise UnsupportedKqlError(
-            "the query has no condition: a Sigma rule would match every event", line=line, column=column
-        )
+        raise _at_table("the query has no condition: a Sigma rule would match every event", detection.at)
     table = specs[detection.table]
     spec, source_predicate, category_note = _select_category(table, detection.predicate, detection.at)
     # a kind of event the query's ActionType test chose, which the Security or Defender log numbers
@@ -207,9 +202,7 @@ def map_detection(
     # logon) or another category needs a test of its own
     kind_alone = bool(spec.conditions) and category_note not in (None, table.unselected_note)
     if source_predicate is None and not kind_alone:
-        raise UnsupportedKqlError(
-            "the query tests only the ActionType: a Sigma rule needs a condition", line=line, column=column
-        )
+        raise _at_table("the query tests only the ActionType: a Sigma rule needs a condition", detection.at)
     lowered, detection = detection.predicate, replace(detection, predicate=source_predicate)
     mapper = _Mapper(spec, exact)
     if category_note:
@@ -306,12 +299,10 @@ def _select_category(
         if _tests_action_type(flat)
         else "this query has no ActionType test, so it reads them all"
     )
-    line, column = at or (None, None)
-    raise UnsupportedKqlError(
+    raise _at_table(
         f"{table.name} holds many kinds of events and {reads}; no Sigma log source holds every kind, so "
         f"it is not converted (kinds of events have these log sources: {sources})",
-        line=line,
-        column=column,
+        at,
     )
 
 
@@ -371,6 +362,12 @@ def _source_name(spec: TableSpec, conditions: bool = True) -> str:
         for field, value in (spec.conditions or {}).items()
     )
     return f"{name} ({implied})" if implied else name
+
+
+def _at_table(message: str, at: tuple[int, int] | None) -> UnsupportedKqlError:
+    """A refusal of the whole query, at its table (``Detection.at``) when the lowering knew it."""
+    line, column = at or (None, None)
+    return UnsupportedKqlError(message, line=line, column=column)
 
 
 def _located(message: str, item: Predicate) -> UnsupportedKqlError:
