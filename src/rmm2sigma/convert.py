@@ -17,7 +17,7 @@ from importlib import resources
 from pathlib import PurePath
 from typing import Any
 
-from . import correlation, kql, targets
+from . import correlation, kql, targets, temporal
 from .errors import Rmm2SigmaError, UnsupportedKqlError, printable
 from .fidelity import SIGMA, refusals, target_fidelity
 from .filters import RuleFilters, applied_rule, rule_filters
@@ -109,7 +109,9 @@ def convert_rules(
     except Rmm2SigmaError as error:
         raise _located(error, source) from None
     if branches is None:
-        return (_convert(source, _mapped(source, query, options), options, wanted),), ()
+        joined = temporal.find(query, defender_schema())
+        correlated = joined and _convert_join(source, joined, options, wanted)
+        return (correlated or _convert(source, _mapped(source, query, options), options, wanted),), ()
     converted: list[tuple[Branch, MappedRule]] = []
     failures: list[Rmm2SigmaError] = []
     empty: list[str] = []
@@ -275,6 +277,62 @@ def _convert(source: SourceRule, mapped: MappedRule, options: Options, wanted: S
         schedule=schedule(source.query_frequency, source.query_period, mapped.detection.window),
         data_models={target: model for target, model in models.items() if model},
     )
+
+
+def _convert_join(
+    source: SourceRule, join: temporal.Join, options: Options, wanted: Sequence[str]
+) -> RuleResult | None:
+    """A join of two filters as a temporal correlation of a rule per side (``temporal``), or None
+    when a side does not convert on its own or no key has a Sigma field."""
+    try:
+        sides = (_mapped(source, join.left, options), _mapped(source, join.right, options))
+    except Rmm2SigmaError:
+        return None
+    if any(side.detection.aggregation and side.detection.aggregation.having for side in sides):
+        return None  # a threshold on a side: a correlation of correlations, not built
+    # a summary by the key (``temporal.find``) keeps every key its filter selects: the rule is the filter
+    sides = (_filter_only(sides[0]), _filter_only(sides[1]))
+    chosen = temporal.plan(join, *sides)
+    if chosen is None:
+        return None
+    right_source = replace(source, id=f"{source.id or source.kql.strip()}|join right side")
+    left = _convert(source, sides[0], options, wanted)
+    right = _convert(right_source, sides[1], options, wanted)
+    pair = temporal.documents(left.document, right.document, left.filename, chosen)
+    notes = [*chosen.notes, *left.notes]
+    notes += [f"join right side: {note}" for note in right.notes if note not in left.notes]
+    queries: dict[str, str] = {}
+    errors: dict[str, str] = {}
+    by_target: dict[str, str] = {}
+    for target in (SIGMA, *wanted):
+        if target != SIGMA:
+            pairs = (left.queries.get(target), right.queries.get(target))
+            result = temporal.convert(target, pair, chosen, pairs, join)
+            # lucene returns the left side's events: the right side's refusal does not matter there
+            error = left.errors.get(target) or (right.errors.get(target) if target != "lucene" else None)
+            if error or result.query is None:
+                errors[target] = error or result.error or "conversion failed"
+                continue
+            queries[target] = result.query
+        labels = (left.fidelity_by_target.get(target, ""), right.fidelity_by_target.get(target, ""))
+        by_target[target], target_notes = temporal.fidelity(target, labels, chosen, join)
+        notes.extend(target_notes)
+    measured = [Fidelity(label) for label in by_target.values() if label in Fidelity._value2member_map_]
+    headline = Fidelity.worst(*(side.fidelity for side in sides), *measured)
+    return replace(
+        left,
+        filename=pair.filename,
+        yaml=pair.yaml,
+        fidelity=headline,
+        notes=tuple(dict.fromkeys(notes)),
+        queries=queries,
+        errors=errors,
+        fidelity_by_target=by_target,
+    )
+
+
+def _filter_only(mapped: MappedRule) -> MappedRule:
+    return replace(mapped, detection=replace(mapped.detection, aggregation=None))
 
 
 def _located(error: Rmm2SigmaError, source: SourceRule) -> Rmm2SigmaError:

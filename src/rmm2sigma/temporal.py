@@ -1,0 +1,329 @@
+"""A join of two filters on shared keys as a Sigma ``temporal`` correlation (specification v2).
+
+``A | where a | join kind=inner (B | where b) on DeviceName`` reports the devices on which both
+filters matched within the query's time range. That is a ``temporal`` correlation of two rules,
+one per side, grouped by the keys' Sigma fields, its timespan the query's window (else the 30
+days advanced hunting keeps). Each group the join reports is a group the correlation reports when
+both sides' rules select the events the sides' filters do; so a label on groups is the worse of
+the two sides' labels on rows, then:
+
+- a key with a Sigma field on each side is grouped by (``aliases`` when the names differ);
+- ``DeviceId`` has none: the device's name (``Computer``) stands for it, approximate (a renamed
+  device is two names, two devices of one name are one);
+- a key with no field is left out: coarser groups, wider;
+- the operators after the join only reshape rows, or filter them (left out: wider);
+- targets: splunk and esql count the two rules once over the time range
+  (``targets.WHOLE_RANGE``), eql writes a ``sample by`` the keys (no time bound: wider), kusto
+  gets the join back (each side's query joined on the original columns), lucene cannot correlate
+  and returns the first rule's events (every reported group has some: wider).
+
+Anything else (another join, a summary, a union, a side that is no filter of an event table)
+keeps the one-sided conversion of ``kql.lower``, which widens the join away.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import uuid
+from dataclasses import dataclass
+from datetime import timedelta
+from typing import Any
+
+from . import targets
+from .correlation import CORRELATION_KEY_ORDER, HUNTING_RETENTION, group_fields
+from .kql import syntax as k
+from .kql.desugar import desugared
+from .kql.lower import _DEFAULT_KINDS, _SHAPING_KEYWORDS, Schema, _Lowering, _shorten
+from .kql.printer import to_kql
+from .mapping import MappedRule, hex_fields
+from .model import Fidelity
+from .yaml_text import dump_yaml
+
+# join kinds that return a row for each pair of matching left and right rows (or left rows with one)
+_INNER = frozenset({"inner", "innerunique"})
+# a Defender column with no Sigma field that another column of the same device stands for
+STAND_INS = {"DeviceId": "DeviceName"}
+# operators that keep every key of the rows they are given (a summary by the key, say)
+_KEEPING = (k.Extend, k.Project, k.ProjectRename, k.Distinct, k.Summarize)
+# operators a side may hold: filters (``lower`` takes them in) and the above
+_SIDE = (k.Where, k.Take, *_KEEPING)
+
+
+@dataclass(frozen=True)
+class Join:
+    """A query joining two filters: each side as a query of its own, and the key columns."""
+
+    left: k.Query
+    right: k.Query
+    through: k.Query  # the query up to the join: the rows whose keys the correlation reports
+    keys: tuple[tuple[str, str], ...]  # (left table column, right table column)
+    names: tuple[str, ...]  # the join's output column of each key (what the original projects)
+    text: str  # the join, for notes
+    filtered_after: tuple[str, ...]  # operators after the join that can drop rows, left out (wider)
+
+
+@dataclass(frozen=True)
+class Plan:
+    """The correlation: its group-by fields, their names in each rule, and what it changes."""
+
+    group_by: tuple[str, ...]
+    aliases: dict[str, tuple[str, str]]  # group-by name -> (left field, right field) where they differ
+    keys: tuple[tuple[str, str], ...]  # the Defender columns each group-by field stands for
+    window: timedelta  # the range both rules are read over
+    timespan: str
+    notes: tuple[str, ...]
+    approximate: bool  # a stand-in key (DeviceName for DeviceId)
+    wider: bool  # keys or filters after the join left out
+
+
+def find(query: k.Query, schema: Schema) -> Join | None:
+    """The join of two filters a query is, or None (then ``kql.lower`` widens any join away)."""
+    query = desugared(query)
+    if query.earlier:
+        return None
+    lowering = _Lowering(query, schema)
+    body = lowering.expand(query.body)
+    index = next((i for i, op in enumerate(body.operators) if isinstance(op, k.Join)), None)
+    if index is None:
+        return None
+    join = body.operators[index]
+    assert isinstance(join, k.Join)
+    if (join.kind or _DEFAULT_KINDS["join"]).lower() not in _INNER:
+        return None
+    left = k.Pipeline(body.source, body.operators[:index], body.pos)
+    right = lowering.expand(join.right)
+    rest = body.operators[index + 1 :]
+    if not (_filter(left, schema) and _filter(right, schema)) or any(map(lowering.brings_rows, rest)):
+        return None
+    keys = _keys(join, left, right, schema)
+    if keys is None:
+        return None
+    return Join(
+        k.Query(query.lets, left, query.pos),
+        k.Query(query.lets, right, query.pos),
+        k.Query(query.lets, k.Pipeline(body.source, body.operators[: index + 1], body.pos), query.pos),
+        tuple(pair for pair, _ in keys),
+        tuple(name for _, name in keys),
+        _shorten(to_kql(join), 80),
+        tuple(_shorten(to_kql(op)) for op in rest if not _keeps_keys(op)),
+    )
+
+
+def _filter(side: k.Pipeline, schema: Schema) -> bool:
+    """Whether a side is an event table's rows kept by at least one ``where`` (and shaped)."""
+    return (
+        isinstance(side.source, k.TableRef)
+        and side.source.name in schema
+        and any(isinstance(op, k.Where) for op in side.operators)
+        and all(isinstance(op, _SIDE) or _keeps_keys(op) for op in side.operators)
+    )
+
+
+def _keeps_keys(op: k.Operator) -> bool:
+    """Whether an operator keeps a row for every key value it is given (it only reshapes)."""
+    return isinstance(op, _KEEPING) or getattr(op, "keyword", None) in _SHAPING_KEYWORDS
+
+
+def _keys(
+    join: k.Join, left: k.Pipeline, right: k.Pipeline, schema: Schema
+) -> list[tuple[tuple[str, str], str]] | None:
+    """Each key as the (left, right) table columns it compares, and its output column name."""
+    pairs: list[tuple[tuple[str, str], str]] = []
+    for expr in join.on:
+        if isinstance(expr, k.Name):
+            names = (expr.name, expr.name)
+        elif isinstance(expr, k.Binary) and expr.op == "==":
+            sides = {_side(expr.left): _member(expr.left), _side(expr.right): _member(expr.right)}
+            if set(sides) != {"$left", "$right"}:
+                return None
+            names = (sides["$left"] or "", sides["$right"] or "")
+        else:
+            return None
+        columns = (_column(left, names[0], schema), _column(right, names[1], schema))
+        if None in columns:
+            return None
+        pairs.append(((columns[0] or "", columns[1] or ""), names[0]))
+    return pairs or None
+
+
+def _output(assignment: k.Assignment) -> str | None:
+    """The column an assignment outputs: its name, or the column it is (``by DeviceId``)."""
+    return assignment.name or (assignment.expr.name if isinstance(assignment.expr, k.Name) else None)
+
+
+def _side(expr: k.Expr) -> str | None:
+    return expr.target.name if isinstance(expr, k.Member) and isinstance(expr.target, k.Name) else None
+
+
+def _member(expr: k.Expr) -> str | None:
+    return expr.name if isinstance(expr, k.Member) else None
+
+
+def _column(side: k.Pipeline, name: str, schema: Schema) -> str | None:
+    """The table column a side's output column ``name`` holds, through plain renames and the
+    group-by of a summary (whose aggregates hold no key)."""
+    for op in reversed(side.operators):
+        if isinstance(op, k.Summarize) and not any(_output(a) == name for a in op.by):
+            return None
+        assignments = op.by if isinstance(op, k.Summarize) else ()
+        if isinstance(op, k.Extend | k.Project | k.ProjectRename):
+            assignments = op.columns
+        for assignment in assignments:
+            if _output(assignment) == name:
+                if not isinstance(assignment.expr, k.Name):
+                    return None
+                name = assignment.expr.name
+    assert isinstance(side.source, k.TableRef)
+    return name if name in schema[side.source.name] else None
+
+
+def plan(join: Join, left: MappedRule, right: MappedRule) -> Plan | None:
+    """The correlation of two mapped sides, or None when no key has a Sigma field on both."""
+    group_by: list[str] = []
+    aliases: dict[str, tuple[str, str]] = {}
+    kept: list[tuple[str, str]] = []
+    notes: list[str] = []
+    approximate = False
+    for left_column, right_column in join.keys:
+        fields: list[str | None] = []
+        for mapped, column in ((left, left_column), (right, right_column)):
+            field = _field(mapped, column)
+            stand_in = STAND_INS.get(column)
+            if field is None and stand_in and (field := _field(mapped, stand_in)):
+                approximate = True
+                notes.append(
+                    f"{column} has no Sigma field: the correlation groups by the device's name "
+                    f"({field}), which a renamed device changes"
+                )
+            fields.append(field)
+        if not (fields[0] and fields[1]):
+            notes.append(
+                f"the join key {left_column} = {right_column} has no Sigma field: the correlation "
+                "groups more coarsely, which only adds groups (wider)"
+            )
+            continue
+        name = fields[0] if fields[0] == fields[1] else f"{fields[0]}_{fields[1]}"
+        if name in group_by:
+            continue
+        group_by.append(name)
+        kept.append((left_column, right_column))
+        if fields[0] != fields[1]:
+            aliases[name] = (fields[0], fields[1])
+    if not group_by:  # SigmaHQ refuses a correlation without group-by
+        return None
+    windows = (left.detection.window, right.detection.window)
+    window = HUNTING_RETENTION if None in windows else max(w for w in windows if w is not None)
+    if windows == (None, None):
+        notes.append("the query has no time range: the correlation spans 30d, what advanced hunting keeps")
+    elif windows[0] != windows[1]:
+        notes.append(
+            f"the sides read different time ranges: the correlation spans the longer one, "
+            f"{targets.compact_timespan(window)}, on both (wider)"
+        )
+    timespan = targets.compact_timespan(window)
+    notes.insert(
+        0,
+        f"`{join.text}` becomes a Sigma temporal correlation: both rules match events of one "
+        f"{', '.join(group_by)} within {timespan}, as the join pairs rows of both sides in the query's range",
+    )
+    if join.filtered_after:
+        notes.append(
+            f"the filter(s) after the join ({'; '.join(join.filtered_after)}) are left out: the "
+            "correlation reports every group the join pairs (wider)"
+        )
+    wider = bool(join.filtered_after) or len(kept) < len(join.keys) or windows[0] != windows[1]
+    return Plan(tuple(group_by), aliases, tuple(kept), window, timespan, tuple(notes), approximate, wider)
+
+
+def _field(mapped: MappedRule, column: str) -> str | None:
+    """The Sigma field to group by for ``column``; none for a digest, which Sysmon writes in
+    ``Hashes`` (pipelines rewrite a hash test, not a group-by)."""
+    fields, _ = group_fields(mapped.table, (column,))
+    return fields[0] if fields and fields[0] not in hex_fields() else None
+
+
+@dataclass(frozen=True)
+class Documents:
+    correlation: dict[str, Any]
+    bases: tuple[dict[str, Any], dict[str, Any]]
+    yaml: str
+    filename: str
+
+
+def documents(left: dict[str, Any], right: dict[str, Any], filename: str, chosen: Plan) -> Documents:
+    """The correlation and its two rules (the first rule's metadata, named after the file)."""
+    stem = filename.removesuffix(".yml")
+    names = (f"{stem}_left"[:86], f"{stem}_right"[:86])
+    bases = tuple(
+        {"title": f"{base['title'][:106]} - Join {side}", "id": base["id"], "name": name}
+        | {key: value for key, value in base.items() if key not in ("title", "id")}
+        for base, name, side in zip((left, right), names, ("Left", "Right"), strict=True)
+    )
+    digest = hashlib.sha256(f"{left['id']}|{right['id']}|temporal".encode()).digest()
+    body: dict[str, Any] = {"type": "temporal", "rules": list(names), "group-by": list(chosen.group_by)}
+    if chosen.aliases:
+        body["aliases"] = {
+            name: dict(zip(names, fields, strict=True)) for name, fields in chosen.aliases.items()
+        }
+    body["timespan"] = chosen.timespan
+    correlation = {
+        **{key: value for key, value in left.items() if key in CORRELATION_KEY_ORDER},
+        "id": str(uuid.UUID(bytes=digest[:16], version=4)),
+        "correlation": body,
+    }
+    correlation = {key: correlation[key] for key in CORRELATION_KEY_ORDER if correlation.get(key)}
+    text = "---\n".join(dump_yaml(document) for document in (correlation, *bases))
+    name = f"correlation_{stem}"[:86].rstrip("_") + ".yml"
+    return Documents(correlation, (bases[0], bases[1]), text, name)
+
+
+def convert(
+    target: str, pair: Documents, chosen: Plan, queries: tuple[str | None, str | None], join: Join
+) -> targets.TargetQuery:
+    """One target's query of the correlation; ``queries`` are the target's queries of each rule."""
+    from sigma.collection import SigmaCollection
+    from sigma.exceptions import SigmaError
+
+    if target == "lucene":
+        return targets.TargetQuery(queries[0], None)
+    if target == "kusto":
+        if None in queries:
+            return targets.TargetQuery(None, "kusto: a side of the join does not convert")
+        on = ", ".join(f"$left.{left} == $right.{right}" for left, right in join.keys)
+        return targets.TargetQuery(f"{queries[0]}\n| join kind=inner (\n{queries[1]}\n) on {on}")
+    correlation = pair.correlation
+    method = targets.WHOLE_RANGE if target in ("splunk", "esql") else None
+    if target == "splunk":  # `earliest=` leads the whole search: the range it counts over
+        correlation = {**correlation, "rmm2sigma": {"window": {"compact": chosen.timespan}}}
+    try:
+        collection = SigmaCollection.from_dicts([*pair.bases, correlation])
+        converted = targets.backend(target).convert(collection, correlation_method=method)
+    except (SigmaError, NotImplementedError, ValueError, TypeError, KeyError) as error:
+        return targets.TargetQuery(None, f"{target}: {str(error).splitlines()[0]}")
+    return targets.TargetQuery("\n".join(str(query) for query in converted))
+
+
+def fidelity(target: str, sides: tuple[str, str], chosen: Plan, join: Join) -> tuple[str, tuple[str, ...]]:
+    """A target's label on the groups the join reports, from its labels on each side's rows, and
+    the notes saying why it differs from them."""
+    if not all(side in Fidelity._value2member_map_ for side in sides):  # a side not proven here
+        return next(side for side in sides if side not in Fidelity._value2member_map_), ()
+    left, right = Fidelity(sides[0]), Fidelity(sides[1])
+    label, wider, notes = Fidelity.worst(left, right), chosen.wider, []
+    if target == "lucene":
+        label, wider = left, True
+        notes.append(
+            "lucene cannot correlate two rules: the query returns the events of the join's left side"
+        )
+    elif target == "eql":
+        wider = True
+        notes.append("eql: a `sample by` the keys has no time bound: run it over the query's range")
+    elif target == "kusto":  # the original join, each side in its own range: only later filters are lost
+        wider = bool(join.filtered_after)
+    elif target in ("splunk", "esql"):
+        notes.append(f"{target}: the two rules are counted once over the time range, as the join pairs them")
+    if chosen.approximate and target != "kusto":
+        label = Fidelity.worst(label, Fidelity.APPROXIMATE)
+    elif wider and label is Fidelity.EXACT:
+        label = Fidelity.WIDENED
+    return label.value, tuple(notes)
