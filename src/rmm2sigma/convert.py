@@ -308,8 +308,9 @@ def _convert_join(
         if target != SIGMA:
             pairs = (left.queries.get(target), right.queries.get(target))
             result = temporal.convert(target, pair, chosen, pairs, join)
-            # lucene returns the left side's events: the right side's refusal does not matter there
-            error = left.errors.get(target) or (right.errors.get(target) if target != "lucene" else None)
+            # a target returning the left side's events does not need the right side's query
+            needed = (left,) if temporal.one_sided(target, chosen) else (left, right)
+            error = next((side.errors[target] for side in needed if target in side.errors), None)
             if error or result.query is None:
                 errors[target] = error or result.error or "conversion failed"
                 continue

@@ -31,6 +31,7 @@ from typing import Any
 
 from . import targets
 from .correlation import CORRELATION_KEY_ORDER, HUNTING_RETENTION, group_fields
+from .errors import InexpressibleKqlError
 from .kql import syntax as k
 from .kql.desugar import desugared
 from .kql.lower import _DEFAULT_KINDS, _SHAPING_KEYWORDS, Schema, _Lowering, _shorten
@@ -39,6 +40,7 @@ from .mapping import MappedRule, hex_fields
 from .model import Fidelity
 from .yaml_text import dump_yaml
 
+BUCKET = "rmm2sigma_bucket"  # the kusto join's time bucket key
 # join kinds that return a row for each pair of matching left and right rows (or left rows with one)
 _INNER = frozenset({"inner", "innerunique"})
 # a Defender column with no Sigma field that another column of the same device stands for
@@ -60,6 +62,7 @@ class Join:
     names: tuple[str, ...]  # the join's output column of each key (what the original projects)
     text: str  # the join, for notes
     filtered_after: tuple[str, ...]  # operators after the join that can drop rows, left out (wider)
+    bucket: timedelta | None = None  # a key `bin(Timestamp, span)` on both sides: the same time bucket
 
 
 @dataclass(frozen=True)
@@ -70,6 +73,7 @@ class Plan:
     aliases: dict[str, tuple[str, str]]  # group-by name -> (left field, right field) where they differ
     keys: tuple[tuple[str, str], ...]  # the Defender columns each group-by field stands for
     window: timedelta  # the range both rules are read over
+    bucket: timedelta | None  # the time buckets the join pairs rows in (``Join.bucket``)
     timespan: str
     notes: tuple[str, ...]
     approximate: bool  # a stand-in key (DeviceName for DeviceId)
@@ -95,9 +99,10 @@ def find(query: k.Query, schema: Schema) -> Join | None:
     rest = body.operators[index + 1 :]
     if not (_filter(left, schema) and _filter(right, schema)) or any(map(lowering.brings_rows, rest)):
         return None
-    keys = _keys(join, left, right, schema)
-    if keys is None:
+    found = _keys(join, left, right, lowering)
+    if found is None:
         return None
+    keys, bucket = found
     return Join(
         k.Query(query.lets, left, query.pos),
         k.Query(query.lets, right, query.pos),
@@ -106,6 +111,7 @@ def find(query: k.Query, schema: Schema) -> Join | None:
         tuple(name for _, name in keys),
         _shorten(to_kql(join), 80),
         tuple(_shorten(to_kql(op)) for op in rest if not _keeps_keys(op)),
+        bucket,
     )
 
 
@@ -125,10 +131,12 @@ def _keeps_keys(op: k.Operator) -> bool:
 
 
 def _keys(
-    join: k.Join, left: k.Pipeline, right: k.Pipeline, schema: Schema
-) -> list[tuple[tuple[str, str], str]] | None:
-    """Each key as the (left, right) table columns it compares, and its output column name."""
+    join: k.Join, left: k.Pipeline, right: k.Pipeline, lowering: _Lowering
+) -> tuple[list[tuple[tuple[str, str], str]], timedelta | None] | None:
+    """Each key as the (left, right) table columns it compares and its output column name, and
+    the span of a key both sides compute as ``bin(Timestamp, span)`` (the same time bucket)."""
     pairs: list[tuple[tuple[str, str], str]] = []
+    bucket: timedelta | None = None
     for expr in join.on:
         if isinstance(expr, k.Name):
             names = (expr.name, expr.name)
@@ -139,11 +147,48 @@ def _keys(
             names = (sides["$left"] or "", sides["$right"] or "")
         else:
             return None
-        columns = (_column(left, names[0], schema), _column(right, names[1], schema))
-        if None in columns:
+        origins = (_origin(left, names[0]), _origin(right, names[1]))
+        spans = [_bucket(origin, lowering) for origin in origins]
+        if spans[0] is not None and spans[0] == spans[1] and bucket in (None, spans[0]):
+            bucket = spans[0]
+            continue
+        columns = [
+            origin.name
+            if isinstance(origin, k.Name) and origin.name in lowering.schema[side.source.name]
+            else None
+            for origin, side in ((origins[0], left), (origins[1], right))
+            if isinstance(side.source, k.TableRef)
+        ]
+        if len(columns) != 2 or columns[0] is None or columns[1] is None:
             return None
-        pairs.append(((columns[0] or "", columns[1] or ""), names[0]))
-    return pairs or None
+        pairs.append(((columns[0], columns[1]), names[0]))
+    return (pairs, bucket) if pairs else None
+
+
+def _origin(side: k.Pipeline, name: str) -> k.Expr | None:
+    """What a side's output column ``name`` holds: a table column through plain renames, or the
+    expression an ``extend`` or a summary's group-by computes it with (None: a summary drops it)."""
+    expr: k.Expr = k.Name(name)
+    for op in reversed(side.operators):
+        if not isinstance(expr, k.Name):
+            break
+        if isinstance(op, k.Summarize) and not any(_output(a) == expr.name for a in op.by):
+            return None
+        assignments = op.by if isinstance(op, k.Summarize) else ()
+        if isinstance(op, k.Extend | k.Project | k.ProjectRename):
+            assignments = op.columns
+        expr = next((a.expr for a in assignments if _output(a) == expr.name), expr)
+    return expr
+
+
+def _bucket(origin: k.Expr | None, lowering: _Lowering) -> timedelta | None:
+    """The span of ``bin(Timestamp, span)``, else None."""
+    if not (isinstance(origin, k.Call) and origin.function == "bin" and len(origin.args) == 2):
+        return None
+    try:
+        return lowering.time_bin(origin)
+    except InexpressibleKqlError:
+        return None
 
 
 def _output(assignment: k.Assignment) -> str | None:
@@ -157,24 +202,6 @@ def _side(expr: k.Expr) -> str | None:
 
 def _member(expr: k.Expr) -> str | None:
     return expr.name if isinstance(expr, k.Member) else None
-
-
-def _column(side: k.Pipeline, name: str, schema: Schema) -> str | None:
-    """The table column a side's output column ``name`` holds, through plain renames and the
-    group-by of a summary (whose aggregates hold no key)."""
-    for op in reversed(side.operators):
-        if isinstance(op, k.Summarize) and not any(_output(a) == name for a in op.by):
-            return None
-        assignments = op.by if isinstance(op, k.Summarize) else ()
-        if isinstance(op, k.Extend | k.Project | k.ProjectRename):
-            assignments = op.columns
-        for assignment in assignments:
-            if _output(assignment) == name:
-                if not isinstance(assignment.expr, k.Name):
-                    return None
-                name = assignment.expr.name
-    assert isinstance(side.source, k.TableRef)
-    return name if name in schema[side.source.name] else None
 
 
 def plan(join: Join, left: MappedRule, right: MappedRule) -> Plan | None:
@@ -220,11 +247,12 @@ def plan(join: Join, left: MappedRule, right: MappedRule) -> Plan | None:
             f"the sides read different time ranges: the correlation spans the longer one, "
             f"{targets.compact_timespan(window)}, on both (wider)"
         )
-    timespan = targets.compact_timespan(window)
+    timespan = targets.compact_timespan(join.bucket or window)
+    pairs = "in one time bucket" if join.bucket else "in the query's range"
     notes.insert(
         0,
         f"`{join.text}` becomes a Sigma temporal correlation: both rules match events of one "
-        f"{', '.join(group_by)} within {timespan}, as the join pairs rows of both sides in the query's range",
+        f"{', '.join(group_by)} within {timespan}, as the join pairs rows of both sides {pairs}",
     )
     if join.filtered_after:
         notes.append(
@@ -232,7 +260,9 @@ def plan(join: Join, left: MappedRule, right: MappedRule) -> Plan | None:
             "correlation reports every group the join pairs (wider)"
         )
     wider = bool(join.filtered_after) or len(kept) < len(join.keys) or windows[0] != windows[1]
-    return Plan(tuple(group_by), aliases, tuple(kept), window, timespan, tuple(notes), approximate, wider)
+    return Plan(
+        tuple(group_by), aliases, tuple(kept), window, join.bucket, timespan, tuple(notes), approximate, wider
+    )
 
 
 def _field(mapped: MappedRule, column: str) -> str | None:
@@ -284,23 +314,36 @@ def convert(
     from sigma.collection import SigmaCollection
     from sigma.exceptions import SigmaError
 
-    if target == "lucene":
+    if one_sided(target, chosen):
         return targets.TargetQuery(queries[0], None)
     if target == "kusto":
         if None in queries:
             return targets.TargetQuery(None, "kusto: a side of the join does not convert")
-        on = ", ".join(f"$left.{left} == $right.{right}" for left, right in join.keys)
-        return targets.TargetQuery(f"{queries[0]}\n| join kind=inner (\n{queries[1]}\n) on {on}")
+        on = [f"$left.{left} == $right.{right}" for left, right in join.keys]
+        sides = list(queries)
+        if chosen.bucket:  # the time bucket both sides compute, as a key of its own
+            bucket = f"\n| extend {BUCKET} = bin(Timestamp, {targets.compact_timespan(chosen.bucket)})"
+            sides = [f"{query}{bucket}" for query in queries]
+            on.append(BUCKET)
+        return targets.TargetQuery(f"{sides[0]}\n| join kind=inner (\n{sides[1]}\n) on {', '.join(on)}")
     correlation = pair.correlation
-    method = targets.WHOLE_RANGE if target in ("splunk", "esql") else None
+    # without a time bucket key, splunk and esql count once over the range, as the join pairs rows
+    method = targets.WHOLE_RANGE if target in ("splunk", "esql") and not chosen.bucket else None
     if target == "splunk":  # `earliest=` leads the whole search: the range it counts over
-        correlation = {**correlation, "rmm2sigma": {"window": {"compact": chosen.timespan}}}
+        range_ = targets.compact_timespan(chosen.window)
+        correlation = {**correlation, "rmm2sigma": {"window": {"compact": range_}}}
     try:
         collection = SigmaCollection.from_dicts([*pair.bases, correlation])
         converted = targets.backend(target).convert(collection, correlation_method=method)
     except (SigmaError, NotImplementedError, ValueError, TypeError, KeyError) as error:
         return targets.TargetQuery(None, f"{target}: {str(error).splitlines()[0]}")
     return targets.TargetQuery("\n".join(str(query) for query in converted))
+
+
+def one_sided(target: str, chosen: Plan) -> bool:
+    """Whether ``target`` gets the left side's query: lucene cannot correlate, and pySigma's esql
+    and eql backends cannot rename a field to an alias (Sigma's ``aliases``)."""
+    return target == "lucene" or (bool(chosen.aliases) and target in ("esql", "eql"))
 
 
 def fidelity(target: str, sides: tuple[str, str], chosen: Plan, join: Join) -> tuple[str, tuple[str, ...]]:
@@ -310,18 +353,24 @@ def fidelity(target: str, sides: tuple[str, str], chosen: Plan, join: Join) -> t
         return next(side for side in sides if side not in Fidelity._value2member_map_), ()
     left, right = Fidelity(sides[0]), Fidelity(sides[1])
     label, wider, notes = Fidelity.worst(left, right), chosen.wider, []
-    if target == "lucene":
+    if one_sided(target, chosen):
         label, wider = left, True
-        notes.append(
-            "lucene cannot correlate two rules: the query returns the events of the join's left side"
-        )
+        cannot = "correlate two rules" if target == "lucene" else "correlate fields of different names"
+        notes.append(f"{target} cannot {cannot}: the query returns the events of the join's left side")
     elif target == "eql":
         wider = True
         notes.append("eql: a `sample by` the keys has no time bound: run it over the query's range")
+    elif target == "sigma" and chosen.bucket:
+        wider = True
+        notes.append(
+            f"sigma: a backend may slide the {chosen.timespan} windows (sqlite does), pairing events of "
+            "neighbouring buckets too (wider)"
+        )
     elif target == "kusto":  # the original join, each side in its own range: only later filters are lost
         wider = bool(join.filtered_after)
     elif target in ("splunk", "esql"):
-        notes.append(f"{target}: the two rules are counted once over the time range, as the join pairs them")
+        counted = f"in {chosen.timespan} buckets" if chosen.bucket else "once over the time range"
+        notes.append(f"{target}: the two rules are counted {counted}, as the join pairs them")
     if chosen.approximate and target != "kusto":
         label = Fidelity.worst(label, Fidelity.APPROXIMATE)
     elif wider and label is Fidelity.EXACT:

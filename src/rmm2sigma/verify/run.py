@@ -28,6 +28,7 @@ from ..sources import SourceRule, read_sources
 from .proof import NOT_EXECUTED, VACUOUS, RuleProof, measure, summary
 
 VERIFY_VERSION = 1
+TEMPORAL = "type: temporal"  # a rule file holding a join's temporal correlation (``temporal``)
 _HIDDEN = ("Timestamp", "DeviceId", "DeviceName", "ReportId")
 
 
@@ -101,17 +102,21 @@ def _check(job: tuple[str, dict[str, Any], Path]) -> tuple[RuleProof, dict[str, 
         if fresh.queries.get(target) != query:
             finding["report_problems"].append(f"{target}: the reported query differs from a fresh conversion")
     declared = {SIGMA: rule.get("fidelity", ""), **rule.get("fidelity_by_target", {})}
+    grouped = proof.threshold
     if proof.threshold:
         _check_groups(part, exact, declared, proof.threshold, finding)
+    elif TEMPORAL in fresh.yaml:
+        grouped = "the join"
+        _check_temporal(part, exact, declared, finding)
     targets = {}
     for name, result in proof.targets.items():
         label = declared.get(name)
         if label is None:  # the target was not converted in this report
             continue
-        if proof.threshold and label != result.label:
+        if grouped and label != result.label:
             # the report's label is on groups (held above), the rows measure the base rule's events
             finding.setdefault("notes", []).append(
-                f"{name}: labelled {label} on the groups of `{proof.threshold}` (held to the group "
+                f"{name}: labelled {label} on the groups of `{grouped}` (held to the group "
                 f"measurement, `groups`); its base rule's events are held to {result.label}"
             )
             targets[name] = result
@@ -129,7 +134,7 @@ def _check_groups(
 ) -> None:
     """Measure a threshold's groups (``groups.prove``) and hold every declared label to them."""
     from .engines import NotExecutable
-    from .groups import group_verdicts, keeps_promise, prove
+    from .groups import group_verdicts, prove
 
     now = datetime.now(UTC).replace(tzinfo=None, microsecond=0)
     notes = finding.setdefault("notes", [])
@@ -142,7 +147,16 @@ def _check_groups(
         notes.append(f"groups of `{threshold}`: not measured: the original reports no generated group")
         return
     notes.extend(f"{t}: groups not measured: {reason}" for t, reason in proof.not_executed.items())
-    measured = group_verdicts(proof)
+    _hold(group_verdicts(proof), declared, f"the groups of `{threshold}`", finding)
+
+
+def _hold(
+    measured: dict[str, tuple[str, bool]], declared: dict[str, str], what: str, finding: dict[str, Any]
+) -> None:
+    """Hold each declared label to its target's verdict on ``what`` (and whether a declared loss
+    explains what it misses); a broken promise is a report problem."""
+    from .groups import keeps_promise
+
     groups: dict[str, dict[str, Any]] = {}
     for name, (found, explained) in measured.items():
         label = declared.get(name)
@@ -151,10 +165,28 @@ def _check_groups(
         kept = keeps_promise(label, found, explained)
         groups[name] = {"label": label, "verdict": found, "declared_loss": explained, "agrees": kept}
         if not kept:
-            finding["report_problems"].append(
-                f"{name}: labelled {label} on the groups of `{threshold}`, which measure {found}"
-            )
+            finding["report_problems"].append(f"{name}: labelled {label} on {what}, which measure {found}")
     finding["groups"] = groups
+
+
+def _check_temporal(part: SourceRule, exact: bool, declared: dict[str, str], finding: dict[str, Any]) -> None:
+    """Measure a temporal correlation's keys (``temporal.prove``) and hold the labels to them."""
+    from .engines import NotExecutable
+    from .temporal import prove, verdicts
+
+    now = datetime.now(UTC).replace(tzinfo=None, microsecond=0)
+    notes = finding.setdefault("notes", [])
+    try:
+        proof = prove(part, Options(exact=exact), now)
+    except (Rmm2SigmaError, NotExecutable, ValueError) as error:
+        notes.append(f"keys of the join: not measured: {error}")
+        return
+    if not proof.original:
+        notes.append("keys of the join: not measured: the original reports no generated key")
+        return
+    if proof.kusto_not_executed:
+        notes.append(f"kusto: keys not measured: {proof.kusto_not_executed}")
+    _hold(verdicts(proof), declared, "the join's keys", finding)
 
 
 def _kusto_language(findings: list[dict[str, Any]]) -> None:

@@ -20,19 +20,29 @@ from typing import Any
 
 from .. import kql, temporal
 from ..convert import convert_rules, defender_schema
+from ..kql import syntax as k
 from ..kql.lower import lower
 from ..kql.printer import to_kql
 from ..mapping import MappedRule, map_detection, tables
-from ..model import Predicate, walk
+from ..model import Detection, Predicate, walk
 from ..sigma import Options
 from ..sources import SourceRule
-from .engines import KqlEngine, NotExecutable, SigmaEngine, sigma_fields, sigma_rows, target_rows
+from .engines import (
+    KqlEngine,
+    NotExecutable,
+    SigmaEngine,
+    row_selecting,
+    sigma_fields,
+    sigma_rows,
+    target_rows,
+)
 from .events import ID, Row, generate
 from .proof import verdict
 
 Key = tuple[Any, ...]
 _HOSTS = 6
 _VALUES = 4
+_DEVICE = frozenset({"DeviceName", "DeviceId"})  # dealt as hosts
 _CATEGORY = "rmm2sigma_proof_category"  # the log source condition the proof's pipeline adds
 
 
@@ -59,26 +69,10 @@ def prove(source: SourceRule, options: Options, now: datetime, seed: int = 0) ->
     if chosen is None:
         raise ValueError(f"{source.path}: no join key has a Sigma field")
     (converted,), _ = convert_rules(source, options, ("kusto",))
-    rng = random.Random(seed)
-    rows: list[list[Row]] = []
-    device_names: dict[str, str] = {}  # DeviceId -> DeviceName: the name stands for the id
-    for number, (detection, columns) in enumerate(zip(detections, zip(*join.keys, strict=True), strict=True)):
-        generated = generate(detection, schema, seed=seed + number, now=now)
-        tested = {leaf.column for leaf in walk(detection.predicate) if isinstance(leaf, Predicate)}
-        free = {c for c in columns if schema[detection.table].get(c) == "string"} - tested
-        for row in generated:
-            row[ID] += number * 1_000_000  # ids unique across both sides
-            host = rng.randrange(_HOSTS)
-            row.update(DeviceName=f"host-{host}", DeviceId=f"{host:040x}")
-            device_names[row["DeviceId"]] = row["DeviceName"]
-            for column in free - {"DeviceName", "DeviceId"}:
-                row[column] = f"key-{rng.randrange(_VALUES)}"
-        rows.append(generated)
     engine = KqlEngine(schema)
-    loads: dict[str, list[Row]] = {}
-    for detection, generated in zip(detections, rows, strict=True):
-        loads.setdefault(detection.table, []).extend(generated)
-    engine.load(loads)
+    rows = _dealt(join, detections, sides, engine, now, seed)
+    device_names = {row["DeviceId"]: row["DeviceName"] for side in rows for row in side}
+    _load(engine, detections, rows)
     original = engine.rows(f"{to_kql(join.through)}\n| project {', '.join(join.names)}", now)
     kusto, not_executed = None, None
     if "kusto" in converted.queries:
@@ -90,7 +84,8 @@ def prove(source: SourceRule, options: Options, now: datetime, seed: int = 0) ->
     kept = [join.keys.index(pair) for pair in chosen.keys]
     stood_in = {i for i in kept if join.keys[i][0] in temporal.STAND_INS}  # DeviceId: named
     as_sigma = {
-        tuple(_caseless(device_names[key[i]] if i in stood_in else key[i]) for i in kept) for key in original
+        tuple(_caseless(device_names.get(key[i], key[i]) if i in stood_in else key[i]) for i in kept)
+        for key in original
     }
     events: list[Row] = []
     for side, (mapped, generated) in enumerate(zip(sides, rows, strict=True)):
@@ -101,6 +96,91 @@ def prove(source: SourceRule, options: Options, now: datetime, seed: int = 0) ->
             events.append(event)
     reported = _correlation_groups(converted.yaml, sides, chosen, events)
     return TemporalProof(frozenset(original), kusto, reported, frozenset(as_sigma), not_executed)
+
+
+def _dealt(
+    join: temporal.Join,
+    detections: tuple[Detection, ...],
+    sides: tuple[MappedRule, ...],
+    engine: KqlEngine,
+    now: datetime,
+    seed: int,
+) -> list[list[Row]]:
+    """Each side's distinguishing rows, dealt over a few hosts (a host's DeviceName and DeviceId
+    go together), each row its side's filter keeps copied to about half of the hosts, so some
+    hosts have kept rows of both sides and some of one. A key column one side tests takes the
+    other side's values of it from that side's rows; one neither tests, a few shared values."""
+    rng = random.Random(seed)
+    schema = engine.schema
+    rows = [generate(d, schema, seed=seed + side, now=now) for side, d in enumerate(detections)]
+    for row in rows[1]:
+        row[ID] += 1_000_000  # ids unique across both sides
+    tested = [_tested(detection) for detection in detections]
+    _load(engine, detections, rows)
+    kept = [_kept(engine, query, now) for query in (join.left, join.right)]
+    next_id = 1 + max(row[ID] for side in rows for row in side)
+    for side, generated in enumerate(rows):
+        if _DEVICE & tested[side]:  # the filter tests the device: its rows stay as they are
+            continue
+        copies: list[Row] = []
+        for row in generated:
+            host = rng.randrange(_HOSTS)
+            row.update(_device(host))
+            for other in range(_HOSTS) if row[ID] in kept[side] else ():
+                if other != host and rng.random() < 0.5:
+                    copies.append({**row, ID: next_id, **_device(other)})
+                    next_id += 1
+        generated.extend(copies)
+    # a column whose Sigma field a test reads is not free: FileName's test reads FolderPath's field
+    fields = [_tested(side.detection) for side in sides]
+    for columns in join.keys:
+        free = [
+            column not in tested[side] | _DEVICE
+            and schema[detections[side].table].get(column) == "string"
+            and _field(sides[side], column) not in fields[side]
+            for side, column in enumerate(columns)
+        ]
+        for side in (0, 1):
+            if not free[side]:
+                continue
+            other = 1 - side
+            pool: list[Any] = [f"key-{value}" for value in range(_VALUES)]
+            if not free[other]:
+                pool = [row.get(columns[other]) for row in rows[other]] or [None]
+            for row in rows[side]:
+                row[columns[side]] = rng.choice(pool)
+    return rows
+
+
+def _tested(detection: Detection) -> set[str]:
+    """The columns (or Sigma fields, of a mapped detection) the filter tests."""
+    return {leaf.column for leaf in walk(detection.predicate) if isinstance(leaf, Predicate)}
+
+
+def _field(side: MappedRule, column: str) -> str | None:
+    spec = side.table.fields.get(column)
+    return spec.field if spec else None
+
+
+def _device(host: int) -> Row:
+    return {"DeviceName": f"host-{host}", "DeviceId": f"{host:040x}"}
+
+
+def _kept(engine: KqlEngine, side: k.Query, now: datetime) -> set[int]:
+    """The rows a side's filter keeps; none known when duckdb-kql cannot select them by id (a
+    ``project`` before a ``where``): then no row is copied to other hosts."""
+    try:
+        return engine.select(row_selecting(side), now)
+    except NotExecutable:
+        return set()
+
+
+def _load(engine: KqlEngine, detections: tuple[Detection, ...], rows: list[list[Row]]) -> None:
+    """Both sides' rows in duckdb-kql (one table when both sides read the same)."""
+    loads: dict[str, list[Row]] = {}
+    for detection, generated in zip(detections, rows, strict=True):
+        loads.setdefault(detection.table, []).extend(generated)
+    engine.load(loads)
 
 
 def _category(mapped: MappedRule) -> str:
@@ -150,9 +230,10 @@ def _caseless(value: Any) -> Any:
     return value.lower() if isinstance(value, str) else value
 
 
-def verdicts(proof: TemporalProof) -> dict[str, str]:
-    """Each target's verdict on the original's keys (kusto as the original, sigma without case)."""
-    out = {"sigma": verdict(proof.original_as_sigma, proof.sigma)}
+def verdicts(proof: TemporalProof) -> dict[str, tuple[str, bool]]:
+    """Each target's verdict on the original's keys (kusto as the original, sigma without case),
+    with no declared loss (the shape of ``groups.group_verdicts``)."""
+    out = {"sigma": (verdict(proof.original_as_sigma, proof.sigma), False)}
     if proof.kusto is not None:
-        out["kusto"] = verdict(proof.original, proof.kusto)
+        out["kusto"] = (verdict(proof.original, proof.kusto), False)
     return out

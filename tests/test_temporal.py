@@ -1,0 +1,217 @@
+"""A join of two filters becomes a Sigma temporal correlation; its labels are held to the keys the
+original join reports (``rmm2sigma.verify.temporal``: duckdb-kql runs the original and the kusto
+join, pysigma-backend-sqlite the correlation)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from conftest import Verified
+from rmm2sigma.convert import RuleResult, convert_rules
+from rmm2sigma.sigma import Options
+from rmm2sigma.sigmahq import check_rules, safe_documents
+from rmm2sigma.sources import SourceRule
+from rmm2sigma.verify.groups import keeps_promise
+from rmm2sigma.verify.kusto_language import kusto_available, validate_kql
+from rmm2sigma.verify.temporal import prove, verdicts
+
+NOW = datetime(2026, 11, 20, 12, 0, 0)
+
+SPOOLER = """DeviceProcessEvents
+| where Timestamp > ago(1d)
+| where FileName =~ "spoolsv.exe"
+| join kind=inner (DeviceNetworkEvents | where Timestamp > ago(1d) | where RemotePort == 445) on DeviceName
+| project Timestamp, DeviceName, FileName"""
+
+# the device's id has no Sigma field: its name stands for it (approximate)
+BY_ID = """let Connections = DeviceNetworkEvents
+| where RemotePort in (4444, 8443) | project DeviceId, RemoteIP;
+DeviceProcessEvents
+| where ProcessCommandLine has "-enc"
+| join kind=inner Connections on DeviceId"""
+
+# the right side has no time range: the correlation spans 30 days on both (wider)
+RANGES = """DeviceProcessEvents
+| where Timestamp > ago(1d) and FileName =~ "certutil.exe"
+| join (DeviceFileEvents | where FolderPath endswith ".exe")
+    on DeviceName, $left.AccountName == $right.RequestAccountName"""
+
+# a summary by the key keeps every key; the filter after the join is left out (wider)
+SUMMARY = """DeviceNetworkEvents
+| where Timestamp > ago(7d) and RemotePort == 3389
+| summarize Connections = count() by DeviceName
+| join kind=inner (DeviceProcessEvents | where Timestamp > ago(7d) | where FileName =~ "mstsc.exe")
+    on DeviceName
+| where Connections > 1"""
+
+# a key both sides compute as the event time's bucket: the correlation's timespan
+BUCKETED = """let timeframe = 1h;
+DeviceProcessEvents
+| where ProcessCommandLine contains "New-MailboxExportRequest"
+| summarize by DeviceName, timekey = bin(Timestamp, timeframe), AccountName
+| join kind=inner (DeviceProcessEvents | where ProcessCommandLine contains "Remove-MailboxExportRequest"
+    | summarize by DeviceName, timekey = bin(Timestamp, timeframe), AccountName)
+    on DeviceName, timekey, AccountName"""
+
+# the keys have different Sigma fields: an alias, which pySigma's esql and eql backends lack
+ALIASED = """DeviceFileEvents
+| where Timestamp > ago(7d) and FileName endswith ".dll"
+| join kind=inner (DeviceImageLoadEvents | where Timestamp > ago(7d)
+    | where InitiatingProcessFileName =~ "rundll32.exe") on FolderPath"""
+
+
+def _rule(text: str, path: str = "join.kql") -> RuleResult:
+    source = SourceRule(path=path, kql=text, name=Path(path).stem.replace("_", " "))
+    (rule,), errors = convert_rules(source, Options())
+    assert not errors
+    return rule
+
+
+def _correlation(rule: RuleResult) -> dict[str, Any]:
+    (document, *bases) = [d for d in safe_documents(rule.yaml) if d]
+    assert [base["name"] for base in bases] == document["correlation"]["rules"]
+    return dict(document["correlation"])
+
+
+def _proven(text: str, rule: RuleResult) -> dict[str, str]:
+    """The measured verdict of each target over three seeds, each held to the rule's label."""
+    found: dict[str, str] = {}
+    for seed in range(3):
+        proof = prove(SourceRule(path="join.kql", kql=text), Options(), NOW, seed=seed)
+        assert proof.original, "the dealt rows give the original join no key"
+        for target, (verdict, _) in verdicts(proof).items():
+            assert keeps_promise(rule.fidelity_by_target[target], verdict), (target, verdict, seed)
+            found[target] = verdict if found.get(target) in (None, verdict) else "mixed"
+    return found
+
+
+def test_a_join_on_the_device_name_is_an_exact_temporal_correlation() -> None:
+    rule = _rule(SPOOLER)
+    assert _correlation(rule) == {
+        "type": "temporal",
+        "rules": ["proc_creation_win_join_left", "proc_creation_win_join_right"],
+        "group-by": ["Computer"],
+        "timespan": "1d",
+    }
+    assert set(rule.queries) == {"kusto", "splunk", "lucene", "esql", "eql"} and not rule.errors
+    assert rule.fidelity_by_target == {
+        "sigma": "exact",
+        "kusto": "exact",
+        "splunk": "exact",
+        "esql": "exact",
+        "lucene": "widened",  # the left side's events: lucene cannot correlate
+        "eql": "widened",  # a sample without a time bound
+    }
+    assert "| join kind=inner (" in rule.queries["kusto"]
+    assert "stats dc(event_type)" in rule.queries["splunk"] and "| bin" not in rule.queries["splunk"]
+    assert rule.queries["eql"].startswith("sample by")
+    assert _proven(SPOOLER, rule) == {"sigma": "exact", "kusto": "exact"}
+
+
+def test_the_device_id_is_grouped_by_the_device_name_approximately() -> None:
+    rule = _rule(BY_ID)
+    assert _correlation(rule)["group-by"] == ["Computer"]
+    assert rule.fidelity_by_target["sigma"] == "approximate"
+    assert rule.fidelity_by_target["kusto"] == "widened"  # `has` as contains; the join is DeviceId's
+    assert any("DeviceId has no Sigma field" in note for note in rule.notes)
+    assert _proven(BY_ID, rule)["kusto"] == "exact"
+
+
+def test_sides_of_different_ranges_span_the_longer_one() -> None:
+    rule = _rule(RANGES)
+    correlation = _correlation(rule)
+    assert correlation["timespan"] == "30d" and correlation["group-by"] == ["Computer", "User"]
+    assert any("different time ranges" in note for note in rule.notes)
+    assert rule.fidelity_by_target["splunk"] != "exact"
+    _proven(RANGES, rule)
+
+
+def test_a_summary_by_the_key_is_the_filter_and_a_later_filter_widens() -> None:
+    rule = _rule(SUMMARY)
+    assert _correlation(rule)["group-by"] == ["Computer"]
+    assert any("Connections > 1" in note and "left out" in note for note in rule.notes)
+    assert rule.fidelity_by_target["sigma"] == "widened"
+    assert "summarize" not in rule.queries["kusto"]
+    _proven(SUMMARY, rule)
+
+
+def test_keys_of_different_fields_are_aliased_where_the_backend_can() -> None:
+    rule = _rule(ALIASED)
+    correlation = _correlation(rule)
+    (alias,) = correlation["group-by"]
+    assert set(correlation["aliases"][alias].values()) == {"TargetFilename", "ImageLoaded"}
+    assert f"as {alias}" in rule.queries["splunk"]
+    for target in ("esql", "eql"):  # no alias in pySigma's Elastic backends: the left side's events
+        assert "sample" not in rule.queries[target] and "count_distinct" not in rule.queries[target]
+        assert any(note.startswith(f"{target} cannot correlate fields") for note in rule.notes)
+    _proven(ALIASED, rule)
+
+
+def test_a_time_bucket_key_is_the_timespan() -> None:
+    rule = _rule(BUCKETED)
+    correlation = _correlation(rule)
+    assert correlation["group-by"] == ["Computer", "User"] and correlation["timespan"] == "1h"
+    assert rule.fidelity_by_target["kusto"] == "exact" and rule.fidelity_by_target["splunk"] == "exact"
+    assert rule.fidelity_by_target["sigma"] == "widened"  # sliding windows pair neighbouring buckets
+    assert "bin(Timestamp, 1h)" in rule.queries["kusto"] and "bin _time span=1h" in rule.queries["splunk"]
+    assert _proven(BUCKETED, rule)["kusto"] == "exact"
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        # a left outer join only adds columns; a right semi join returns the right side's rows
+        "DeviceProcessEvents | where FileName =~ 'a.exe' | join kind=leftouter (DeviceNetworkEvents "
+        "| where RemotePort == 1) on DeviceName",
+        "DeviceProcessEvents | where FileName =~ 'a.exe' | join kind=rightsemi (DeviceNetworkEvents "
+        "| where RemotePort == 1) on DeviceName",
+        # a threshold on a side would be a correlation of correlations
+        "DeviceProcessEvents | where FileName =~ 'a.exe' | summarize n = count() by DeviceName | where n > 5 "
+        "| join kind=inner (DeviceNetworkEvents | where RemotePort == 1) on DeviceName",
+        # a key computed on a side is no column
+        "DeviceProcessEvents | where FileName =~ 'a.exe' | extend Host = tolower(DeviceName) "
+        "| join kind=inner (DeviceNetworkEvents | where RemotePort == 1 | extend Host = DeviceName) on Host",
+        # a time bucket on one side only
+        "DeviceProcessEvents | where FileName =~ 'a.exe' | summarize by DeviceName, t = bin(Timestamp, 1h) "
+        "| join kind=inner (DeviceNetworkEvents | where RemotePort == 1 | extend t = Timestamp) "
+        "on DeviceName, t",
+        # the right side is a whole table: the join only asks that the device has any event there
+        "DeviceProcessEvents | where FileName =~ 'a.exe' | join kind=inner DeviceNetworkEvents on DeviceName",
+    ],
+)
+def test_other_joins_keep_the_one_sided_rule(text: str) -> None:
+    rule = _rule(text)
+    assert "type: temporal" not in rule.yaml and not any("temporal" in note for note in rule.notes)
+
+
+def test_the_rules_pass_sigmahq_checks(tmp_path: Path) -> None:
+    names = ("spooler", "encoded", "certutil", "remote_desktop", "mailbox_export", "library")
+    for name, text in zip(names, (SPOOLER, BY_ID, RANGES, SUMMARY, BUCKETED, ALIASED), strict=True):
+        rule = _rule(text, f"{name}.kql")
+        folder = tmp_path / name
+        folder.mkdir()
+        (folder / rule.filename).write_text(rule.yaml, encoding="utf-8")
+    assert check_rules([tmp_path]) == []
+
+
+def test_the_kusto_join_is_valid_for_kusto_language() -> None:
+    if not kusto_available():
+        pytest.skip("Kusto.Language not installed (needs node and `npm ci --prefix tools/kusto`)")
+    queries = [_rule(text).queries["kusto"] for text in (SPOOLER, BY_ID, RANGES, SUMMARY, BUCKETED, ALIASED)]
+    assert [[d.message for d in found if d.is_error] for found in validate_kql(queries)] == [[]] * 6
+
+
+def test_verify_holds_the_labels_on_the_joins_keys(convert_and_verify: Callable[..., Verified]) -> None:
+    done = convert_and_verify("spooler.kql", SPOOLER, "kusto,splunk,eql")
+    (rule,) = done.proofs
+    assert not rule["report_problems"]
+    assert {name: group["verdict"] for name, group in rule["groups"].items()} == {
+        "sigma": "exact",
+        "kusto": "exact",
+    }
+    assert all(group["agrees"] for group in rule["groups"].values())
