@@ -27,14 +27,25 @@ import hashlib
 import uuid
 from dataclasses import dataclass
 from datetime import timedelta
-from typing import Any
+from functools import reduce
+from itertools import takewhile
+from typing import Any, cast
 
 from . import targets
 from .correlation import CORRELATION_KEY_ORDER, HUNTING_RETENTION, group_fields
 from .errors import InexpressibleKqlError
 from .kql import syntax as k
 from .kql.desugar import desugared
-from .kql.lower import _DEFAULT_KINDS, _SHAPING_KEYWORDS, Schema, _Lowering, _shorten
+from .kql.lower import (
+    _DEFAULT_KINDS,
+    _SHAPING_KEYWORDS,
+    Schema,
+    _chain,
+    _Lowering,
+    _names,
+    _shorten,
+    _substituted,
+)
 from .kql.printer import to_kql
 from .mapping import MappedRule, hex_fields
 from .model import Fidelity
@@ -97,22 +108,121 @@ def find(query: k.Query, schema: Schema) -> Join | None:
     left = k.Pipeline(body.source, body.operators[:index], body.pos)
     right = lowering.expand(join.right)
     rest = body.operators[index + 1 :]
+    pushed, rest = _pushed(rest, left, right, lowering)
+    left = k.Pipeline(left.source, (*left.operators, *pushed[0]), left.pos)
+    right = k.Pipeline(right.source, (*right.operators, *pushed[1]), right.pos)
     if not (_filter(left, schema) and _filter(right, schema)) or any(map(lowering.brings_rows, rest)):
         return None
     found = _keys(join, left, right, lowering)
     if found is None:
         return None
     keys, bucket = found
+    through = (*body.operators[: index + 1], *pushed[2])
     return Join(
         k.Query(query.lets, left, query.pos),
         k.Query(query.lets, right, query.pos),
-        k.Query(query.lets, k.Pipeline(body.source, body.operators[: index + 1], body.pos), query.pos),
+        k.Query(query.lets, k.Pipeline(body.source, through, body.pos), query.pos),
         tuple(pair for pair, _ in keys),
         tuple(name for _, name in keys),
         _shorten(to_kql(join), 80),
         tuple(_shorten(to_kql(op)) for op in rest if not _keeps_keys(op)),
         bucket,
     )
+
+
+Pushed = tuple[list[k.Where], list[k.Where], list[k.Where]]
+
+
+def _pushed(
+    rest: tuple[k.Operator, ...], left: k.Pipeline, right: k.Pipeline, lowering: _Lowering
+) -> tuple[Pushed, tuple[k.Operator, ...]]:
+    """The tests of the ``where`` right after a join that read one side's columns only, as filters
+    of that side (a right column a left one shadows is ``Name1`` there), the same tests as the
+    original writes them (what the proof runs), and the operators left after the join.
+
+    ``L | join R on k | where c(R)`` pairs the same rows as ``L | join (R | where c) on k``; a test
+    reading both sides (how far apart their times are) stays after the join and is left out."""
+    pushed: Pushed = ([], [], [])
+    columns = (_outputs(left, lowering.schema), _outputs(right, lowering.schema))
+    if columns[0] is None or columns[1] is None:
+        return pushed, rest
+    # a test after a side's summary may read an aggregate: a threshold there, which is not built
+    summarized = [any(isinstance(op, k.Summarize) for op in side.operators) for side in (left, right)]
+    kept: list[k.Expr] = []
+    wheres = [op for op in takewhile(lambda op: isinstance(op, k.Where), rest) if isinstance(op, k.Where)]
+    for op in wheres:
+        for test in _chain(op.predicate, "and"):
+            moved = _one_side(test, (columns[0], columns[1]), lowering)
+            if moved is None or summarized[moved[0]]:
+                kept.append(test)
+                continue
+            pushed[moved[0]].append(k.Where(moved[1], op.pos))
+            pushed[2].append(k.Where(test, op.pos))
+    left_out = (k.Where(reduce(lambda a, b: k.Binary("and", a, b), kept)),) if kept else ()
+    return pushed, (*left_out, *rest[len(wheres) :])
+
+
+def _one_side(
+    test: k.Expr, columns: tuple[list[str], list[str]], lowering: _Lowering
+) -> tuple[int, k.Expr] | None:
+    """The side (0 left, 1 right) whose columns alone a test after the join reads, and the test
+    in that side's names; None for a test reading both sides, or no column."""
+    names = set(_names(test)) - set(lowering.scalars) - set(lowering.tables)
+    found = {name: _side_of(name, *columns) for name in names}
+    sides = {side for side, _ in found.values()}
+    if len(sides) != 1 or None in sides:
+        return None
+    renamed = {name: k.Name(column) for name, (_, column) in found.items() if name != column}
+    return sides.pop() or 0, cast(k.Expr, _substituted(test, renamed))
+
+
+def _side_of(name: str, left: list[str], right: list[str]) -> tuple[int | None, str]:
+    """Which side's output column a name after a join is (0 left, 1 right), and its name there."""
+    if name in left:
+        return 0, name
+    if name in right:
+        return 1, name
+    if name.endswith("1") and name[:-1] in left and name[:-1] in right:
+        return 1, name[:-1]
+    return None, name
+
+
+def _outputs(side: k.Pipeline, schema: Schema) -> list[str] | None:
+    """A side's output columns, or None where an operator makes them unknown here."""
+    if not isinstance(side.source, k.TableRef):
+        return None
+    columns: list[str] | None = list(schema.get(side.source.name, {}))
+    if "Timestamp" in schema.get(side.source.name, {}):
+        columns = [*(columns or []), "TimeGenerated"]  # Sentinel's copy of the event time
+    for op in side.operators:
+        columns = None if columns is None else _after(op, columns)
+    return columns
+
+
+def _after(op: k.Operator, columns: list[str]) -> list[str] | None:
+    """The columns after ``op``, given those before it; None where it is not followed here."""
+    if isinstance(op, k.Where | k.Take | k.Sort):
+        return columns
+    if isinstance(op, k.ProjectRename):
+        renames = {a.expr.name: a.name for a in op.columns if isinstance(a.expr, k.Name) and a.name}
+        return [renames.get(name, name) for name in columns]
+    if isinstance(op, k.ProjectAway):
+        away = {name.name for name in op.columns}
+        return None if any("*" in name for name in away) else [c for c in columns if c not in away]
+    if isinstance(op, k.Distinct):
+        names = [c.name for c in op.columns if isinstance(c, k.Name)]
+        return names if len(names) == len(op.columns) else None
+    if isinstance(op, k.Summarize):
+        assignments: tuple[k.Assignment, ...] = (*op.by, *op.aggregates)
+    elif isinstance(op, k.Extend | k.Project):
+        assignments = op.columns
+    else:
+        return None
+    named = [_output(assignment) for assignment in assignments]
+    if None in named:
+        return None
+    added = [name for name in named if name]
+    return [*columns, *(name for name in added if name not in columns)] if isinstance(op, k.Extend) else added
 
 
 def _filter(side: k.Pipeline, schema: Schema) -> bool:
