@@ -302,8 +302,12 @@ def _bucket(origin: k.Expr | None, lowering: _Lowering) -> timedelta | None:
 
 
 def _output(assignment: k.Assignment) -> str | None:
-    """The column an assignment outputs: its name, or the column it is (``by DeviceId``)."""
-    return assignment.name or (assignment.expr.name if isinstance(assignment.expr, k.Name) else None)
+    """The column an assignment outputs: its name, or the column it is or bins (``by DeviceId``,
+    ``by bin(Timestamp, 1h)``: Kusto names both after the column)."""
+    expr = assignment.expr
+    if isinstance(expr, k.Call) and expr.function == "bin" and expr.args:
+        expr = expr.args[0]
+    return assignment.name or (expr.name if isinstance(expr, k.Name) else None)
 
 
 def _side(expr: k.Expr) -> str | None:
