@@ -25,9 +25,9 @@ from __future__ import annotations
 
 import hashlib
 import uuid
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import timedelta
-from functools import reduce
 from itertools import takewhile
 from typing import Any, cast
 
@@ -45,6 +45,7 @@ from .kql.lower import (
     _names,
     _shorten,
     _substituted,
+    _timespan,
 )
 from .kql.printer import to_kql
 from .mapping import MappedRule, hex_fields
@@ -68,12 +69,17 @@ class Join:
 
     left: k.Query
     right: k.Query
-    through: k.Query  # the query up to the join: the rows whose keys the correlation reports
+    through: k.Query  # the query through the tests right after the join: the rows whose keys it reports
     keys: tuple[tuple[str, str], ...]  # (left table column, right table column)
     names: tuple[str, ...]  # the join's output column of each key (what the original projects)
     text: str  # the join, for notes
     filtered_after: tuple[str, ...]  # operators after the join that can drop rows, left out (wider)
     bucket: timedelta | None = None  # a key `bin(Timestamp, span)` on both sides: the same time bucket
+    # the tests after the join reading both sides, in the columns of kusto's join of the two rules'
+    # queries (the right's `Name1` where the left table has Name); None: a column is computed
+    crossing: tuple[k.Expr, ...] | None = ()
+    gap: timedelta | None = None  # how far apart in time those tests keep the sides' events, if bounded
+    after: tuple[str, ...] = ()  # the operators after the join, but the crossing tests, that drop rows
 
 
 @dataclass(frozen=True)
@@ -108,7 +114,7 @@ def find(query: k.Query, schema: Schema) -> Join | None:
     left = k.Pipeline(body.source, body.operators[:index], body.pos)
     right = lowering.expand(join.right)
     rest = body.operators[index + 1 :]
-    pushed, rest = _pushed(rest, left, right, lowering)
+    pushed, crossing, rest = _pushed(rest, left, right, lowering)
     left = k.Pipeline(left.source, (*left.operators, *pushed[0]), left.pos)
     right = k.Pipeline(right.source, (*right.operators, *pushed[1]), right.pos)
     if not (_filter(left, schema) and _filter(right, schema)) or any(map(lowering.brings_rows, rest)):
@@ -117,7 +123,10 @@ def find(query: k.Query, schema: Schema) -> Join | None:
     if found is None:
         return None
     keys, bucket = found
-    through = (*body.operators[: index + 1], *pushed[2])
+    # the query through the tests after the join: what the correlation stands for (the proof's original)
+    through = body.operators[: len(body.operators) - len(rest)]
+    after = tuple(_shorten(to_kql(op)) for op in rest if not _keeps_keys(op))
+    joined = _joined_columns(crossing, left, right, lowering)
     return Join(
         k.Query(query.lets, left, query.pos),
         k.Query(query.lets, right, query.pos),
@@ -125,27 +134,30 @@ def find(query: k.Query, schema: Schema) -> Join | None:
         tuple(pair for pair, _ in keys),
         tuple(name for _, name in keys),
         _shorten(to_kql(join), 80),
-        tuple(_shorten(to_kql(op)) for op in rest if not _keeps_keys(op)),
+        (*(_shorten(to_kql(test)) for test in crossing), *after),
         bucket,
+        joined,
+        _gap(joined or (), lowering),
+        after,
     )
 
 
-Pushed = tuple[list[k.Where], list[k.Where], list[k.Where]]
+Pushed = tuple[list[k.Where], list[k.Where]]
 
 
 def _pushed(
     rest: tuple[k.Operator, ...], left: k.Pipeline, right: k.Pipeline, lowering: _Lowering
-) -> tuple[Pushed, tuple[k.Operator, ...]]:
+) -> tuple[Pushed, tuple[k.Expr, ...], tuple[k.Operator, ...]]:
     """The tests of the ``where`` right after a join that read one side's columns only, as filters
-    of that side (a right column a left one shadows is ``Name1`` there), the same tests as the
-    original writes them (what the proof runs), and the operators left after the join.
+    of that side (a right column a left one shadows is ``Name1`` there), the tests reading both
+    sides, and the operators after those ``where``.
 
     ``L | join R on k | where c(R)`` pairs the same rows as ``L | join (R | where c) on k``; a test
     reading both sides (how far apart their times are) stays after the join and is left out."""
-    pushed: Pushed = ([], [], [])
+    pushed: Pushed = ([], [])
     columns = (_outputs(left, lowering.schema), _outputs(right, lowering.schema))
     if columns[0] is None or columns[1] is None:
-        return pushed, rest
+        return pushed, (), rest
     # a test after a side's summary may read an aggregate: a threshold there, which is not built
     summarized = [any(isinstance(op, k.Summarize) for op in side.operators) for side in (left, right)]
     kept: list[k.Expr] = []
@@ -157,9 +169,101 @@ def _pushed(
                 kept.append(test)
                 continue
             pushed[moved[0]].append(k.Where(moved[1], op.pos))
-            pushed[2].append(k.Where(test, op.pos))
-    left_out = (k.Where(reduce(lambda a, b: k.Binary("and", a, b), kept)),) if kept else ()
-    return pushed, (*left_out, *rest[len(wheres) :])
+    return pushed, tuple(kept), rest[len(wheres) :]
+
+
+def _joined_columns(
+    tests: tuple[k.Expr, ...], left: k.Pipeline, right: k.Pipeline, lowering: _Lowering
+) -> tuple[k.Expr, ...] | None:
+    """Tests after the join in the columns of kusto's join of the two rules' queries, which
+    return whole table rows (a right column the left table also has is ``Name1``); None when a
+    test reads a computed column."""
+    columns = (_outputs(left, lowering.schema), _outputs(right, lowering.schema))
+    if columns[0] is None or columns[1] is None:
+        return None
+    sides = (left, right)
+    tables = [_table_columns(side, lowering) for side in sides]
+    joined: list[k.Expr] = []
+    for test in tests:
+        renamed: dict[str, k.Expr] = {}
+        for name in set(_names(test)) - set(lowering.scalars) - set(lowering.tables):
+            side, column = _side_of(name, columns[0], columns[1])
+            origin = None if side is None else _origin(sides[side], column)
+            if side is None or not isinstance(origin, k.Name) or origin.name not in tables[side]:
+                return None
+            renamed[name] = k.Name(origin.name + ("1" if side and origin.name in tables[0] else ""))
+        joined.append(cast(k.Expr, _substituted(test, renamed)))
+    return tuple(joined)
+
+
+def _table_columns(side: k.Pipeline, lowering: _Lowering) -> Mapping[str, str]:
+    return lowering.schema[side.source.name] if isinstance(side.source, k.TableRef) else {}
+
+
+# the event time of each side in kusto's join of the two rules' queries
+_LEFT_TIMES = frozenset({"Timestamp", "TimeGenerated"})
+_RIGHT_TIMES = frozenset({"Timestamp1", "TimeGenerated1"})
+
+
+def _gap(tests: tuple[k.Expr, ...], lowering: _Lowering) -> timedelta | None:
+    """The most the sides' event times can differ where a test bounds it both ways:
+    ``R between (L .. L + 5m)``, ``(R - L) between (0m .. 5m)``, ``abs(R - L) < 5m``."""
+    gaps = [gap for test in tests if (gap := _bounded(test, lowering)) is not None]
+    return min(gaps, default=None)
+
+
+def _bounded(test: k.Expr, lowering: _Lowering) -> timedelta | None:
+    if isinstance(test, k.Between) and not test.negated:
+        if _times(test.left):  # (R - L) between (a .. b)
+            low, high = _span(test.low, lowering), _span(test.high, lowering)
+        else:  # R between (L + a .. L + b): the offsets from the other side's time
+            low, high = _offset(test.low, test.left, lowering), _offset(test.high, test.left, lowering)
+        return None if low is None or high is None else max(abs(low), abs(high))
+    if (
+        isinstance(test, k.Binary)
+        and test.op in ("<", "<=")
+        and isinstance(test.left, k.Call)
+        and test.left.function == "abs"
+        and len(test.left.args) == 1
+        and _times(test.left.args[0])
+    ):
+        return _span(test.right, lowering)
+    return None
+
+
+def _times(expr: k.Expr) -> bool:
+    """Whether an expression is the difference of the two sides' event times."""
+    if not (isinstance(expr, k.Binary) and expr.op == "-"):
+        return False
+    names = {getattr(expr.left, "name", None), getattr(expr.right, "name", None)}
+    return bool(names & _LEFT_TIMES) and bool(names & _RIGHT_TIMES)
+
+
+def _offset(bound: k.Expr, time: k.Expr, lowering: _Lowering) -> timedelta | None:
+    """How far ``bound`` is from the other side's time (``L``, ``L + 5m``, ``datetime_add('minute',
+    5, L)``), where ``time`` is one side's time and ``L`` the other's."""
+    own = getattr(time, "name", None)
+    other = _RIGHT_TIMES if own in _LEFT_TIMES else _LEFT_TIMES if own in _RIGHT_TIMES else frozenset()
+    if isinstance(bound, k.Name) and bound.name in other:
+        return timedelta(0)
+    if isinstance(bound, k.Binary) and bound.op in ("+", "-") and getattr(bound.left, "name", None) in other:
+        span = _span(bound.right, lowering)
+        return None if span is None else span if bound.op == "+" else -span
+    if isinstance(bound, k.Call) and bound.function == "datetime_add" and len(bound.args) == 3:
+        unit, amount, base = bound.args
+        count = lowering.resolve(amount)
+        if isinstance(unit, k.StringLit) and isinstance(count, k.NumberLit):
+            span = _span(k.TimespanLit(f"{count.value}{unit.value.lower()}"), lowering)
+            return span if getattr(base, "name", None) in other else None
+    return None
+
+
+def _span(expr: k.Expr, lowering: _Lowering) -> timedelta | None:
+    resolved = lowering.resolve_span(expr)
+    if isinstance(resolved, k.Unary) and resolved.op == "-":
+        span = _timespan(resolved.operand)
+        return None if span is None else -span
+    return _timespan(resolved)
 
 
 def _one_side(
@@ -361,7 +465,14 @@ def plan(join: Join, left: MappedRule, right: MappedRule) -> Plan | None:
             f"the sides read different time ranges: the correlation spans the longer one, "
             f"{targets.compact_timespan(window)}, on both (wider)"
         )
-    timespan = targets.compact_timespan(join.bucket or window)
+    span = join.bucket or window
+    if join.gap is not None and join.bucket is None and join.gap < span:  # buckets of it would split pairs
+        span = join.gap
+        notes.append(
+            f"the test(s) after the join bound how far apart in time the sides' events are: the "
+            f"correlation's timespan is {targets.compact_timespan(span)}, in either order (wider)"
+        )
+    timespan = targets.compact_timespan(span)
     pairs = "in one time bucket" if join.bucket else "in the query's range"
     notes.insert(
         0,
@@ -439,13 +550,17 @@ def convert(
             bucket = f"\n| extend {BUCKET} = bin(Timestamp, {targets.compact_timespan(chosen.bucket)})"
             sides = [f"{query}{bucket}" for query in queries]
             on.append(BUCKET)
-        return targets.TargetQuery(f"{sides[0]}\n| join kind=inner (\n{sides[1]}\n) on {', '.join(on)}")
+        tests = "".join(f"\n| where {to_kql(test)}" for test in join.crossing or ())
+        joined = f"{sides[0]}\n| join kind=inner (\n{sides[1]}\n) on {', '.join(on)}"
+        return targets.TargetQuery(joined + tests)
     correlation = pair.correlation
     # without a time bucket key, splunk and esql count once over the range, as the join pairs rows
     method = targets.WHOLE_RANGE if target in ("splunk", "esql") and not chosen.bucket else None
+    range_ = targets.compact_timespan(chosen.window)
     if target == "splunk":  # `earliest=` leads the whole search: the range it counts over
-        range_ = targets.compact_timespan(chosen.window)
         correlation = {**correlation, "rmm2sigma": {"window": {"compact": range_}}}
+    elif method:  # esql's range method counts over the last timespan: the range, not the gap
+        correlation = {**correlation, "correlation": {**correlation["correlation"], "timespan": range_}}
     try:
         collection = SigmaCollection.from_dicts([*pair.bases, correlation])
         converted = targets.backend(target).convert(collection, correlation_method=method)
@@ -480,8 +595,8 @@ def fidelity(target: str, sides: tuple[str, str], chosen: Plan, join: Join) -> t
             f"sigma: a backend may slide the {chosen.timespan} windows (sqlite does), pairing events of "
             "neighbouring buckets too (wider)"
         )
-    elif target == "kusto":  # the original join, each side in its own range: only later filters are lost
-        wider = bool(join.filtered_after)
+    elif target == "kusto":  # the original join and the tests reading both sides: only the rest is lost
+        wider = bool(join.after) or join.crossing is None
     elif target in ("splunk", "esql"):
         counted = f"in {chosen.timespan} buckets" if chosen.bucket else "once over the time range"
         notes.append(f"{target}: the two rules are counted {counted}, as the join pairs them")

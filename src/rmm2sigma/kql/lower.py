@@ -92,8 +92,16 @@ _ROW_PLUGINS = frozenset({"bag_unpack"})  # evaluate plugins that reshape each i
 # Defender's functions that add columns to each row (learn.microsoft.com, advanced hunting)
 _ENRICHMENTS = frozenset({"FileProfile", "DeviceFromIP", "SeenBy"})
 _PRIVATE_NETWORKS = ("10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16")  # RFC 1918, as ipv4_is_private
-_TIMESPAN = re.compile(r"^(\d+(?:\.\d+)?)(d|h|m|s|ms)$")
-_TIMESPAN_UNITS = {"d": "days", "h": "hours", "m": "minutes", "s": "seconds", "ms": "milliseconds"}
+_TIMESPAN = re.compile(r"^(\d+(?:\.\d+)?)([a-z]+)$")
+# every unit spelling of Kusto's timespan literals (grammar.lark's TIMESPAN), as timedelta keywords
+_TIMESPAN_UNITS = {
+    **dict.fromkeys(("d", "day", "days"), "days"),
+    **dict.fromkeys(("h", "hr", "hrs", "hour", "hours"), "hours"),
+    **dict.fromkeys(("m", "min", "minute", "minutes"), "minutes"),
+    **dict.fromkeys(("s", "sec", "second", "seconds"), "seconds"),
+    **dict.fromkeys(("ms", "milli", "millis", "millisecond", "milliseconds"), "milliseconds"),
+    **dict.fromkeys(("micro", "micros", "microsecond", "microseconds"), "microseconds"),
+}
 
 Schema = Mapping[str, Mapping[str, str]]
 
@@ -909,7 +917,8 @@ def _is_call(expr: k.Expr, name: str) -> TypeGuard[k.Call]:
 def _timespan(expr: k.Expr) -> timedelta | None:
     if not isinstance(expr, k.TimespanLit) or not (match := _TIMESPAN.match(expr.text)):
         return None
-    return timedelta(**{_TIMESPAN_UNITS[match.group(2)]: float(match.group(1))})
+    unit = _TIMESPAN_UNITS.get(match.group(2))  # ticks (100 ns) are not followed
+    return timedelta(**{unit: float(match.group(1))}) if unit else None
 
 
 def _now_offset(expr: k.Expr) -> timedelta | None:

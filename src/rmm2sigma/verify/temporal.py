@@ -107,7 +107,7 @@ def _dealt(
     seed: int,
 ) -> list[list[Row]]:
     """Each side's distinguishing rows, dealt over a few hosts (a host's DeviceName and DeviceId
-    go together), each row its side's filter keeps copied to about half of the hosts, so some
+    go together), each row its side's filter keeps copied (once or twice) to about half of the hosts, so some
     hosts have kept rows of both sides and some of one. A key column one side tests takes the
     other side's values of it from that side's rows; one neither tests, a few shared values."""
     rng = random.Random(seed)
@@ -127,7 +127,8 @@ def _dealt(
             host = rng.randrange(_HOSTS)
             row.update(_device(host))
             for other in range(_HOSTS) if row[ID] in kept[side] else ():
-                if other != host and rng.random() < 0.5:
+                # one or two copies, so a count after the join can pass a threshold of two
+                for _ in range(rng.choice((1, 2)) if other != host and rng.random() < 0.5 else 0):
                     copies.append({**row, ID: next_id, **_device(other)})
                     next_id += 1
         generated.extend(copies)
