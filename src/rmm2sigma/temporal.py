@@ -176,8 +176,8 @@ def _joined_columns(
     tests: tuple[k.Expr, ...], left: k.Pipeline, right: k.Pipeline, lowering: _Lowering
 ) -> tuple[k.Expr, ...] | None:
     """Tests after the join in the columns of kusto's join of the two rules' queries, which
-    return whole table rows (a right column the left table also has is ``Name1``); None when a
-    test reads a computed column."""
+    return whole table rows (a right column the left table also has is ``Name1``), constants in
+    place; None when a test reads a computed column."""
     columns = (_outputs(left, lowering.schema), _outputs(right, lowering.schema))
     if columns[0] is None or columns[1] is None:
         return None
@@ -185,8 +185,12 @@ def _joined_columns(
     tables = [_table_columns(side, lowering) for side in sides]
     joined: list[k.Expr] = []
     for test in tests:
-        renamed: dict[str, k.Expr] = {}
-        for name in set(_names(test)) - set(lowering.scalars) - set(lowering.tables):
+        names = set(_names(test)) - set(lowering.tables)
+        # the joined query has no `let`: the constants a test reads are written in place
+        renamed = {name: lowering.resolve(k.Name(name)) for name in names & set(lowering.scalars)}
+        if any(isinstance(value, k.Name) for value in renamed.values()):
+            return None
+        for name in names - set(lowering.scalars):
             side, column = _side_of(name, columns[0], columns[1])
             origin = None if side is None else _origin(sides[side], column)
             if side is None or not isinstance(origin, k.Name) or origin.name not in tables[side]:
