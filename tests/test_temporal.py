@@ -298,6 +298,5 @@ def test_every_held_out_join_correlation_keeps_its_promise() -> None:
     assert measured >= 6, measured  # 6 of the 8 joins converted so today
     assert len(vacuous) <= 2, vacuous
     if kusto_available():  # Microsoft's parser binds every kusto join against the Defender schema
-        assert [[d.message for d in found if d.is_error] for found in validate_kql(queries)] == [[]] * len(
-            queries
-        )
+        errors = [[d.message for d in found if d.is_error] for found in validate_kql(queries)]
+        assert errors == [[]] * len(queries)

@@ -2,23 +2,27 @@
 
 ``A | where a | join kind=inner (B | where b) on DeviceName`` reports the devices on which both
 filters matched within the query's time range. That is a ``temporal`` correlation of two rules,
-one per side, grouped by the keys' Sigma fields, its timespan the query's window (else the 30
-days advanced hunting keeps). Each group the join reports is a group the correlation reports when
-both sides' rules select the events the sides' filters do; so a label on groups is the worse of
-the two sides' labels on rows, then:
+one per side, grouped by the keys' Sigma fields, its timespan the query's range (else the 30 days
+advanced hunting keeps). Each group the join reports is a group the correlation reports when both
+sides' rules select the events the sides' filters do; so a label on groups is the worse of the two
+sides' labels on rows, then:
 
-- a key with a Sigma field on each side is grouped by (``aliases`` when the names differ);
+- a key with a Sigma field on each side is grouped by (``aliases`` when the names differ); a key
+  both sides compute as ``bin(Timestamp, span)`` is the timespan itself (``Join.bucket``);
 - ``DeviceId`` has none: the device's name (``Computer``) stands for it, approximate (a renamed
   device is two names, two devices of one name are one);
 - a key with no field is left out: coarser groups, wider;
-- the operators after the join only reshape rows, or filter them (left out: wider);
+- a test after the join reading one side's columns filters that side (exact); one reading both is
+  left out (wider), its two-way bound on the sides' times, if any, the timespan (``Join.gap``);
+  other operators after the join reshape rows, or drop them (left out: wider);
 - targets: splunk and esql count the two rules once over the time range
-  (``targets.WHOLE_RANGE``), eql writes a ``sample by`` the keys (no time bound: wider), kusto
-  gets the join back (each side's query joined on the original columns), lucene cannot correlate
-  and returns the first rule's events (every reported group has some: wider).
+  (``targets.WHOLE_RANGE``; in buckets for a time-bucket key), eql writes a ``sample by`` the keys
+  (no time bound: wider), kusto gets the join back (each side's query joined on the original
+  columns, then the tests reading both sides), lucene cannot correlate and returns the left side's
+  events (every reported group has some: wider), and so do esql and eql for aliased keys.
 
-Anything else (another join, a summary, a union, a side that is no filter of an event table)
-keeps the one-sided conversion of ``kql.lower``, which widens the join away.
+Anything else (an outer or anti join, a side that is a whole table or holds a threshold, a
+computed key) keeps the one-sided conversion of ``kql.lower``, which widens the join away.
 """
 
 from __future__ import annotations

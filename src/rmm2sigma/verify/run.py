@@ -102,12 +102,9 @@ def _check(job: tuple[str, dict[str, Any], Path]) -> tuple[RuleProof, dict[str, 
         if fresh.queries.get(target) != query:
             finding["report_problems"].append(f"{target}: the reported query differs from a fresh conversion")
     declared = {SIGMA: rule.get("fidelity", ""), **rule.get("fidelity_by_target", {})}
-    grouped = proof.threshold
-    if proof.threshold:
+    grouped = proof.threshold or ("the join" if TEMPORAL in fresh.yaml else None)
+    if grouped:
         _check_groups(part, exact, declared, proof.threshold, finding)
-    elif TEMPORAL in fresh.yaml:
-        grouped = "the join"
-        _check_temporal(part, exact, declared, finding)
     targets = {}
     for name, result in proof.targets.items():
         label = declared.get(name)
@@ -130,24 +127,29 @@ def _check(job: tuple[str, dict[str, Any], Path]) -> tuple[RuleProof, dict[str, 
 
 
 def _check_groups(
-    part: SourceRule, exact: bool, declared: dict[str, str], threshold: str, finding: dict[str, Any]
+    part: SourceRule, exact: bool, declared: dict[str, str], threshold: str | None, finding: dict[str, Any]
 ) -> None:
-    """Measure a threshold's groups (``groups.prove``) and hold every declared label to them."""
+    """Measure the groups a threshold reports (``groups.prove``), or the keys of a join's temporal
+    correlation (``temporal.prove``, ``threshold`` None), and hold every declared label to them."""
+    from . import groups, temporal
     from .engines import NotExecutable
-    from .groups import group_verdicts, prove
 
+    what = f"the groups of `{threshold}`" if threshold else "the join's keys"
     now = datetime.now(UTC).replace(tzinfo=None, microsecond=0)
     notes = finding.setdefault("notes", [])
     try:
-        proof = prove(part, Options(exact=exact), now)
+        proof = (groups.prove if threshold else temporal.prove)(part, Options(exact=exact), now)
     except (Rmm2SigmaError, NotExecutable, ValueError) as error:
-        notes.append(f"groups of `{threshold}`: not measured: {error}")
+        notes.append(f"{what}: not measured: {error}")
         return
     if not proof.original:  # no group can show what a target misses or keeps: nothing is proven
-        notes.append(f"groups of `{threshold}`: not measured: the original reports no generated group")
+        notes.append(f"{what}: not measured: the original reports none of the generated ones")
         return
     notes.extend(f"{t}: groups not measured: {reason}" for t, reason in proof.not_executed.items())
-    _hold(group_verdicts(proof), declared, f"the groups of `{threshold}`", finding)
+    if isinstance(proof, groups.GroupProof):
+        _hold(groups.group_verdicts(proof), declared, what, finding)
+    else:
+        _hold(temporal.verdicts(proof), declared, what, finding)
 
 
 def _hold(
@@ -167,26 +169,6 @@ def _hold(
         if not kept:
             finding["report_problems"].append(f"{name}: labelled {label} on {what}, which measure {found}")
     finding["groups"] = groups
-
-
-def _check_temporal(part: SourceRule, exact: bool, declared: dict[str, str], finding: dict[str, Any]) -> None:
-    """Measure a temporal correlation's keys (``temporal.prove``) and hold the labels to them."""
-    from .engines import NotExecutable
-    from .temporal import prove, verdicts
-
-    now = datetime.now(UTC).replace(tzinfo=None, microsecond=0)
-    notes = finding.setdefault("notes", [])
-    try:
-        proof = prove(part, Options(exact=exact), now)
-    except (Rmm2SigmaError, NotExecutable, ValueError) as error:
-        notes.append(f"keys of the join: not measured: {error}")
-        return
-    if not proof.original:
-        notes.append("keys of the join: not measured: the original reports no generated key")
-        return
-    if proof.kusto_not_executed:
-        notes.append(f"kusto: keys not measured: {proof.kusto_not_executed}")
-    _hold(verdicts(proof), declared, "the join's keys", finding)
 
 
 def _kusto_language(findings: list[dict[str, Any]]) -> None:

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import json
 import random
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from datetime import datetime
 from typing import Any
 
@@ -52,7 +52,7 @@ class TemporalProof:
     kusto: frozenset[Key] | None  # the same for the emitted kusto join; None: not converted
     sigma: frozenset[Key]  # the correlation's groups (lowercased by the backend)
     original_as_sigma: frozenset[Key]  # the original's keys as the correlation groups them
-    kusto_not_executed: str | None = None  # why duckdb-kql could not run the kusto join
+    not_executed: dict[str, str] = field(default_factory=dict)  # kusto: why duckdb-kql could not run it
 
 
 def prove(source: SourceRule, options: Options, now: datetime, seed: int = 0) -> TemporalProof:
@@ -74,13 +74,13 @@ def prove(source: SourceRule, options: Options, now: datetime, seed: int = 0) ->
     device_names = {row["DeviceId"]: row["DeviceName"] for side in rows for row in side}
     _load(engine, detections, rows)
     original = engine.rows(f"{to_kql(join.through)}\n| project {', '.join(join.names)}", now)
-    kusto, not_executed = None, None
+    kusto, not_executed = None, {}
     if "kusto" in converted.queries:
         left_columns = ", ".join(left for left, _ in join.keys)
         try:
             kusto = frozenset(engine.rows(f"{converted.queries['kusto']}\n| project {left_columns}", now))
         except NotExecutable as error:
-            not_executed = str(error)
+            not_executed["kusto"] = str(error)
     kept = [join.keys.index(pair) for pair in chosen.keys]
     stood_in = {i for i in kept if join.keys[i][0] in temporal.STAND_INS}  # DeviceId: named
     as_sigma = {
