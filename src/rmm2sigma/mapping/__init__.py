@@ -108,6 +108,9 @@ class MappedRule:
     fidelity: Fidelity
     notes: tuple[str, ...]
     measurable: Fidelity  # what comparing events can show: ``fidelity`` without data-model changes
+    # the columns a fallback renamed into the table it reads instead (the acting process's creation):
+    # the proof's events for it; None when the rule reads the query's own rows
+    renamed: Mapping[str, str] | None = None
 
 
 @cache
@@ -197,6 +200,7 @@ def map_detection(
         raise _at_table("the query has no condition: a Sigma rule would match every event", detection.at)
     table = specs[detection.table]
     spec, source_predicate, category_note = _select_category(table, detection.predicate, detection.at)
+    renamed = table.fallback_columns if spec.name == table.fallback_table and spec is not table else None
     # a kind of event the query's ActionType test chose, which the Security or Defender log numbers
     # (UserAccountCreated: EventID 4720), is a Sigma condition by itself; a table read whole (every
     # logon) or another category needs a test of its own
@@ -212,6 +216,7 @@ def map_detection(
     if fallback:
         if spec.fallback_columns:
             detection = _fallback_aggregation(detection, spec.fallback_columns, schema, fallback[0].name)
+            renamed = spec.fallback_columns
         spec, mapper, predicate = fallback
     if predicate is False or (predicate is True and not kind_alone):
         raise _nothing_left(source_predicate, mapper.notes)
@@ -235,7 +240,7 @@ def map_detection(
     detection = _groupable(detection, spec, mapper)
     mapped = replace(detection, table=spec.name, predicate=simplify(predicate))
     notes = tuple(dict.fromkeys(n for n in (*mapper.notes, *detection.notes) if n))
-    return MappedRule(mapped, spec, mapper.fidelity, notes, mapper.measurable)
+    return MappedRule(mapped, spec, mapper.fidelity, notes, mapper.measurable, renamed)
 
 
 ACTION_TYPE = "ActionType"
@@ -292,6 +297,9 @@ def _select_category(
         return table, predicate, table.unselected_note
     if refusal:
         raise refusal
+    acting = None if _tests_action_type(flat) else _acting_process(table, predicate)
+    if acting:
+        return acting
     sources = ", ".join(dict.fromkeys(_source_name(spec, conditions=False) for spec in table.categories))
     reads = (
         "this query's ActionType tests do not choose one (only an `ActionType ==`/`in` test that every "
@@ -304,6 +312,17 @@ def _select_category(
         f"it is not converted (kinds of events have these log sources: {sources})",
         at,
     )
+
+
+def _acting_process(table: TableSpec, predicate: Node) -> tuple[TableSpec, Node, str | None] | None:
+    """A table of many kinds read whole (``DeviceEvents``) with tests of the process that acts
+    only (its hash, path, command line): its fallback, the creation of that process, whatever
+    the kind of event; None when a test reads anything else."""
+    renames = table.fallback_columns or {}
+    columns = [leaf.column for leaf in walk(predicate) if isinstance(leaf, Predicate)]
+    if not table.fallback_table or not columns or not all(column in renames for column in columns):
+        return None
+    return tables()[table.fallback_table], _rename_columns(predicate, renames), table.fallback_note
 
 
 def _tests_action_type(node: Node | None) -> bool:

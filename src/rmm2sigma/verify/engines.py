@@ -152,14 +152,14 @@ def _duck_value(value: Any, kind: str) -> Any:
 # ---------------------------------------------------------------- rows in other data models
 
 
-def target_rows(rows: Sequence[Row], source: TableSpec, target_table: str) -> list[Row]:
-    """Rows of the table the converted rule reads: the same rows, or renamed for a fallback."""
-    if target_table == source.name:
+def target_rows(rows: Sequence[Row], renamed: Mapping[str, str] | None) -> list[Row]:
+    """Rows of the table the converted rule reads: the same rows, or those of a fallback
+    (``MappedRule.renamed``), each the event it stands for (its id kept)."""
+    if renamed is None:
         return list(rows)
-    renames = source.fallback_columns or {}
     keep = (ID, *_IDENTITY)
     return [
-        {**{c: row[c] for c in keep if c in row}, **{renames[c]: v for c, v in row.items() if c in renames}}
+        {**{c: row[c] for c in keep if c in row}, **{renamed[c]: v for c, v in row.items() if c in renamed}}
         for row in rows
     ]
 

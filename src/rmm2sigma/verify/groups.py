@@ -36,7 +36,7 @@ from ..fidelity import SIGMA, agrees, target_fidelity
 from ..kql import syntax as k
 from ..kql.lower import lower
 from ..kql.printer import to_kql
-from ..mapping import map_detection, tables
+from ..mapping import map_detection
 from ..model import Aggregation, Detection, Match, Predicate, walk
 from ..sigma import Options
 from ..sources import SourceRule
@@ -108,7 +108,7 @@ def prove(source: SourceRule, options: Options, now: datetime, seed: int = 0) ->
     kept = [column for column in aggregation.by if column not in chosen.dropped]
     as_sigma = {tuple(_caseless(dict(zip(keys, key, strict=True))[c]) for c in kept) for key in original}
     kept_keys = {tuple(dict(zip(keys, key, strict=True))[c] for c in kept) for key in original}
-    events = sigma_rows(target_rows(rows, tables()[detection.table], mapped.detection.table), mapped.table)
+    events = sigma_rows(target_rows(rows, mapped.renamed), mapped.table)
     for event, row in zip(events, rows, strict=True):
         event.update({field: row.get(column) for column, field in zip(kept, chosen.group_by, strict=True)})
         event["timestamp"] = row["Timestamp"].isoformat()

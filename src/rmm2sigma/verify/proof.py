@@ -27,7 +27,7 @@ from ..convert import defender_schema
 from ..errors import Rmm2SigmaError
 from ..fidelity import SIGMA, agrees, ecs_field_names, target_fidelity
 from ..kql.lower import lower_kept
-from ..mapping import map_detection, tables
+from ..mapping import map_detection
 from ..sigma import Options, emit
 from ..sources import SourceRule
 from .engines import (
@@ -121,16 +121,15 @@ def measure(source: SourceRule, options: Options, now: datetime | None = None) -
     moment = (now or datetime.now(UTC)).replace(tzinfo=None, microsecond=0)
     seed = int.from_bytes(hashlib.sha256(source.kql.encode()).digest()[:4], "big")
     kql_engine, sigma_engine, eql_engine = _engines()
-    source_spec = tables()[detection.table]
     mapped_spec = mapped.table
     title = emitted.rule.title
     for attempt in range(1 + _RETRIES):  # more events until the original selects some
         more: dict[str, int] = {} if attempt == 0 else {"random_rows": _RETRY_ROWS}
         rows = generate(detection, schema, seed=seed + attempt, now=moment, **more)
-        mapped_rows = target_rows(rows, source_spec, mapped.detection.table)
+        mapped_rows = target_rows(rows, mapped.renamed)
         loads = {detection.table: rows}
-        if mapped.detection.table != detection.table:
-            loads[mapped.detection.table] = mapped_rows
+        if mapped.renamed is not None:  # a fallback's events beside the original's (one table for a parent)
+            loads[mapped.detection.table] = [*loads.get(mapped.detection.table, []), *mapped_rows]
         kql_engine.load(loads)
         try:
             original = kql_engine.select(row_selecting(kept), moment)

@@ -23,7 +23,7 @@ from ..convert import convert_rules, defender_schema
 from ..kql import syntax as k
 from ..kql.lower import lower
 from ..kql.printer import to_kql
-from ..mapping import MappedRule, map_detection, tables
+from ..mapping import MappedRule, map_detection
 from ..model import Detection, Predicate, walk
 from ..sigma import Options
 from ..sources import SourceRule
@@ -89,7 +89,7 @@ def prove(source: SourceRule, options: Options, now: datetime, seed: int = 0) ->
     }
     events: list[Row] = []
     for side, (mapped, generated) in enumerate(zip(sides, rows, strict=True)):
-        mapped_rows = target_rows(generated, tables()[detections[side].table], mapped.detection.table)
+        mapped_rows = target_rows(generated, mapped.renamed)
         for event, row in zip(sigma_rows(mapped_rows, mapped.table), generated, strict=True):
             event.update(_group_values(chosen, side, row), timestamp=row["Timestamp"].isoformat())
             event[_CATEGORY] = _category(mapped)
