@@ -109,8 +109,7 @@ def convert_rules(
     except Rmm2SigmaError as error:
         raise _located(error, source) from None
     if branches is None:
-        joined = temporal.find(query, defender_schema())
-        correlated = joined and _convert_join(source, joined, options, wanted)
+        correlated = _convert_join(source, query, options, wanted)
         return (correlated or _convert(source, _mapped(source, query, options), options, wanted),), ()
     converted: list[tuple[Branch, MappedRule]] = []
     failures: list[Rmm2SigmaError] = []
@@ -280,11 +279,15 @@ def _convert(source: SourceRule, mapped: MappedRule, options: Options, wanted: S
 
 
 def _convert_join(
-    source: SourceRule, join: temporal.Join, options: Options, wanted: Sequence[str]
+    source: SourceRule, query: kql.Query, options: Options, wanted: Sequence[str]
 ) -> RuleResult | None:
     """A join of two filters as a temporal correlation of a rule per side (``temporal``), or None
-    when a side does not convert on its own or no key has a Sigma field."""
+    when the query is no such join, a side does not convert on its own or no key has a Sigma
+    field: then the one-sided conversion says what it can or cannot do."""
     try:
+        join = temporal.find(query, defender_schema())
+        if join is None:
+            return None
         sides = (_mapped(source, join.left, options), _mapped(source, join.right, options))
     except Rmm2SigmaError:
         return None
