@@ -238,6 +238,16 @@ def test_a_respelling_says_what_it_changed(name: str, words: str) -> None:
     assert any(words in note for note in mapped(CASES[name].case.query).notes)
 
 
+@pytest.mark.parametrize("command", ["Get-Item)", 'Get-"Item', "C:\\\\x.ps1"])
+def test_a_command_kusto_could_not_read_back_is_left_out(command: str) -> None:
+    rule = mapped(
+        "DeviceEvents | where ActionType == 'PowerShellCommand' and InitiatingProcessFileName =~ 'a.exe' "
+        f"and parse_json(AdditionalFields).Command == '{command}'"
+    )
+    assert "Payload" not in str(rule.detection.predicate)
+    assert any("holds the command inside a longer text" in note for note in rule.notes)
+
+
 def test_a_mask_written_as_text_is_no_number_and_is_left_out() -> None:
     rule = mapped(
         "DeviceEvents | where ActionType == 'OpenProcessApiCall' and FileName =~ 'lsass.exe' "

@@ -679,12 +679,14 @@ class _Mapper:
         wider = spelling == "host" or leaf.case_sensitive or unbounded  # what events of the kind show
         needles: list[str] = []
         allowed = positive != leaf.negated and not (self.exact and wider) and not leaf.match_all
-        if allowed and leaf.match in _INSIDE[spelling]:
+        # kusto reads a command back from its invocation, or in the JSON text (which escapes " and \\)
+        readable = spelling == "host" or not any(c in v for v in values for c in '()"\\')
+        if allowed and readable and leaf.match in _INSIDE[spelling]:
             if spelling == "host":
                 needles = [re.sub(r"(?i)\.exe$", "", v) for v in values]
             elif leaf.match in (Match.EQUALS, Match.STARTSWITH):  # up to the invocation's `)` or not
                 needles = [INVOCATION.format(v)[: None if leaf.match is Match.EQUALS else -1] for v in values]
-            elif not any('"' in v or "\\" in v for v in values):  # kusto reads it in the JSON text
+            else:
                 needles = values
         if not needles or not all(needles):
             self.leave_out(
