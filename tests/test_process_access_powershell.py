@@ -29,6 +29,7 @@ from rmm2sigma.sigma import Options
 from rmm2sigma.sources import SourceRule
 from rmm2sigma.verify.engines import KqlEngine, SigmaEngine, row_selecting, sigma_fields, sigma_rows
 from rmm2sigma.verify.events import generate
+from rmm2sigma.verify.kusto_language import kusto_available, validate_kql
 from rmm2sigma.verify.proof import NOT_EXECUTED, measure, verdict
 from test_device_event_keys import KeyCase, key_case
 from test_device_events import converted, refused, selection
@@ -203,6 +204,14 @@ def test_every_executed_target_agrees_with_its_label(name: str, exact: bool) -> 
     executed = {t: r for t, r in proof.targets.items() if r.verdict != NOT_EXECUTED}
     assert {SIGMA, "kusto", "eql"} <= set(executed)
     assert not {t: (r.label, r.verdict, r.missed, r.extra) for t, r in executed.items() if not r.agrees}
+
+
+def test_kusto_language_binds_every_query_read_back() -> None:
+    if not kusto_available():
+        pytest.skip("Kusto.Language not installed (needs node and `npm ci --prefix tools/kusto`)")
+    queries = [converted(CASES[name].case).queries["kusto"] for name in sorted(CASES)]
+    errors = [[d.message for d in found if d.is_error] for found in validate_kql(queries)]
+    assert errors == [[]] * len(queries)
 
 
 def test_the_sigma_side_holds_the_values_as_windows_writes_them() -> None:
