@@ -133,9 +133,10 @@ def group_fields(table: TableSpec, by: tuple[str, ...]) -> tuple[list[str], list
 
 
 def _sigma_field(table: TableSpec, column: str) -> str | None:
-    """The Sigma field of a group-by column; a file name's field is a whole path, finer: none."""
+    """The Sigma field of a group-by column; a file name's field is a whole path, a command's a
+    longer text, finer: none."""
     spec = table.fields.get(column)
-    return spec.field if spec is not None and spec.part is None else None
+    return spec.field if spec is not None and spec.whole else None
 
 
 @dataclass(frozen=True)

@@ -78,6 +78,8 @@ _FLIPPED = {"<": ">", "<=": ">=", ">": "<", ">=": "<=", "==": "==", "!=": "!=", 
 TIME_COLUMNS = frozenset({"Timestamp", "TimeGenerated"})
 # functions of one column that keep its value (up to case) and can be folded into the test
 _CASE_FUNCTIONS = {"tolower": str.lower, "toupper": str.upper}
+# conversions of a JSON key to the number it holds (Defender writes numbers there as numbers)
+_NUMBER_FUNCTIONS = ("tolong", "toint")
 # a join's kind when the query names none: an inner join of unique left keys, a left outer lookup
 _DEFAULT_KINDS = {"join": "innerunique", "lookup": "leftouter"}
 # operators that only shape the output, by the ``keyword`` of the syntax node (``top``: see below)
@@ -631,6 +633,14 @@ class _Lowering:
                 expr = inner
             elif (member := self.json_member(expr)) is not None:
                 return member, case
+            elif (
+                isinstance(expr, k.Call)
+                and len(expr.args) == 1
+                and expr.function in _NUMBER_FUNCTIONS
+                and (member := self.json_member(expr.args[0])) is not None
+            ):  # `tolong(parse_json(AdditionalFields).DesiredAccess)`: the key's number
+                self.columns[member] = "long"
+                return member, case
             else:
                 return self.column(expr), case
 
@@ -656,6 +666,10 @@ class _Lowering:
             and column.function in ("parse_json", "todynamic")
             and len(column.args) == 1
         ):
+            column = column.args[0]
+        if (
+            column is not None and _is_call(column, "tostring") and len(column.args) == 1
+        ):  # parse_json(tostring(C))
             column = column.args[0]
         if not (isinstance(column, k.Name) and column.name in self.columns and key and key.isidentifier()):
             return None

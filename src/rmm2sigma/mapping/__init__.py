@@ -72,12 +72,46 @@ class FieldSpec:
     part: str | None = None  # "file_name": the column holds the last part of the field's path
     values: Mapping[str, Value] | None = None  # Defender value -> Sigma value (e.g. logon types)
     prefix: str | None = None  # Defender writes this before the field's value (\\Device\\NamedPipe)
+    # how Windows writes the column's value in the field (defender.yml, spelling): "hex" (a number as
+    # hex text), "invocation" (a PowerShell command in Payload), "host" (ContextInfo's host line)
+    spelling: str | None = None
+
+    @property
+    def whole(self) -> bool:
+        """Whether the field holds the column's value and nothing else (not a path around a file
+        name, not a text around a command), so that grouping by one is grouping by the other."""
+        return self.part is None and self.spelling not in ("invocation", "host")
 
     def sigma_value(self, value: Any) -> Any:
-        """A Defender value as the Sigma field holds it: the prefix and nothing else taken off."""
+        """A Defender value as the Sigma field holds it: the prefix and nothing else taken off, a
+        number in hex (``2097151`` as Sysmon's ``0x1fffff``)."""
         if self.prefix and isinstance(value, str) and value.lower().startswith(self.prefix.lower() + "\\"):
             return value[len(self.prefix) :]
+        if self.spelling == "hex" and (number := _decimal(value)) is not None:
+            return hex(number)
+        if self.spelling == "invocation" and isinstance(value, str) and value:
+            return f'{INVOCATION.format(value)}: "{value}"'
         return value
+
+
+# how module logging (event 4103) writes a command in Payload and the host process in ContextInfo
+INVOCATION = "CommandInvocation({})"
+HOST_LINE = "Host Application = "
+_SUBSTRING_MATCHES = (Match.CONTAINS, *_TERM_MATCHES)
+# the tests on a column that hold on a text holding its value, by spelling (mapping._Mapper.inside)
+_INSIDE = {
+    "invocation": (Match.EQUALS, Match.STARTSWITH, *_SUBSTRING_MATCHES),
+    "host": (Match.EQUALS, Match.STARTSWITH, Match.ENDSWITH, *_SUBSTRING_MATCHES),
+}
+
+
+def _decimal(value: Any) -> int | None:
+    """The whole number a value is, written as Defender writes it (``2097151``, or its text)."""
+    if isinstance(value, int) and not isinstance(value, bool):
+        return value
+    if isinstance(value, str) and re.fullmatch(r"0|[1-9][0-9]*", value):
+        return int(value)
+    return None
 
 
 @dataclass(frozen=True)
@@ -158,7 +192,13 @@ def _table_spec(name: str, spec: Mapping[str, Any]) -> TableSpec:
     fields = {
         column: FieldSpec(target)
         if isinstance(target, str)
-        else FieldSpec(target["field"], target.get("part"), target.get("values"), target.get("prefix"))
+        else FieldSpec(
+            target["field"],
+            target.get("part"),
+            target.get("values"),
+            target.get("prefix"),
+            target.get("spelling"),
+        )
         for column, target in spec["fields"].items()
     }
     fallback = spec.get("fallback") or {}
@@ -530,6 +570,10 @@ class _Mapper:
             mapped = replace(mapped, values=tuple(scoped_flags(str(v)) for v in leaf.values))
         if spec.values is not None:
             return self.translate(mapped, spec.values, positive)
+        if spec.spelling == "hex":
+            return self.hex_number(mapped, positive)
+        if spec.spelling in ("invocation", "host"):
+            return self.inside(mapped, spec.spelling, positive)
         if spec.prefix is not None:
             respelled = self.respell(mapped, spec.prefix, positive, widening_allowed)
             if isinstance(respelled, bool):
@@ -621,6 +665,63 @@ class _Mapper:
             self.leave_out(f"`{leaf.text}` was left out: its values have no {leaf.column} equivalent")
             return positive
         return replace(leaf, values=tuple(by_name[v] for v in wanted), case_sensitive=False)
+
+    def hex_number(self, leaf: Predicate, positive: bool) -> Node | bool:
+        """A number Defender writes in decimal (``DesiredAccess`` 2097151) on the field Windows
+        writes as hex text (Sysmon's ``GrantedAccess`` 0x1fffff): equality (``==``, ``in``, negated
+        too) is the same test on the hex text, which Sigma compares without case; any other test
+        (a bound, a substring, a bit mask) has no Sigma counterpart and is left out."""
+        numbers = [_decimal(value) for value in leaf.values]
+        if leaf.match in (Match.EMPTY, Match.NULL):
+            return leaf
+        if leaf.match is Match.EQUALS and numbers and all(n is not None for n in numbers):
+            return replace(leaf, values=tuple(hex(cast(int, n)) for n in numbers), case_sensitive=False)
+        self.leave_out(
+            f"`{leaf.text}` was left out: Defender writes {leaf.column} as a decimal number and Windows "
+            "as hex text, so only equality with whole numbers can be respelled; the rule is wider"
+        )
+        return positive
+
+    def inside(self, leaf: Predicate, spelling: str, positive: bool) -> Node | bool:
+        """A column whose value Sigma's field holds inside a longer text, as PowerShell's module
+        logging (event 4103) writes it: a command in Payload (``CommandInvocation(Get-Process):
+        "Get-Process"``), the host process in ContextInfo (``Host Application = C:\\...\\wsmprovhost.exe
+        -Embedding``). A test that holds on the column holds on such a text: ``==`` a command is
+        ``contains`` its invocation, a host's name, path or command line is ``contains`` it (without
+        a final ``.exe``, which a command line may omit). That is wider, so a negated test (a pipeline
+        logs several commands in one Payload; several hosts can share a name), any other (a regex, a
+        command's end, an empty value) and, under ``--exact``, one the events show wider, is left out.
+        """
+        values = [str(v) for v in leaf.values]
+        held = "the command" if spelling == "invocation" else "the host process"
+        unbounded = leaf.match in _TERM_MATCHES and not all(_bounded(v, leaf.match) for v in values)
+        wider = spelling == "host" or leaf.case_sensitive or unbounded  # what events of the kind show
+        needles: list[str] = []
+        allowed = positive != leaf.negated and not (self.exact and wider) and not leaf.match_all
+        # kusto reads a command back from its invocation, or in the JSON text (which escapes " and \\)
+        readable = spelling == "host" or not any(c in v for v in values for c in '()"\\')
+        if allowed and readable and leaf.match in _INSIDE[spelling]:
+            if spelling == "host":
+                needles = [re.sub(r"(?i)\.exe$", "", v) for v in values]
+            elif leaf.match in (Match.EQUALS, Match.STARTSWITH):  # up to the invocation's `)` or not
+                needles = [INVOCATION.format(v)[: None if leaf.match is Match.EQUALS else -1] for v in values]
+            else:
+                needles = values
+        if not needles or not all(needles):
+            self.leave_out(
+                f"`{leaf.text}` was left out: Sigma's {leaf.column} holds {held} inside a longer text, "
+                "where only a test that holds on the column can be matched (as `contains`); the rule is wider"
+            )
+            return positive
+        note = (
+            f"`{leaf.text}` is matched as {leaf.column} containing {', '.join(repr(n) for n in needles)}: "
+            f"Sigma's {leaf.column} holds {held} inside a longer text, in any case; the rule is wider"
+        )
+        if wider:
+            self.widen(note)  # more text, another case, a term inside a word: events show it
+        else:  # the command itself is the same test; a Payload holding several commands is 4103's own
+            self.change_model(note)
+        return replace(leaf, match=Match.CONTAINS, values=tuple(needles), case_sensitive=False)
 
     def respell(
         self, leaf: Predicate, prefix: str, positive: bool, widening_allowed: bool

@@ -280,7 +280,7 @@ def _target_column(target: str, column: str, table: TableSpec | None) -> str | N
     """A Defender column's name in ``target``: through the rule's Sigma field when its mapping has
     one (splunk's Windows pipelines keep Sigma's names; esql takes ecs_windows' name of it)."""
     field = table.fields.get(column) if table is not None else None
-    if field is not None and field.part is None and field.values is None and target in ("splunk", "esql"):
+    if field is not None and field.whole and field.values is None and target in ("splunk", "esql"):
         if target == "splunk":
             return field.field
         from ..fidelity import ecs_field_names

@@ -26,10 +26,15 @@ from sigma.conditions import ConditionAND, ConditionFieldEqualsValueExpression, 
 from sigma.conversion.state import ConversionState
 from sigma.processing.conditions import IncludeFieldCondition, RuleProcessingItemAppliedCondition
 from sigma.processing.pipeline import ProcessingItem, ProcessingPipeline
-from sigma.processing.transformations.base import StringValueTransformation
-from sigma.types import SigmaString
+from sigma.processing.transformations.base import (
+    DetectionItemTransformation,
+    PreprocessingTransformation,
+    StringValueTransformation,
+)
+from sigma.rule import SigmaDetectionItem
+from sigma.types import SigmaString, SigmaType, SpecialChars
 
-from ..mapping import ACTION_TYPE, TableSpec, all_specs
+from ..mapping import ACTION_TYPE, INVOCATION, FieldSpec, TableSpec, all_specs
 from .elastic import KindPreservingLists, list_kind
 
 _JSON_KEY = re.compile(r"[A-Za-z]\w*\.[A-Za-z]\w*")
@@ -149,15 +154,60 @@ def defender_events_pipeline() -> ProcessingPipeline:
         at = next(i for i, item in enumerate(pipeline.items) if item.identifier == f"{identifier}_action") + 1
         pipeline.items[at:at] = [
             ProcessingItem(
-                DevicePrefix(target.prefix),
-                identifier=f"{identifier}_prefix",
+                transformation,
+                identifier=f"{identifier}_respelling",
                 rule_conditions=[RuleProcessingItemAppliedCondition(identifier)],
                 field_name_conditions=[IncludeFieldCondition([target.field])],
             )
-            for target in spec.fields.values()
-            if target.prefix
+            for column, target in spec.fields.items()
+            if (transformation := _defender_spelling(target, column)) is not None
         ]
     return pipeline
+
+
+def _defender_spelling(target: FieldSpec, column: str) -> PreprocessingTransformation | None:
+    """The transformation that writes a Sigma value back as Defender spells it, if it differs."""
+    if target.prefix:
+        return DevicePrefix(target.prefix)
+    if target.spelling == "hex":
+        return DecimalNumber()
+    if target.spelling == "invocation":
+        return InvokedCommand(column)
+    return None
+
+
+_HEAD, _TAIL = INVOCATION.split("{}")
+_INVOKED = re.compile(re.escape(_HEAD) + r'([^()\\"]+)(' + re.escape(_TAIL) + ")?")
+
+
+@dataclass
+class InvokedCommand(DetectionItemTransformation):
+    """``Payload|contains: CommandInvocation(Get-Process)`` as the command Defender records,
+    ``AdditionalFields.Command =~ "Get-Process"`` (``startswith`` without the ``)``); a Payload test
+    of another shape reads the JSON text, as the ps_module mapping does."""
+
+    column: str
+
+    def apply_detection_item(self, detection_item: SigmaDetectionItem) -> SigmaDetectionItem | None:
+        commands: list[SigmaType] = []
+        for value in detection_item.value:
+            parts = value.s if isinstance(value, SigmaString) else ()
+            inner = (
+                parts[1] if len(parts) == 3 and parts[0] == parts[2] == SpecialChars.WILDCARD_MULTI else None
+            )
+            found = _INVOKED.fullmatch(inner) if isinstance(inner, str) else None
+            if found is None:
+                return None
+            command = SigmaString(found[1])
+            commands.append(command if found[2] else command + SpecialChars.WILDCARD_MULTI)
+        return SigmaDetectionItem(
+            self.column,
+            [],
+            commands,
+            detection_item.value_linking,
+            detection_item.negated,
+            auto_modifiers=False,
+        )
 
 
 @dataclass
@@ -173,6 +223,18 @@ class DevicePrefix(StringValueTransformation):
         if not isinstance(head, str) or not head.startswith("\\") or head.lower().startswith("\\device\\"):
             return val
         return SigmaString(self.prefix, escape=False) + val
+
+
+@dataclass
+class DecimalNumber(StringValueTransformation):
+    """A number Windows writes as hex text (``0x1fffff``) as the decimal Defender writes
+    (``2097151``); the key is read with ``tostring()``, which gives that decimal text."""
+
+    def apply_string_value(self, field: str | None, val: SigmaString) -> SigmaString:
+        text = val.s[0] if len(val.s) == 1 else None
+        if not isinstance(text, str) or not re.fullmatch(r"0x[0-9a-f]+", text, re.IGNORECASE):
+            return val
+        return SigmaString(str(int(text, 16)))
 
 
 def accept_json_keys(xdr: ProcessingPipeline) -> None:
@@ -202,13 +264,20 @@ def _implied(spec: TableSpec, prefix: str = "") -> dict[str, Any]:
     }
 
 
-def kusto_columns(spec: TableSpec) -> dict[str, str]:
-    """Sigma field -> the Defender column it came from, for the fields not already named so."""
-    columns: dict[str, str] = {}
+def kusto_columns(spec: TableSpec) -> dict[str, str | list[str]]:
+    """Sigma field -> the Defender column it came from, for the fields not already named so. The
+    host line of module logging (ContextInfo) holds the host's path and command line: a test on it
+    is a test on either (pySigma's mapping to a list is an ``or``)."""
+    columns: dict[str, str | list[str]] = {}
     for column, target in spec.fields.items():
         if target.part is None and target.values is None:
             columns.setdefault(target.field, column)
     for column, target in spec.fields.items():
         if target.part == "file_name":
             columns.setdefault(target.field, column.replace("FileName", "FolderPath"))
+    hosts = [
+        column for column, target in spec.fields.items() if target.spelling == "host" and not target.part
+    ]
+    for column in hosts:
+        columns[spec.fields[column].field] = hosts
     return {field: column for field, column in columns.items() if field != column}

@@ -33,7 +33,7 @@ from sigma.backends import sqlite as sigma_sqlite
 
 from ..kql import syntax as k
 from ..kql.printer import to_kql
-from ..mapping import TableSpec
+from ..mapping import HOST_LINE, TableSpec
 from .events import ID, Row
 
 Schema = Mapping[str, Mapping[str, str]]
@@ -173,12 +173,21 @@ def sigma_rows(rows: Sequence[Row], spec: TableSpec) -> list[Row]:
     out = []
     for row in rows:
         event: Row = {ID: row[ID], **implied}
+        texts: dict[tuple[str, str], list[str]] = {}  # module logging's Payload, ContextInfo
         for column, target in spec.fields.items():
             if target.part is None and column in row:
                 value = row[column]
                 if target.values is not None:  # Defender's names for the values Sigma numbers
                     value = {k.lower(): v for k, v in target.values.items()}.get(str(value).lower())
-                event[target.field] = target.sigma_value(value)  # Windows' spelling (no \Device\NamedPipe)
+                value = target.sigma_value(value)  # Windows' spelling (no \Device\NamedPipe, 0x1fffff)
+                if target.spelling in ("invocation", "host"):
+                    texts.setdefault((target.field, target.spelling), []).extend([value] if value else [])
+                else:
+                    event[target.field] = value
+        for (field, spelling), parts in texts.items():
+            if parts:  # one host line: its path, then its command line; after the JSON text
+                text = HOST_LINE + " ".join(parts) if spelling == "host" else "\n".join(parts)
+                event[field] = "\n".join(v for v in (event.get(field), text) if v)
         out.append(event)
     return out
 
