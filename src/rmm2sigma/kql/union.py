@@ -5,10 +5,13 @@ A Sigma rule reads one log source, so ``union A, (B | where x) | where y`` becom
 branches, each filtered by the operators after it, so the branch queries together select what the
 union selects, and each can be converted (and proved) on its own.
 
-Kusto's union gives a branch the columns of the other branches as nulls (empty strings for a
-string column). A branch whose leading ``where`` requires such a column to hold a non-empty value
-selects nothing: it is reported as empty with the reason, never converted to a rule that tests a
-column its table lacks. Any other use of a missing column is left to the lowering, which refuses it.
+Kusto's union gives a branch the columns of the other branches as empty strings (a string column)
+or nulls (any other: ``==`` and ``in`` false, ``!=`` and ``!in`` true, an ordering null). So every
+test of such a column in a ``where`` after the union has a value in that branch, which is folded in:
+an or-operand that is false and an operand that is true are dropped, a ``where`` that is false
+makes the branch empty, reported with the reason, never a rule testing a column its table lacks.
+``extend``, ``project``, ``summarize`` read the column's value instead, so the branch query runs on
+its table alone. A test whose value is not known here is left to the lowering, which refuses it.
 """
 
 from __future__ import annotations
