@@ -113,15 +113,15 @@ CASES: dict[str, tuple[str, tuple[str, ...], str, dict[str, str | None]]] = {
             " or RemoteUrl =~ 'a.example' or isnotnull(RemotePort) and RemoteUrl =~ 'c.example'",
         },
     ),
-    "numbers: == false, != true, orderings null": (
+    "numbers: == and in false, != and !in true, orderings null": (
         "",
         (PROCESS, NETWORK),
-        "| where RemotePort == 4444 or RemotePort > 50000 or ProcessId == 4"
-        " or RemotePort != 443 and InitiatingProcessFileName =~ 'nc.exe'",
+        "| where RemotePort == 4444 or RemotePort in (8080, 8443) or RemotePort > 50000 or ProcessId == 4"
+        " or RemotePort != 443 and RemotePort !in (80, 8000) and InitiatingProcessFileName =~ 'nc.exe'",
         {
             PROCESS: "| where ProcessId == 4 or InitiatingProcessFileName =~ 'nc.exe'",
-            NETWORK: "| where RemotePort == 4444 or RemotePort > 50000"
-            " or RemotePort != 443 and InitiatingProcessFileName =~ 'nc.exe'",
+            NETWORK: "| where RemotePort == 4444 or RemotePort in (8080, 8443) or RemotePort > 50000"
+            " or RemotePort != 443 and RemotePort !in (80, 8000) and InitiatingProcessFileName =~ 'nc.exe'",
         },
     ),
     "not of a null is null: the branch is empty": (

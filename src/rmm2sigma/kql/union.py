@@ -295,8 +295,8 @@ def _missing_test(expr: k.Expr, missing: dict[str, str], lowering: _Lowering) ->
         if not isinstance(values, tuple) or not values:
             return None
         negated = expr.op.startswith("!")
-        if kind != "string":
-            return truth[negated]
+        if kind != "string":  # a null is in no list of values
+            return truth[negated] if expr.op in ("in", "!in") else None
         if expr.op in ("has_any", "has_all"):
             return "false" if all(values) else None
         return truth[("" in values) != negated]
