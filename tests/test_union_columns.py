@@ -335,12 +335,16 @@ def test_every_branch_rule_is_proved_against_its_branch_query(name: str) -> None
         "not(RemotePort < 1024)",
         "not(RemotePort < 1024 or RemotePort > 5000)",
         "not(RemotePort >= 1024 and not(LocalPort <= 80 or RemoteUrl endswith '.example'))",
+        "not(RemotePort between (1 .. 1023))",
+        "RemotePort !between (1 .. 1023)",
+        "not(RemotePort !between (1 .. 1023) or LocalPort > 50000)",
     ],
 )
 def test_a_negated_ordering_keeps_out_the_rows_whose_value_is_null(test: str) -> None:
     """``not(x < 5)`` is null on a null ``x`` (the row is dropped), while Sigma's ``not`` of
     ``x|lt`` keeps an event without ``x``: the lowering moves the ``not`` onto the tests, where
-    an ordering has its complement (``x >= 5``), so the rule stays exact. A union branch's folded
+    an ordering has its complement (``x >= 5``; ``x !between (a .. b)`` is ``x < a or x > b``),
+    so the rule stays exact. A union branch's folded
     tests lead there often, but the query need not be a union."""
     query = f"DeviceNetworkEvents\n| where {test} and InitiatingProcessFileName =~ 'nc.exe'"
     proof = measure(SourceRule(path="negated.kql", kql=query, name="Negated Ordering"), Options(), now=NOW)

@@ -579,13 +579,19 @@ class _Lowering:
             raise _skip(f"`between` on `{case}()` has no Sigma equivalent", expr)
         low, high = self.scalar(expr.low), self.scalar(expr.high)
         text = to_kql(expr)
-        node = And(
+        if expr.negated:  # not Not(...): Sigma's not would keep an event without the column
+            return Or(
+                (
+                    Predicate(column, Match.LT, (low,), text=text, pos=expr.pos),
+                    Predicate(column, Match.GT, (high,), text=text, pos=expr.pos),
+                )
+            )
+        return And(
             (
                 Predicate(column, Match.GTE, (low,), text=text, pos=expr.pos),
                 Predicate(column, Match.LTE, (high,), text=text, pos=expr.pos),
             )
         )
-        return Not(node) if expr.negated else node
 
     def now_offset(self, expr: k.Expr) -> timedelta | None:
         """``now(-5d)`` and ``ago(5d)`` (``let`` constants resolved) as the 5-day distance from now."""
@@ -879,12 +885,12 @@ def _chain(expr: k.Expr, op: str) -> list[k.Expr]:
 
 
 def _orders(expr: k.Expr) -> bool:
-    """Whether an ``and``/``or``/``not`` tree holds an ordering (``<`` ...), which is null on a null."""
+    """Whether an ``and``/``or``/``not`` tree holds an ordering (``<``, ``between`` ...), null on a null."""
     if isinstance(expr, k.Binary) and expr.op in ("and", "or"):
         return any(map(_orders, _chain(expr, expr.op)))
     if _is_call(expr, "not") and len(expr.args) == 1:
         return _orders(expr.args[0])
-    return isinstance(expr, k.Binary) and expr.op in _COMPLEMENTS
+    return isinstance(expr, k.Between) or (isinstance(expr, k.Binary) and expr.op in _COMPLEMENTS)
 
 
 def _negated(expr: k.Expr) -> k.Expr:
@@ -897,6 +903,8 @@ def _negated(expr: k.Expr) -> k.Expr:
         return expr.args[0]
     if isinstance(expr, k.Binary) and expr.op in _COMPLEMENTS:
         return replace(expr, op=_COMPLEMENTS[expr.op])
+    if isinstance(expr, k.Between):
+        return replace(expr, negated=not expr.negated)
     return k.Call("not", (expr,), expr.pos)
 
 
