@@ -74,6 +74,8 @@ _SET_OPERATORS: dict[str, tuple[Match, bool, bool, bool]] = {
 }
 # ``<`` <-> ``>`` when the operands are swapped (``ago(7d) < Timestamp``)
 _FLIPPED = {"<": ">", "<=": ">=", ">": "<", ">=": "<=", "==": "==", "!=": "!=", "=~": "=~", "!~": "!~"}
+# `not(x < 5)` is `x >= 5`, also on a null x (both null, so `where` drops the row)
+_COMPLEMENTS = {"<": ">=", "<=": ">", ">": "<=", ">=": "<"}
 # the event time: a bound on it is the rule's schedule, not a test (Sentinel adds TimeGenerated)
 TIME_COLUMNS = frozenset({"Timestamp", "TimeGenerated"})
 # functions of one column that keep its value (up to case) and can be folded into the test
@@ -382,7 +384,10 @@ class _Lowering:
                 return Opaque(_shorten(to_kql(expr)), reason, expr.pos)
             return (And if expr.op == "and" else Or)(kept) if len(kept) > 1 else (kept[0] if kept else None)
         if isinstance(expr, k.Call) and expr.function == "not" and len(expr.args) == 1:
-            inner = self.condition(expr.args[0])
+            negated = expr.args[0]
+            if _orders(negated):  # Sigma's `not` would keep the rows whose value is null: push it in
+                return self.condition(_negated(negated), top_level)
+            inner = self.condition(negated)
             if inner is None:
                 return Opaque(_shorten(to_kql(expr)), "a negated time filter cannot be expressed", expr.pos)
             return Not(inner)
@@ -584,13 +589,19 @@ class _Lowering:
             raise _skip(f"`between` on `{case}()` has no Sigma equivalent", expr)
         low, high = self.scalar(expr.low), self.scalar(expr.high)
         text = to_kql(expr)
-        node = And(
+        if expr.negated:  # not Not(...): Sigma's not would keep an event without the column
+            return Or(
+                (
+                    Predicate(column, Match.LT, (low,), text=text, pos=expr.pos),
+                    Predicate(column, Match.GT, (high,), text=text, pos=expr.pos),
+                )
+            )
+        return And(
             (
                 Predicate(column, Match.GTE, (low,), text=text, pos=expr.pos),
                 Predicate(column, Match.LTE, (high,), text=text, pos=expr.pos),
             )
         )
-        return Not(node) if expr.negated else node
 
     def now_offset(self, expr: k.Expr) -> timedelta | None:
         """``now(-5d)`` and ``ago(5d)`` (``let`` constants resolved) as the 5-day distance from now."""
@@ -893,6 +904,30 @@ def _chain(expr: k.Expr, op: str) -> list[k.Expr]:
         else:
             operands.append(item)
     return operands
+
+
+def _orders(expr: k.Expr) -> bool:
+    """Whether an ``and``/``or``/``not`` tree holds an ordering (``<``, ``between`` ...), null on a null."""
+    if isinstance(expr, k.Binary) and expr.op in ("and", "or"):
+        return any(map(_orders, _chain(expr, expr.op)))
+    if _is_call(expr, "not") and len(expr.args) == 1:
+        return _orders(expr.args[0])
+    return isinstance(expr, k.Between) or (isinstance(expr, k.Binary) and expr.op in _COMPLEMENTS)
+
+
+def _negated(expr: k.Expr) -> k.Expr:
+    """``not(expr)`` with the ``not`` moved to the tests (De Morgan, which holds with nulls too)
+    and an ordering complemented: ``not(x < 5 or y)`` is ``x >= 5 and not(y)``."""
+    if isinstance(expr, k.Binary) and expr.op in ("and", "or"):
+        other = "or" if expr.op == "and" else "and"
+        return k.Binary(other, _negated(expr.left), _negated(expr.right), expr.pos)
+    if _is_call(expr, "not") and len(expr.args) == 1:
+        return expr.args[0]
+    if isinstance(expr, k.Binary) and expr.op in _COMPLEMENTS:
+        return replace(expr, op=_COMPLEMENTS[expr.op])
+    if isinstance(expr, k.Between):
+        return replace(expr, negated=not expr.negated)
+    return k.Call("not", (expr,), expr.pos)
 
 
 def _names(node: object) -> Iterator[str]:
