@@ -89,6 +89,8 @@ _SHAPING_KEYWORDS = frozenset(
     {"sort", "order", "project-away", "project-rename", "project-reorder", "project-keep", "serialize", "as"}
 )
 # aggregates building a set or list (KQL's default output name prefix); a second argument caps the size
+# a regex anchored at both ends (flags first), whose middle a part's match is found by in the column
+_ANCHORED = re.compile(r"(?P<flags>(?:\(\?[a-z]+\))?)\^(?P<inner>.*[^\\])\$", re.DOTALL)
 _SET_FUNCTIONS = {"make_set": "set", "makeset": "set", "make_list": "list", "makelist": "list"}
 # join kinds whose result holds rows of the right side that no left row selected
 _RIGHT_JOINS = frozenset({"rightouter", "fullouter", "rightanti", "rightantisemi", "rightsemi"})
@@ -158,6 +160,9 @@ class _Lowering:
         self.inlined: set[str] = set()
         self.computed_by: list[str] = []  # summarize group-by columns computed by extend or `by x = ...`
         self.joined: str | None = None  # the first left outer join or lookup: it adds columns, not rows
+        # `mv-expand P` of `P = split(Column, sep)`: P -> (Column, sep); a test of one part implies one
+        # of the column (``part_test``)
+        self.parts: dict[str, tuple[str, str]] = {}
 
     def detection(self) -> Detection:
         body, left_out = self.body()
@@ -250,6 +255,12 @@ class _Lowering:
             self.notes.append(
                 f"`{_shorten(to_kql(op))}` adds the columns of another table to each row and keeps every "
                 "row, so it is not part of the Sigma rule; tests on the columns it adds are left out"
+            )
+        elif isinstance(op, k.MvExpand) and (parts := self.split_parts(op)) is not None:
+            self.parts.update(parts)
+            self.notes.append(
+                f"`{_shorten(to_kql(op))}` makes a row of each part of a split column; a test of a part "
+                "is matched in the whole column, which holds every part"
             )
         elif keyword == "top" and self.sorts_by_time(op):
             self.notes.append(
@@ -394,12 +405,56 @@ class _Lowering:
         if isinstance(expr, k.Name) and expr.name in self.computed:
             self.inlined.add(expr.name)
             return self.condition(self.computed[expr.name], top_level)
+        if self.parts and set(_names(expr)) & set(self.parts):
+            return self.part_test(expr)
         if isinstance(expr, k.Call) and (body := self.applied(expr)) is not None:
             return self.condition(body, top_level)
         try:
             return self.leaf(expr, top_level)
         except InexpressibleKqlError as error:
             return Opaque(_shorten(to_kql(expr)), _located(error), expr.pos)
+
+    def split_parts(self, op: k.MvExpand) -> dict[str, tuple[str, str]] | None:
+        """The parts ``mv-expand`` makes rows of, when each is of ``split(Column, "sep")`` (written
+        there or by an earlier ``extend``): part -> (column, separator); None for anything else."""
+        parts: dict[str, tuple[str, str]] = {}
+        for item in op.columns:
+            name = item.name or (item.expr.name if isinstance(item.expr, k.Name) else None)
+            value = (
+                self.computed.get(item.expr.name, item.expr) if isinstance(item.expr, k.Name) else item.expr
+            )
+            if not (name and _is_call(value, "split") and len(value.args) == 2):
+                return None
+            column, separator = value.args[0], self.resolve(value.args[1])
+            if not (isinstance(column, k.Name) and self.columns.get(column.name) == "string"):
+                return None
+            if not (isinstance(separator, k.StringLit) and separator.value):
+                return None
+            parts[name] = (column.name, separator.value)
+        return parts
+
+    def part_test(self, expr: k.Expr) -> Node:
+        """A test of one part of a split column (``mv-expand``): left out, and what it implies of the
+        whole column kept: a part equal to, holding, starting or ending with ``x`` (no separator in
+        it) means the column holds ``x``; a term or a regex found in a part is found in the column
+        (a regex anchored at both ends, with its anchors taken off). Wider, so negated tests imply
+        nothing and are only left out."""
+        (part, *others) = sorted(set(_names(expr)) & set(self.parts))
+        column, separator = self.parts[part]
+        reason = f"it tests one part of `split({column}, ...)` that `mv-expand` makes a row of"
+        left_out = Opaque(_shorten(to_kql(expr)), reason, expr.pos)
+        computed = self.computed.pop(part, None)  # the part, not the split it comes from
+        self.columns[part] = "string"
+        try:
+            node = None if others else self.leaf(expr, top_level=False)
+        except InexpressibleKqlError:
+            node = None
+        finally:
+            del self.columns[part]
+            if computed is not None:
+                self.computed[part] = computed
+        implied = _implied_by_part(node, column, separator)
+        return And((left_out, implied)) if implied is not None else left_out
 
     def applied(self, call: k.Call) -> k.Expr | None:
         """A call of a ``let`` function whose body is one scalar expression, as that expression
@@ -904,6 +959,29 @@ def _chain(expr: k.Expr, op: str) -> list[k.Expr]:
         else:
             operands.append(item)
     return operands
+
+
+def _implied_by_part(node: Node | None, column: str, separator: str) -> Predicate | None:
+    """The test of ``column`` that a test of one of its parts (split by ``separator``) implies."""
+    if not isinstance(node, Predicate) or node.negated or node.match_all:
+        return None
+    values = [str(value) for value in node.values]
+    if not values or any(separator in value or not value for value in values):
+        return None
+    if node.match in (Match.EQUALS, Match.CONTAINS, Match.STARTSWITH, Match.ENDSWITH):
+        return replace(node, column=column, match=Match.CONTAINS)
+    if node.match in (Match.HAS, Match.HASPREFIX, Match.HASSUFFIX) and not separator.isalnum():
+        return replace(node, column=column)
+    if node.match is Match.REGEX:
+        found = [_ANCHORED.fullmatch(value) for value in values]
+        if all(f is not None and "|" not in f["inner"] for f in found):  # ^...$: found inside the column
+            return replace(node, column=column, values=tuple(f"{f['flags']}{f['inner']}" for f in found if f))
+        return (
+            replace(node, column=column)
+            if not any(v.startswith(("^", "(?i)^")) or v.endswith("$") for v in values)
+            else None
+        )
+    return None
 
 
 def _orders(expr: k.Expr) -> bool:
