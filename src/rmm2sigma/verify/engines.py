@@ -33,7 +33,7 @@ from sigma.backends import sqlite as sigma_sqlite
 
 from ..kql import syntax as k
 from ..kql.printer import to_kql
-from ..mapping import TableSpec
+from ..mapping import TableSpec, with_line
 from .events import ID, Row
 
 Schema = Mapping[str, Mapping[str, str]]
@@ -156,7 +156,7 @@ def target_rows(rows: Sequence[Row], source: TableSpec, target_table: str) -> li
     """Rows of the table the converted rule reads: the same rows, or renamed for a fallback."""
     if target_table == source.name:
         return list(rows)
-    renames = source.fallback_columns or {}
+    renames = next((f.columns for f in source.fallbacks if f.table == target_table and f.columns), {})
     keep = (ID, *_IDENTITY)
     return [
         {**{c: row[c] for c in keep if c in row}, **{renames[c]: v for c, v in row.items() if c in renames}}
@@ -174,7 +174,9 @@ def sigma_rows(rows: Sequence[Row], spec: TableSpec) -> list[Row]:
     for row in rows:
         event: Row = {ID: row[ID], **implied}
         for column, target in spec.fields.items():
-            if target.part is None and column in row:
+            if target.line is not None:  # a stream's text, written whole: its lines of the row's values
+                event[target.field] = with_line(event.get(target.field, ""), target.line, row.get(column))
+            elif target.part is None and column in row:
                 value = row[column]
                 if target.values is not None:  # Defender's names for the values Sigma numbers
                     value = {k.lower(): v for k, v in target.values.items()}.get(str(value).lower())
