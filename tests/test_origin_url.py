@@ -20,6 +20,7 @@ from typing import Any
 
 import pytest
 import yaml
+from sigma.exceptions import SigmaTransformationError
 from sigma.rule import SigmaRule
 
 from conftest import Verified
@@ -210,6 +211,21 @@ def test_kusto_reads_a_stream_rule_of_sigmahq_s_kind_from_the_url_columns(conten
     )
     query = backend("kusto").convert_rule(rule)[0]
     assert query == f'DeviceFileEvents\n| where {kusto} and FolderPath endswith ".exe"'
+
+
+@pytest.mark.parametrize(
+    "test", [{"Contents|startswith": "[ZoneTransfer]  ZoneId=3"}, {"Contents|re": "://[0-9]"}]
+)
+def test_kusto_refuses_a_test_of_the_whole_stream_text(test: dict[str, str]) -> None:
+    rule = SigmaRule.from_dict(
+        {
+            "title": "Stream Probe",
+            "logsource": STREAM,
+            "detection": {"selection": test, "condition": "selection"},
+        }
+    )
+    with pytest.raises(SigmaTransformationError, match="only a substring test of Contents"):
+        backend("kusto").convert_rule(rule)
 
 
 def test_the_fallback_that_keeps_more_of_the_query_is_chosen() -> None:

@@ -27,6 +27,7 @@ from typing import Any, ClassVar
 from sigma.backends.kusto import KustoBackend
 from sigma.conditions import ConditionAND, ConditionFieldEqualsValueExpression, ConditionOR
 from sigma.conversion.state import ConversionState
+from sigma.exceptions import SigmaTransformationError
 from sigma.processing.conditions import (
     IncludeFieldCondition,
     LogsourceCondition,
@@ -229,7 +230,8 @@ class StreamLines(DetectionItemTransformation):
     """A test of a text of ``key=value`` lines (a Zone.Identifier stream's Contents) as the columns
     whose values the lines are: ``*key=U*`` is the key's column starting with U (``*key=*``: not
     empty); another substring is found in any of the columns, which is what the Sigma rule says of
-    the whole text (the mapping labelled that test wider)."""
+    the whole text (the mapping labelled that test wider). Any other test of the text (a prefix, a
+    regex: SigmaHQ's ``[ZoneTransfer]  ZoneId=3``) no column holds: the rule is refused."""
 
     field: str
     columns: dict[str, str]  # key -> Defender column
@@ -241,7 +243,17 @@ class StreamLines(DetectionItemTransformation):
         return SigmaDetection(tests, item_linking=detection_item.value_linking)
 
     def column_test(self, value: Any) -> SigmaDetection | SigmaDetectionItem:
-        if isinstance(value, SigmaString) and value.startswith(SpecialChars.WILDCARD_MULTI):
+        substring = (
+            isinstance(value, SigmaString)
+            and value.startswith(SpecialChars.WILDCARD_MULTI)
+            and value.endswith(SpecialChars.WILDCARD_MULTI)
+        )
+        if not substring:  # `[ZoneTransfer]  ZoneId=3*`, a regex: about the whole text, which no column holds
+            raise SigmaTransformationError(
+                f"only a substring test of {self.field} can be read from the columns its lines come from "
+                f"({', '.join(self.columns.values())})"
+            )
+        if isinstance(value, SigmaString):
             for key, column in self.columns.items():
                 head = f"{key}="
                 if len(value) > len(head) and str(value[1 : 1 + len(head)]).lower() == head.lower():
