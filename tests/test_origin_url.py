@@ -34,6 +34,7 @@ from rmm2sigma.sigma import Options
 from rmm2sigma.sources import SourceRule
 from rmm2sigma.targets import backend
 from rmm2sigma.verify.engines import sigma_rows
+from rmm2sigma.verify.events import generate
 from rmm2sigma.verify.kusto_language import kusto_available, validate_kql
 from rmm2sigma.verify.proof import NOT_EXECUTED, measure
 from test_device_events import refused, selection
@@ -92,6 +93,12 @@ CASES: dict[str, tuple[str, dict[str, Any], str, str]] = {
         "FileOriginUrl == 'https://files.example/a.exe'",
         selection(**{"Contents|contains|cased": "HostUrl=https://files.example/a.exe"}),
         'FileOriginUrl startswith_cs "https://files.example/a.exe"',
+        "widened",
+    ),
+    "url contains": (  # only the other line holding it shows the widening: the generator writes it there
+        "FileOriginUrl contains '/payload/'",
+        selection(**{"Contents|contains": "/payload/"}),
+        'FileOriginReferrerUrl contains "/payload/" or FileOriginUrl contains "/payload/"',
         "widened",
     ),
     "url has any": (  # the other line holds them too: wider
@@ -182,6 +189,19 @@ def test_the_stream_of_a_generated_row_is_what_sysmon_writes() -> None:
     (bare,) = sigma_rows([{"__id": 2, "FileOriginUrl": "", "FolderPath": ""}], spec)
     assert bare["Contents"] == "" and bare["TargetFilename"] == ""
     assert with_line("[ZoneTransfer]  ZoneId=3", "HostUrl", None) == "[ZoneTransfer]  ZoneId=3"
+
+
+def test_the_generator_writes_a_tested_url_on_the_other_line_too() -> None:
+    """A test of the whole Contents finds a value on either line: rows with the tested value in the
+    referrer alone are what tell it from the original's test of FileOriginUrl."""
+    detection = lower(kql.parse(source("url contains").kql), defender_schema())
+    rows = generate(detection, defender_schema(), now=NOW)
+    assert any("/payload/" in (row.get("FileOriginReferrerUrl") or "") for row in rows)
+    assert any(
+        "/payload/" in (row.get("FileOriginReferrerUrl") or "")
+        and "/payload/" not in (row.get("FileOriginUrl") or "")
+        for row in rows
+    )
 
 
 @pytest.mark.parametrize(
