@@ -56,7 +56,7 @@ PLAIN_ENTRIES = sorted(
         for spec in all_specs()
         if spec.logsource.get("category") in XDR_CATEGORIES or spec.kusto_table
         for column, field in spec.fields.items()
-        if field.part is None and field.values is None and field.spelling is None
+        if field.part is None and field.values is None and field.spelling is None and field.line is None
     ),
     key=lambda entry: entry[:4],
 )

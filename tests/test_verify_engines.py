@@ -169,7 +169,7 @@ def test_rows_move_into_the_fallback_and_sigma_models() -> None:
         "InitiatingProcessFileName": "b.exe",
         "RemoteUrl": "x.com",
     }
-    (moved,) = target_rows([row], network.fallback_columns)
+    (moved,) = target_rows([row], network.fallbacks[0].columns)
     assert moved == {
         ID: 1,
         "ProcessVersionInfoCompanyName": "Nano",

@@ -5,7 +5,8 @@ Everything that changes what a rule matches happens here, with a note and a fide
 always under a negation, where widening a test would narrow the rule); ``FileName`` becomes a test
 on the end of ``Image``; a column with no Sigma field is replaced by the constant that widens.
 A query the table's category keeps nothing of falls back, when that keeps a test, to another table
-or category (``DeviceFileEvents``' hashes: ``file_executable_detected``), a change of data model.
+or category (``DeviceFileEvents``' hashes: ``file_executable_detected``; its download URLs: the
+Zone.Identifier stream, ``create_stream_hash``), a change of data model.
 The data lives in ``defender.yml``.
 """
 
@@ -75,6 +76,8 @@ class FieldSpec:
     # how Windows writes the column's value in the field (defender.yml, spelling): "hex" (a number as
     # hex text), "invocation" (a PowerShell command in Payload), "host" (ContextInfo's host line)
     spelling: str | None = None
+    suffix: str | None = None  # the Sigma field holds the value followed by this (:Zone.Identifier)
+    line: str | None = None  # the Sigma field is text of `key=value` lines; the value is this key's
 
     @property
     def whole(self) -> bool:
@@ -83,15 +86,29 @@ class FieldSpec:
         return self.part is None and self.spelling not in ("invocation", "host")
 
     def sigma_value(self, value: Any) -> Any:
-        """A Defender value as the Sigma field holds it: the prefix and nothing else taken off, a
-        number in hex (``2097151`` as Sysmon's ``0x1fffff``)."""
+        """A Defender value as the Sigma field holds it: the prefix taken off, the suffix added (to
+        a value: an empty one stays empty), a number in hex (``2097151`` as Sysmon's ``0x1fffff``),
+        a command as module logging invokes it, nothing else."""
         if self.prefix and isinstance(value, str) and value.lower().startswith(self.prefix.lower() + "\\"):
             return value[len(self.prefix) :]
+        if self.suffix and isinstance(value, str) and value:
+            return value + self.suffix
         if self.spelling == "hex" and (number := _decimal(value)) is not None:
             return hex(number)
         if self.spelling == "invocation" and isinstance(value, str) and value:
             return f'{INVOCATION.format(value)}: "{value}"'
         return value
+
+
+LINE_BREAK = "  "  # how Sysmon's event 15 writes a stream's line break in Contents (SigmaHQ's rules)
+
+
+def with_line(text: str, key: str, value: Any) -> str:
+    """``text`` with the line ``key=value`` after its others; an empty value writes no line, as
+    Windows writes no ``HostUrl=`` for a download it has no address of."""
+    if value is None or value == "":
+        return text
+    return LINE_BREAK.join(part for part in (text, f"{key}={value}") if part)
 
 
 # how module logging (event 4103) writes a command in Payload and the host process in ContextInfo
@@ -122,15 +139,23 @@ class TableSpec:
     fields: Mapping[str, FieldSpec]
     approximate: str | None = None
     kusto_table: str | None = None
-    fallback_table: str | None = None
-    fallback_columns: Mapping[str, str] | None = None
-    fallback_note: str | None = None
-    fallback_category: TableSpec | None = None  # the same table's category the fallback reads instead
+    fallbacks: tuple[Fallback, ...] = ()  # where a query this category keeps nothing of goes instead
     action_types: tuple[str, ...] = ()  # the ActionType values this category stands for
     categories: tuple[TableSpec, ...] = ()  # the table's other categories, chosen by ActionType
     conditions: Mapping[str, Value | list[Value]] | None = None  # Sigma tests the category implies
     unselected_note: str | None = None  # why the default category is approximate without ActionType
     sigmahq_rule: str | None = None  # SigmaHQ's rule that is this category's event kind alone
+
+
+@dataclass(frozen=True)
+class Fallback:
+    """Another table (its columns renamed into it) or another category of the same table, where a
+    query its own category keeps nothing of is mapped instead (``defender.yml``, ``fallback``)."""
+
+    note: str | None
+    table: str | None = None
+    columns: Mapping[str, str] | None = None
+    category: TableSpec | None = None
 
 
 @dataclass(frozen=True)
@@ -183,7 +208,7 @@ def all_specs() -> list[TableSpec]:
         spec
         for table in tables().values()
         for category in (table, *table.categories)
-        for spec in (category, category.fallback_category)
+        for spec in (category, *(fallback.category for fallback in category.fallbacks))
         if spec is not None
     ]
 
@@ -198,10 +223,12 @@ def _table_spec(name: str, spec: Mapping[str, Any]) -> TableSpec:
             target.get("values"),
             target.get("prefix"),
             target.get("spelling"),
+            target.get("suffix"),
+            target.get("line"),
         )
         for column, target in spec["fields"].items()
     }
-    fallback = spec.get("fallback") or {}
+    fallbacks = spec.get("fallback") or []
     return TableSpec(
         name=name,
         logsource=dict(spec["logsource"]),
@@ -209,10 +236,15 @@ def _table_spec(name: str, spec: Mapping[str, Any]) -> TableSpec:
         fields=fields,
         approximate=_one_line(spec.get("approximate")),
         kusto_table=spec.get("kusto_table"),
-        fallback_table=fallback.get("table"),
-        fallback_columns=fallback.get("columns"),
-        fallback_note=_one_line(fallback.get("note")),
-        fallback_category=_table_spec(name, fallback["category"]) if "category" in fallback else None,
+        fallbacks=tuple(
+            Fallback(
+                _one_line(fallback.get("note")),
+                fallback.get("table"),
+                fallback.get("columns"),
+                _table_spec(name, fallback["category"]) if "category" in fallback else None,
+            )
+            for fallback in (fallbacks if isinstance(fallbacks, list) else [fallbacks])
+        ),
         action_types=tuple(spec.get("action_types") or ()),
         categories=tuple(_table_spec(name, category) for category in spec.get("categories") or ()),
         conditions=spec.get("conditions"),
@@ -240,7 +272,8 @@ def map_detection(
         raise _at_table("the query has no condition: a Sigma rule would match every event", detection.at)
     table = specs[detection.table]
     spec, source_predicate, category_note = _select_category(table, detection.predicate, detection.at)
-    renamed = table.fallback_columns if spec.name == table.fallback_table and spec is not table else None
+    acting = _table_fallback(table)  # the acting process's creation, chosen for a whole DeviceEvents read
+    renamed = acting.columns if acting and spec.name == acting.table and spec is not table else None
     # a kind of event the query's ActionType test chose, which the Security or Defender log numbers
     # (UserAccountCreated: EventID 4720), is a Sigma condition by itself; a table read whole (every
     # logon) or another category needs a test of its own
@@ -254,10 +287,10 @@ def map_detection(
     predicate = True if source_predicate is None else mapper.node(source_predicate, positive=True)
     fallback = _fallback(spec, lowered, exact) if predicate is True and source_predicate is not None else None
     if fallback:
-        if spec.fallback_columns:
-            detection = _fallback_aggregation(detection, spec.fallback_columns, schema, fallback[0].name)
-            renamed = spec.fallback_columns
-        spec, mapper, predicate = fallback
+        spec, mapper, predicate, renames = fallback
+        if renames:
+            detection = _fallback_aggregation(detection, renames, schema, spec.name)
+            renamed = renames
     if predicate is False or (predicate is True and not kind_alone):
         raise _nothing_left(source_predicate, mapper.notes)
     if predicate is not True:
@@ -356,13 +389,19 @@ def _select_category(
 
 def _acting_process(table: TableSpec, predicate: Node) -> tuple[TableSpec, Node, str | None] | None:
     """A table of many kinds read whole (``DeviceEvents``) with tests of the process that acts
-    only (its hash, path, command line): its fallback, the creation of that process, whatever
+    only (its hash, path, command line): its fallback table, the creation of that process, whatever
     the kind of event; None when a test reads anything else."""
-    renames = table.fallback_columns or {}
+    fallback = _table_fallback(table)
+    renames = (fallback.columns if fallback else None) or {}
     columns = [leaf.column for leaf in walk(predicate) if isinstance(leaf, Predicate)]
-    if not table.fallback_table or not columns or not all(column in renames for column in columns):
+    if fallback is None or not fallback.table or not columns or not all(c in renames for c in columns):
         return None
-    return tables()[table.fallback_table], _rename_columns(predicate, renames), table.fallback_note
+    return tables()[fallback.table], _rename_columns(predicate, renames), fallback.note
+
+
+def _table_fallback(table: TableSpec) -> Fallback | None:
+    """The fallback of ``table`` into another table (the acting process's creation), if any."""
+    return next((fallback for fallback in table.fallbacks if fallback.table), None)
 
 
 def _tests_action_type(node: Node | None) -> bool:
@@ -433,18 +472,25 @@ def _located(message: str, item: Predicate) -> UnsupportedKqlError:
     return UnsupportedKqlError(message, line=item.pos.line or None, column=item.pos.column or None)
 
 
-def _fallback(spec: TableSpec, predicate: Node, exact: bool) -> tuple[TableSpec, _Mapper, Node | bool] | None:
+def _fallback(
+    spec: TableSpec, predicate: Node, exact: bool
+) -> tuple[TableSpec, _Mapper, Node | bool, Mapping[str, str]] | None:
     """The table or category ``spec`` falls back to, with the query mapped there, when that keeps a
-    test. The whole query: its ActionType test too, which the fallback's category does not say."""
-    target = spec.fallback_category or (tables()[spec.fallback_table] if spec.fallback_table else None)
-    if target is None:
-        return None
-    mapper = _Mapper(target, exact)
-    kept = mapper.node(_rename_columns(predicate, spec.fallback_columns or {}), positive=True)
-    if kept is True:
-        return None
-    mapper.change_model(spec.fallback_note or "")
-    return target, mapper, kept
+    test: of several, the one that leaves out the fewest tests (the first of equals). The whole
+    query: its ActionType test too, which the fallback's category does not say."""
+    chosen: tuple[TableSpec, _Mapper, Node | bool, Mapping[str, str]] | None = None
+    for fallback in spec.fallbacks:
+        target = fallback.category or (tables()[fallback.table] if fallback.table else None)
+        if target is None:
+            continue
+        renames = fallback.columns or {}
+        mapper = _Mapper(target, exact)
+        kept = mapper.node(_rename_columns(predicate, renames), positive=True)
+        if kept is True or (chosen is not None and mapper.left_out >= chosen[1].left_out):
+            continue
+        mapper.change_model(fallback.note or "")
+        chosen = target, mapper, kept, renames
+    return chosen
 
 
 def _fallback_aggregation(
@@ -501,6 +547,7 @@ class _Mapper:
         self.notes: list[str] = []
         self.fidelity = Fidelity.EXACT
         self.measurable = Fidelity.EXACT
+        self.left_out = 0  # tests replaced by a constant: how much of the query this category loses
 
     def widen(self, note: str) -> None:
         """A test that matches more than the original's."""
@@ -511,6 +558,7 @@ class _Mapper:
     def leave_out(self, note: str) -> None:
         """A test with no Sigma counterpart, replaced by the constant that widens."""
         self.notes.append(note)
+        self.left_out += 1
         self.fidelity = Fidelity.APPROXIMATE
         self.measurable = Fidelity.worst(self.measurable, Fidelity.WIDENED)
 
@@ -565,6 +613,14 @@ class _Mapper:
                 "category; the rule is wider"
             )
             return positive
+        if spec.suffix is not None:
+            return self.suffixed(leaf, spec, spec.suffix, positive, widening_allowed)
+        return self.field_test(leaf, spec, positive, widening_allowed)
+
+    def field_test(
+        self, leaf: Predicate, spec: FieldSpec, positive: bool, widening_allowed: bool
+    ) -> Node | bool:
+        """A test of a column that has a Sigma field, on that field."""
         mapped = replace(leaf, column=spec.field)
         if leaf.match is Match.REGEX:  # RE2's mid-pattern (?i) in a form Python and pySigma accept
             mapped = replace(mapped, values=tuple(scoped_flags(str(v)) for v in leaf.values))
@@ -579,6 +635,8 @@ class _Mapper:
             if isinstance(respelled, bool):
                 return respelled
             mapped = respelled
+        if spec.line is not None:
+            return self.line(mapped, spec.line, positive, widening_allowed)
         if leaf.match is Match.FIELDREF:
             return self.field_pair(mapped, spec, positive, widening_allowed)
         if spec.field in hex_fields() and leaf.case_sensitive and leaf.match is not Match.REGEX:
@@ -762,6 +820,69 @@ class _Mapper:
         self.leave_out(
             f"`{leaf.text}` was left out: Defender writes {leaf.column} under {prefix}\\ and Sigma's field "
             "without it, and this test cannot be respelled; the rule is wider"
+        )
+        return positive
+
+    def suffixed(
+        self, leaf: Predicate, spec: FieldSpec, suffix: str, positive: bool, widening_allowed: bool
+    ) -> Node | bool:
+        """A test of a column whose Sigma field holds the value followed by ``suffix`` (a stream's
+        name: the file's path and ``:Zone.Identifier``).
+
+        ``==`` and ``endswith`` get the suffix; ``startswith``, ``contains`` and term tests carry
+        when their value cannot reach into the suffix; emptiness carries (an empty path has no
+        stream name). Any other test is left out.
+        """
+        mapped = self.field_test(leaf, replace(spec, suffix=None), positive, widening_allowed)
+        if isinstance(mapped, bool):
+            return mapped
+        if isinstance(mapped, Predicate) and mapped.match in (Match.EMPTY, Match.NULL):
+            return mapped
+        if isinstance(mapped, Predicate) and mapped.match in (Match.EQUALS, Match.ENDSWITH):
+            return replace(mapped, values=tuple(f"{v}{suffix}" for v in mapped.values))
+        if (
+            isinstance(mapped, Predicate)
+            and mapped.match in (Match.STARTSWITH, Match.CONTAINS, *_TERM_MATCHES)
+            and not any(_reaches_into(str(v)[::-1], suffix[::-1]) for v in mapped.values)
+        ):
+            return mapped
+        self.leave_out(
+            f"`{leaf.text}` was left out: Sigma's {spec.field} holds the value followed by {suffix}, and "
+            "this test cannot be respelled for it; the rule is wider"
+        )
+        return positive
+
+    def line(self, leaf: Predicate, key: str, positive: bool, widening_allowed: bool) -> Node | bool:
+        """A test of a column Sigma's field holds as its ``key=value`` line, among others (a
+        Zone.Identifier stream's ``HostUrl=...``).
+
+        ``startswith U`` is the field containing ``key=U``, and emptiness the line's absence: the
+        same tests. ``==``, ``contains``, ``endswith`` and term tests become the field containing
+        the value, which the other lines can hold too: wider, so under a negation they are left
+        out, as is any other test.
+        """
+        head = f"{key}="
+        values = [str(v) for v in leaf.values]
+        if leaf.match is Match.EMPTY:
+            return replace(leaf, match=Match.CONTAINS, values=(head,), negated=not leaf.negated)
+        if leaf.match is Match.STARTSWITH and all(values):
+            return replace(leaf, match=Match.CONTAINS, values=tuple(head + v for v in values))
+        wider = (Match.EQUALS, Match.CONTAINS, Match.ENDSWITH, *_TERM_MATCHES)
+        if leaf.match in wider and widening_allowed and all(values):
+            self.widen(
+                f"`{leaf.text}` is matched anywhere in {leaf.column}, which holds the other lines of "
+                f"the stream too (the value follows `{head}` there): the rule is wider"
+            )
+            prefixed = leaf.match is Match.EQUALS
+            return replace(
+                leaf,
+                match=Match.CONTAINS,
+                values=tuple(head + v if prefixed else v for v in values),
+                match_all=leaf.match_all,
+            )
+        self.leave_out(
+            f"`{leaf.text}` was left out: Sigma's {leaf.column} holds it as a `{head}` line among others, "
+            "where this test cannot be said; the rule is wider"
         )
         return positive
 

@@ -63,14 +63,19 @@ def _pipeline(name: str) -> Any:
 def _kusto() -> Backend:
     from sigma.pipelines.microsoftxdr import microsoft_xdr_pipeline
 
-    from .kusto import Rmm2SigmaKustoBackend, accept_json_keys, defender_events_pipeline
+    from .kusto import (
+        Rmm2SigmaKustoBackend,
+        accept_json_keys,
+        defender_events_pipeline,
+        defender_lines_pipeline,
+    )
 
     xdr = microsoft_xdr_pipeline()
     # Our User values are AccountName values, never DOMAIN\user: the XDR pipeline's split would
     # rewrite every User value as a plain string, dropping |cased, and read `a\*b` as domain `a`.
     xdr.items = [item for item in xdr.items if item.identifier != "microsoft_xdr_domain_username_extract"]
     accept_json_keys(xdr)
-    tables = _pipeline("kusto_tables") + defender_events_pipeline()
+    tables = _pipeline("kusto_tables") + defender_events_pipeline() + defender_lines_pipeline()
     return Rmm2SigmaKustoBackend(tables + xdr + _pipeline("kusto_aggregation"))
 
 

@@ -6,6 +6,9 @@ pipeline that gives DeviceEvents kinds their table, ActionType and columns back.
   case-sensitive ``in (...)`` say exactly what the original said, lists and negations included.
 * A key of a JSON column (``AdditionalFields.PipeName``, a field the Defender pipeline maps to):
   the backend would quote it as a string; it is read as ``tostring(parse_json(C).K)``.
+* A Sigma field that holds a Defender column in other words (``defender.yml``'s ``suffix`` and
+  ``line``: a Zone.Identifier stream's name and Contents): back to the column
+  (``defender_lines_pipeline``).
 * A field reference (``fieldref``, from KQL ``A == B``): the backend has none; it is ``A =~ B``,
   without case as Sigma compares.
 * Value lists: the backend writes every list as ``in~ ("...")``, so numbers become strings
@@ -24,15 +27,20 @@ from typing import Any, ClassVar
 from sigma.backends.kusto import KustoBackend
 from sigma.conditions import ConditionAND, ConditionFieldEqualsValueExpression, ConditionOR
 from sigma.conversion.state import ConversionState
-from sigma.processing.conditions import IncludeFieldCondition, RuleProcessingItemAppliedCondition
+from sigma.exceptions import SigmaTransformationError
+from sigma.processing.conditions import (
+    IncludeFieldCondition,
+    LogsourceCondition,
+    RuleProcessingItemAppliedCondition,
+)
 from sigma.processing.pipeline import ProcessingItem, ProcessingPipeline
 from sigma.processing.transformations.base import (
     DetectionItemTransformation,
     PreprocessingTransformation,
     StringValueTransformation,
 )
-from sigma.rule import SigmaDetectionItem
-from sigma.types import SigmaString, SigmaType, SpecialChars
+from sigma.rule import SigmaDetection, SigmaDetectionItem
+from sigma.types import SigmaExists, SigmaString, SigmaType, SpecialChars
 
 from ..mapping import ACTION_TYPE, INVOCATION, FieldSpec, TableSpec, all_specs
 from .elastic import KindPreservingLists, list_kind
@@ -235,6 +243,89 @@ class DecimalNumber(StringValueTransformation):
         if not isinstance(text, str) or not re.fullmatch(r"0x[0-9a-f]+", text, re.IGNORECASE):
             return val
         return SigmaString(str(int(text, 16)))
+
+
+def defender_lines_pipeline() -> ProcessingPipeline:
+    """The Defender columns back from the Sigma fields that hold them in other words, for every
+    category the kusto target reads from a Defender table (``kusto_table``): a stream's name
+    without its suffix (``DeviceSuffix``), its Contents' lines as their columns (``StreamLines``).
+    Runs before microsoft_xdr, like ``pipelines/kusto_tables.yml``."""
+    items: list[ProcessingItem] = []
+    for spec in all_specs():
+        if not spec.kusto_table:
+            continue
+        lines: dict[str, dict[str, str]] = {}
+        for column, target in spec.fields.items():
+            if target.line:
+                lines.setdefault(target.field, {})[target.line] = column
+        items += [
+            ProcessingItem(StreamLines(field, keys), rule_conditions=[LogsourceCondition(**spec.logsource)])
+            for field, keys in lines.items()
+        ]
+        items += [
+            ProcessingItem(
+                DeviceSuffix(suffix),
+                rule_conditions=[LogsourceCondition(**spec.logsource)],
+                field_name_conditions=[IncludeFieldCondition([field])],
+            )
+            for field, suffix in dict.fromkeys((t.field, t.suffix) for t in spec.fields.values() if t.suffix)
+        ]
+    return ProcessingPipeline(name="rmm2sigma Defender columns from Sigma's texts", priority=5, items=items)
+
+
+@dataclass
+class DeviceSuffix(StringValueTransformation):
+    """A value Sigma's field holds followed by ``suffix`` (``C:\\x.exe:Zone.Identifier``) as the
+    Defender column holds it: the suffix taken off its end; a value open at its end stays."""
+
+    suffix: str
+
+    def apply_string_value(self, field: str | None, val: SigmaString) -> SigmaString:
+        if not str(val).lower().endswith(self.suffix.lower()):
+            return val
+        return val[: len(val) - len(self.suffix)]
+
+
+@dataclass
+class StreamLines(DetectionItemTransformation):
+    """A test of a text of ``key=value`` lines (a Zone.Identifier stream's Contents) as the columns
+    whose values the lines are: ``*key=U*`` is the key's column starting with U (``*key=*``: not
+    empty); another substring is found in any of the columns, which is what the Sigma rule says of
+    the whole text (the mapping labelled that test wider). Any other test of the text (a prefix, a
+    regex: SigmaHQ's ``[ZoneTransfer]  ZoneId=3``) no column holds: the rule is refused."""
+
+    field: str
+    columns: dict[str, str]  # key -> Defender column
+
+    def apply_detection_item(self, detection_item: SigmaDetectionItem) -> SigmaDetection | None:
+        if detection_item.field != self.field:
+            return None
+        tests = [self.column_test(value) for value in detection_item.value]
+        return SigmaDetection(tests, item_linking=detection_item.value_linking)
+
+    def column_test(self, value: Any) -> SigmaDetection | SigmaDetectionItem:
+        substring = (
+            isinstance(value, SigmaString)
+            and value.startswith(SpecialChars.WILDCARD_MULTI)
+            and value.endswith(SpecialChars.WILDCARD_MULTI)
+        )
+        if not substring:  # `[ZoneTransfer]  ZoneId=3*`, a regex: about the whole text, which no column holds
+            raise SigmaTransformationError(
+                f"only a substring test of {self.field} can be read from the columns its lines come from "
+                f"({', '.join(self.columns.values())})"
+            )
+        if isinstance(value, SigmaString):
+            for key, column in self.columns.items():
+                head = f"{key}="
+                if len(value) > len(head) and str(value[1 : 1 + len(head)]).lower() == head.lower():
+                    rest = value[1 + len(head) :]
+                    if str(rest) == "*":
+                        return SigmaDetectionItem(column, [], [SigmaExists(True)])
+                    return SigmaDetectionItem(column, [], [rest])
+        anywhere: list[SigmaDetectionItem | SigmaDetection] = [
+            SigmaDetectionItem(column, [], [value]) for column in self.columns.values()
+        ]
+        return SigmaDetection(anywhere, item_linking=ConditionOR)
 
 
 def accept_json_keys(xdr: ProcessingPipeline) -> None:

@@ -33,7 +33,7 @@ from sigma.backends import sqlite as sigma_sqlite
 
 from ..kql import syntax as k
 from ..kql.printer import to_kql
-from ..mapping import HOST_LINE, TableSpec
+from ..mapping import HOST_LINE, TableSpec, with_line
 from .events import ID, Row
 
 Schema = Mapping[str, Mapping[str, str]]
@@ -175,7 +175,9 @@ def sigma_rows(rows: Sequence[Row], spec: TableSpec) -> list[Row]:
         event: Row = {ID: row[ID], **implied}
         texts: dict[tuple[str, str], list[str]] = {}  # module logging's Payload, ContextInfo
         for column, target in spec.fields.items():
-            if target.part is None and column in row:
+            if target.line is not None:  # a stream's text, written whole: its lines of the row's values
+                event[target.field] = with_line(event.get(target.field, ""), target.line, row.get(column))
+            elif target.part is None and column in row:
                 value = row[column]
                 if target.values is not None:  # Defender's names for the values Sigma numbers
                     value = {k.lower(): v for k, v in target.values.items()}.get(str(value).lower())

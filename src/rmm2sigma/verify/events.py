@@ -319,6 +319,8 @@ class _Generator:
             pool.extend(self.variants(leaf))
             if leaf.match is Match.FIELDREF:  # the compared column takes the same values
                 self.pools.setdefault(_storage(str(leaf.values[0])), []).extend(self.variants(leaf))
+            for sibling in _line_siblings().get(leaf.column, ()):  # the Sigma field finds them there too
+                self.pools.setdefault(sibling, []).extend(self.variants(leaf))
         for column, pool in self.pools.items():
             self.pools[column] = list(dict.fromkeys(pool))
             if column in PATH_COLUMNS:
@@ -478,6 +480,9 @@ class _Generator:
                 else:
                     drafts.append(_set(base, leaf.column, variant))
                     drafts.extend(_beside(base, leaf.column, variant))
+                    drafts.extend(
+                        _set(base, sibling, variant) for sibling in _line_siblings().get(leaf.column, ())
+                    )
         columns = sorted(self.pools)
         for _ in range(random_rows):
             draft: Row = {}
@@ -530,6 +535,25 @@ def _prefixed_columns() -> dict[str, str]:
     from ..mapping import all_specs
 
     return {column: f.prefix for spec in all_specs() for column, f in spec.fields.items() if f.prefix}
+
+
+@cache
+def _line_siblings() -> dict[str, tuple[str, ...]]:
+    """Columns one Sigma field holds as lines of one text (a Zone.Identifier stream's ReferrerUrl
+    and HostUrl, ``line`` in ``defender.yml``) -> the other columns of that text: a value tested in
+    one is also generated in the others, where a test of the whole text finds it too."""
+    from ..mapping import all_specs
+
+    texts: dict[tuple[int, str], list[str]] = {}
+    for spec in all_specs():
+        for column, target in spec.fields.items():
+            if target.line:
+                texts.setdefault((id(spec), target.field), []).append(column)
+    return {
+        column: tuple(other for other in columns if other != column)
+        for columns in texts.values()
+        for column in columns
+    }
 
 
 def device_path(value: Any, prefix: str) -> Any:
