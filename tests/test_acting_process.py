@@ -2,7 +2,7 @@
 
 Sigma's categories have no field for the acting process's hash or version information (Sysmon
 writes the hashes of the image an event is about, not of the process doing it). A query on image
-loads, registry events, network events, or DeviceEvents of any kind, whose every test is on that
+loads, registry, file or network events, or DeviceEvents of any kind, whose every test is on that
 process, falls back to process_creation with the columns renamed (InitiatingProcessSHA256 ->
 SHA256): the rule detects the creation of the process instead of its events, labelled approximate
 and noted. A process query testing only its parent does the same for the parent. Each label is
@@ -42,6 +42,11 @@ CASES = {
     "any device event": (
         f"DeviceEvents | where InitiatingProcessSHA256 in ('{SHA256}')",
         selection(sha256=SHA256),
+        "DeviceProcessEvents",
+    ),
+    "file event": (  # after file_event's own fallbacks (hashes, download URLs), which keep nothing
+        f"DeviceFileEvents | where InitiatingProcessSHA1 in ('{SHA1}')",
+        selection(sha1=SHA1),
         "DeviceProcessEvents",
     ),
     "parent": (
