@@ -716,3 +716,13 @@ def test_a_view_is_a_tabular_let_with_its_own_lets_before_it() -> None:
     assert label == "widened"
     proof = measure(SourceRule(path="case.kql", kql=query), Options())
     assert proof.original > 0 and all(t.agrees for t in proof.targets.values() if t.verdict != "not_executed")
+
+
+def test_an_empty_list_excludes_nothing_and_includes_nothing() -> None:
+    """`!in ()` holds on every row: dropped (exact); `in ()` on none, which a rule cannot say: left out."""
+    query = "let allow = dynamic([]);\nDeviceFileEvents\n| where InitiatingProcessFileName !in (allow)\n"
+    rule, _, notes, _ = converted(query + "| where FileName endswith '.cs'")
+    assert rule["detection"] == {"selection": {"TargetFilename|endswith": ".cs"}, "condition": "selection"}
+    assert any("holds on every row (an empty list)" in note for note in notes)
+    why = not_converted("DeviceFileEvents | where FileName in (dynamic([]))")
+    assert "holds on no row (an empty list)" in why

@@ -489,6 +489,11 @@ class _Lowering:
             values = self.value_list(expr)
             if isinstance(values, Opaque):
                 return values
+            if not values and negated != match_all:  # `!in ()`, `has_all ()`: true of every row
+                self.notes.append(f"`{_shorten(to_kql(expr))}` holds on every row (an empty list)")
+                return None
+            if not values:  # `in ()`: true of no row, which a Sigma rule cannot say
+                raise _skip(f"`{_shorten(to_kql(expr))}` holds on no row (an empty list)", expr)
             return self.test(expr, column, case, match, values, case_sensitive, negated, match_all)
         if isinstance(expr, k.Binary) and expr.op in _STRING_OPERATORS:
             left, op, right = expr.left, expr.op, expr.right
