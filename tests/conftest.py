@@ -198,3 +198,43 @@ def convert_and_verify(tmp_path: Path) -> Callable[[str, str, str], Verified]:
         return Verified(out, proofs, verified.output)
 
     return run
+
+
+def executed(proof: Any, engines: frozenset[str] = frozenset({"sigma", "kusto", "eql"})) -> dict[str, Any]:
+    """The targets an engine ran for a proof that measured events, ``engines`` among them."""
+    from rmm2sigma.verify.proof import NOT_EXECUTED
+
+    assert proof.error is None and proof.original > 0, proof.error
+    ran = {target: result for target, result in proof.targets.items() if result.verdict != NOT_EXECUTED}
+    assert engines <= set(ran), set(ran)
+    return ran
+
+
+def disagreements(ran: dict[str, Any]) -> dict[str, tuple[Any, ...]]:
+    """The targets whose measurement breaks their label's promise, with example events."""
+    return {t: (r.label, r.verdict, r.missed, r.extra) for t, r in ran.items() if not r.agrees}
+
+
+def verdict_on_kind(query: str, kind: str, table: Any, rule_yaml: str, now: Any) -> str:
+    """A Sigma rule against the original over generated DeviceEvents of one kind only (the other
+    kinds widen every rule: a change of data model), as the label a mapping declares measures it."""
+    from sigma.rule import SigmaRule
+
+    from rmm2sigma import kql
+    from rmm2sigma.convert import defender_schema
+    from rmm2sigma.kql.lower import lower_kept
+    from rmm2sigma.verify.engines import KqlEngine, SigmaEngine, row_selecting, sigma_fields, sigma_rows
+    from rmm2sigma.verify.events import generate
+    from rmm2sigma.verify.proof import verdict
+
+    detection, kept = lower_kept(kql.parse(query), defender_schema())
+    rows = [row for row in generate(detection, defender_schema(), now=now) if row.get("ActionType") == kind]
+    engine = KqlEngine(defender_schema())
+    engine.load({"DeviceEvents": rows})
+    original = engine.select(row_selecting(kept), now)
+    sigma = SigmaEngine()
+    selected = sigma.select(
+        sigma.query(SigmaRule.from_yaml(rule_yaml)), sigma_rows(rows, table), sigma_fields(table)
+    )
+    assert original  # not vacuous
+    return verdict(original, selected)

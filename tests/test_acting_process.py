@@ -16,11 +16,12 @@ from datetime import datetime
 import pytest
 import yaml
 
+from conftest import disagreements, executed
 from rmm2sigma.convert import RuleResult, convert_rule
 from rmm2sigma.fidelity import SIGMA
 from rmm2sigma.sigma import Options
 from rmm2sigma.sources import SourceRule
-from rmm2sigma.verify.proof import NOT_EXECUTED, measure
+from rmm2sigma.verify.proof import measure
 from test_device_events import refused, selection
 
 NOW = datetime(2026, 11, 23, 12, 0, 0)
@@ -80,10 +81,8 @@ def test_the_acting_process_is_matched_in_its_creation(name: str) -> None:
 def test_every_executed_target_agrees_with_its_label(name: str) -> None:
     query = CASES[name][0]
     proof = measure(SourceRule(path=f"{name}.kql", kql=query), Options(), now=NOW)
-    assert proof.error is None and proof.original > 0
-    executed = {t: r for t, r in proof.targets.items() if r.verdict != NOT_EXECUTED}
-    assert {SIGMA, "kusto", "eql"} <= set(executed)
-    assert not {t: (r.label, r.verdict) for t, r in executed.items() if not r.agrees}
+    ran = executed(proof)
+    assert not disagreements(ran)
 
 
 def test_device_events_with_another_test_stay_refused() -> None:
