@@ -420,7 +420,7 @@ def test_a_kind_alone_that_sigmahq_ships_is_refused_naming_its_rule() -> None:
             "`ActionType startswith 'Asr'` does not name kinds of DeviceEvents events",
         ),
         (
-            "DeviceEvents | where InitiatingProcessSHA256 in ('abc')",
+            "DeviceEvents | where FileName =~ 'a.exe'",
             "this query has no ActionType test, so it reads them all",
         ),
         (
@@ -441,11 +441,12 @@ def test_the_refusal_points_at_the_action_type_test() -> None:
 
 
 def test_a_union_branch_without_an_action_type_is_refused_and_the_others_convert() -> None:
-    """A hash list over every Device* table: the DeviceEvents branch reads all its kinds."""
+    """A hash list over every Device* table: the DeviceEvents branch reads all its kinds (a test
+    of the acting process alone would be its creation: ``test_acting_process``)."""
     query = (
         "let hashes = dynamic(['c45c9bda8db1d470f1fd0dcc346dc449839eb5ce9a948c70369230af0b3ef168']);\n"
         "union isfuzzy=true\n"
-        "(DeviceEvents | where InitiatingProcessSHA256 in (hashes)),\n"
+        "(DeviceEvents | where SHA256 in (hashes)),\n"
         "(DeviceProcessEvents | where SHA256 in (hashes))"
     )
     rules, failures = convert_rules(SourceRule(path="hashes.kql", kql=query), Options())

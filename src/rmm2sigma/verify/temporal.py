@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import json
 import random
+from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from datetime import datetime
 from typing import Any
@@ -43,6 +44,12 @@ Key = tuple[Any, ...]
 _HOSTS = 6
 _VALUES = 4
 _DEVICE = frozenset({"DeviceName", "DeviceId"})  # dealt as hosts
+# the key values dealt to a column of each type: a null key pairs nothing (Kusto's join)
+_DEALT: dict[str, Callable[[int], Any]] = {
+    "string": lambda n: f"key-{n}",
+    "int": lambda n: 1000 + n,
+    "long": lambda n: 1000 + n,
+}
 _CATEGORY = "rmm2sigma_proof_category"  # the log source condition the proof's pipeline adds
 
 
@@ -135,9 +142,10 @@ def _dealt(
     # a column whose Sigma field a test reads is not free: FileName's test reads FolderPath's field
     fields = [_tested(side.detection) for side in sides]
     for columns in join.keys:
+        kinds = [schema[detections[side].table].get(column) for side, column in enumerate(columns)]
         free = [
             column not in tested[side] | _DEVICE
-            and schema[detections[side].table].get(column) == "string"
+            and kinds[side] in _DEALT
             and _field(sides[side], column) not in fields[side]
             for side, column in enumerate(columns)
         ]
@@ -145,11 +153,11 @@ def _dealt(
             if not free[side]:
                 continue
             other = 1 - side
-            pool: list[Any] = [f"key-{value}" for value in range(_VALUES)]
+            pool: list[Any] = [_DEALT[kinds[side] or ""](value) for value in range(_VALUES)]
             if not free[other]:
-                pool = [row.get(columns[other]) for row in rows[other]] or [None]
+                pool = [row.get(columns[other]) for row in rows[other] if row.get(columns[other]) is not None]
             for row in rows[side]:
-                row[columns[side]] = rng.choice(pool)
+                row[columns[side]] = rng.choice(pool) if pool else None
     return rows
 
 
