@@ -249,3 +249,18 @@ def test_splunk_compares_a_field_reference_without_case_as_sigma_does() -> None:
     rule["detection"]["condition"] = "selection and same"  # type: ignore[index]
     (query,) = targets.backend("splunk").convert_rule(SigmaRule.from_dict(rule))
     assert query.endswith("\n| where lower('Image')=lower('ParentImage')")
+
+
+def test_an_empty_query_is_never_shipped() -> None:
+    """A pipeline that drops every condition (microsoft_xdr drops EventID) leaves no query: refused."""
+    from sigma.rule import SigmaRule
+
+    from rmm2sigma import targets
+
+    rule = {
+        "title": "Only the kind",
+        "logsource": {"product": "windows", "service": "security"},
+        "detection": {"selection": {"EventID": [4624, 4625]}, "condition": "selection"},  # every logon
+    }
+    result = targets.convert("kusto", lambda: SigmaRule.from_dict(rule), {})
+    assert result.query is None and "no condition" in (result.error or "")

@@ -311,4 +311,7 @@ def convert(
         queries = backend(target, model).convert_rule(rule)
     except (SigmaError, NotImplementedError, ValueError, TypeError, KeyError) as error:
         return TargetQuery(None, f"{target}: {str(error).splitlines()[0]}")
-    return TargetQuery("\n".join(str(q) for q in queries))
+    query = "\n".join(str(q) for q in queries)
+    if not query.strip():  # a pipeline dropped every condition: no query selects what the rule says
+        return TargetQuery(None, f"{target}: the backend's pipelines left the rule no condition")
+    return TargetQuery(query)
