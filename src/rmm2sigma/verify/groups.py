@@ -52,7 +52,7 @@ from .engines import (
     target_rows,
 )
 from .events import ID, Row, generate
-from .proof import verdict
+from .proof import NO_CHANNEL, verdict
 
 Key = tuple[Any, ...]
 _HOSTS = 12
@@ -128,6 +128,8 @@ def prove(source: SourceRule, options: Options, now: datetime, seed: int = 0) ->
     eql_groups = None
     not_executed: dict[str, str] = {}
     try:
+        if "eql" in converted.queries and not category:
+            raise NotExecutable(NO_CHANNEL)
         if "eql" in converted.queries and unbounded_reason("eql", chosen):  # the base rule's events
             eql_groups = _event_groups(converted.queries["eql"], events, category, chosen.group_by)
         elif "eql" in converted.queries:

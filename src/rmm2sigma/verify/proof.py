@@ -90,6 +90,11 @@ class RuleProof:
         return [t for t in self.targets.values() if t.verdict in (NARROWED, DIVERGED) or t.agrees is False]
 
 
+# an eql query of a log service (the Security log) tests the event's channel, which ECS events of a
+# Sysmon category built from Defender rows do not carry
+NO_CHANNEL = "the proof's ECS events carry no Windows event channel"
+
+
 def verdict(original: AbstractSet[Hashable], target: AbstractSet[Hashable]) -> str:
     """How ``target`` relates to ``original`` (events by id, or groups by key)."""
     if original == target:
@@ -161,7 +166,7 @@ def measure(source: SourceRule, options: Options, now: datetime | None = None) -
                     sigma_engine.query(make_rule()), events, sigma_fields(mapped_spec)
                 )
             elif target == "eql" and "category" not in mapped_spec.logsource:
-                raise NotExecutable("the proof's ECS events carry no Windows event channel")
+                raise NotExecutable(NO_CHANNEL)
             elif target in ("kusto", "eql"):
                 converted = targets.convert(target, make_rule, {})
                 if converted.query is None:
