@@ -318,7 +318,9 @@ def _convert_join(
                 errors[target] = error or result.error or "conversion failed"
                 continue
             queries[target] = result.query
-        labels = (left.fidelity_by_target.get(target, ""), right.fidelity_by_target.get(target, ""))
+        # a target returning the left side's events is labelled by that side alone
+        other = left if target != SIGMA and temporal.one_sided(target, chosen) else right
+        labels = (left.fidelity_by_target.get(target, ""), other.fidelity_by_target.get(target, ""))
         by_target[target], target_notes = temporal.fidelity(target, labels, chosen, join)
         notes.extend(target_notes)
     measured = [Fidelity(label) for label in by_target.values() if label in Fidelity._value2member_map_]
