@@ -208,6 +208,27 @@ def test_a_bound_on_the_time_between_the_sides_is_the_timespan() -> None:
 
 
 @pytest.mark.parametrize(
+    ("bound", "timespan"),
+    [
+        ("abs(datetime_diff('minute', Timestamp, Timestamp1)) <= 30", "30m"),
+        ("datetime_diff('second', Timestamp1, Timestamp) between (-90 .. 90)", "90s"),
+        ("Timestamp1 between (Timestamp .. datetime_add('hour', 2, Timestamp))", "2h"),
+        ("Timestamp1 > Timestamp", "1d"),  # bounded one way only: the range
+    ],
+)
+def test_the_time_gap_a_test_bounds_both_ways_is_the_timespan(bound: str, timespan: str) -> None:
+    query = (
+        "DeviceProcessEvents | where Timestamp > ago(1d) | where FileName =~ 'vssadmin.exe'\n"
+        "| join kind=inner (DeviceProcessEvents | where Timestamp > ago(1d)"
+        f" | where FileName =~ 'bcdedit.exe') on DeviceName\n| where {bound}"
+    )
+    rule = _rule(query)
+    assert _correlation(rule)["timespan"] == timespan
+    assert rule.queries["kusto"].endswith(f"| where {bound}")  # kusto keeps the test itself
+    assert rule.fidelity_by_target["kusto"] == "exact"
+
+
+@pytest.mark.parametrize(
     "text",
     [
         # a left outer join only adds columns; a right semi join returns the right side's rows

@@ -215,15 +215,16 @@ _RIGHT_TIMES = frozenset({"Timestamp1", "TimeGenerated1"})
 
 def _gap(tests: tuple[k.Expr, ...], lowering: _Lowering) -> timedelta | None:
     """The most the sides' event times can differ where a test bounds it both ways:
-    ``R between (L .. L + 5m)``, ``(R - L) between (0m .. 5m)``, ``abs(R - L) < 5m``."""
+    ``R between (L .. L + 5m)``, ``(R - L) between (0m .. 5m)``, ``abs(R - L) < 5m``, the same with
+    ``datetime_diff('minute', R, L)`` and a number of minutes."""
     gaps = [gap for test in tests if (gap := _bounded(test, lowering)) is not None]
     return min(gaps, default=None)
 
 
 def _bounded(test: k.Expr, lowering: _Lowering) -> timedelta | None:
     if isinstance(test, k.Between) and not test.negated:
-        if _times(test.left):  # (R - L) between (a .. b)
-            low, high = _span(test.low, lowering), _span(test.high, lowering)
+        if (unit := _difference(test.left)) is not None:  # (R - L) between (a .. b)
+            low, high = _amount(test.low, unit, lowering), _amount(test.high, unit, lowering)
         else:  # R between (L + a .. L + b): the offsets from the other side's time
             low, high = _offset(test.low, test.left, lowering), _offset(test.high, test.left, lowering)
         return None if low is None or high is None else max(abs(low), abs(high))
@@ -233,18 +234,39 @@ def _bounded(test: k.Expr, lowering: _Lowering) -> timedelta | None:
         and isinstance(test.left, k.Call)
         and test.left.function == "abs"
         and len(test.left.args) == 1
-        and _times(test.left.args[0])
-    ):
-        return _span(test.right, lowering)
+        and (unit := _difference(test.left.args[0])) is not None
+    ):  # abs(R - L) < b
+        return _amount(test.right, unit, lowering)
     return None
 
 
-def _times(expr: k.Expr) -> bool:
-    """Whether an expression is the difference of the two sides' event times."""
-    if not (isinstance(expr, k.Binary) and expr.op == "-"):
-        return False
-    names = {getattr(expr.left, "name", None), getattr(expr.right, "name", None)}
-    return bool(names & _LEFT_TIMES) and bool(names & _RIGHT_TIMES)
+def _difference(expr: k.Expr) -> str | None:
+    """The unit an expression counts the difference of the two sides' event times in: ``""`` for
+    ``R - L`` (a timespan), ``minute`` for ``datetime_diff('minute', R, L)``; None for another."""
+    if isinstance(expr, k.Binary) and expr.op == "-":
+        unit, times = "", (expr.left, expr.right)
+    elif isinstance(expr, k.Call) and expr.function == "datetime_diff" and len(expr.args) == 3:
+        first, *rest = expr.args
+        if not isinstance(first, k.StringLit):
+            return None
+        unit, times = first.value.lower(), (rest[0], rest[1])
+    else:
+        return None
+    names = {getattr(time, "name", None) for time in times}
+    return unit if names & _LEFT_TIMES and names & _RIGHT_TIMES else None
+
+
+def _amount(bound: k.Expr, unit: str, lowering: _Lowering) -> timedelta | None:
+    """A bound on a time difference: a timespan, or a number of ``unit`` (``datetime_diff``)."""
+    if not unit:
+        return _span(bound, lowering)
+    count = lowering.resolve(bound)
+    negative = isinstance(count, k.Unary) and count.op == "-"
+    count = count.operand if isinstance(count, k.Unary) and count.op in ("-", "+") else count
+    if not isinstance(count, k.NumberLit):
+        return None
+    span = _span(k.TimespanLit(f"{abs(count.value)}{unit}"), lowering)
+    return None if span is None else -span if negative else span
 
 
 def _offset(bound: k.Expr, time: k.Expr, lowering: _Lowering) -> timedelta | None:
