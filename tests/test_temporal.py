@@ -4,6 +4,7 @@ join, pysigma-backend-sqlite the correlation)."""
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable
 from datetime import datetime
 from pathlib import Path
@@ -12,7 +13,7 @@ from typing import Any
 import pytest
 
 from conftest import Verified, corpus
-from rmm2sigma.convert import RuleResult, convert_rules
+from rmm2sigma.convert import RuleResult, convert_all, convert_rules
 from rmm2sigma.errors import Rmm2SigmaError
 from rmm2sigma.sigma import Options
 from rmm2sigma.sigmahq import check_rules, safe_documents
@@ -321,3 +322,33 @@ def test_every_held_out_join_correlation_keeps_its_promise() -> None:
     if kusto_available():  # Microsoft's parser binds every kusto join against the Defender schema
         errors = [[d.message for d in found if d.is_error] for found in validate_kql(queries)]
         assert errors == [[]] * len(queries)
+
+
+def test_deployed_rules_say_the_correlation_and_read_both_log_sources(tmp_path: Path) -> None:
+    """Deployable files name the correlation (not a side), the Sentinel rule needs both tables, and
+    the Elastic rules get no one category's event filter (which would drop the other rule's events,
+    and break an EQL sample)."""
+    import eql
+
+    from rmm2sigma.formats import select
+    from rmm2sigma.report import write_outputs
+    from rmm2sigma.targets import TARGETS
+
+    query = tmp_path / "in" / "spooler.kql"
+    query.parent.mkdir()
+    query.write_text(SPOOLER, encoding="utf-8")
+    selection = select([], TARGETS)
+    results = convert_all([str(query)], Options(), list(selection))
+    write_outputs(results, tmp_path / "out", list(selection), deploy=selection)
+    deploy = tmp_path / "out" / "deploy"
+    (sentinel,) = (deploy / "kusto" / "sentinel").glob("*.yaml")
+    (document,) = safe_documents(sentinel.read_text(encoding="utf-8"))
+    assert document["name"] == "Spooler"
+    tables = document["requiredDataConnectors"][0]["dataTypes"]
+    assert tables == ["DeviceProcessEvents", "DeviceNetworkEvents"]
+    (sample,) = [json.loads(line) for line in (deploy / "eql" / "rules.ndjson").open()]
+    assert sample["name"] == "Spooler" and sample["query"].startswith("sample by")
+    with eql.parser.elasticsearch_syntax, eql.parser.ignore_missing_functions, eql.parser.allow_sample:
+        eql.parse_query(sample["query"])  # valid EQL, not `process where ... and (sample ...)`
+    (esql,) = [json.loads(line) for line in (deploy / "esql" / "rules.ndjson").open()]
+    assert "event.category" not in esql["query"] and "count_distinct(event_type)" in esql["query"]

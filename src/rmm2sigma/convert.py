@@ -29,6 +29,8 @@ from .model import Fidelity
 from .sigma import Options, branch_name, category_title, emit, rule_id
 from .sources import SourceRule, read_sources
 
+_BASE_ONLY = frozenset({"correlation", "logsource", "detection", "name"})  # a correlation has no log source
+
 
 @dataclass(frozen=True)
 class RuleResult:
@@ -57,14 +59,29 @@ class RuleResult:
     data_models: dict[str, str] = field(default_factory=dict)  # each built-in target's (formats.yml)
 
     @cached_property
-    def document(self) -> dict[str, Any]:
-        """The rule's own Sigma document: in a correlation file, the base rule (the one detecting).
-
-        Read once per result (libyaml): deployable formats ask for it once per target."""
+    def documents(self) -> tuple[dict[str, Any], ...]:
+        """The rule file's documents (a correlation's first), read once per result (libyaml):
+        deployable formats ask for them once per target."""
         from .sigmahq import safe_documents
 
-        documents = [document for document in safe_documents(self.yaml) if document]
-        return next((d for d in documents if "detection" in d), documents[0])
+        return tuple(document for document in safe_documents(self.yaml) if document)
+
+    @property
+    def document(self) -> dict[str, Any]:
+        """The rule's own Sigma document: in a correlation file, the base rule (the one detecting)."""
+        return next((d for d in self.documents if "detection" in d), self.documents[0])
+
+    @property
+    def headline(self) -> dict[str, Any]:
+        """What a deployed rule says of itself: a correlation's title, id and description (it is the
+        detection), over its first base rule's document (which has the log source)."""
+        first = self.documents[0]
+        return {**self.document, **{key: value for key, value in first.items() if key not in _BASE_ONLY}}
+
+    @property
+    def base_rules(self) -> int:
+        """How many rules the file's detection reads (two for a join's temporal correlation)."""
+        return sum("detection" in document for document in self.documents)
 
 
 @dataclass(frozen=True)

@@ -67,6 +67,7 @@ class DeployRule:
     fidelity: str
     notes: tuple[str, ...]
     schedule: Schedule
+    base_rules: int = 1  # the rules a correlation reads (two for a join: two log sources)
 
     @property
     def title(self) -> str:
@@ -151,10 +152,11 @@ def deploy_rules(target: str, rules: Sequence[tuple[str, RuleResult]]) -> list[D
                 stem=stem,
                 target=target,
                 query=rule.queries[target],
-                meta=rule.document,
+                meta=rule.headline,
                 fidelity=rule.fidelity_by_target.get(target, rule.fidelity.value),
                 notes=rule.notes,
                 schedule=rule.schedule or Schedule(3600, 3600),
+                base_rules=rule.base_rules,
             )
         )
     return out

@@ -31,6 +31,9 @@ def scoped_query(rule: DeployRule, options: DeployOptions) -> tuple[str, list[st
     notes: list[str] = []
     query = rule.query
     event = data()["event_filters"].get(rule.category, {}).get(rule.target) if options.event_filter else None
+    # a correlation of two log sources, or an EQL sequence or sample, has no one event filter
+    correlated = rule.base_rules > 1 or (rule.target == "eql" and not _EQL_ANY.match(rule.query))
+    event = None if correlated else event
     if rule.target == "esql":
         query = _ESQL_SOURCE.sub(f"from {', '.join(options.elastic_index)}", query, count=1)
         if event:
@@ -45,6 +48,8 @@ def scoped_query(rule: DeployRule, options: DeployOptions) -> tuple[str, list[st
     notes.append(f"indices: {', '.join(options.elastic_index)}")
     if event:
         notes.append(f"event filter for the {rule.category} log source: {event}")
+    elif options.event_filter and correlated:
+        notes.append("no ECS event filter: the correlation query reads the events of each of its rules")
     elif options.event_filter:
         notes.append(f"no ECS event filter is known for the {rule.category or 'rule'} log source")
     return query, notes

@@ -11,6 +11,7 @@ query's. rmm2sigma reads these files back (``sources.py``): a rule makes the rou
 
 from __future__ import annotations
 
+import re
 import uuid
 from collections.abc import Sequence
 from typing import Any
@@ -31,9 +32,14 @@ def clamp(seconds: int, what: str, notes: list[str]) -> int:
     return bounded
 
 
-def table(query: str) -> str:
-    """The Defender table a kusto query reads: its first word."""
-    return query.split(None, 1)[0] if query.strip() else ""
+_TABLE_LINE = re.compile(r"(?m)^([A-Z][A-Za-z]+)$")  # a table alone on its line
+
+
+def tables(query: str) -> list[str]:
+    """The Defender tables a kusto query reads: its first word, and a join's side's (a line of
+    its own in the query the kusto target writes)."""
+    first = query.split(None, 1)[0] if query.strip() else ""
+    return list(dict.fromkeys([first, *_TABLE_LINE.findall(query)]))
 
 
 def rule_document(rule: DeployRule, options: DeployOptions) -> dict[str, Any]:
@@ -49,7 +55,7 @@ def rule_document(rule: DeployRule, options: DeployOptions) -> dict[str, Any]:
         "description": description + "\n",
         "severity": rule.severity("sentinel"),
         "requiredDataConnectors": [
-            {"connectorId": "MicrosoftThreatProtection", "dataTypes": [table(rule.query)]}
+            {"connectorId": "MicrosoftThreatProtection", "dataTypes": tables(rule.query)}
         ],
         "queryFrequency": compact(frequency),
         "queryPeriod": compact(period),

@@ -367,7 +367,8 @@ class Rmm2SigmaEqlBackend(TwoValuedNegations, KindPreservingLists, EqlBackend):
     only case-insensitive strings ``like~``. Regexes use ``regex``, not ``regex~``: by now every
     regex carries its case rule in its letters (``[xX]``, ``LuceneRegexTransformation``). A
     case-sensitive value with wildcards, which ``==`` would compare literally, becomes such a
-    regex too. Control characters in regexes are written as EQL string escapes.
+    regex too. Control characters in regexes are written as EQL string escapes. A number is
+    compared with ``==`` (``destination.port == 445``), not EqlBackend's ``:``.
     """
 
     exists_expression: ClassVar[str] = "?{field} != null"
@@ -380,6 +381,12 @@ class Rmm2SigmaEqlBackend(TwoValuedNegations, KindPreservingLists, EqlBackend):
         self, r: SigmaRegularExpression, state: ConversionState
     ) -> str | DeferredQueryExpression:
         return _escape_controls(super().convert_value_re(r, state), _CONTROLS)
+
+    def convert_condition_field_eq_val_num(
+        self, cond: ConditionFieldEqualsValueExpression, state: ConversionState
+    ) -> str | DeferredQueryExpression:
+        """A number with ``==``: EQL's ``:`` compares strings, and refuses a number field."""
+        return f"{self.escape_and_quote_field(cond.field)} == {cond.value}"
 
     def convert_condition_field_eq_val_str_case_sensitive(
         self, cond: ConditionFieldEqualsValueExpression, state: ConversionState
