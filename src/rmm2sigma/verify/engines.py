@@ -312,12 +312,17 @@ def sigma_fields(spec: TableSpec) -> list[str]:
 # ---------------------------------------------------------------- EQL and Lucene
 
 
+# the eql package's optimizer folds `x == 1 or x in (2, 3) or x > 4` into `x in (1, 2, 3, 4)`:
+# the queries run as written, as Elasticsearch runs them
+_UNOPTIMIZED = eql.parser.skip_optimizations
+
+
 class EqlEngine:
     """EQL queries run by the ``eql`` package's Python engine."""
 
     def select(self, query: str, documents: Sequence[Row]) -> set[int]:
         try:
-            with eql.parser.elasticsearch_syntax, eql.parser.ignore_missing_functions:
+            with eql.parser.elasticsearch_syntax, eql.parser.ignore_missing_functions, _UNOPTIMIZED:
                 parsed = eql.parse_query(query)
         except (eql.EqlError, ValueError) as error:  # the parser raises ValueError on some escapes
             raise NotExecutable(f"eql: {_first_line(error)}") from None
@@ -344,7 +349,12 @@ class EqlEngine:
         Returns its ``by`` fields and the first event of every sequence found.
         """
         try:
-            with eql.parser.elasticsearch_syntax, eql.parser.ignore_missing_functions, eql.parser.allow_runs:
+            with (
+                eql.parser.elasticsearch_syntax,
+                eql.parser.ignore_missing_functions,
+                eql.parser.allow_runs,
+                _UNOPTIMIZED,
+            ):
                 parsed = eql.parse_query(query)
         except eql.EqlError as error:
             raise NotExecutable(f"eql: {_first_line(error)}") from None
