@@ -264,3 +264,19 @@ def test_an_empty_query_is_never_shipped() -> None:
     }
     result = targets.convert("kusto", lambda: SigmaRule.from_dict(rule), {})
     assert result.query is None and "no condition" in (result.error or "")
+
+
+def test_a_registry_key_ending_in_a_backslash_keeps_it_in_kusto() -> None:
+    """microsoft_xdr's HKLM replacements rewrote a value through its text, where the final `\\` of
+    `\\Image File Execution Options\\` and contains' `*` read back as an escaped star."""
+    from datetime import datetime
+
+    from rmm2sigma.verify.proof import measure
+
+    query = (
+        "DeviceRegistryEvents | where ActionType == 'RegistryValueSet'\n"
+        "| where RegistryKey has @'\\Image File Execution Options\\' and RegistryValueData has 'debugger'"
+    )
+    proof = measure(SourceRule(path="ifeo.kql", kql=query), Options(), now=datetime(2026, 11, 23, 12))
+    kusto = proof.targets["kusto"]
+    assert proof.original and kusto.verdict in ("exact", "widened") and kusto.agrees

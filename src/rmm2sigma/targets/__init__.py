@@ -62,6 +62,7 @@ def _pipeline(name: str) -> Any:
 
 def _kusto() -> Backend:
     from sigma.pipelines.microsoftxdr import microsoft_xdr_pipeline
+    from sigma.processing.transformations import ReplaceStringTransformation
 
     from .kusto import (
         Rmm2SigmaKustoBackend,
@@ -74,6 +75,12 @@ def _kusto() -> Backend:
     # Our User values are AccountName values, never DOMAIN\user: the XDR pipeline's split would
     # rewrite every User value as a plain string, dropping |cased, and read `a\*b` as domain `a`.
     xdr.items = [item for item in xdr.items if item.identifier != "microsoft_xdr_domain_username_extract"]
+    # Its registry-key replacements (HKLM -> HKEY_LOCAL_MACHINE) rewrite a value through its plain
+    # text, where a key ending in a backslash before contains' wildcard reads back as an escaped `*`
+    # (`\Image File Execution Options\` became `endswith "...Options*"`): replace in the text only.
+    for item in xdr.items:
+        if isinstance(item.transformation, ReplaceStringTransformation):
+            item.transformation.skip_special = True
     accept_json_keys(xdr)
     tables = _pipeline("kusto_tables") + defender_events_pipeline() + defender_lines_pipeline()
     return Rmm2SigmaKustoBackend(tables + xdr + _pipeline("kusto_aggregation"))
