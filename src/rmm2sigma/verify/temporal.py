@@ -20,7 +20,7 @@ from datetime import datetime
 from typing import Any
 
 from .. import kql, temporal
-from ..convert import convert_rules, defender_schema
+from ..convert import _category, convert_rules, defender_schema
 from ..kql import syntax as k
 from ..kql.lower import lower
 from ..kql.printer import to_kql
@@ -38,6 +38,7 @@ from .engines import (
     target_rows,
 )
 from .events import ID, Row, generate
+from .groups import _caseless
 from .proof import verdict
 
 Key = tuple[Any, ...]
@@ -192,10 +193,6 @@ def _load(engine: KqlEngine, detections: tuple[Detection, ...], rows: list[list[
     engine.load(loads)
 
 
-def _category(mapped: MappedRule) -> str:
-    return mapped.table.logsource.get("category") or mapped.table.logsource.get("service", "")
-
-
 def _group_values(chosen: temporal.Plan, side: int, row: Row) -> Row:
     """The values a side's event holds in the fields the correlation groups by."""
     values: Row = {}
@@ -233,10 +230,6 @@ def _correlation_groups(
     return frozenset(
         tuple(json.loads(row[index]).get(name) for name in chosen.group_by) for row in cursor.fetchall()
     )
-
-
-def _caseless(value: Any) -> Any:
-    return value.lower() if isinstance(value, str) else value
 
 
 def verdicts(proof: TemporalProof) -> dict[str, tuple[str, bool]]:
