@@ -553,6 +553,9 @@ class _Builder(Transformer[Token, k.Query]):
     def exprs(self, *items: Expr) -> tuple[Expr, ...]:
         return items
 
+    def values(self, *items: Expr | None) -> tuple[Expr, ...]:
+        return tuple(item for item in items if item is not None)
+
     # ------------------------------------------------------------ scalar expressions
 
     def expr(self, *operands: Expr) -> Expr:
@@ -655,6 +658,10 @@ class _Builder(Transformer[Token, k.Query]):
 
     def args(self, *items: Piped) -> tuple[Expr, ...]:
         return tuple(_value(item) for item in items)
+
+    def named_arg(self, _name: str, value: Expr) -> Expr:
+        """The value stands for the argument: no function lowering reads arguments by name."""
+        return value
 
 
 def _word(token: Token | None) -> str | None:
