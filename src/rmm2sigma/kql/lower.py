@@ -405,6 +405,8 @@ class _Lowering:
         if isinstance(expr, k.Name) and expr.name in self.computed:
             self.inlined.add(expr.name)
             return self.condition(self.computed[expr.name], top_level)
+        if isinstance(expr, k.Name) and self.columns.get(expr.name) == "bool":  # `where IsSigned`
+            return self.condition(k.Binary("==", expr, k.BoolLit(True, expr.pos), expr.pos), top_level)
         if self.parts and set(_names(expr)) & set(self.parts):
             return self.part_test(expr)
         if isinstance(expr, k.Call) and (body := self.applied(expr)) is not None:
@@ -509,6 +511,8 @@ class _Lowering:
             if self.is_column(right):
                 return self.column_pair(expr, column, case, op, right)
             value = self.scalar(right)
+            if self.columns.get(column) == "bool" and value in (0, 1):  # Kusto's `IsSigned == 1` is true
+                value = bool(value)
             if isinstance(value, str) and match in (Match.LT, Match.LTE, Match.GT, Match.GTE):
                 raise _skip(f"`{op}` on a string has no Sigma modifier", expr)
             return self.test(expr, column, case, match, (value,), case_sensitive, negated)
@@ -777,7 +781,7 @@ class _Lowering:
 
     def scalar(self, expr: k.Expr) -> Value:
         expr = self.resolve(expr)
-        if isinstance(expr, k.StringLit | k.NumberLit):
+        if isinstance(expr, k.StringLit | k.NumberLit | k.BoolLit):
             return expr.value
         if isinstance(expr, k.Unary) and expr.op == "-" and isinstance(expr.operand, k.NumberLit):
             return -expr.operand.value

@@ -52,6 +52,7 @@ from sigma.processing.transformations.base import DetectionItemTransformation, V
 from sigma.rule import SigmaDetectionItem
 from sigma.types import (
     Placeholder,
+    SigmaBool,
     SigmaCasedString,
     SigmaExists,
     SigmaFieldReference,
@@ -359,7 +360,18 @@ add_whole_range(
 )
 
 
-class Rmm2SigmaEqlBackend(TwoValuedNegations, KindPreservingLists, EqlBackend):
+class BooleansByEquality(TextQueryBackend):
+    """A boolean with ``==`` (``IsSigned == true``): EQL's ``:`` and KQL's ``=~``, the backends'
+    equality, are defined on strings only."""
+
+    def convert_condition_field_eq_val_bool(
+        self, cond: ConditionFieldEqualsValueExpression, state: ConversionState
+    ) -> str | DeferredQueryExpression:
+        assert isinstance(cond.value, SigmaBool)
+        return f"{self.escape_and_quote_field(cond.field)} == {self.bool_values[cond.value.boolean]}"
+
+
+class Rmm2SigmaEqlBackend(TwoValuedNegations, BooleansByEquality, KindPreservingLists, EqlBackend):
     """EqlBackend with ES EQL's case-sensitive forms where the rule asks for them, negated tests
     two-valued (``TwoValuedNegations``; ``?field != null`` is EqlBackend's own existence test).
 

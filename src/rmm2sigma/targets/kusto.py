@@ -43,13 +43,13 @@ from sigma.rule import SigmaDetection, SigmaDetectionItem
 from sigma.types import SigmaExists, SigmaString, SigmaType, SpecialChars
 
 from ..mapping import ACTION_TYPE, INVOCATION, FieldSpec, TableSpec, all_specs
-from .elastic import KindPreservingLists, list_kind
+from .elastic import BooleansByEquality, KindPreservingLists, list_kind
 
 _JSON_KEY = re.compile(r"[A-Za-z]\w*\.[A-Za-z]\w*")
 _JSON_READ = re.compile(r"tostring\(parse_json\(\w+\)\.\w+\)")
 
 
-class Rmm2SigmaKustoBackend(KindPreservingLists, KustoBackend):
+class Rmm2SigmaKustoBackend(BooleansByEquality, KindPreservingLists, KustoBackend):
     """KustoBackend with KQL's case-sensitive operators and kind-preserving value lists."""
 
     case_sensitive_match_expression: ClassVar[str | None] = "{field} == {value}"
