@@ -151,6 +151,20 @@ CASES = [
         ('FolderPath contains "\\\\Documents\\\\"',),
     ),
     Case(
+        "ExploitGuardNetworkProtectionBlocked",
+        "InitiatingProcessFileName =~ 'powershell.exe'",
+        WINDEFEND,
+        selection(EventID=1126, **{"ProcessName|endswith": "\\powershell.exe"}),
+        ('InitiatingProcessFolderPath endswith "\\\\powershell.exe"',),
+    ),
+    Case(
+        "ExploitGuardNetworkProtectionAudited",
+        "InitiatingProcessFolderPath startswith @'C:\\Users\\'",
+        WINDEFEND,
+        selection(EventID=1125, **{"ProcessName|startswith": "C:\\Users\\"}),
+        ('InitiatingProcessFolderPath startswith "C:\\\\Users\\\\"',),
+    ),
+    Case(
         "UserAccountCreated",
         "AccountName startswith 'adm'",
         WINDOWS_SECURITY,
