@@ -170,6 +170,8 @@ class MappedRule:
     # the columns a fallback renamed into the table it reads instead (the acting process's creation):
     # the proof's events for it; None when the rule reads the query's own rows
     renamed: Mapping[str, str] | None = None
+    # the query's ActionType test is `in~` the kinds of the category it chose, which kusto writes back
+    kinds_written: bool = False
 
 
 @cache
@@ -271,7 +273,9 @@ def map_detection(
     if detection.predicate is None:
         raise _at_table("the query has no condition: a Sigma rule would match every event", detection.at)
     table = specs[detection.table]
-    spec, source_predicate, category_note = _select_category(table, detection.predicate, detection.at)
+    spec, source_predicate, category_note, kinds_written = _select_category(
+        table, detection.predicate, detection.at
+    )
     acting = _table_fallback(table)  # the acting process's creation, chosen for a whole DeviceEvents read
     renamed = acting.columns if acting and spec.name == acting.table and spec is not table else None
     # a kind of event the query's ActionType test chose, which the Security or Defender log numbers
@@ -313,7 +317,7 @@ def map_detection(
     detection = _groupable(detection, spec, mapper)
     mapped = replace(detection, table=spec.name, predicate=simplify(predicate))
     notes = tuple(dict.fromkeys(n for n in (*mapper.notes, *detection.notes) if n))
-    return MappedRule(mapped, spec, mapper.fidelity, notes, mapper.measurable, renamed)
+    return MappedRule(mapped, spec, mapper.fidelity, notes, mapper.measurable, renamed, kinds_written)
 
 
 ACTION_TYPE = "ActionType"
@@ -333,8 +337,9 @@ def _nothing_left(predicate: Node | None, notes: list[str]) -> UnsupportedKqlErr
 
 def _select_category(
     table: TableSpec, predicate: Node, at: tuple[int, int] | None = None
-) -> tuple[TableSpec, Node | None, str | None]:
-    """The category an ``ActionType ==``/``in`` conjunct selects, the predicate without it, and a note.
+) -> tuple[TableSpec, Node | None, str | None, bool]:
+    """The category an ``ActionType ==``/``in`` conjunct selects, the predicate without it, a note,
+    and whether the conjunct is ``ActionType in~`` the category's kinds (what kusto gives back).
 
     A Defender table with several event kinds (``DeviceFileEvents``: created, deleted, renamed ...)
     maps to one Sigma category per kind. The conjunct that names the kind becomes the category;
@@ -343,7 +348,7 @@ def _select_category(
     the reason: no ActionType test, kinds with no Sigma log source, or kinds of several.
     """
     if not table.categories:
-        return table, predicate, None
+        return table, predicate, None, False
     flat = simplify(predicate)  # conjuncts of several `where` operators are one AND
     items = flat.items if isinstance(flat, And) else (predicate,)
     refusal: UnsupportedKqlError | None = None
@@ -365,14 +370,15 @@ def _select_category(
         wanted = {names[str(v) if item.case_sensitive else str(v).lower()] for v in item.values}
         rest = items[:index] + items[index + 1 :]
         kept: Node | None = (rest[0] if len(rest) == 1 else And(rest)) if rest else None
-        return spec, kept, _selection_note(item, spec, wanted)
+        written = not item.case_sensitive and wanted == set(spec.action_types)
+        return spec, kept, _selection_note(item, spec, wanted), written
     if table.action_types:
-        return table, predicate, table.unselected_note
+        return table, predicate, table.unselected_note, False
     if refusal:
         raise refusal
     acting = None if _tests_action_type(flat) else _acting_process(table, predicate)
     if acting:
-        return acting
+        return (*acting, False)
     sources = ", ".join(dict.fromkeys(_source_name(spec, conditions=False) for spec in table.categories))
     reads = (
         "this query's ActionType tests do not choose one (only an `ActionType ==`/`in` test that every "
