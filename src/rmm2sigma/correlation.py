@@ -212,6 +212,47 @@ def convert(
 
 
 def threshold_fidelity(target: str, label: TargetFidelity, mapped: MappedRule) -> TargetFidelity:
+    """A target's label on groups (``_counted``), and the group of events with no value in a
+    group-by field of a column Kusto may leave null (a number), which Kusto's ``summarize`` reports
+    and Splunk's ``stats ... by`` and Sigma backends drop: approximate, with that loss declared
+    (``fidelity.NULL_GROUPS``)."""
+    from .fidelity import NULL_GROUPS
+
+    counted = _counted(target, label, mapped)
+    nullable = _nullable_group_fields(mapped) if target in (SIGMA_TARGET, "splunk") else []
+    if not nullable:
+        return counted
+    note = (
+        f"{target}: events with no {', '.join(nullable)} value form no group (Splunk's `stats ... by` "
+        "and Sigma backends drop them), where the original's summary reports them as one"
+    )
+    approximate = Fidelity.APPROXIMATE.value if counted.label in _KEEPING else counted.label
+    losses = (*counted.losses, NULL_GROUPS)
+    return replace(counted, label=approximate, notes=(*counted.notes, note), losses=losses)
+
+
+# labels a declared loss makes approximate
+_KEEPING = (Fidelity.EXACT.value, Fidelity.WIDENED.value, Fidelity.APPROXIMATE.value)
+
+
+def _nullable_group_fields(mapped: MappedRule) -> list[str]:
+    """The Sigma group-by fields of columns Kusto may leave null: every type but string."""
+    from .convert import defender_schema
+
+    chosen = plan(mapped)
+    aggregation = mapped.detection.aggregation
+    if chosen is None or aggregation is None:
+        return []
+    columns = defender_schema().get(mapped.detection.table, {})
+    kept = [column for column in aggregation.by if column not in chosen.dropped]
+    return [
+        field
+        for column, field in zip(kept, chosen.group_by, strict=True)
+        if columns.get(column, "string") != "string"
+    ]
+
+
+def _counted(target: str, label: TargetFidelity, mapped: MappedRule) -> TargetFidelity:
     """A target's label on groups, from its label on rows (``label``): what its counting changes.
 
     kusto renders the original ``summarize`` and ``where``: no change. splunk and esql count per
@@ -250,7 +291,8 @@ def threshold_fidelity(target: str, label: TargetFidelity, mapped: MappedRule) -
             f"holds only with case variants counted apart; its sliding {chosen.timespan} windows can add "
             "groups"
         )
-        return replace(label, label=Fidelity.APPROXIMATE.value, notes=tuple(notes), loss=CASELESS_DISTINCT)
+        losses = (*label.losses, CASELESS_DISTINCT)
+        return replace(label, label=Fidelity.APPROXIMATE.value, notes=tuple(notes), losses=losses)
     if target == SIGMA_TARGET:
         notes.append(
             f"sigma: the correlation counts within {chosen.timespan} windows, which a backend may slide "

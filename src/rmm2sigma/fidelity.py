@@ -4,7 +4,7 @@ The mapping decides one label per rule (``MappedRule.fidelity``). A target can k
 it where its query language compares differently from Sigma. The execution proof
 (``rmm2sigma.verify``) measures every target it can run and checks these labels against it:
 ``exact`` must measure exact, ``widened`` widened, ``approximate`` never narrower than the
-original, except for a loss the label declares (``TargetFidelity.loss``, see ``agrees``). No
+original, except for a loss the label declares (``TargetFidelity.losses``, see ``agrees``). No
 shipped query is labelled ``narrowed`` (the target misses events the original selects) or
 ``diverged`` (it misses some and adds others): a target that would lose events is refused
 (``TargetFidelity.refusal``: a partial result with the reason, no query), or, for the one declared
@@ -64,21 +64,24 @@ UNPROVEN_NOTE = (
 PROVEN = frozenset({SIGMA, "kusto", "splunk", "lucene", "esql", "eql"})
 
 
-# the one loss an ``approximate`` label may declare: a Sigma value_count compared without case (a
-# backend such as pysigma-backend-sqlite counts values that differ only in case once)
+# the losses an ``approximate`` label may declare: a Sigma value_count compared without case (a
+# backend such as pysigma-backend-sqlite counts values that differ only in case once), and a group
+# of events with no value in a group-by field (Splunk's ``stats ... by`` and Sigma backends drop
+# such events; Kusto's ``summarize`` keeps them as a group)
 CASELESS_DISTINCT = "caseless distinct values"
+NULL_GROUPS = "events without a group-by value"
 
 
 @dataclass(frozen=True)
 class TargetFidelity:
     """A target's label with its reasons. A shipped query's label is exact, widened or approximate
     (or unproven); a target that would lose events is refused (``refusal``: a partial result, no
-    query), or labelled ``approximate`` with the loss named (``loss``) and stated in its notes."""
+    query), or labelled ``approximate`` with the losses named (``losses``) and stated in its notes."""
 
     label: str  # a Fidelity value; NARROWED only with a refusal
     notes: tuple[str, ...] = ()
     refusal: str | None = None  # why this target's query is not shipped: it would lose events
-    loss: str | None = None  # the declared way an approximate target can lose (CASELESS_DISTINCT)
+    losses: tuple[str, ...] = ()  # the declared ways an approximate target can lose (CASELESS_DISTINCT ...)
 
 
 def target_fidelity(
@@ -105,8 +108,11 @@ def target_fidelity(
             out[target] = TargetFidelity(NARROWED, (note,), f"kusto: not converted: {note.split(': ', 1)[1]}")
             continue
         if target == "kusto" and mapped.table.kusto_table:  # the Defender table is kept: no model change
-            if mapped.table.action_types:  # pipelines/kusto_tables.yml adds `ActionType =~ ...` back
-                note = "kusto: the ActionType the category stands for is compared case-insensitively"
+            if mapped.table.action_types and not mapped.kinds_written:  # kusto adds `ActionType =~ ...` back
+                note = (
+                    "kusto: the ActionType test is `=~` the kinds the category stands for, wider than "
+                    "the query's"
+                )
                 out[target] = TargetFidelity(Fidelity.worst(measurable, Fidelity.WIDENED).value, (note,))
             else:
                 out[target] = TargetFidelity(measurable.value)
@@ -133,7 +139,7 @@ def agrees(label: str, measured: str, declared_loss: bool = False) -> bool:
     """Whether a measured verdict keeps the promise of a label.
 
     ``approximate`` promises a superset of the original, except for a loss the label declares
-    (``TargetFidelity.loss``): ``declared_loss`` says the measurement checked that every item the
+    (``TargetFidelity.losses``): ``declared_loss`` says the measurement checked that every item the
     target misses is one that declared cause explains, and only then may it be narrower.
     """
     if label == Fidelity.APPROXIMATE.value:

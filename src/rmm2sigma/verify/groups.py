@@ -23,6 +23,7 @@ from __future__ import annotations
 import json
 import random
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
@@ -32,7 +33,7 @@ from sigma.rule import SigmaRule
 from .. import kql
 from ..convert import convert_rule, defender_schema
 from ..correlation import HUNTING_RETENTION, Plan, plan, unbounded_reason
-from ..fidelity import SIGMA, agrees, target_fidelity
+from ..fidelity import NULL_GROUPS, SIGMA, agrees, target_fidelity
 from ..kql import syntax as k
 from ..kql.lower import lower
 from ..kql.printer import to_kql
@@ -75,7 +76,8 @@ class GroupProof:
     esql: frozenset[Key] | None = None  # the same for the esql query
     straddling: Key | None = None  # the group dealt across a fixed bucket boundary (no bin())
     plan: Plan | None = None  # the correlation
-    declared_losses: frozenset[str] = frozenset()  # targets whose label declares a loss (fidelity)
+    # target -> the losses its label declares (fidelity.TargetFidelity.losses)
+    declared_losses: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
     base_events: tuple[Row, ...] = ()  # the events the Sigma base rule selects (Sigma fields)
     not_executed: dict[str, str] = field(default_factory=dict)  # target -> why its engine could not run
 
@@ -138,7 +140,9 @@ def prove(source: SourceRule, options: Options, now: datetime, seed: int = 0) ->
         not_executed["eql"] = str(error)
     kept_ids = engine.select(row_selecting(query), now)
     kept_rows = [r for r in rows if r[ID] in kept_ids]
-    unexplained = _unexplained(as_sigma - reported, kept_rows, chosen, aggregation)
+    losses = {target: label.losses for target, label in labels.items() if label.losses}
+    missed = _beyond_null(as_sigma - reported, losses.get(SIGMA))
+    unexplained = _unexplained(missed, kept_rows, chosen, aggregation)
     base = sigma.select(sigma.query(SigmaRule.from_dict(converted.document)), events, fields)
     chosen_events = [event for event in events if event[ID] in base]
     modelled = {
@@ -159,7 +163,7 @@ def prove(source: SourceRule, options: Options, now: datetime, seed: int = 0) ->
         esql=modelled.get("esql"),
         straddling=_straddling_key(rows, kept),
         plan=chosen,
-        declared_losses=frozenset(target for target, label in labels.items() if label.loss),
+        declared_losses=losses,
         base_events=tuple(chosen_events),
         not_executed=not_executed,
     )
@@ -180,8 +184,18 @@ def group_verdicts(proof: GroupProof) -> dict[str, tuple[str, bool]]:
         out["eql"] = (verdict(proof.original_as_sigma, proof.eql), False)
     for target, groups in (("splunk", proof.splunk), ("esql", proof.esql)):
         if groups is not None:
-            out[target] = (verdict(proof.original_kept, groups), False)
+            missed = _beyond_null(set(proof.original_kept - groups), proof.declared_losses.get(target))
+            explained = target in proof.declared_losses and not missed
+            out[target] = (verdict(proof.original_kept, groups), explained)
     return out
+
+
+def _beyond_null(missed: set[Key], losses: tuple[str, ...] | None) -> set[Key]:
+    """The missed groups a declared loss of null-keyed groups (``fidelity.NULL_GROUPS``) does not
+    explain: those with a value in every group-by field."""
+    if NULL_GROUPS not in (losses or ()):
+        return missed
+    return {key for key in missed if None not in key}
 
 
 def keeps_promise(label: str, measured: str, declared_loss: bool = False) -> bool:
