@@ -627,11 +627,12 @@ def _typed(value: Any, kind: str) -> Any:
 
 def _beside(row: Row, column: str, variant: Any) -> list[Row]:
     """The variant next to the value the other tests on the same column need (``has_any`` and
-    ``has_any`` on one column): only then can this test's variant decide the outcome."""
+    ``has_any`` on one column), after it and before it (an ``endswith`` beside): only then can this
+    test's variant decide the outcome."""
     current = row.get(column)
     if not isinstance(current, str) or not current or not isinstance(variant, str) or not variant:
         return []
-    return [_set(row, column, f"{current} {variant}")]
+    return [_set(row, column, f"{current} {variant}"), _set(row, column, f"{variant} {current}")]
 
 
 def _regex_literal(pattern: str) -> str:
