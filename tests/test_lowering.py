@@ -351,6 +351,45 @@ def test_a_one_column_datatable_is_its_list_of_values(table: str) -> None:
     assert label == "exact"
 
 
+@pytest.mark.parametrize(
+    "table",
+    [
+        # an indicator list expanded into rows, as threat-intelligence queries write it
+        "print h = dynamic(['evil.exe', 'bad.exe', 'evil.exe']) | mv-expand x = h | distinct tostring(x)",
+        "print dynamic(['evil.exe', 'bad.exe']) | mv-expand print_0 | project Name = tolower(print_0)",
+        "datatable(Name:string, Why:string)['evil.exe', 'a', 'bad.exe', 'b',] | summarize by Name",
+        "datatable(Names:dynamic)[dynamic(['evil.exe', 'bad.exe'])] | mv-expand Names | project Names",
+    ],
+)
+def test_constants_expanded_into_one_column_are_a_list_of_values(table: str) -> None:
+    rule, label, _, _ = converted(f"let bad = {table};\n" + PROCESS + "FileName in~ (bad)")
+    assert rule["detection"]["selection"] == {"Image|endswith": ["\\evil.exe", "\\bad.exe"]}
+    assert label == "exact"
+
+
+def test_an_expanded_indicator_list_is_proven_exact() -> None:
+    query = (
+        "let bad = print h = dynamic(['evil.exe', 'bad.exe', 'evil.exe']) | mv-expand x = h "
+        "| distinct tostring(x);\n" + PROCESS + "FileName in~ (bad)"
+    )
+    proof = measure(SourceRule(path="list.kql", kql=query), Options())
+    ran = {t: r for t, r in proof.targets.items() if r.verdict != "not_executed"}
+    assert proof.original and {"sigma", "kusto", "eql"} <= set(ran)
+    assert all(r.verdict == "exact" and r.agrees for r in ran.values()), ran
+
+
+@pytest.mark.parametrize(
+    ("table", "why"),
+    [
+        ("datatable(Name:string)['a'] | summarize count() by Name", "summarize by"),
+        ("datatable(Name:string, Other:string)['a', 'b']", "one column"),
+        ("print dynamic(['a', 'b'])", "single values"),
+    ],
+)
+def test_other_constant_tables_are_left_out_naming_why(table: str, why: str) -> None:
+    assert why in not_converted(f"let bad = {table};\n" + PROCESS + "FileName in~ (bad)")
+
+
 def test_numeric_comparisons() -> None:
     rule, label, _, _ = converted(NETWORK + "RemotePort between (1000 .. 2000) and LocalPort < 1024")
     assert rule["detection"]["selection"] == {

@@ -815,31 +815,79 @@ class _Lowering:
         return tuple(values)
 
     def sub_query_values(self, pipeline: k.Pipeline) -> list[Value] | None:
-        """Values of a one-column sub-query over a ``datatable``; None when it reads a real table."""
+        """Values of a one-column sub-query over constants (a ``datatable``, or ``print`` of a list
+        that ``mv-expand`` makes rows of); None when it reads a real table."""
         source = pipeline.source
         if isinstance(source, k.TableRef) and source.name in self.tables:
             inner = self.tables[source.name]
             return self.sub_query_values(k.Pipeline(inner.source, inner.operators + pipeline.operators))
-        if not isinstance(source, k.Datatable):
+        if isinstance(source, k.Datatable):
+            names = [name for name, _ in source.columns]
+            width = len(names)
+            values = [self.constant(v, {}) for v in source.values]
+            rows: list[dict[str, ConstantCell]] = [
+                dict(zip(names, values[start : start + width], strict=True))
+                for start in range(0, len(values), width)
+            ]
+        elif isinstance(source, k.Print):
+            names = [a.name or _output_name(a.expr) or f"print_{i}" for i, a in enumerate(source.columns)]
+            rows = [{name: self.constant(a.expr, {}) for name, a in zip(names, source.columns, strict=True)}]
+        else:
             return None
-        names = [name for name, _ in source.columns]
-        if not pipeline.operators and len(names) == 1:  # a one-column table is its list of values
-            return [self.scalar(v) for v in source.values]
-        if len(pipeline.operators) != 1 or not isinstance(pipeline.operators[0], k.Distinct | k.Project):
-            raise _skip(
-                "only a one-column datatable, or `distinct COLUMN` or `project COLUMN` of a datatable, "
-                "can be a value list",
-                pipeline,
-            )
-        operator = pipeline.operators[0]
-        picked = (
-            operator.columns if isinstance(operator, k.Distinct) else tuple(a.expr for a in operator.columns)
+        for op in pipeline.operators:
+            names, rows = self.constant_step(op, names, rows)
+        if len(names) != 1:
+            raise _skip("a value list must have one column", pipeline)
+        found = [row[names[0]] for row in rows]
+        if any(isinstance(value, list) for value in found):
+            raise _skip("a value list must hold single values (`mv-expand` a list first)", pipeline)
+        return cast(list[Value], found)
+
+    def constant(self, expr: k.Expr, row: Mapping[str, ConstantCell]) -> ConstantCell:
+        """A constant table's cell: a literal, a list (``dynamic([...])``, ``pack_array``), a
+        column of the row, or ``tostring``/``tolower``/``toupper`` of one of those."""
+        expr = self.resolve(expr)
+        if isinstance(expr, k.Name) and expr.name in row:
+            return row[expr.name]
+        if _is_call(expr, "dynamic") and expr.args and isinstance(expr.args[0], k.ArrayLit):
+            return [self.scalar(v) for v in expr.args[0].items]
+        if _is_call(expr, "pack_array"):
+            return [self.scalar(v) for v in expr.args]
+        if isinstance(expr, k.Call) and expr.function in _CONSTANT_FUNCTIONS and len(expr.args) == 1:
+            value = self.constant(expr.args[0], row)
+            if isinstance(value, list):
+                raise _skip(f"`{_shorten(to_kql(expr))}` of a list is no value list", expr)
+            return _CONSTANT_FUNCTIONS[expr.function](value)
+        return self.scalar(expr)
+
+    def constant_step(
+        self, op: k.Operator, names: list[str], rows: list[dict[str, ConstantCell]]
+    ) -> tuple[list[str], list[dict[str, ConstantCell]]]:
+        """A constant table after ``project``, ``distinct`` (or ``summarize by``) or ``mv-expand`` of
+        one list column."""
+        if isinstance(op, k.Project | k.Distinct) or (isinstance(op, k.Summarize) and not op.aggregates):
+            picked = _unnamed(op.columns) if isinstance(op, k.Distinct) else _picked(op)
+            out = [a.name or _output_name(a.expr) or f"Column{i + 1}" for i, a in enumerate(picked)]
+            kept = [{n: self.constant(a.expr, row) for n, a in zip(out, picked, strict=True)} for row in rows]
+            if not isinstance(op, k.Project):
+                kept = list({repr(sorted(row.items())): row for row in kept}.values())
+            return out, kept
+        if isinstance(op, k.MvExpand) and len(op.columns) == 1 and op.limit is None:
+            item = op.columns[0]
+            name = item.name or _output_name(item.expr)
+            if name is None:
+                raise _skip(f"`{_shorten(to_kql(op))}` must name the column it expands", op)
+            expanded: list[dict[str, ConstantCell]] = []
+            for row in rows:
+                value = self.constant(item.expr, row)
+                for part in value if isinstance(value, list) else [value]:
+                    expanded.append({**row, name: part})
+            return [*names, *([name] if name not in names else [])], expanded
+        raise _skip(
+            "only `project`, `distinct`, `summarize by` and `mv-expand` of constants (a datatable, "
+            "`print`) can give a value list",
+            op,
         )
-        if len(picked) != 1 or not isinstance(picked[0], k.Name) or picked[0].name not in names:
-            raise _skip("the value list must select one datatable column", operator)
-        index, width = names.index(picked[0].name), len(names)
-        column = [self.scalar(v) for v in source.values[index::width]]
-        return list(dict.fromkeys(column)) if isinstance(operator, k.Distinct) else column
 
     # ------------------------------------------------------------ aggregation
 
@@ -990,6 +1038,35 @@ def _implied_by_part(node: Node | None, column: str, separator: str) -> Predicat
             if not any(v.startswith(("^", "(?i)^")) or v.endswith("$") for v in values)
             else None
         )
+    return None
+
+
+# a cell of a constant table (``datatable``, ``print``): a value, or a list ``mv-expand`` makes rows of
+ConstantCell = Value | list[Value]
+# functions of one constant a value list may apply (Kusto's `tostring` writes booleans in small letters)
+_CONSTANT_FUNCTIONS = {
+    "tostring": lambda value: str(value).lower() if isinstance(value, bool) else str(value),
+    "tolower": lambda value: str(value).lower(),
+    "toupper": lambda value: str(value).upper(),
+}
+
+
+def _unnamed(exprs: tuple[k.Expr, ...]) -> tuple[k.Assignment, ...]:
+    return tuple(k.Assignment(None, expr) for expr in exprs)
+
+
+def _picked(op: k.Project | k.Summarize) -> tuple[k.Assignment, ...]:
+    """The columns a ``project`` or a ``summarize by`` keeps."""
+    return op.columns if isinstance(op, k.Project) else op.by
+
+
+def _output_name(expr: k.Expr) -> str | None:
+    """The column Kusto names an unnamed expression after: a column, or the column a conversion
+    of it reads (``tostring(x)`` is ``x``)."""
+    if isinstance(expr, k.Name):
+        return expr.name
+    if isinstance(expr, k.Call) and expr.function in _CONSTANT_FUNCTIONS and len(expr.args) == 1:
+        return _output_name(expr.args[0])
     return None
 
 
