@@ -343,25 +343,14 @@ def test_let_lists_and_datatables_feed_in_and_has_any() -> None:
     [
         "datatable(Name:string)['evil.exe', 'bad.exe']",
         "materialize(datatable(Name:string)['evil.exe', 'bad.exe'])",
-    ],
-)
-def test_a_one_column_datatable_is_its_list_of_values(table: str) -> None:
-    rule, label, _, _ = converted(f"let bad = {table};\n" + PROCESS + "FileName in~ (bad)")
-    assert rule["detection"]["selection"] == {"Image|endswith": ["\\evil.exe", "\\bad.exe"]}
-    assert label == "exact"
-
-
-@pytest.mark.parametrize(
-    "table",
-    [
-        # an indicator list expanded into rows, as threat-intelligence queries write it
+        # constants expanded into one column: an indicator list, as threat-intelligence queries write it
         "print h = dynamic(['evil.exe', 'bad.exe', 'evil.exe']) | mv-expand x = h | distinct tostring(x)",
         "print dynamic(['evil.exe', 'bad.exe']) | mv-expand print_0 | project Name = tolower(print_0)",
         "datatable(Name:string, Why:string)['evil.exe', 'a', 'bad.exe', 'b',] | summarize by Name",
         "datatable(Names:dynamic)[dynamic(['evil.exe', 'bad.exe'])] | mv-expand Names | project Names",
     ],
 )
-def test_constants_expanded_into_one_column_are_a_list_of_values(table: str) -> None:
+def test_constants_in_one_column_are_a_list_of_values(table: str) -> None:
     rule, label, _, _ = converted(f"let bad = {table};\n" + PROCESS + "FileName in~ (bad)")
     assert rule["detection"]["selection"] == {"Image|endswith": ["\\evil.exe", "\\bad.exe"]}
     assert label == "exact"
