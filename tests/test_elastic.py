@@ -328,7 +328,7 @@ def test_the_issue_regex_selects_in_lucene_what_sigma_selects() -> None:
         assert evaluate(parsed, {"process.command_line": command}) is expected, command
 
 
-@pytest.mark.parametrize("pattern", [r"\bcmd\b", r"a(?=b)", r"(a)\1", r"(?m)^x$", r"a^b"])
+@pytest.mark.parametrize("pattern", [r"a(?=b)", r"(a)\1", r"(?m)^x$", r"a^b"])
 def test_regexes_with_no_lucene_equivalent_are_refused_with_the_reason(pattern: str) -> None:
     from rmm2sigma import Options, convert_input
 
@@ -339,6 +339,44 @@ def test_regexes_with_no_lucene_equivalent_are_refused_with_the_reason(pattern: 
     assert set(rule.errors) == {"lucene", "esql", "eql"}
     assert all("Lucene" in error for error in rule.errors.values())
     assert {"kusto", "splunk"} <= set(rule.queries)
+
+
+@pytest.mark.parametrize("pattern", [r"\bcmd\b", r"(?i)\bwevtutil\b.*\bcl\b", r"\bnet\s+user\b"])
+def test_word_boundaries_are_left_out_of_lucene_regexes_widening(pattern: str) -> None:
+    """Lucene has no word boundary: left out, the regex matches a superset of the values, so a
+    positive test is widened (noted, and measured so by the proof); the strict translation refuses."""
+    from rmm2sigma import Options, convert_input
+    from rmm2sigma.regex import NoTranslation, lucene_regex, samples
+    from rmm2sigma.sources import SourceRule
+    from rmm2sigma.verify.proof import measure
+
+    with pytest.raises(NoTranslation):
+        lucene_regex(pattern)
+    widened = re.compile(lucene_regex(pattern, widen=True), re.DOTALL)
+    matched = [text for text in samples(pattern, count=6) if re.search(pattern, text)]
+    assert matched and all(widened.fullmatch(text) for text in matched)
+    source = f"DeviceProcessEvents | where ProcessCommandLine matches regex @'{pattern}'"
+    result = convert_input("rule.kql", Options(), data=source.encode())
+    assert result.status == "converted"
+    (rule,) = result.rules
+    assert {rule.fidelity_by_target[t] for t in ("lucene", "esql", "eql")} == {"widened"}
+    assert any("no word boundary" in note for note in rule.notes)
+    proof = measure(SourceRule(path="rule.kql", kql=source), Options())
+    assert proof.targets["eql"].verdict in ("widened", "exact") and proof.targets["eql"].agrees is not False
+
+
+def test_a_negated_regex_with_word_boundaries_is_refused_by_the_elastic_targets() -> None:
+    from rmm2sigma import Options, convert_input
+
+    source = (
+        "DeviceProcessEvents | where FileName =~ 'cmd.exe' "
+        "and not(ProcessCommandLine matches regex @'\\bdir\\b')"
+    )
+    result = convert_input("rule.kql", Options(), data=source.encode())
+    assert result.status == "partial"
+    (rule,) = result.rules
+    assert set(rule.errors) == {"lucene", "esql", "eql"}
+    assert all("word boundary" in error for error in rule.errors.values())
 
 
 def test_control_characters_are_string_escapes_in_eql_and_esql() -> None:

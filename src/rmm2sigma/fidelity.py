@@ -163,6 +163,8 @@ def _elastic(target: str, base: Fidelity, mapped: MappedRule) -> TargetFidelity:
             misses.append(reason)
         elif reason:
             adds.append(f"{reason}; the test is negated, so this widens the query")
+        if wider := _elastic_gain(leaf, field):
+            (adds if positive else misses).append(wider if positive else f"{wider}; the test is negated")
         # a negated field test is asked two-valued (elastic.TwoValuedNegations); a keyword has no field
         if not positive and target in ("eql", "esql") and leaf.column == ANY_COLUMN:
             misses.append(
@@ -219,6 +221,23 @@ def _unheld(target: str, model: str | None, mapped: MappedRule) -> tuple[str | N
     return None, []
 
 
+def _elastic_gain(leaf: Predicate, field: str) -> str | None:
+    """Why an Elastic target's regex matches more than the test (its word boundaries left out)."""
+    from .regex import lucene_translatable
+    from .targets.elastic import term_regex  # imports pySigma
+
+    if leaf.match is not Match.REGEX:
+        return None
+    ignore_case = not leaf.case_sensitive
+    patterns = [str(v) for v in leaf.values]
+    if all(term_regex(p, ignore_case) or lucene_translatable(p, ignore_case) for p in patterns):
+        return None
+    return (
+        f"Lucene's regex dialect has no word boundary (\\b): the regex on {field} is written without "
+        "them, which matches more values"
+    )
+
+
 def _elastic_loss(target: str, leaf: Predicate, field: str) -> str | None:
     """Why an Elastic target can miss events this test matches in Sigma, or None."""
     from .regex import lucene_translatable
@@ -227,7 +246,7 @@ def _elastic_loss(target: str, leaf: Predicate, field: str) -> str | None:
     if leaf.match is Match.REGEX:
         ignore_case = not leaf.case_sensitive
         if all(
-            isinstance(v, str) and (term_regex(v, ignore_case) or lucene_translatable(v, ignore_case))
+            isinstance(v, str) and (term_regex(v, ignore_case) or lucene_translatable(v, ignore_case, True))
             for v in leaf.values
         ):
             return None  # rewritten into Lucene's dialect (elastic.py); otherwise the target refuses

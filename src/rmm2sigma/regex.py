@@ -42,6 +42,10 @@ _CATEGORIES = {  # category -> (ranges, negated), RE2's ASCII meanings
 _FOLD_LIMIT = 512  # a range under (?i) is folded character by character up to this size
 
 
+# a flag of our own beside re's: word boundaries are left out (``lucene_regex(widen=True)``)
+_WIDEN = 1 << 30
+
+
 class NoTranslation(ValueError):
     """A regex construct with no equivalent in the target's dialect; the message says which."""
 
@@ -120,13 +124,15 @@ def _tokens(pattern: str) -> Iterator[str]:
 # ---------------------------------------------------------------- Lucene
 
 
-def lucene_regex(pattern: str, ignore_case: bool = False) -> str:
-    """The whole-value Lucene regex matching exactly the values ``pattern`` finds (``re.search``).
+def lucene_regex(pattern: str, ignore_case: bool = False, widen: bool = False) -> str:
+    """The whole-value Lucene regex matching exactly the values ``pattern`` finds (``re.search``);
+    with ``widen``, word boundaries (``\\b``, ``\\B``), which Lucene lacks, are left out: an
+    assertion left out only lets more values match.
 
     Raises ``NoTranslation`` (with the construct) or ``re.error`` (an invalid pattern).
     """
     tree = parse(pattern, ignore_case)
-    flags = tree.state.flags
+    flags = tree.state.flags | (_WIDEN if widen else 0)
     if flags & _c.SRE_FLAG_MULTILINE:
         raise NoTranslation("the (?m) flag (anchors at line ends) has no Lucene equivalent")
     items = list(tree)
@@ -138,9 +144,9 @@ def lucene_regex(pattern: str, ignore_case: bool = False) -> str:
     return result
 
 
-def lucene_translatable(pattern: str, ignore_case: bool = False) -> bool:
+def lucene_translatable(pattern: str, ignore_case: bool = False, widen: bool = False) -> bool:
     try:
-        lucene_regex(pattern, ignore_case)
+        lucene_regex(pattern, ignore_case, widen)
     except (NoTranslation, re.error):
         return False
     return True
@@ -211,6 +217,8 @@ def _item(op: Any, av: Any, flags: int) -> str:
         if high == _c.MAXREPEAT:
             return f"{atom}{{{low},}}"
         return f"{atom}{{{low}}}" if low == high else f"{atom}{{{low},{high}}}"
+    if op is _c.AT and av in (_c.AT_BOUNDARY, _c.AT_NON_BOUNDARY) and flags & _WIDEN:
+        return ""
     if op is _c.AT:
         raise NoTranslation(f"{_AT_NAMES.get(str(av), str(av))} has no Lucene equivalent")
     raise NoTranslation(f"{_OP_NAMES.get(str(op), str(op).lower())} has no Lucene equivalent")
@@ -316,17 +324,25 @@ def samples(pattern: str, ignore_case: bool = False, seed: int = 0, count: int =
     chooser = random.Random(seed)
     out: list[str] = []
     for index in range(count):
+        replay = random.Random()
+        replay.setstate(chooser.getstate())
         text = _sample(list(tree), chooser, shortest=index == 0)
         out.extend([text, f"x {text} x", text.swapcase()])
+        # a word boundary is a space there; near misses: the same choices with none, and word
+        # characters around (Lucene's regexes leave boundaries out: these show it)
+        joined = _sample(list(tree), replay, shortest=index == 0, boundary="")
+        out.extend([joined, f"x{joined}x"] if joined != text else [])
         if text:
             out.extend([text[:-1], text[1:], _mutated(text, chooser)])
     return list(dict.fromkeys(out))
 
 
-def _sample(items: list[Any], chooser: random.Random, shortest: bool) -> str:
+def _sample(items: list[Any], chooser: random.Random, shortest: bool, boundary: str = " ") -> str:
     out: list[str] = []
     for op, av in items:
-        if op is _c.LITERAL:
+        if op is _c.AT and av is _c.AT_BOUNDARY:
+            out.append(boundary)
+        elif op is _c.LITERAL:
             out.append(chr(av))
         elif op is _c.NOT_LITERAL:
             out.append("x" if av != ord("x") else "y")
@@ -338,15 +354,18 @@ def _sample(items: list[Any], chooser: random.Random, shortest: bool) -> str:
             branches = av[1]
             out.append(
                 _sample(
-                    list(branches[0 if shortest else chooser.randrange(len(branches))]), chooser, shortest
+                    list(branches[0 if shortest else chooser.randrange(len(branches))]),
+                    chooser,
+                    shortest,
+                    boundary,
                 )
             )
         elif op is _c.SUBPATTERN:
-            out.append(_sample(list(av[3]), chooser, shortest))
+            out.append(_sample(list(av[3]), chooser, shortest, boundary))
         elif op in (_c.MAX_REPEAT, _c.MIN_REPEAT, _c.POSSESSIVE_REPEAT):
             low, high, inner = av
             times = low if shortest else chooser.randint(low, min(high, low + 3))
-            out.extend(_sample(list(inner), chooser, shortest) for _ in range(times))
+            out.extend(_sample(list(inner), chooser, shortest, boundary) for _ in range(times))
     return "".join(out)
 
 

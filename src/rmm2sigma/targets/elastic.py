@@ -199,7 +199,7 @@ def regex_for_lucene(field: str | None, val: SigmaRegularExpression) -> str:
     if translated is not None:
         return translated
     try:
-        return lucene_regex(pattern, ignore_case)
+        return lucene_regex(pattern, ignore_case, widen=True)  # fidelity labels a widening, or refuses it
     except (NoTranslation, re.error) as error:
         raise SigmaFeatureNotSupportedByBackendError(
             f"the regex {pattern!r} on {field} cannot be written in Lucene's dialect: {error}"
