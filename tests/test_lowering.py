@@ -379,6 +379,19 @@ def test_other_constant_tables_are_left_out_naming_why(table: str, why: str) -> 
     assert why in not_converted(f"let bad = {table};\n" + PROCESS + "FileName in~ (bad)")
 
 
+def test_keywords_under_or_are_named_in_the_condition() -> None:
+    """Two keyword groups under `or` are `keywords or keywords_2`: a `1 of selection_*` there named
+    nothing, so the backends' pipelines found no condition."""
+    rule, _, _, queries = converted(
+        'search in (DeviceProcessEvents) "mimikatz" or "*sekurlsa*" or FileName =~ \'x.exe\''
+    )
+    detection = rule["detection"]
+    named = set(detection) - {"condition"}
+    assert {"keywords", "keywords_2"} <= named
+    assert all(name in detection["condition"] for name in named), detection
+    assert "mimikatz" in queries["splunk"] and "sekurlsa" in queries["splunk"]
+
+
 def test_numeric_comparisons() -> None:
     rule, label, _, _ = converted(NETWORK + "RemotePort between (1000 .. 2000) and LocalPort < 1024")
     assert rule["detection"]["selection"] == {
