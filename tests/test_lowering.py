@@ -392,6 +392,34 @@ def test_keywords_under_or_are_named_in_the_condition() -> None:
     assert "mimikatz" in queries["splunk"] and "sekurlsa" in queries["splunk"]
 
 
+@pytest.mark.parametrize(
+    ("predicate", "label"),
+    [
+        ("case(FileName =~ 'a.exe', true, FileName =~ 'b.exe', true, false)", "exact"),
+        ("iff(FileName =~ 'a.exe' or FileName =~ 'b.exe', true, false)", "exact"),
+        ("case(FileName =~ 'a.exe', true, FileName =~ 'b.exe', true, ProcessId == 4, false, false)", "exact"),
+    ],
+)
+def test_a_boolean_case_or_iff_filters_by_the_conditions_choosing_true(predicate: str, label: str) -> None:
+    query = PROCESS + predicate
+    rule, found, _, _ = converted(query)
+    items = [item for name, item in rule["detection"].items() if name != "condition"]
+    assert items == [{"Image|endswith": "\\a.exe"}, {"Image|endswith": "\\b.exe"}]
+    assert rule["detection"]["condition"] == "1 of selection_*" and found == label
+    proof = measure(SourceRule(path="case.kql", kql=query), Options())
+    ran = {t: r for t, r in proof.targets.items() if r.verdict != "not_executed"}
+    assert proof.original and {"sigma", "kusto", "eql"} <= set(ran)
+    assert all(r.agrees for r in ran.values()), ran
+
+
+def test_a_case_whose_true_needs_a_negation_is_left_out() -> None:
+    """`case(a, false, b, true, false)` is `not a and b`, and Kusto's `case` reads a null `a` as
+    false where `not` drops the row: left out, naming `case()`."""
+    assert "case()" in not_converted(
+        PROCESS + "case(FileName =~ 'a.exe', false, FileName =~ 'b.exe', true, false)"
+    )
+
+
 def test_numeric_comparisons() -> None:
     rule, label, _, _ = converted(NETWORK + "RemotePort between (1000 .. 2000) and LocalPort < 1024")
     assert rule["detection"]["selection"] == {

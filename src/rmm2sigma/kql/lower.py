@@ -411,6 +411,8 @@ class _Lowering:
             return self.part_test(expr)
         if isinstance(expr, k.Call) and (body := self.applied(expr)) is not None:
             return self.condition(body, top_level)
+        if isinstance(expr, k.Call) and (chosen := self.boolean_choice(expr)) is not None:
+            return self.condition(chosen, top_level)
         try:
             return self.leaf(expr, top_level)
         except InexpressibleKqlError as error:
@@ -457,6 +459,30 @@ class _Lowering:
                 self.computed[part] = computed
         implied = _implied_by_part(node, column, separator)
         return And((left_out, implied)) if implied is not None else left_out
+
+    def boolean_choice(self, call: k.Call) -> k.Expr | None:
+        """``case(c1, true, c2, true, false)`` or ``iff(c, true, false)`` used as a filter: the ``or``
+        of the conditions that choose ``true``, when no ``false`` comes before a ``true`` (that would
+        need ``not``, which Kusto's `case` reads differently on a null: as false). None otherwise."""
+        if call.function in ("iff", "iif") and len(call.args) == 3:
+            pairs, default = [(call.args[0], call.args[1])], call.args[2]
+        elif call.function == "case" and len(call.args) >= 3 and len(call.args) % 2:
+            pairs, default = list(zip(call.args[:-1:2], call.args[1:-1:2], strict=True)), call.args[-1]
+        else:
+            return None
+        values = [self.resolve(value) for _, value in pairs] + [self.resolve(default)]
+        literals = [value for value in values if isinstance(value, k.BoolLit)]
+        if len(literals) != len(values):
+            return None
+        chosen = [literal.value for literal in literals]
+        last_true = max((i for i, value in enumerate(chosen) if value), default=-1)
+        if last_true in (-1, len(pairs)) or not all(chosen[: last_true + 1]):
+            return None  # nothing chooses true, the default does, or a false comes first
+        conditions = [condition for condition, _ in pairs[: last_true + 1]]
+        result = conditions[0]
+        for condition in conditions[1:]:
+            result = k.Binary("or", result, condition, call.pos)
+        return result
 
     def applied(self, call: k.Call) -> k.Expr | None:
         """A call of a ``let`` function whose body is one scalar expression, as that expression
