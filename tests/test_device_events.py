@@ -454,13 +454,22 @@ def test_the_refusal_points_at_the_action_type_test() -> None:
     assert (error.value.line, error.value.column) == (2, 9)
 
 
-def test_a_union_branch_without_an_action_type_is_refused_and_the_others_convert() -> None:
-    """A hash list over every Device* table: the DeviceEvents branch reads all its kinds (a test
-    of the acting process alone would be its creation: ``test_acting_process``)."""
+def test_a_union_branch_without_an_action_type_is_cut_by_kind_and_the_others_convert() -> None:
+    """A hash list over every Device* table: the DeviceEvents branch reads all its kinds, and
+    becomes the kinds whose log source has the hash (driver_load; ``test_device_event_kinds``); one
+    testing columns no kind's log source has stays refused, naming its branch."""
+    hashes = "let hashes = dynamic(['c45c9bda8db1d470f1fd0dcc346dc449839eb5ce9a948c70369230af0b3ef168']);\n"
     query = (
-        "let hashes = dynamic(['c45c9bda8db1d470f1fd0dcc346dc449839eb5ce9a948c70369230af0b3ef168']);\n"
-        "union isfuzzy=true\n"
+        hashes + "union isfuzzy=true\n"
         "(DeviceEvents | where SHA256 in (hashes)),\n"
+        "(DeviceProcessEvents | where SHA256 in (hashes))"
+    )
+    rules, failures = convert_rules(SourceRule(path="hashes.kql", kql=query), Options())
+    categories = [yaml.safe_load(rule.yaml)["logsource"]["category"] for rule in rules]
+    assert categories == ["driver_load", "process_creation"] and not failures
+    query = (
+        hashes + "union isfuzzy=true\n"
+        "(DeviceEvents | where SHA256 in (hashes) and RemoteUrl has 'x'),\n"
         "(DeviceProcessEvents | where SHA256 in (hashes))"
     )
     rules, failures = convert_rules(SourceRule(path="hashes.kql", kql=query), Options())

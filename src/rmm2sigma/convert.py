@@ -23,8 +23,8 @@ from .fidelity import SIGMA, refusals, target_fidelity
 from .filters import RuleFilters, applied_rule, rule_filters
 from .formats.schedule import Schedule, schedule
 from .kql.lower import Schema, lower
-from .kql.union import Branch, split_union
-from .mapping import MappedRule, map_detection
+from .kql.union import Branch, of_kinds, split_union
+from .mapping import MappedRule, kinds_holding, map_detection
 from .model import Fidelity
 from .sigma import Options, branch_name, category_title, emit, rule_id
 from .sources import SourceRule, read_sources
@@ -122,7 +122,7 @@ def convert_rules(
     """
     try:
         query = kql.parse(source.kql)
-        branches = split_union(query, defender_schema())
+        branches = query_parts(query)
     except Rmm2SigmaError as error:
         raise _located(error, source) from None
     if branches is None:
@@ -143,19 +143,21 @@ def convert_rules(
         if failures:
             raise failures[0]
         raise _located(UnsupportedKqlError("; ".join(empty), line=query.pos.line or None), source)
-    categories = Counter(_category(mapped) for _, mapped in converted)
-    tables = Counter((_category(mapped), branch.table) for branch, mapped in converted)
+    # a kind of events is named by its log source and EventID: several share a category
+    kinds = [branch.kind or _category(mapped) for branch, mapped in converted]
+    categories = Counter(kinds)
+    tables = Counter((kind, branch.table) for kind, (branch, _) in zip(kinds, converted, strict=True))
     named = [
         replace(
             branch_source(source, branch),
             name=branch_name(
                 source.name or PurePath(source.path).stem,
-                _category(mapped),
-                branch.table if categories[_category(mapped)] > 1 else None,
-                branch.index + 1 if tables[_category(mapped), branch.table] > 1 else None,
+                kind,
+                branch.table if categories[kind] > 1 else None,
+                branch.index + 1 if tables[kind, branch.table] > 1 else None,
             ),
         )
-        for branch, mapped in converted
+        for kind, (branch, mapped) in zip(kinds, converted, strict=True)
     ]
     ids = [rule_id(named_source, options.exact) for named_source in named]
     rules: list[RuleResult] = []
@@ -166,32 +168,86 @@ def convert_rules(
         except Rmm2SigmaError as error:  # raised past the query (pySigma): name the file
             failures.append(_in_branch(error if error.source else _located(error, source), branch))
             continue
-        origin = (
-            f"converted from {_branch_label(branch)} of the query's union, with the operators after "
-            "the union (its proof compares it with that branch query); the branches read different "
-            "tables, so with its related rules it selects what the union selects"
-        )
-        rules.append(replace(rule, notes=(origin, *empty, *rule.notes)))
+        if branch.kind:  # one kind of events of a read of every kind: less than the query
+            rule = _of_one_kind(rule, branch)
+        else:
+            origin = (
+                f"converted from {_branch_label(branch)} of the query's union, with the operators after "
+                "the union (its proof compares it with that branch query); the branches read different "
+                "tables, so with its related rules it selects what the union selects"
+            )
+            rule = replace(rule, notes=(origin, *rule.notes))
+        rules.append(replace(rule, notes=(rule.notes[0], *empty, *rule.notes[1:])))
     return tuple(rules), tuple(str(error) for error in failures)
 
 
+def _of_one_kind(rule: RuleResult, branch: Branch) -> RuleResult:
+    """A rule of one kind of events of a query that reads every kind: it selects less than the
+    query, whatever its proof against its own kind shows, so every label is approximate."""
+    note = (
+        f"the query reads {branch.table} with no ActionType test, every kind of event: it becomes one "
+        f"rule per kind whose Sigma log source has a field for each column it tests, this one "
+        f"{branch.kind} (its proof compares it with the query cut to that kind); kinds with no such "
+        "log source are read by no rule, so together the rules select less than the query (approximate)"
+    )
+    keeping = (Fidelity.EXACT.value, Fidelity.WIDENED.value)
+    labels = {
+        target: Fidelity.APPROXIMATE.value if label in keeping else label
+        for target, label in rule.fidelity_by_target.items()
+    }
+    fidelity = Fidelity.APPROXIMATE if rule.fidelity in (Fidelity.EXACT, Fidelity.WIDENED) else rule.fidelity
+    return replace(rule, fidelity=fidelity, fidelity_by_target=labels, notes=(note, *rule.notes))
+
+
+def query_parts(query: kql.Query) -> list[Branch] | None:
+    """The parts a query's rules come from: its union branches, each read of every kind of
+    ``DeviceEvents`` (no ActionType test) cut into the kinds that have a Sigma log source with
+    fields for its tests (``mapping.kinds_holding``); None for a query of one part."""
+    schema = defender_schema()
+    branches = split_union(query, schema)
+    parts = branches if branches is not None else [Branch(0, "", query, in_union=False)]
+    cut: list[Branch] = []
+    for branch in parts:
+        table, kinds = _kinds(branch.query) if not branch.empty else ("", [])
+        cut.extend(replace(branch, table=table, query=part, kind=name) for name, part in kinds)
+        cut.extend([] if kinds else [branch])
+    return branches if cut == parts else cut
+
+
+def _kinds(query: kql.Query) -> tuple[str, list[tuple[str, kql.Query]]]:
+    """The table of a read of every kind of events, and the query cut to each kind
+    (``query_parts``); no kinds for any other query."""
+    schema = defender_schema()
+    try:
+        detection = lower(query, schema)
+    except Rmm2SigmaError:
+        return "", []
+    cut = [(name, of_kinds(query, spec.action_types, schema)) for spec, name in kinds_holding(detection)]
+    kinds = [(name, part) for name, part in cut if part is not None]
+    return detection.table, kinds if len(kinds) == len(cut) else []
+
+
 def branch_source(source: SourceRule, branch: Branch) -> SourceRule:
-    """A union branch as a source of its own: its query, and an identity (hence a rule id) of the
-    source's plus the branch's place and table, stable across runs."""
+    """A union branch (or a kind of events) as a source of its own: its query, and an identity
+    (hence a rule id) of the source's plus the branch's place, table and kind, stable across runs."""
     identity = f"{source.id or source.kql.strip()}|union branch {branch.index + 1}|{branch.table}"
+    identity += f"|{branch.kind}" if branch.kind else ""
     return replace(source, kql=branch.text, id=identity)
 
 
 def rule_sources(source: SourceRule) -> list[SourceRule]:
-    """The sources a query's rules are converted from: its union branches, or itself."""
+    """The sources a query's rules are converted from: its parts (``query_parts``), or itself."""
     try:
-        branches = split_union(kql.parse(source.kql), defender_schema())
+        branches = query_parts(kql.parse(source.kql))
     except Rmm2SigmaError:
         return [source]
     return [branch_source(source, branch) for branch in branches or ()] or [source]
 
 
 def _branch_label(branch: Branch) -> str:
+    if branch.kind:
+        where = f"union branch {branch.index + 1}, " if branch.in_union else ""
+        return f"{where}{branch.table} events of {branch.kind}"
     return f"union branch {branch.index + 1} ({branch.table})"
 
 

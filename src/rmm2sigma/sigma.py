@@ -211,7 +211,7 @@ def branch_name(name: str, category: str, table: str | None = None, branch: int 
 
 def category_title(category: str) -> str:
     """A Sigma category as titles name it (``process_creation`` -> ``Process Creation``)."""
-    return _CATEGORY_TITLES.get(category, category.replace("_", " ").title())
+    return _CATEGORY_TITLES.get(category, category.replace("_", " ").title().replace("Eventid", "EventID"))
 
 
 def _title(source: SourceRule, category: str | None = None) -> str:

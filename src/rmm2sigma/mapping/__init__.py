@@ -393,6 +393,23 @@ def _select_category(
     )
 
 
+def kinds_holding(detection: Detection) -> tuple[tuple[TableSpec, str], ...]:
+    """For a read of a table of many kinds with no default (``DeviceEvents``) that has no
+    ActionType test and tests more than the acting process: each category whose fields hold every
+    column the query tests, with its name, so that ``convert`` gives a rule per kind of events;
+    () for any other query."""
+    table = tables().get(detection.table)
+    predicate = detection.predicate
+    if table is None or not table.categories or table.action_types or predicate is None:
+        return ()
+    if _tests_action_type(predicate) or _acting_process(table, predicate):
+        return ()
+    columns = {leaf.column for leaf in walk(predicate) if isinstance(leaf, Predicate)}
+    return tuple(
+        (spec, _source_name(spec)) for spec in table.categories if columns and columns <= set(spec.fields)
+    )
+
+
 def _acting_process(table: TableSpec, predicate: Node) -> tuple[TableSpec, Node, str | None] | None:
     """A table of many kinds read whole (``DeviceEvents``) with tests of the process that acts
     only (its hash, path, command line): its fallback table, the creation of that process, whatever

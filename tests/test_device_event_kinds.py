@@ -1,0 +1,101 @@
+"""Tests of DeviceEvents read with no ActionType test (every kind of event), cut by kind.
+
+No Sigma log source holds every kind of DeviceEvents. Unless every test is on the process that acts
+(then the process's creation stands for it, ``test_acting_process``), such a read becomes one rule
+per kind whose Sigma log source has a field for each column it tests: the query with
+``ActionType in (<the kinds>)`` after its table, linked by ``related`` like a union's branches.
+Kinds with no such log source are read by no rule, so every label is approximate and the notes say
+so; each rule's proof compares it with the query cut to its kind.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+import yaml
+
+from conftest import Verified
+from rmm2sigma.convert import InputResult, convert_input, rule_sources
+from rmm2sigma.sigma import Options
+from rmm2sigma.sources import SourceRule
+
+TARGET_AND_ACTOR = 'DeviceEvents\n| where FileName =~ "lsass.exe" and InitiatingProcessFileName =~ "evil.exe"'
+HASHES = "DeviceEvents\n| where Timestamp > ago(7d)\n| where SHA256 in ('aa11', 'bb22')"
+SWEEP = (
+    "let iocs = print h = dynamic(['aa11', 'bb22']) | mv-expand x = h | distinct tostring(x);\n"
+    "union withsource=TableName Device*\n| where SHA256 in (iocs)"
+)
+
+
+def converted(text: str, name: str = "kinds.kql") -> InputResult:
+    return convert_input(name, Options(), data=text.encode())
+
+
+def test_a_read_of_every_kind_is_one_rule_per_kind_whose_log_source_holds_its_columns() -> None:
+    result = converted(TARGET_AND_ACTOR)
+    assert result.status == "converted"
+    sources = {
+        tuple(sorted(yaml.safe_load(rule.yaml)["logsource"].items())): yaml.safe_load(rule.yaml)
+        for rule in result.rules
+    }
+    categories = {dict(key).get("category") or dict(key)["service"] for key in sources}
+    assert categories == {"create_remote_thread", "process_access", "windefend"}
+    assert len({rule.title for rule in result.rules}) == len(result.rules)
+    for rule in result.rules:
+        assert set(rule.fidelity_by_target.values()) == {"approximate"}, rule.fidelity_by_target
+        assert any("no ActionType test" in note and "read by no rule" in note for note in rule.notes)
+        assert re.match(r"\| where \(?ActionType ", rule.queries["kusto"].split("\n")[1])
+        others = {other.rule_id for other in result.rules} - {rule.rule_id}
+        assert {related["id"] for related in yaml.safe_load(rule.yaml)["related"]} == others
+
+
+def test_the_rule_ids_are_stable_and_the_proof_parts_match_the_rules() -> None:
+    first, second = converted(TARGET_AND_ACTOR), converted(TARGET_AND_ACTOR)
+    assert [r.rule_id for r in first.rules] == [r.rule_id for r in second.rules]
+    parts = rule_sources(SourceRule(path="kinds.kql", kql=TARGET_AND_ACTOR))
+    assert len(parts) == len(first.rules)
+    assert all("ActionType in (" in part.kql for part in parts)
+
+
+def test_a_hash_of_every_kind_is_a_driver_load_rule() -> None:
+    (rule,) = converted(HASHES).rules
+    assert yaml.safe_load(rule.yaml)["logsource"] == {"product": "windows", "category": "driver_load"}
+    assert rule.fidelity_by_target["sigma"] == "approximate"
+
+
+def test_a_union_branch_of_every_kind_is_cut_too_and_the_other_branches_stay() -> None:
+    result = converted(SWEEP, "sweep.kql")
+    assert result.status == "converted"
+    categories = sorted(yaml.safe_load(rule.yaml)["logsource"].get("category") for rule in result.rules)
+    assert "driver_load" in categories and "process_creation" in categories
+    kinds = [rule for rule in result.rules if any("no ActionType test" in n for n in rule.notes)]
+    assert [yaml.safe_load(rule.yaml)["logsource"]["category"] for rule in kinds] == ["driver_load"]
+
+
+def test_columns_no_kind_holds_stay_refused() -> None:
+    result = converted("DeviceEvents | where FileName =~ 'a.exe' or InitiatingProcessSHA256 == 'aa11'")
+    assert result.status == "failed" and "no ActionType test" in (result.error or "")
+
+
+def test_verify_holds_every_kind_to_its_measurement(convert_and_verify: Callable[..., Verified]) -> None:
+    done = convert_and_verify("kinds.kql", TARGET_AND_ACTOR, "kusto,eql")
+    assert len(done.proofs) == 6
+    for proof in done.proofs:
+        assert not proof["error"] and not proof["report_problems"], proof
+    measured = [p for p in done.proofs if p["original"] > 0]
+    assert len(measured) >= 4 and all(p["targets"]["kusto"]["agrees"] for p in measured)
+
+
+@pytest.mark.usefixtures("offline")
+def test_every_rule_passes_sigmahq_validators(tmp_path: Path) -> None:
+    from rmm2sigma.sigmahq import check_rules
+
+    for rule in converted(TARGET_AND_ACTOR).rules:
+        logsource = yaml.safe_load(rule.yaml)["logsource"]
+        folder = tmp_path / "rules" / "windows" / (logsource.get("category") or logsource["service"])
+        folder.mkdir(parents=True, exist_ok=True)
+        (folder / rule.filename).write_text(rule.yaml, encoding="utf-8")
+    assert [str(issue) for issue in check_rules([tmp_path / "rules"])] == []
