@@ -18,6 +18,7 @@ from rmm2sigma.kql import syntax as k
 from rmm2sigma.kql.lower import lower
 from rmm2sigma.sigma import Options
 from rmm2sigma.sources import SourceRule
+from rmm2sigma.verify.kusto_language import kusto_available, validate_kql
 from rmm2sigma.verify.proof import measure
 
 PROCESS = "DeviceProcessEvents\n| where "
@@ -447,13 +448,17 @@ def test_a_search_over_every_column_becomes_keywords() -> None:
     from rmm2sigma.fidelity import target_fidelity
 
     labels = target_fidelity(mapped, ("sigma", "kusto", "splunk"))
-    # pySigma's KQL backend writes the keyword as a bare string: kusto is refused, never shipped
-    refusal = labels["kusto"].refusal
-    assert refusal is not None and refusal.startswith("kusto: not converted:") and "bare string" in refusal
-    assert labels["splunk"].label == "widened"
+    assert labels["kusto"].label == labels["splunk"].label == "widened"
+    # pySigma's KQL backend wrote the keyword as a bare string, no KQL filter: KQL's search of every
+    # column, which Kusto.Language binds
     rule = convert_rule(SourceRule(path="keyword.kql", kql=PROCESS + "* has 'mimikatz'"), Options())
-    assert "kusto" not in rule.queries and "bare string" in rule.errors["kusto"]
-    assert "kusto" not in rule.fidelity_by_target and rule.queries["splunk"]
+    assert rule.queries["kusto"] == 'DeviceProcessEvents\n| where * contains "mimikatz"'
+    negated_query = 'DeviceProcessEvents | where FileName =~ "a.exe" | search not("*mimikatz*")'
+    negated = convert_rule(SourceRule(path="keyword.kql", kql=negated_query), Options())
+    assert 'not(* contains "mimikatz")' in negated.queries["kusto"]
+    if kusto_available():
+        found = validate_kql([rule.queries["kusto"], negated.queries["kusto"]])
+        assert [[d.message for d in f if d.is_error] for f in found] == [[], []]
 
 
 # ---------------------------------------------------------------- tables and log sources

@@ -28,8 +28,6 @@ loss, labelled ``approximate`` with a note saying how it can differ. Known targe
 * A test an Elastic target can only ask in a form that misses events (a case-insensitive test on
   a case-sensitive keyword field with no regex rewrite, EQL's ``==`` for a long case-sensitive
   pattern) makes that target refuse the rule.
-* pySigma's KQL backend writes a keyword (``* has 'x'``) as a bare string, which is no KQL
-  filter: kusto is refused for keyword rules.
 * Splunk's ``where`` compares case-sensitively: a field reference is written
   ``where lower('A')=lower('B')`` (``rmm2sigma.targets.splunk``), as case-insensitive as Sigma's.
 * The kusto target keeps the Defender table when the mapping declares ``kusto_table``, so the
@@ -98,14 +96,9 @@ def target_fidelity(
     out: dict[str, TargetFidelity] = {}
     from .correlation import threshold_fidelity  # imports pySigma through sigma.py
 
-    keywords = any(leaf.column == ANY_COLUMN for leaf, _ in _leaves(mapped.detection.predicate))
     for target in targets:
         if target not in PROVEN:
             out[target] = TargetFidelity(UNPROVEN, (f"{target}: {UNPROVEN_NOTE}",))
-            continue
-        if target == "kusto" and keywords:  # pySigma writes `| where "*x*"`: Kusto rejects it
-            note = "kusto: pySigma's KQL backend writes a keyword as a bare string, which is no KQL filter"
-            out[target] = TargetFidelity(NARROWED, (note,), f"kusto: not converted: {note.split(': ', 1)[1]}")
             continue
         if target == "kusto" and mapped.table.kusto_table:  # the Defender table is kept: no model change
             if mapped.table.action_types and not mapped.kinds_written:  # kusto adds `ActionType =~ ...` back

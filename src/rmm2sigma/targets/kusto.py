@@ -25,9 +25,15 @@ from dataclasses import dataclass
 from typing import Any, ClassVar
 
 from sigma.backends.kusto import KustoBackend
-from sigma.conditions import ConditionAND, ConditionFieldEqualsValueExpression, ConditionOR
+from sigma.conditions import (
+    ConditionAND,
+    ConditionFieldEqualsValueExpression,
+    ConditionOR,
+    ConditionValueExpression,
+)
+from sigma.conversion.deferred import DeferredQueryExpression
 from sigma.conversion.state import ConversionState
-from sigma.exceptions import SigmaTransformationError
+from sigma.exceptions import SigmaFeatureNotSupportedByBackendError, SigmaTransformationError
 from sigma.processing.conditions import (
     IncludeFieldCondition,
     LogsourceCondition,
@@ -58,6 +64,18 @@ class Rmm2SigmaKustoBackend(BooleansByEquality, KindPreservingLists, KustoBacken
     case_sensitive_contains_expression: ClassVar[str | None] = "{field} contains_cs {value}"
     # Sigma's fieldref ignores case, like every Sigma value; the backend has no field comparison
     field_equals_field_expression: ClassVar[str | None] = "{field1} =~ {field2}"
+
+    def convert_condition_val_str(
+        self, cond: ConditionValueExpression, state: ConversionState
+    ) -> str | DeferredQueryExpression:
+        """A keyword (``*x*``: a value anywhere in the event) as KQL's search of every column,
+        ``* contains "x"``; the backend wrote the bare string, which is no KQL filter."""
+        value, wildcard = cond.value, SpecialChars.WILDCARD_MULTI
+        searched = isinstance(value, SigmaString) and value.startswith(wildcard) and value.endswith(wildcard)
+        inner = value[1:-1] if isinstance(value, SigmaString) and len(value) > 1 else None
+        if not searched or inner is None or inner.contains_special():
+            raise SigmaFeatureNotSupportedByBackendError(f"kusto: the keyword {value} is no substring search")
+        return f"* contains {self.convert_value_str(inner, state)}"
 
     def escape_and_quote_field(self, field_name: str) -> str:
         if _JSON_KEY.fullmatch(field_name):
