@@ -24,7 +24,7 @@ from .filters import RuleFilters, applied_rule, rule_filters
 from .formats.schedule import Schedule, schedule
 from .kql.lower import Schema, lower
 from .kql.union import Branch, of_kinds, split_union
-from .mapping import MappedRule, kinds_holding, map_detection
+from .mapping import MappedRule, kind_tables, kinds_holding, map_detection
 from .model import Fidelity
 from .sigma import Options, branch_name, category_title, emit, rule_id
 from .sources import SourceRule, read_sources
@@ -122,7 +122,7 @@ def convert_rules(
     """
     try:
         query = kql.parse(source.kql)
-        branches = query_parts(query)
+        branches = query_parts(query, source.kql)
     except Rmm2SigmaError as error:
         raise _located(error, source) from None
     if branches is None:
@@ -199,12 +199,15 @@ def _of_one_kind(rule: RuleResult, branch: Branch) -> RuleResult:
     return replace(rule, fidelity=fidelity, fidelity_by_target=labels, notes=(note, *rule.notes))
 
 
-def query_parts(query: kql.Query) -> list[Branch] | None:
+def query_parts(query: kql.Query, text: str) -> list[Branch] | None:
     """The parts a query's rules come from: its union branches, each read of every kind of
     ``DeviceEvents`` (no ActionType test) cut into the kinds that have a Sigma log source with
-    fields for its tests (``mapping.kinds_holding``); None for a query of one part."""
+    fields for its tests (``mapping.kinds_holding``); None for a query of one part. ``text``, the
+    query's, spares the lowering this takes when it names no such table."""
     schema = defender_schema()
     branches = split_union(query, schema)
+    if not any(table in text for table in kind_tables()):
+        return branches
     parts = branches if branches is not None else [Branch(0, "", query, in_union=False)]
     cut: list[Branch] = []
     for branch in parts:
@@ -238,7 +241,7 @@ def branch_source(source: SourceRule, branch: Branch) -> SourceRule:
 def rule_sources(source: SourceRule) -> list[SourceRule]:
     """The sources a query's rules are converted from: its parts (``query_parts``), or itself."""
     try:
-        branches = query_parts(kql.parse(source.kql))
+        branches = query_parts(kql.parse(source.kql), source.kql)
     except Rmm2SigmaError:
         return [source]
     return [branch_source(source, branch) for branch in branches or ()] or [source]

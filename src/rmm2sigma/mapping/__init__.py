@@ -393,6 +393,12 @@ def _select_category(
     )
 
 
+@cache
+def kind_tables() -> frozenset[str]:
+    """The tables of many kinds with no default (``DeviceEvents``): ``kinds_holding`` cuts them."""
+    return frozenset(name for name, spec in tables().items() if spec.categories and not spec.action_types)
+
+
 def kinds_holding(detection: Detection) -> tuple[tuple[TableSpec, str], ...]:
     """For a read of a table of many kinds with no default (``DeviceEvents``) that has no
     ActionType test and tests more than the acting process: each category whose fields hold every
