@@ -232,10 +232,10 @@ def test_the_time_gap_a_test_bounds_both_ways_is_the_timespan(bound: str, timesp
 @pytest.mark.parametrize(
     "text",
     [
-        # a left outer join only adds columns; a right semi join returns the right side's rows
+        # a left outer join only adds columns; a right anti join returns the right side's unmatched rows
         "DeviceProcessEvents | where FileName =~ 'a.exe' | join kind=leftouter (DeviceNetworkEvents "
         "| where RemotePort == 1) on DeviceName",
-        "DeviceProcessEvents | where FileName =~ 'a.exe' | join kind=rightsemi (DeviceNetworkEvents "
+        "DeviceProcessEvents | where FileName =~ 'a.exe' | join kind=rightanti (DeviceNetworkEvents "
         "| where RemotePort == 1) on DeviceName",
         # a threshold on a side would be a correlation of correlations
         "DeviceProcessEvents | where FileName =~ 'a.exe' | summarize n = count() by DeviceName | where n > 5 "
@@ -318,7 +318,9 @@ def test_every_held_out_join_correlation_keeps_its_promise() -> None:
                 assert keeps_promise(rule.fidelity_by_target[target], verdict), (path.name, target, verdict)
             measured += 1
     assert measured >= 6, measured  # 6 of the 8 joins converted so today
-    assert len(vacuous) <= 2, vacuous
+    # and Possible-webshell-drop's right semi join of a filter with itself, whose many left-out tests
+    # (a computed extension, the kinds, fewer than 3 files in 5 minutes) no dealt row meets
+    assert len(vacuous) <= 3, vacuous
     if kusto_available():  # Microsoft's parser binds every kusto join against the Defender schema
         errors = [[d.message for d in found if d.is_error] for found in validate_kql(queries)]
         assert errors == [[]] * len(queries)

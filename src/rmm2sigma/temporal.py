@@ -21,8 +21,17 @@ sides' labels on rows, then:
   columns, then the tests reading both sides), lucene cannot correlate and returns the left side's
   events (every reported group has some: wider), and so do esql and eql for aliased keys.
 
-Anything else (an outer or anti join, a side that is a whole table or holds a threshold, a
-computed key) keeps the one-sided conversion of ``kql.lower``, which widens the join away.
+A semi-join reports the keys an inner join does: ``join kind=leftsemi`` (after it only the left
+side's columns exist, so a test after it reads that side), ``kind=rightsemi`` (the right's), and
+``T | where a and K in (U | where b | distinct C)`` (also through a tabular ``let`` or
+``materialize()``), which is ``T | where a | join kind=leftsemi (U | where b | distinct C) on
+$left.K == $right.C``; kusto gets each back as written. ``in~`` compares the keys without case, as
+the correlation's Sigma backend groups them (pysigma-backend-sqlite); splunk, esql and eql group
+with case, so they return the left side's events (wider).
+
+Anything else (an outer or anti join, ``!in``, an ``in`` under ``or``, a side that is a whole
+table or holds a threshold, a computed key) keeps the one-sided conversion of ``kql.lower``, which
+widens the join away.
 """
 
 from __future__ import annotations
@@ -59,6 +68,8 @@ from .yaml_text import dump_yaml
 BUCKET = "rmm2sigma_bucket"  # the kusto join's time bucket key
 # join kinds that return a row for each pair of matching left and right rows (or left rows with one)
 _INNER = frozenset({"inner", "innerunique"})
+# join kinds that return the rows of one side that have a match: the keys an inner join reports
+_SEMI = frozenset({"leftsemi", "rightsemi"})
 # a Defender column with no Sigma field that another column of the same device stands for
 STAND_INS = {"DeviceId": "DeviceName"}
 # operators that keep every key of the rows they are given (a summary by the key, say)
@@ -84,6 +95,18 @@ class Join:
     crossing: tuple[k.Expr, ...] | None = ()
     gap: timedelta | None = None  # how far apart in time those tests keep the sides' events, if bounded
     after: tuple[str, ...] = ()  # the operators after the join, but the crossing tests, that drop rows
+    kind: str = "inner"  # the join's kind as kusto writes it back: inner, leftsemi or rightsemi
+    operator: str | None = None  # ``in`` or ``in~`` for the semi-join a ``K in (sub-query)`` test is
+
+    @property
+    def returned(self) -> int:
+        """The side (0 left, 1 right) whose rows, hence key columns, the join returns."""
+        return 1 if self.kind == "rightsemi" else 0
+
+    @property
+    def caseless(self) -> bool:
+        """Whether the keys are compared without case (``in~``)."""
+        return self.operator == "in~"
 
 
 @dataclass(frozen=True)
@@ -99,6 +122,7 @@ class Plan:
     notes: tuple[str, ...]
     approximate: bool  # a stand-in key (DeviceName for DeviceId)
     wider: bool  # keys or filters after the join left out
+    caseless: bool = False  # the keys are compared without case (``Join.caseless``)
 
 
 def find(query: k.Query, schema: Schema) -> Join | None:
@@ -107,50 +131,106 @@ def find(query: k.Query, schema: Schema) -> Join | None:
     if query.earlier:
         return None
     lowering = _Lowering(query, schema)
-    body = lowering.expand(query.body)
+    original = lowering.expand(query.body)
+    body, test = _semi_joined(original, lowering)
     index = next((i for i, op in enumerate(body.operators) if isinstance(op, k.Join)), None)
     if index is None:
         return None
     join = body.operators[index]
     assert isinstance(join, k.Join)
-    if (join.kind or _DEFAULT_KINDS["join"]).lower() not in _INNER:
+    kind = (join.kind or _DEFAULT_KINDS["join"]).lower()
+    if kind not in _INNER | _SEMI:
         return None
+    kind = "inner" if kind in _INNER else kind
     left = k.Pipeline(body.source, body.operators[:index], body.pos)
     right = lowering.expand(join.right)
     rest = body.operators[index + 1 :]
-    pushed, crossing, rest = _pushed(rest, left, right, lowering)
+    # a semi-join returns one side's columns only: a test after it reads that side
+    columns = (
+        [] if kind == "rightsemi" else _outputs(left, schema),
+        [] if kind == "leftsemi" else _outputs(right, schema),
+    )
+    pushed, crossing, rest = _pushed(rest, left, right, lowering, columns)
     left = k.Pipeline(left.source, (*left.operators, *pushed[0]), left.pos)
     right = k.Pipeline(right.source, (*right.operators, *pushed[1]), right.pos)
     if not (_filter(left, schema) and _filter(right, schema)) or any(map(lowering.brings_rows, rest)):
         return None
-    found = _keys(join, left, right, lowering)
+    found = _keys(join, left, right, lowering, 1 if kind == "rightsemi" else 0)
     if found is None:
         return None
     keys, bucket = found
-    # the query through the tests after the join: what the correlation stands for (the proof's original)
-    through = body.operators[: len(body.operators) - len(rest)]
+    # the query through the tests after the join: what the correlation stands for (the proof's
+    # original), as written (an `in` test, not the join it is)
+    through = original.operators[: len(original.operators) - len(rest)]
     after = tuple(_shorten(to_kql(op)) for op in rest if not _keeps_keys(op))
-    joined = _joined_columns(crossing, left, right, lowering)
+    joined = _joined_columns(crossing, left, right, lowering, columns)
     return Join(
         k.Query(query.lets, left, query.pos),
         k.Query(query.lets, right, query.pos),
         k.Query(query.lets, k.Pipeline(body.source, through, body.pos), query.pos),
         tuple(pair for pair, _ in keys),
         tuple(name for _, name in keys),
-        _shorten(to_kql(join), 80),
+        _shorten(to_kql(test or join), 80),
         (*(_shorten(to_kql(test)) for test in crossing), *after),
         bucket,
         joined,
         _gap(joined or (), lowering),
         after,
+        kind,
+        test.op if test else None,
     )
 
 
+def _semi_joined(body: k.Pipeline, lowering: _Lowering) -> tuple[k.Pipeline, k.SetOp | None]:
+    """The body with its first ``where ... and K in (U | where b | distinct C)`` before any join
+    written as the semi-join it is (``| where ... | join kind=leftsemi (U | where b | distinct C) on
+    $left.K == $right.C``), and that test; else the body and None.
+
+    Only a conjunct of the ``where`` (under ``or`` or negated it is no semi-join), whose sub-query
+    (inline, a tabular ``let``, ``materialize()``) filters an event table into one column."""
+    for index, op in enumerate(body.operators):
+        if isinstance(op, k.Join):
+            break
+        if not isinstance(op, k.Where):
+            continue
+        tests = _chain(op.predicate, "and")
+        for position, test in enumerate(tests):
+            if not (isinstance(test, k.SetOp) and test.op in ("in", "in~") and isinstance(test.left, k.Name)):
+                continue
+            right = _rows_of(test.items, lowering)
+            outputs = _outputs(right, lowering.schema) if right and _filter(right, lowering.schema) else None
+            if right is None or outputs is None or len(outputs) != 1:
+                continue
+            key = k.Binary(
+                "==", k.Member(k.Name("$left"), test.left.name), k.Member(k.Name("$right"), outputs[0])
+            )
+            others = [k.Where(other, op.pos) for other in (*tests[:position], *tests[position + 1 :])]
+            join = k.Join("leftsemi", right, (key,), pos=test.pos)
+            operators = (*body.operators[:index], *others, join, *body.operators[index + 1 :])
+            return k.Pipeline(body.source, operators, body.pos), test
+    return body, None
+
+
+def _rows_of(items: tuple[k.Expr, ...], lowering: _Lowering) -> k.Pipeline | None:
+    """The rows an ``in`` list of one sub-query reads (inline, a tabular ``let``, ``materialize()``)."""
+    if len(items) != 1:
+        return None
+    (item,) = items
+    if isinstance(item, k.Call) and item.function == "materialize" and len(item.args) == 1:
+        item = item.args[0]
+    if isinstance(item, k.SubQuery):
+        return lowering.expand(item.pipeline)
+    if isinstance(item, k.Name) and (item.name in lowering.tables or item.name in lowering.scalars):
+        return lowering.expand(k.Pipeline(k.TableRef(item.name, item.pos), (), item.pos))
+    return None
+
+
 Pushed = tuple[list[k.Where], list[k.Where]]
+Columns = tuple[list[str] | None, list[str] | None]  # each side's columns after the join (None: unknown)
 
 
 def _pushed(
-    rest: tuple[k.Operator, ...], left: k.Pipeline, right: k.Pipeline, lowering: _Lowering
+    rest: tuple[k.Operator, ...], left: k.Pipeline, right: k.Pipeline, lowering: _Lowering, columns: Columns
 ) -> tuple[Pushed, tuple[k.Expr, ...], tuple[k.Operator, ...]]:
     """The tests of the ``where`` right after a join that read one side's columns only, as filters
     of that side (a right column a left one shadows is ``Name1`` there), the tests reading both
@@ -159,7 +239,6 @@ def _pushed(
     ``L | join R on k | where c(R)`` pairs the same rows as ``L | join (R | where c) on k``; a test
     reading both sides (how far apart their times are) stays after the join and is left out."""
     pushed: Pushed = ([], [])
-    columns = (_outputs(left, lowering.schema), _outputs(right, lowering.schema))
     if columns[0] is None or columns[1] is None:
         return pushed, (), rest
     # a test after a side's summary may read an aggregate: a threshold there, which is not built
@@ -177,12 +256,11 @@ def _pushed(
 
 
 def _joined_columns(
-    tests: tuple[k.Expr, ...], left: k.Pipeline, right: k.Pipeline, lowering: _Lowering
+    tests: tuple[k.Expr, ...], left: k.Pipeline, right: k.Pipeline, lowering: _Lowering, columns: Columns
 ) -> tuple[k.Expr, ...] | None:
     """Tests after the join in the columns of kusto's join of the two rules' queries, which
     return whole table rows (a right column the left table also has is ``Name1``), constants in
     place; None when a test reads a computed column."""
-    columns = (_outputs(left, lowering.schema), _outputs(right, lowering.schema))
     if columns[0] is None or columns[1] is None:
         return None
     sides = (left, right)
@@ -375,10 +453,11 @@ def _keeps_keys(op: k.Operator) -> bool:
 
 
 def _keys(
-    join: k.Join, left: k.Pipeline, right: k.Pipeline, lowering: _Lowering
+    join: k.Join, left: k.Pipeline, right: k.Pipeline, lowering: _Lowering, returned: int
 ) -> tuple[list[tuple[tuple[str, str], str]], timedelta | None] | None:
-    """Each key as the (left, right) table columns it compares and its output column name, and
-    the span of a key both sides compute as ``bin(Timestamp, span)`` (the same time bucket)."""
+    """Each key as the (left, right) table columns it compares and its output column name (on the
+    ``returned`` side: 1 for a right semi-join), and the span of a key both sides compute as
+    ``bin(Timestamp, span)`` (the same time bucket)."""
     pairs: list[tuple[tuple[str, str], str]] = []
     bucket: timedelta | None = None
     for expr in join.on:
@@ -405,7 +484,7 @@ def _keys(
         ]
         if len(columns) != 2 or columns[0] is None or columns[1] is None:
             return None
-        pairs.append(((columns[0], columns[1]), names[0]))
+        pairs.append(((columns[0], columns[1]), names[returned]))
     return (pairs, bucket) if pairs else None
 
 
@@ -514,9 +593,23 @@ def plan(join: Join, left: MappedRule, right: MappedRule) -> Plan | None:
             f"the filter(s) after the join ({'; '.join(join.filtered_after)}) are left out: the "
             "correlation reports every group the join pairs (wider)"
         )
+    if join.caseless:
+        notes.append(
+            f"`{join.operator}` compares the keys without case: the correlation must group them so "
+            "(pysigma-backend-sqlite does; a backend grouping with case misses keys)"
+        )
     wider = bool(join.filtered_after) or len(kept) < len(join.keys) or windows[0] != windows[1]
     return Plan(
-        tuple(group_by), aliases, tuple(kept), window, join.bucket, timespan, tuple(notes), approximate, wider
+        tuple(group_by),
+        aliases,
+        tuple(kept),
+        window,
+        join.bucket,
+        timespan,
+        tuple(notes),
+        approximate,
+        wider,
+        join.caseless,
     )
 
 
@@ -581,7 +674,12 @@ def convert(
             sides = [f"{query}{bucket}" for query in queries]
             on.append(BUCKET)
         tests = "".join(f"\n| where {to_kql(test)}" for test in join.crossing or ())
-        joined = f"{sides[0]}\n| join kind=inner (\n{sides[1]}\n) on {', '.join(on)}"
+        if join.operator:  # a `K in (sub-query)` test, written back as such
+            ((left, right),) = join.keys
+            return targets.TargetQuery(
+                f"{sides[0]}\n| where {left} {join.operator} (\n{sides[1]}\n| project {right}\n){tests}"
+            )
+        joined = f"{sides[0]}\n| join kind={join.kind} (\n{sides[1]}\n) on {', '.join(on)}"
         return targets.TargetQuery(joined + tests)
     correlation = pair.correlation
     # without a time bucket key, splunk and esql count once over the range, as the join pairs rows
@@ -599,10 +697,20 @@ def convert(
     return targets.TargetQuery("\n".join(str(query) for query in converted))
 
 
+# targets whose correlation compares group-by values with case (Splunk's `stats by`, ES|QL's
+# `STATS BY` and EQL's `sample by` on keyword values)
+_CASED = frozenset({"splunk", "esql", "eql"})
+
+
 def one_sided(target: str, chosen: Plan) -> bool:
-    """Whether ``target`` gets the left side's query: lucene cannot correlate, and pySigma's esql
-    and eql backends cannot rename a field to an alias (Sigma's ``aliases``)."""
-    return target == "lucene" or (bool(chosen.aliases) and target in ("esql", "eql"))
+    """Whether ``target`` gets the left side's query: lucene cannot correlate, pySigma's esql
+    and eql backends cannot rename a field to an alias (Sigma's ``aliases``), and a target that
+    groups with case would miss the keys ``in~`` matches without."""
+    return (
+        target == "lucene"
+        or (bool(chosen.aliases) and target in ("esql", "eql"))
+        or (chosen.caseless and target in _CASED)
+    )
 
 
 def fidelity(target: str, sides: tuple[str, str], chosen: Plan, join: Join) -> tuple[str, tuple[str, ...]]:
@@ -614,7 +722,13 @@ def fidelity(target: str, sides: tuple[str, str], chosen: Plan, join: Join) -> t
     label, wider, notes = Fidelity.worst(left, right), chosen.wider, []
     if one_sided(target, chosen):
         label, wider = left, True
-        cannot = "correlate two rules" if target == "lucene" else "correlate fields of different names"
+        cannot = (
+            "correlate two rules"
+            if target == "lucene"
+            else "correlate fields of different names"
+            if chosen.aliases
+            else "group keys without case"
+        )
         notes.append(f"{target} cannot {cannot}: the query returns the events of the join's left side")
     elif target == "eql":
         wider = True

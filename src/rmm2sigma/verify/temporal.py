@@ -3,11 +3,13 @@
 Each side's filter gets its own distinguishing rows (``events.generate``), dealt over a few hosts
 (``DeviceName`` and ``DeviceId`` of one host go together, as on a real device) and a few values of
 any other key column the filters do not test, so some keys have rows of both sides and some of
-one. duckdb-kql runs the original up to the join and the emitted kusto join, each projecting the
-keys; pysigma-backend-sqlite runs the Sigma correlation over the rules' events, its pipeline
-adding each log source's condition as a SIEM's does (so one side's rule never reads the other
-side's events). Each reports its keys; the original's are also named as the correlation groups
-them (case-insensitively, on the keys with a Sigma field).
+one (for ``in~``, about half of the right side's keys in upper case, which only a caseless compare
+matches). duckdb-kql runs the original up to the join (an ``in`` test as written) and the emitted
+kusto join, each projecting the keys of the side whose rows it returns; pysigma-backend-sqlite
+runs the Sigma correlation over the rules' events, its pipeline adding each log source's
+condition as a SIEM's does (so one side's rule never reads the other side's events). Each reports
+its keys; the original's are also named as the correlation groups them (case-insensitively, on
+the keys with a Sigma field).
 """
 
 from __future__ import annotations
@@ -83,10 +85,10 @@ def prove(source: SourceRule, options: Options, now: datetime, seed: int = 0) ->
     _load(engine, detections, rows)
     original = engine.rows(f"{to_kql(join.through)}\n| project {', '.join(join.names)}", now)
     kusto, not_executed = None, {}
-    if "kusto" in converted.queries:
-        left_columns = ", ".join(left for left, _ in join.keys)
+    if "kusto" in converted.queries:  # the key columns of the side whose rows the join returns
+        columns = ", ".join(pair[join.returned] for pair in join.keys)
         try:
-            kusto = frozenset(engine.rows(f"{converted.queries['kusto']}\n| project {left_columns}", now))
+            kusto = frozenset(engine.rows(f"{converted.queries['kusto']}\n| project {columns}", now))
         except NotExecutable as error:
             not_executed["kusto"] = str(error)
     kept = [join.keys.index(pair) for pair in chosen.keys]
@@ -159,6 +161,11 @@ def _dealt(
                 pool = [row.get(columns[other]) for row in rows[other] if row.get(columns[other]) is not None]
             for row in rows[side]:
                 row[columns[side]] = rng.choice(pool) if pool else None
+    if join.caseless:  # `in~`: some right keys in upper case, which only a caseless compare matches
+        for row in rows[1]:
+            for _, column in join.keys:
+                if isinstance(row.get(column), str) and rng.random() < 0.5:
+                    row[column] = row[column].upper()
     return rows
 
 
