@@ -203,15 +203,15 @@ def query_parts(query: kql.Query, text: str) -> list[Branch] | None:
     """The parts a query's rules come from: its union branches, each read of every kind of
     ``DeviceEvents`` (no ActionType test) cut into the kinds that have a Sigma log source with
     fields for its tests (``mapping.kinds_holding``); None for a query of one part. ``text``, the
-    query's, spares the lowering this takes when it names no such table."""
+    query's, spares the lowering this takes when a query of one part names no such table."""
     schema = defender_schema()
     branches = split_union(query, schema)
-    if not any(table in text for table in kind_tables()):
-        return branches
     parts = branches if branches is not None else [Branch(0, "", query, in_union=False)]
     cut: list[Branch] = []
     for branch in parts:
-        table, kinds = _kinds(branch.query) if not branch.empty else ("", [])
+        # a union branch names its table; the query itself is lowered only when its text names one
+        possible = branch.table in kind_tables() if branch.table else any(t in text for t in kind_tables())
+        table, kinds = _kinds(branch.query) if possible and not branch.empty else ("", [])
         cut.extend(replace(branch, table=table, query=part, kind=name) for name, part in kinds)
         cut.extend([] if kinds else [branch])
     return branches if cut == parts else cut
