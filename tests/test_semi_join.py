@@ -103,7 +103,7 @@ def test_a_left_semi_join_is_a_temporal_correlation_and_later_tests_filter_the_l
     assert left["detection"]["selection"]["CommandLine|contains"] == "-k"
     assert right["logsource"]["category"] == "network_connection"
     assert rule.fidelity_by_target == {
-        "sigma": "exact",
+        "sigma": "widened",  # a backend may group the keys without case (sqlite does)
         "kusto": "exact",
         "splunk": "exact",
         "esql": "exact",
@@ -111,7 +111,7 @@ def test_a_left_semi_join_is_a_temporal_correlation_and_later_tests_filter_the_l
         "eql": "widened",  # a sample without a time bound
     }
     assert "| join kind=leftsemi (" in rule.queries["kusto"]
-    assert _proven(LEFT, rule) == {"sigma": "exact", "kusto": "exact"}
+    assert _proven(LEFT, rule)["kusto"] == "exact"  # sigma: widened where the dealt keys differ in case
 
 
 def test_a_right_semi_join_returns_the_right_sides_keys() -> None:
@@ -120,8 +120,8 @@ def test_a_right_semi_join_returns_the_right_sides_keys() -> None:
     assert "DestinationIp|startswith" in right["detection"]["selection"]
     assert "DestinationIp|startswith" not in str(left["detection"])
     assert "| join kind=rightsemi (" in rule.queries["kusto"]
-    assert rule.fidelity_by_target["kusto"] == "exact" and rule.fidelity_by_target["sigma"] == "exact"
-    assert _proven(RIGHT, rule) == {"sigma": "exact", "kusto": "exact"}
+    assert rule.fidelity_by_target["kusto"] == "exact" and rule.fidelity_by_target["sigma"] == "widened"
+    assert _proven(RIGHT, rule)["kusto"] == "exact"
 
 
 @pytest.mark.parametrize(("text", "group_by"), [(IN_LET, "Computer"), (IN_QUERY, "User")])
@@ -133,9 +133,9 @@ def test_an_in_sub_query_is_a_left_semi_join(text: str, group_by: str) -> None:
     assert right["logsource"]["category"] == "network_connection"
     assert not any("rows of another query" in note for note in rule.notes)  # the test is the join
     assert any("becomes a Sigma temporal correlation" in note for note in rule.notes)
-    assert rule.fidelity_by_target["sigma"] == "exact" and rule.fidelity_by_target["kusto"] == "exact"
+    assert rule.fidelity_by_target["sigma"] == "widened" and rule.fidelity_by_target["kusto"] == "exact"
     assert " in (\nDeviceNetworkEvents" in rule.queries["kusto"]  # kusto keeps the `in` test
-    assert _proven(text, rule) == {"sigma": "exact", "kusto": "exact"}
+    assert _proven(text, rule)["kusto"] == "exact"
 
 
 def test_a_caseless_in_is_grouped_without_case_where_the_target_can(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -230,7 +230,7 @@ def test_verify_holds_the_labels_of_an_in_test(convert_and_verify: Callable[...,
     (rule,) = done.proofs
     assert not rule["report_problems"]
     assert {name: group["verdict"] for name, group in rule["groups"].items()} == {
-        "sigma": "exact",
+        "sigma": "widened",  # the dealt keys differing in case, which sqlite pairs
         "kusto": "exact",
     }
     assert all(group["agrees"] for group in rule["groups"].values())

@@ -113,7 +113,7 @@ def _proven(text: str, rule: RuleResult) -> dict[str, str]:
     return found
 
 
-def test_a_join_on_the_device_name_is_an_exact_temporal_correlation() -> None:
+def test_a_join_on_the_device_name_is_a_temporal_correlation() -> None:
     rule = _rule(SPOOLER)
     assert _correlation(rule) == {
         "type": "temporal",
@@ -123,7 +123,7 @@ def test_a_join_on_the_device_name_is_an_exact_temporal_correlation() -> None:
     }
     assert set(rule.queries) == {"kusto", "splunk", "lucene", "esql", "eql"} and not rule.errors
     assert rule.fidelity_by_target == {
-        "sigma": "exact",
+        "sigma": "widened",  # a backend may group the keys without case (sqlite does)
         "kusto": "exact",
         "splunk": "exact",
         "esql": "exact",
@@ -133,7 +133,8 @@ def test_a_join_on_the_device_name_is_an_exact_temporal_correlation() -> None:
     assert "| join kind=inner (" in rule.queries["kusto"]
     assert "stats dc(event_type)" in rule.queries["splunk"] and "| bin" not in rule.queries["splunk"]
     assert rule.queries["eql"].startswith("sample by")
-    assert _proven(SPOOLER, rule) == {"sigma": "exact", "kusto": "exact"}
+    proven = _proven(SPOOLER, rule)
+    assert proven["kusto"] == "exact" and proven["sigma"] in ("widened", "mixed")  # keys differing in case
 
 
 def test_the_device_id_is_grouped_by_the_device_name_approximately() -> None:
@@ -289,7 +290,7 @@ def test_verify_holds_the_labels_on_the_joins_keys(convert_and_verify: Callable[
     (rule,) = done.proofs
     assert not rule["report_problems"]
     assert {name: group["verdict"] for name, group in rule["groups"].items()} == {
-        "sigma": "exact",
+        "sigma": "widened",  # the dealt keys differing in case, which sqlite pairs
         "kusto": "exact",
     }
     assert all(group["agrees"] for group in rule["groups"].values())

@@ -733,12 +733,18 @@ def fidelity(target: str, sides: tuple[str, str], chosen: Plan, join: Join) -> t
     elif target == "eql":
         wider = True
         notes.append("eql: a `sample by` the keys has no time bound: run it over the query's range")
-    elif target == "sigma" and chosen.bucket:
+    elif target == "sigma" and (chosen.bucket or not chosen.caseless):
         wider = True
-        notes.append(
-            f"sigma: a backend may slide the {chosen.timespan} windows (sqlite does), pairing events of "
-            "neighbouring buckets too (wider)"
-        )
+        if chosen.bucket:
+            notes.append(
+                f"sigma: a backend may slide the {chosen.timespan} windows (sqlite does), pairing events "
+                "of neighbouring buckets too (wider)"
+            )
+        if not chosen.caseless:
+            notes.append(
+                "sigma: a backend may group the keys without case (sqlite does), pairing keys the join "
+                "keeps apart because they differ in case (wider)"
+            )
     elif target == "kusto":  # the original join and the tests reading both sides: only the rest is lost
         wider = bool(join.after) or join.crossing is None
     elif target in ("splunk", "esql"):

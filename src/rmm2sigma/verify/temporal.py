@@ -3,9 +3,10 @@
 Each side's filter gets its own distinguishing rows (``events.generate``), dealt over a few hosts
 (``DeviceName`` and ``DeviceId`` of one host go together, as on a real device) and a few values of
 any other key column the filters do not test, so some keys have rows of both sides and some of
-one (for ``in~``, about half of the right side's keys in upper case, which only a caseless compare
-matches). duckdb-kql runs the original up to the join (an ``in`` test as written) and the emitted
-kusto join, each projecting the keys of the side whose rows it returns; pysigma-backend-sqlite
+one, and about half of the right side's keys in upper case, which only a caseless compare matches
+(``in~``, and the correlation's sqlite backend). duckdb-kql runs the original up to the join (an
+``in`` test as written) and the emitted kusto join, each projecting the keys of the side whose
+rows it returns; pysigma-backend-sqlite
 runs the Sigma correlation over the rules' events, its pipeline adding each log source's
 condition as a SIEM's does (so one side's rule never reads the other side's events). Each reports
 its keys; the original's are also named as the correlation groups them (case-insensitively, on
@@ -161,11 +162,15 @@ def _dealt(
                 pool = [row.get(columns[other]) for row in rows[other] if row.get(columns[other]) is not None]
             for row in rows[side]:
                 row[columns[side]] = rng.choice(pool) if pool else None
-    if join.caseless:  # `in~`: some right keys in upper case, which only a caseless compare matches
-        for row in rows[1]:
-            for _, column in join.keys:
-                if isinstance(row.get(column), str) and rng.random() < 0.5:
-                    row[column] = row[column].upper()
+    # right rows the filter keeps with, in upper case, a key only left rows have: a case-sensitive
+    # join leaves them apart, a caseless compare (`in~`, the correlation's sqlite backend) pairs them
+    templates = [row for row in rows[1] if row[ID] in kept[1]]
+    for left_column, right_column in join.keys if templates else ():
+        right_values = {row.get(right_column) for row in rows[1]}
+        lone = sorted({row.get(left_column) for row in rows[0]} - right_values, key=str)
+        for value in [v for v in lone if isinstance(v, str)][::2]:
+            rows[1].append({**rng.choice(templates), ID: next_id, right_column: value.upper()})
+            next_id += 1
     return rows
 
 
