@@ -33,7 +33,7 @@ Schema = Mapping[str, Mapping[str, str]]
 
 # path column -> the column holding its last part
 PATH_COLUMNS = {"FolderPath": "FileName", "InitiatingProcessFolderPath": "InitiatingProcessFileName"}
-_NAME_COLUMNS = {name: path for path, name in PATH_COLUMNS.items()}
+NAME_COLUMNS = {name: path for path, name in PATH_COLUMNS.items()}
 _DEFAULT_DIR = "C:\\Program Files\\Vendor"
 _DEFAULT_NAME = "app.exe"
 _TERM = "0-9A-Za-z"
@@ -275,26 +275,26 @@ def ip_kind(address: Any) -> str:
 
 def _storage(column: str) -> str:
     """The column a value is stored in: a file name lives in its path, an address kind in its address."""
-    return _NAME_COLUMNS.get(column) or _ip_kinds().get(column) or column
+    return NAME_COLUMNS.get(column) or _ip_kinds().get(column) or column
 
 
 def _get(row: Row, column: str) -> Any:
-    if column in _NAME_COLUMNS:
-        path = row.get(_NAME_COLUMNS[column])
+    if column in NAME_COLUMNS:
+        path = row.get(NAME_COLUMNS[column])
         return None if path is None else path.rpartition("\\")[2]
     if column in _ip_kinds():
         return ip_kind(row.get(_ip_kinds()[column]))
     return row.get(column)
 
 
-def _set(row: Row, column: str, value: Any) -> Row:
+def set_value(row: Row, column: str, value: Any) -> Row:
     """A copy of ``row`` with ``column`` set; a file name replaces the last part of its path, an
     address kind is set through an address of that kind (``value`` is the address)."""
     out = dict(row)
     if column in _ip_kinds():
         out[_ip_kinds()[column]] = value
-    elif column in _NAME_COLUMNS:
-        path_column = _NAME_COLUMNS[column]
+    elif column in NAME_COLUMNS:
+        path_column = NAME_COLUMNS[column]
         directory, _ = _split(out.get(path_column))
         out[path_column] = None if value is None else f"{directory}\\{value}"
     else:
@@ -347,7 +347,7 @@ class _Generator:
                 variants: list[Any] = string_variants(text)
                 if leaf.match is Match.REGEX:
                     variants.extend(regex_variants(value, not leaf.case_sensitive))
-                if leaf.column in _NAME_COLUMNS:
+                if leaf.column in NAME_COLUMNS:
                     variants = [v for v in variants if "\\" not in v]
                 out.extend(variants)
             else:
@@ -440,7 +440,7 @@ class _Generator:
             if want != leaf.negated and leaf.values and isinstance(leaf.values[0], str)
         ]
         if column in PATH_COLUMNS:
-            names = [str(leaf.values[0]) for leaf in positive if leaf.column in _NAME_COLUMNS]
+            names = [str(leaf.values[0]) for leaf in positive if leaf.column in NAME_COLUMNS]
             folders = [str(leaf.values[0]).strip("\\") for leaf in positive if leaf.column == column]
             for name in [*names, _DEFAULT_NAME]:
                 yield "\\".join(["C:", *folders, name])
@@ -476,12 +476,12 @@ class _Generator:
             for variant in self.variants(leaf):
                 if column == leaf.column and column in PATH_COLUMNS:
                     _, name = _split(base.get(column))
-                    drafts.extend(_set(base, column, shape) for shape in path_shapes(variant, name))
+                    drafts.extend(set_value(base, column, shape) for shape in path_shapes(variant, name))
                 else:
-                    drafts.append(_set(base, leaf.column, variant))
+                    drafts.append(set_value(base, leaf.column, variant))
                     drafts.extend(_beside(base, leaf.column, variant))
                     drafts.extend(
-                        _set(base, sibling, variant) for sibling in _line_siblings().get(leaf.column, ())
+                        set_value(base, sibling, variant) for sibling in _line_siblings().get(leaf.column, ())
                     )
         columns = sorted(self.pools)
         for _ in range(random_rows):
@@ -495,7 +495,7 @@ class _Generator:
         """Rows where the two columns of ``A == B`` are equal, equal but for case, or differ."""
         other = str(leaf.values[0])
         for left, right in pair_values(leaf):
-            yield _set(_set(base, leaf.column, left), other, right)
+            yield set_value(set_value(base, leaf.column, left), other, right)
 
     def finish(self, drafts: list[Row], now: datetime) -> list[Row]:
         """Deduplicate, make the derived columns consistent, add identity columns and ids."""
@@ -632,7 +632,7 @@ def _beside(row: Row, column: str, variant: Any) -> list[Row]:
     current = row.get(column)
     if not isinstance(current, str) or not current or not isinstance(variant, str) or not variant:
         return []
-    return [_set(row, column, f"{current} {variant}"), _set(row, column, f"{variant} {current}")]
+    return [set_value(row, column, f"{current} {variant}"), set_value(row, column, f"{variant} {current}")]
 
 
 def _regex_literal(pattern: str) -> str:

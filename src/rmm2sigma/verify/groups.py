@@ -52,7 +52,7 @@ from .engines import (
     sigma_rows,
     target_rows,
 )
-from .events import ID, Row, generate
+from .events import ID, NAME_COLUMNS, Row, generate, set_value
 from .proof import NO_CHANNEL, verdict
 
 Key = tuple[Any, ...]
@@ -387,7 +387,16 @@ def deal(selected: list[Row], rows: list[Row], detection: Detection, now: dateti
         out.extend(_straddling(selected, detection, now, free, counted, len(out), rng))
     start = top - span if aggregation.bin else now - span * 0.9  # inside one bin, or the window
     out.extend(_case_apart(selected, detection, start, span * 0.8, free, counted, len(out), rng))
-    return out
+    return [_path_follows(row, counted) for row in out]
+
+
+def _path_follows(row: Row, counted: list[str]) -> Row:
+    """The row with the path of each counted file name ending with it, as Defender writes them
+    (a Sigma value_count counts the path: ``FileName`` is part of ``Image``)."""
+    for column in counted:
+        if column in NAME_COLUMNS:
+            row = {**set_value(row, column, row.get(column)), column: row.get(column)}
+    return row
 
 
 _STRADDLING = ("host-straddling", "id-straddling")
