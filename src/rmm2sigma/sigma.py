@@ -463,7 +463,8 @@ class _Detection:
             return " and ".join(_group(p) for p in parts)
         assert isinstance(node, Or)
         parts = [self.condition(item) for item in node.items]
-        if top and all(part.startswith("selection_") and " " not in part for part in parts):
+        single = all(isinstance(i, Predicate) and not i.negated for i in node.items)
+        if top and single and all(part.startswith("selection_") for part in parts):
             return "1 of selection_*"  # every selection this rule has (keywords are named apart)
         return " or ".join(_group(p) for p in parts)
 
