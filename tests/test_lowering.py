@@ -421,6 +421,21 @@ def test_a_case_whose_true_needs_a_negation_is_left_out() -> None:
     )
 
 
+@pytest.mark.parametrize(("test", "negated"), [("AccountName == ''", False), ('AccountName != ""', True)])
+def test_equality_with_the_empty_string_is_emptiness(test: str, negated: bool) -> None:
+    """A Kusto string is never null, so `== ""` is isempty(): Sigma's `['', null]` also matches an
+    event without the field (an unsigned image's Signature, say)."""
+    query = PROCESS + f"FileName =~ 'net.exe' and {test}"
+    rule, _, _, _ = converted(query)
+    detection = rule["detection"]
+    (name,) = [n for n, item in detection.items() if isinstance(item, dict) and "User" in item]
+    assert detection[name]["User"] == ["", None]
+    assert (f"not {name}" in detection["condition"]) is negated
+    proof = measure(SourceRule(path="empty.kql", kql=query), Options())
+    ran = {t: r for t, r in proof.targets.items() if r.verdict != "not_executed"}
+    assert proof.original and all(r.agrees for r in ran.values()), ran
+
+
 def test_numeric_comparisons() -> None:
     rule, label, _, _ = converted(NETWORK + "RemotePort between (1000 .. 2000) and LocalPort < 1024")
     assert rule["detection"]["selection"] == {

@@ -394,6 +394,8 @@ class _Lowering:
                 reason = "a time filter inside `or` cannot be expressed"
                 return Opaque(_shorten(to_kql(expr)), reason, expr.pos)
             return (And if expr.op == "and" else Or)(kept) if len(kept) > 1 else (kept[0] if kept else None)
+        if _is_call(expr, "not") and len(expr.args) == 1 and (flipped := self.flipped_bool(expr.args[0])):
+            return self.condition(flipped, top_level)
         if isinstance(expr, k.Call) and expr.function == "not" and len(expr.args) == 1:
             negated = expr.args[0]
             if _orders(negated):  # Sigma's `not` would keep the rows whose value is null: push it in
@@ -405,7 +407,7 @@ class _Lowering:
         if isinstance(expr, k.Name) and expr.name in self.computed:
             self.inlined.add(expr.name)
             return self.condition(self.computed[expr.name], top_level)
-        if isinstance(expr, k.Name) and self.columns.get(expr.name) == "bool":  # `where IsSigned`
+        if self.is_bool(expr):  # `where IsSigned`
             return self.condition(k.Binary("==", expr, k.BoolLit(True, expr.pos), expr.pos), top_level)
         if self.parts and set(_names(expr)) & set(self.parts):
             return self.part_test(expr)
@@ -459,6 +461,18 @@ class _Lowering:
                 self.computed[part] = computed
         implied = _implied_by_part(node, column, separator)
         return And((left_out, implied)) if implied is not None else left_out
+
+    def is_bool(self, expr: k.Expr) -> bool:
+        """Whether ``expr`` is a boolean column (``IsSigned``)."""
+        return isinstance(expr, k.Name) and self.columns.get(expr.name) == "bool"
+
+    def flipped_bool(self, expr: k.Expr) -> k.Expr | None:
+        """``not(IsSigned)`` as ``IsSigned == false``: Kusto's ``not`` of a null is null and drops
+        the row, where Sigma's ``not`` keeps an event without the field. (A comparison is no null
+        in Kusto: ``IsSigned != true`` holds on a null, as Sigma's ``not Signed: true`` does.)"""
+        if self.is_bool(expr):
+            return k.Binary("==", expr, k.BoolLit(False, expr.pos), expr.pos)
+        return None
 
     def boolean_choice(self, call: k.Call) -> k.Expr | None:
         """``case(c1, true, c2, true, false)`` or ``iff(c, true, false)`` used as a filter: the ``or``
@@ -539,6 +553,9 @@ class _Lowering:
             value = self.scalar(right)
             if self.columns.get(column) == "bool" and value in (0, 1):  # Kusto's `IsSigned == 1` is true
                 value = bool(value)
+            if value == "" and match is Match.EQUALS and self.columns.get(column) == "string":
+                # a Kusto string is never null: `== ""` is isempty(), which Sigma asks of a missing field too
+                return Predicate(column, Match.EMPTY, (), negated=negated, text=to_kql(expr), pos=expr.pos)
             if isinstance(value, str) and match in (Match.LT, Match.LTE, Match.GT, Match.GTE):
                 raise _skip(f"`{op}` on a string has no Sigma modifier", expr)
             return self.test(expr, column, case, match, (value,), case_sensitive, negated)
