@@ -46,7 +46,7 @@ def test_a_read_of_every_kind_is_one_rule_per_kind_whose_log_source_holds_its_co
     assert len({rule.title for rule in result.rules}) == len(result.rules)
     for rule in result.rules:
         assert set(rule.fidelity_by_target.values()) == {"approximate"}, rule.fidelity_by_target
-        assert any("no ActionType test" in note and "read by no rule" in note for note in rule.notes)
+        assert any("no single Sigma log source" in note and "read by no rule" in note for note in rule.notes)
         assert re.match(r"\| where \(?ActionType ", rule.queries["kusto"].split("\n")[1])
         others = {other.rule_id for other in result.rules} - {rule.rule_id}
         assert {related["id"] for related in yaml.safe_load(rule.yaml)["related"]} == others
@@ -57,7 +57,7 @@ def test_the_rule_ids_are_stable_and_the_proof_parts_match_the_rules() -> None:
     assert [r.rule_id for r in first.rules] == [r.rule_id for r in second.rules]
     parts = rule_sources(SourceRule(path="kinds.kql", kql=TARGET_AND_ACTOR))
     assert len(parts) == len(first.rules)
-    assert all("ActionType in (" in part.kql for part in parts)
+    assert all("ActionType in~ (" in part.kql for part in parts)
 
 
 def test_a_hash_of_every_kind_is_a_driver_load_rule() -> None:
@@ -71,7 +71,7 @@ def test_a_union_branch_of_every_kind_is_cut_too_and_the_other_branches_stay() -
     assert result.status == "converted"
     categories = sorted(yaml.safe_load(rule.yaml)["logsource"].get("category") for rule in result.rules)
     assert "driver_load" in categories and "process_creation" in categories
-    kinds = [rule for rule in result.rules if any("no ActionType test" in n for n in rule.notes)]
+    kinds = [rule for rule in result.rules if any("read by no rule" in n for n in rule.notes)]
     assert [yaml.safe_load(rule.yaml)["logsource"]["category"] for rule in kinds] == ["driver_load"]
 
 
@@ -99,3 +99,42 @@ def test_every_rule_passes_sigmahq_validators(tmp_path: Path) -> None:
         folder.mkdir(parents=True, exist_ok=True)
         (folder / rule.filename).write_text(rule.yaml, encoding="utf-8")
     assert [str(issue) for issue in check_rules([tmp_path / "rules"])] == []
+
+
+SEVERAL = (
+    "DeviceEvents\n| where ActionType in~ ('NamedPipeEvent', 'DnsQueryResponse')"
+    " and InitiatingProcessFileName =~ 'evil.exe'"
+)
+
+
+def test_an_action_type_test_naming_kinds_of_several_log_sources_is_a_rule_per_log_source() -> None:
+    """Together the rules read what the query reads: labels stay the ones each cut measures."""
+    result = converted(SEVERAL)
+    assert result.status == "converted"
+    categories = [yaml.safe_load(rule.yaml)["logsource"]["category"] for rule in result.rules]
+    assert categories == ["pipe_created", "dns_query"]
+    for rule in result.rules:
+        assert any("with its related rules it selects what the query selects" in n for n in rule.notes)
+        assert rule.fidelity_by_target["kusto"] == "exact"  # `in~` the category's one kind, written back
+        assert not any("was left out" in note for note in rule.notes)  # the query's test is implied
+
+
+def test_an_action_type_prefix_is_cut_into_the_log_sources_of_the_kinds_it_names() -> None:
+    result = converted("DeviceEvents | where ActionType startswith 'Asr' and FileName =~ 'cmd.exe'")
+    documents = [yaml.safe_load(rule.yaml) for rule in result.rules]
+    assert [d["logsource"]["service"] for d in documents] == ["windefend", "windefend"]
+    assert sorted(d["detection"]["selection"]["EventID"] for d in documents) == [1121, 1122]
+    for rule in result.rules:  # a kind this mapping does not know is read by no rule
+        assert set(rule.fidelity_by_target.values()) == {"approximate"}
+
+
+def test_a_kind_with_no_log_source_among_them_still_refuses_naming_it() -> None:
+    result = converted("DeviceEvents | where ActionType in ('NamedPipeEvent', 'SmartScreenUrlWarning')")
+    assert result.status == "failed" and "SmartScreenUrlWarning" in (result.error or "")
+
+
+def test_verify_holds_each_log_source_to_its_cut(convert_and_verify: Callable[..., Verified]) -> None:
+    done = convert_and_verify("several.kql", SEVERAL, "kusto,eql")
+    assert len(done.proofs) == 2
+    for proof in done.proofs:
+        assert not proof["error"] and not proof["report_problems"] and proof["original"] > 0, proof

@@ -24,7 +24,7 @@ from .filters import RuleFilters, applied_rule, rule_filters
 from .formats.schedule import Schedule, schedule
 from .kql.lower import Schema, lower
 from .kql.union import Branch, of_kinds, split_union
-from .mapping import MappedRule, kind_tables, kinds_holding, map_detection
+from .mapping import KindCut, MappedRule, kind_cuts, kind_tables, map_detection
 from .model import Fidelity
 from .sigma import Options, branch_name, category_title, emit, rule_id
 from .sources import SourceRule, read_sources
@@ -182,11 +182,19 @@ def convert_rules(
 
 
 def _of_one_kind(rule: RuleResult, branch: Branch) -> RuleResult:
-    """A rule of one kind of events of a query that reads every kind: it selects less than the
-    query, whatever its proof against its own kind shows, so every label is approximate."""
+    """A rule of one kind of events of a query cut by kind. When the cuts together read less than
+    the query (kinds no Sigma log source holds), every label is approximate, whatever its proof
+    against its own cut shows."""
+    if branch.whole:
+        note = (
+            f"the query's ActionType test names kinds of events of several Sigma log sources: one rule "
+            f"per log source, this one {branch.kind} (its proof compares it with the query cut to its "
+            "kinds); with its related rules it selects what the query selects"
+        )
+        return replace(rule, notes=(note, *rule.notes))
     note = (
-        f"the query reads {branch.table} with no ActionType test, every kind of event: it becomes one "
-        f"rule per kind whose Sigma log source has a field for each column it tests, this one "
+        f"the query reads {branch.table} events of kinds no single Sigma log source holds: it becomes "
+        f"one rule per kind whose log source has a field for each column it tests, this one "
         f"{branch.kind} (its proof compares it with the query cut to that kind); kinds with no such "
         "log source are read by no rule, so together the rules select less than the query (approximate)"
     )
@@ -202,7 +210,8 @@ def _of_one_kind(rule: RuleResult, branch: Branch) -> RuleResult:
 def query_parts(query: kql.Query, text: str) -> list[Branch] | None:
     """The parts a query's rules come from: its union branches, each read of every kind of
     ``DeviceEvents`` (no ActionType test) cut into the kinds that have a Sigma log source with
-    fields for its tests (``mapping.kinds_holding``); None for a query of one part. ``text``, the
+    fields for its tests, or into the log sources of the kinds its ActionType test names
+    (``mapping.kind_cuts``); None for a query of one part. ``text``, the
     query's, spares the lowering this takes when a query of one part names no such table."""
     schema = defender_schema()
     branches = split_union(query, schema)
@@ -212,22 +221,25 @@ def query_parts(query: kql.Query, text: str) -> list[Branch] | None:
         # a union branch names its table; the query itself is lowered only when its text names one
         possible = branch.table in kind_tables() if branch.table else any(t in text for t in kind_tables())
         table, kinds = _kinds(branch.query) if possible and not branch.empty else ("", [])
-        cut.extend(replace(branch, table=table, query=part, kind=name) for name, part in kinds)
+        cut.extend(
+            replace(branch, table=table, query=part, kind=one.name, whole=one.complete) for one, part in kinds
+        )
         cut.extend([] if kinds else [branch])
     return branches if cut == parts else cut
 
 
-def _kinds(query: kql.Query) -> tuple[str, list[tuple[str, kql.Query]]]:
-    """The table of a read of every kind of events, and the query cut to each kind
-    (``query_parts``); no kinds for any other query."""
+def _kinds(query: kql.Query) -> tuple[str, list[tuple[KindCut, kql.Query]]]:
+    """The table of a query cut by kind of events (``mapping.kind_cuts``), and its query for
+    each cut (``query_parts``); no cuts for any other query."""
     schema = defender_schema()
     try:
         detection = lower(query, schema)
     except Rmm2SigmaError:
         return "", []
-    cut = [(name, of_kinds(query, spec.action_types, schema)) for spec, name in kinds_holding(detection)]
-    kinds = [(name, part) for name, part in cut if part is not None]
-    return detection.table, kinds if len(kinds) == len(cut) else []
+    cuts = kind_cuts(detection)
+    parts = [(cut, of_kinds(query, cut.kinds, schema, cut.caseless)) for cut in cuts]
+    kinds = [(cut, part) for cut, part in parts if part is not None]
+    return detection.table, kinds if len(kinds) == len(cuts) else []
 
 
 def branch_source(source: SourceRule, branch: Branch) -> SourceRule:

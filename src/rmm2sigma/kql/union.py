@@ -36,7 +36,8 @@ class Branch:
     query: k.Query
     empty: str | None = None
     missing: tuple[str, ...] = ()  # columns the query reads that only other branches' tables have
-    kind: str | None = None  # the kind of events (a Sigma log source) a read of every kind is cut to
+    kind: str | None = None  # the kind of events (a Sigma log source) a read of many kinds is cut to
+    whole: bool = False  # the kinds' cuts together read what the query reads
     in_union: bool = True  # False: the query itself, cut by kind of events
 
     @property
@@ -366,13 +367,15 @@ def _table(pipeline: k.Pipeline, tables: dict[str, k.Pipeline]) -> str:
     return source.name if isinstance(source, k.TableRef) else getattr(source, "keyword", "expression")
 
 
-def of_kinds(query: k.Query, kinds: tuple[str, ...], schema: Schema) -> k.Query | None:
-    """The query reading only events of ``kinds``: ``ActionType in (...)`` right after its table
-    (tabular lets written in place); None when its source is no table."""
+def of_kinds(query: k.Query, kinds: tuple[str, ...], schema: Schema, caseless: bool) -> k.Query | None:
+    """The query reading only events of ``kinds``: ``ActionType in (...)`` (``in~`` when
+    ``caseless``) right after its table (tabular lets written in place); None when its source is
+    no table."""
     query = desugared(query)
     body = _Lowering(query, schema).expand(query.body)
     if not isinstance(body.source, k.TableRef):
         return None
     values = tuple(k.StringLit(kind) for kind in kinds)
-    test = k.Where(k.SetOp("in", k.Name("ActionType", body.pos), values, body.pos), body.pos)
+    kind = k.SetOp("in~" if caseless else "in", k.Name("ActionType", body.pos), values, body.pos)
+    test = k.Where(kind, body.pos)
     return replace(query, body=k.Pipeline(body.source, (test, *body.operators), body.pos))

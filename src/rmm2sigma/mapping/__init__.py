@@ -368,7 +368,17 @@ def _select_category(
             continue
         names = {name if item.case_sensitive else name.lower(): name for name in spec.action_types}
         wanted = {names[str(v) if item.case_sensitive else str(v).lower()] for v in item.values}
-        rest = items[:index] + items[index + 1 :]
+        # another ActionType test every chosen kind passes says nothing more (a query cut by kind)
+        rest = tuple(
+            other
+            for other in items[:index] + items[index + 1 :]
+            if not (
+                isinstance(other, Predicate)
+                and other.column == ACTION_TYPE
+                and not other.negated
+                and all(_kind_holds(other, kind) for kind in wanted)
+            )
+        )
         kept: Node | None = (rest[0] if len(rest) == 1 else And(rest)) if rest else None
         written = not item.case_sensitive and wanted == set(spec.action_types)
         return spec, kept, _selection_note(item, spec, wanted), written
@@ -395,25 +405,87 @@ def _select_category(
 
 @cache
 def kind_tables() -> frozenset[str]:
-    """The tables of many kinds with no default (``DeviceEvents``): ``kinds_holding`` cuts them."""
+    """The tables of many kinds with no default (``DeviceEvents``): ``kind_cuts`` cuts them."""
     return frozenset(name for name, spec in tables().items() if spec.categories and not spec.action_types)
 
 
-def kinds_holding(detection: Detection) -> tuple[tuple[TableSpec, str], ...]:
-    """For a read of a table of many kinds with no default (``DeviceEvents``) that has no
-    ActionType test and tests more than the acting process: each category whose fields hold every
-    column the query tests, with its name, so that ``convert`` gives a rule per kind of events;
-    () for any other query."""
+@dataclass(frozen=True)
+class KindCut:
+    """One rule's share of a query cut by kind of events (``kind_cuts``)."""
+
+    spec: TableSpec  # the category
+    name: str  # its log source, as notes and titles name it
+    kinds: tuple[str, ...]  # the ActionType values the rule reads
+    complete: bool  # the cuts together read every event the query does
+    caseless: bool = True  # the kinds are compared without case (as the query's test does, or none)
+
+
+def kind_cuts(detection: Detection) -> tuple[KindCut, ...]:
+    """The categories a query over a table of many kinds (``DeviceEvents``) is cut into, one rule
+    each (``convert``), or () when one rule does:
+
+    - no ActionType test (and more than the acting process tested): each category whose fields
+      hold every column the query tests, all its kinds; the kinds of no such category are read by
+      no rule (incomplete);
+    - an ``ActionType ==``/``in`` conjunct naming known kinds of several categories: each of them
+      with the kinds it names there (complete);
+    - an ``ActionType`` conjunct that names no kind (``startswith "Asr"``): each category of the
+      known kinds it holds on, those kinds (incomplete: a kind this mapping does not know is read
+      by no rule).
+    """
     table = tables().get(detection.table)
     predicate = detection.predicate
-    if table is None or not table.categories or table.action_types or predicate is None:
+    if table is None or not table.categories or predicate is None:
         return ()
-    if _tests_action_type(predicate) or _acting_process(table, predicate):
+    flat = simplify(predicate)
+    tests = [
+        item
+        for item in (flat.items if isinstance(flat, And) else (flat,))
+        if isinstance(item, Predicate) and item.column == ACTION_TYPE and not item.negated
+    ]
+    if not _tests_action_type(predicate):
+        if table.action_types or _acting_process(table, predicate):
+            return ()
+        columns = {leaf.column for leaf in walk(predicate) if isinstance(leaf, Predicate)}
+        held = [spec for spec in table.categories if columns and columns <= set(spec.fields)]
+        return tuple(KindCut(spec, _source_name(spec), spec.action_types, False) for spec in held)
+    if len(tests) != 1 or not tests[0].values:
         return ()
-    columns = {leaf.column for leaf in walk(predicate) if isinstance(leaf, Predicate)}
+    (test,) = tests
+    groups: dict[int, tuple[TableSpec, list[str]]] = {}
+    for spec in (table, *table.categories):
+        for kind in spec.action_types:
+            if _kind_holds(test, kind):
+                groups.setdefault(id(spec), (spec, []))[1].append(kind)
+    complete = test.match is Match.EQUALS
+    found = sum(len(kinds) for _, kinds in groups.values())
+    asked = len({str(v) if test.case_sensitive else str(v).lower() for v in test.values})
+    if not groups or (complete and (found < asked or len(groups) < 2)):
+        return ()  # a kind with no log source (refused by name), or one category (one rule)
+    caseless = not test.case_sensitive
     return tuple(
-        (spec, _source_name(spec)) for spec in table.categories if columns and columns <= set(spec.fields)
+        KindCut(spec, _source_name(spec), tuple(kinds), complete, caseless) for spec, kinds in groups.values()
     )
+
+
+def _kind_holds(test: Predicate, kind: str) -> bool:
+    """Whether an ActionType test (``==``/``in``, ``startswith``, ``endswith``, ``contains``,
+    ``has``) holds on the kind's name."""
+    fold = (lambda text: text) if test.case_sensitive else str.lower
+    name, values = fold(kind), [fold(str(v)) for v in test.values]
+    checks = {
+        Match.EQUALS: name.__eq__,
+        Match.STARTSWITH: name.startswith,
+        Match.ENDSWITH: name.endswith,
+        Match.CONTAINS: name.__contains__,
+        Match.HAS: name.__contains__,  # a kind's name is one term: a term inside it is its prefix only
+    }
+    check = checks.get(test.match)
+    if check is None:
+        return False
+    if test.match is Match.HAS:
+        return any(name == value for value in values)
+    return any(check(value) for value in values)
 
 
 def _acting_process(table: TableSpec, predicate: Node) -> tuple[TableSpec, Node, str | None] | None:
