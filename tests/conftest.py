@@ -238,3 +238,30 @@ def verdict_on_kind(query: str, kind: str, table: Any, rule_yaml: str, now: Any)
     )
     assert original  # not vacuous
     return verdict(original, selected)
+
+
+def sigmahq_issues(tmp_path: Path, rules: dict[str, Any]) -> list[Any]:
+    """SigmaHQ's findings on converted rules written one folder per name, as a rules tree holds them."""
+    from rmm2sigma.sigmahq import check_rules
+
+    for name, rule in rules.items():
+        folder = tmp_path / name
+        folder.mkdir()
+        (folder / rule.filename).write_text(rule.yaml, encoding="utf-8")
+    return check_rules([tmp_path])
+
+
+def kusto_errors(queries: list[str]) -> list[list[str]]:
+    """Kusto.Language's error messages for each query (one node process)."""
+    from rmm2sigma.verify.kusto_language import validate_kql
+
+    return [[d.message for d in found if d.is_error] for found in validate_kql(queries)]
+
+
+def held_groups(done: Verified) -> dict[str, str]:
+    """The one verified rule's measured verdict per target on its groups (or keys), each checked to
+    keep its label's promise."""
+    (rule,) = done.proofs
+    assert not rule["report_problems"]
+    assert all(group["agrees"] for group in rule["groups"].values())
+    return {name: group["verdict"] for name, group in rule["groups"].items()}

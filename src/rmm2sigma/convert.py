@@ -168,7 +168,7 @@ def convert_rules(
         except Rmm2SigmaError as error:  # raised past the query (pySigma): name the file
             failures.append(_in_branch(error if error.source else _located(error, source), branch))
             continue
-        if branch.kind:  # one kind of events of a read of every kind: less than the query
+        if branch.kind:  # one log source's kinds of a query cut by kind
             rule = _of_one_kind(rule, branch)
         else:
             origin = (
