@@ -18,10 +18,8 @@ from typing import Any
 import pytest
 import yaml
 
-from conftest import disagreements, executed, verdict_on_kind
 from rmm2sigma import kql
 from rmm2sigma.convert import convert_rule, defender_schema
-from rmm2sigma.fidelity import SIGMA
 from rmm2sigma.kql.lower import lower
 from rmm2sigma.mapping import MappedRule, map_detection
 from rmm2sigma.model import Fidelity
@@ -30,7 +28,7 @@ from rmm2sigma.sources import SourceRule
 from rmm2sigma.verify.engines import sigma_rows
 from rmm2sigma.verify.kusto_language import kusto_available, validate_kql
 from rmm2sigma.verify.proof import measure
-from test_device_event_keys import KeyCase, key_case
+from test_device_event_keys import KeyCase, agrees_in_both_modes, key_case, measures_on_its_kind, reads_back
 from test_device_events import converted, refused, selection
 
 NOW = datetime(2026, 11, 23, 12, 0, 0)
@@ -153,41 +151,18 @@ def mapped(query: str, exact: bool = False) -> MappedRule:
 
 @pytest.mark.parametrize("name", sorted(CASES))
 def test_the_column_becomes_the_sigma_field_and_kusto_reads_it_back(name: str) -> None:
-    case = CASES[name].case
-    result = converted(case)
-    assert not result.errors, result.errors
-    document = yaml.safe_load(result.yaml)
-    assert document["logsource"] == case.logsource
-    assert document["detection"] == case.detection
-    assert result.fidelity_by_target[SIGMA] == "approximate"  # a change of data model
-    head, _, tests = result.queries["kusto"].partition("\n| where ")
-    assert head == "DeviceEvents" and tests.startswith(f'ActionType =~ "{case.kind}"')
-    for test in case.kusto:
-        assert test in tests, (test, tests)
+    reads_back(CASES[name].case)
 
 
 @pytest.mark.parametrize("name", sorted(CASES))
 def test_the_declared_label_is_what_the_events_of_the_kind_measure(name: str) -> None:
-    """Only events of the kind: the other kinds widen every rule (a change of data model)."""
-    case, label = CASES[name].case, CASES[name].label
-    rule = mapped(case.query)
-    assert rule.measurable is label
-    measured = verdict_on_kind(case.query, case.kind, rule.table, converted(case).yaml, NOW)
-    assert measured == label.value
+    measures_on_its_kind(CASES[name], mapped(CASES[name].case.query))
 
 
 @pytest.mark.parametrize("exact", [False, True], ids=["default", "exact"])
 @pytest.mark.parametrize("name", sorted(CASES))
 def test_every_executed_target_agrees_with_its_label(name: str, exact: bool) -> None:
-    case = CASES[name].case
-    proof = measure(
-        SourceRule(path="case.kql", kql=case.query, name=case.kind), Options(exact=exact), now=NOW
-    )
-    if exact and proof.error:  # --exact widens nothing: a test only a widening keeps is left out
-        assert CASES[name].label is Fidelity.WIDENED and "inside a longer text" in proof.error
-        return
-    ran = executed(proof)
-    assert not disagreements(ran)
+    agrees_in_both_modes(CASES[name], exact, "inside a longer text")
 
 
 def test_kusto_language_binds_every_query_read_back() -> None:
