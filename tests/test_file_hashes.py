@@ -80,25 +80,37 @@ def converted(name: str) -> RuleResult:
     return convert_rule(source(name), Options())
 
 
-@pytest.mark.parametrize("name", sorted(CASES))
-def test_a_file_hash_becomes_an_executable_file_rule_labelled_approximate(name: str) -> None:
-    result = converted(name)
+def falls_back(
+    result: RuleResult, logsource: dict[str, str], detection: Any, event: str, prefix: str
+) -> None:
+    """A DeviceFileEvents query file_event keeps nothing of, as a rule of the fallback category
+    (``event`` names it in the notes), labelled approximate."""
     assert not result.errors, result.errors
     document = yaml.safe_load(result.yaml)
-    assert document["logsource"] == EXECUTABLE
-    assert document["detection"] == CASES[name][1]
+    assert document["logsource"] == logsource
+    assert document["detection"] == detection
     assert result.fidelity_by_target[SIGMA] == "approximate"
-    assert any("file_executable_detected (Sysmon event 29)" in note for note in result.notes)
-    assert result.filename.startswith("file_executable_detected_win_")
+    assert any(event in note for note in result.notes)
+    assert result.filename.startswith(prefix)
+
+
+def reads_back(result: RuleResult, tests: str, label: str, event_code: int) -> None:
+    """Every target converts the fallback rule; kusto gives the original tests back on DeviceFileEvents."""
+    assert set(result.queries) == {"kusto", "splunk", "lucene", "esql", "eql"}, result.errors
+    assert result.queries["kusto"] == f"DeviceFileEvents\n| where {tests}"
+    assert result.fidelity_by_target["kusto"] == label
+    assert f"EventCode={event_code}" in result.queries["splunk"]
+
+
+@pytest.mark.parametrize("name", sorted(CASES))
+def test_a_file_hash_becomes_an_executable_file_rule_labelled_approximate(name: str) -> None:
+    event = "file_executable_detected (Sysmon event 29)"
+    falls_back(converted(name), EXECUTABLE, CASES[name][1], event, "file_executable_detected_win_")
 
 
 @pytest.mark.parametrize("name", sorted(CASES))
 def test_every_target_converts_and_kusto_gives_the_original_tests_back(name: str) -> None:
-    result = converted(name)
-    assert set(result.queries) == {"kusto", "splunk", "lucene", "esql", "eql"}, result.errors
-    assert result.queries["kusto"] == f"DeviceFileEvents\n| where {CASES[name][2]}"
-    assert result.fidelity_by_target["kusto"] == CASES[name][3]
-    assert "EventCode=29" in result.queries["splunk"]
+    reads_back(converted(name), CASES[name][2], CASES[name][3], 29)
 
 
 def test_an_action_type_the_fallback_cannot_say_is_left_out_and_noted() -> None:

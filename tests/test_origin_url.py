@@ -27,7 +27,6 @@ from conftest import Verified, disagreements, executed
 from rmm2sigma import kql
 from rmm2sigma.convert import RuleResult, convert_rule, defender_schema
 from rmm2sigma.errors import UnsupportedKqlError
-from rmm2sigma.fidelity import SIGMA
 from rmm2sigma.kql.lower import lower
 from rmm2sigma.mapping import map_detection, tables, with_line
 from rmm2sigma.sigma import Options
@@ -38,6 +37,7 @@ from rmm2sigma.verify.events import generate
 from rmm2sigma.verify.kusto_language import kusto_available, validate_kql
 from rmm2sigma.verify.proof import NOT_EXECUTED, measure
 from test_device_events import refused, selection
+from test_file_hashes import falls_back, reads_back
 
 NOW = datetime(2026, 11, 23, 12, 0, 0)
 STREAM = {"product": "windows", "category": "create_stream_hash"}
@@ -129,23 +129,13 @@ def converted(name: str, options: Options | None = None) -> RuleResult:
 
 @pytest.mark.parametrize("name", sorted(CASES))
 def test_a_download_url_becomes_a_zone_identifier_stream_rule_labelled_approximate(name: str) -> None:
-    result = converted(name)
-    assert not result.errors, result.errors
-    document = yaml.safe_load(result.yaml)
-    assert document["logsource"] == STREAM
-    assert document["detection"] == CASES[name][1]
-    assert result.fidelity_by_target[SIGMA] == "approximate"
-    assert any("create_stream_hash (Sysmon event 15)" in note for note in result.notes)
-    assert result.filename.startswith("create_stream_hash_")
+    event = "create_stream_hash (Sysmon event 15)"
+    falls_back(converted(name), STREAM, CASES[name][1], event, "create_stream_hash_")
 
 
 @pytest.mark.parametrize("name", sorted(CASES))
 def test_every_target_converts_and_kusto_gives_the_original_columns_back(name: str) -> None:
-    result = converted(name)
-    assert set(result.queries) == {"kusto", "splunk", "lucene", "esql", "eql"}, result.errors
-    assert result.queries["kusto"] == f"DeviceFileEvents\n| where {CASES[name][2]}"
-    assert result.fidelity_by_target["kusto"] == CASES[name][3]
-    assert "EventCode=15" in result.queries["splunk"]
+    reads_back(converted(name), CASES[name][2], CASES[name][3], 15)
 
 
 @pytest.mark.parametrize("name", sorted(CASES))
