@@ -19,6 +19,7 @@ import importlib
 import random
 import re
 from collections.abc import Iterator
+from functools import cache
 from typing import Any
 
 _parser: Any = importlib.import_module("re._parser")
@@ -144,7 +145,9 @@ def lucene_regex(pattern: str, ignore_case: bool = False, widen: bool = False) -
     return result
 
 
+@cache
 def lucene_translatable(pattern: str, ignore_case: bool = False, widen: bool = False) -> bool:
+    """Whether ``lucene_regex`` translates the pattern (asked per Elastic target and test: cached)."""
     try:
         lucene_regex(pattern, ignore_case, widen)
     except (NoTranslation, re.error):
