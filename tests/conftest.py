@@ -246,7 +246,7 @@ def sigmahq_issues(tmp_path: Path, rules: dict[str, Any]) -> list[Any]:
 
     for name, rule in rules.items():
         folder = tmp_path / name
-        folder.mkdir()
+        folder.mkdir(parents=True)
         (folder / rule.filename).write_text(rule.yaml, encoding="utf-8")
     return check_rules([tmp_path])
 

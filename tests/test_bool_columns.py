@@ -14,11 +14,11 @@ from datetime import datetime
 import pytest
 import yaml
 
-from conftest import disagreements, executed
+from conftest import disagreements, executed, kusto_errors
 from rmm2sigma.convert import convert_rule
 from rmm2sigma.sigma import Options
 from rmm2sigma.sources import SourceRule
-from rmm2sigma.verify.kusto_language import kusto_available, validate_kql
+from rmm2sigma.verify.kusto_language import kusto_available
 from rmm2sigma.verify.proof import measure
 
 NOW = datetime(2026, 12, 2, 12, 0, 0)
@@ -65,7 +65,7 @@ def test_kusto_language_binds_the_kusto_queries() -> None:
         convert_rule(SourceRule(path="signed.kql", kql=query(test)), Options()).queries["kusto"]
         for test in SPELLINGS
     ]
-    errors = [[d.message for d in found if d.is_error] for found in validate_kql(queries)]
+    errors = kusto_errors(queries)
     assert errors == [[] for _ in queries]
 
 

@@ -16,12 +16,12 @@ from typing import Any
 import pytest
 import yaml
 
-from conftest import disagreements, executed
+from conftest import disagreements, executed, kusto_errors, sigmahq_issues
 from rmm2sigma.convert import RuleResult, convert_rule, convert_rules
 from rmm2sigma.fidelity import SIGMA
 from rmm2sigma.sigma import Options
 from rmm2sigma.sources import SourceRule
-from rmm2sigma.verify.kusto_language import kusto_available, validate_kql
+from rmm2sigma.verify.kusto_language import kusto_available
 from rmm2sigma.verify.proof import measure
 from test_device_events import refused, selection
 
@@ -178,15 +178,9 @@ def test_a_union_of_process_and_file_events_gives_both_rules() -> None:
 
 @pytest.mark.usefixtures("offline")
 def test_every_rule_passes_sigmahq_validators(tmp_path: Path) -> None:
-    from rmm2sigma.sigmahq import check_rules
-
-    folder = tmp_path / "rules" / "windows" / "file" / "file_executable_detected"
-    folder.mkdir(parents=True)
-    for name in CASES:
-        result = converted(name)
-        (folder / result.filename).write_text(result.yaml, encoding="utf-8")
-    assert len(list(folder.iterdir())) == len(CASES)
-    issues = check_rules([tmp_path / "rules"])
+    rules = {name: converted(name) for name in CASES}
+    assert len({rule.filename for rule in rules.values()}) == len(CASES)
+    issues = sigmahq_issues(tmp_path / "rules", rules)
     assert issues == [], issues[0]
 
 
@@ -194,5 +188,4 @@ def test_the_kusto_queries_are_valid_for_kusto_language() -> None:
     if not kusto_available():
         pytest.skip("Kusto.Language not installed (needs node and `npm ci --prefix tools/kusto`)")
     queries = [converted(name).queries["kusto"] for name in sorted(CASES)]
-    errors = [[d.message for d in found if d.is_error] for found in validate_kql(queries)]
-    assert errors == [[]] * len(queries)
+    assert kusto_errors(queries) == [[]] * len(queries)

@@ -23,7 +23,7 @@ import yaml
 from sigma.exceptions import SigmaTransformationError
 from sigma.rule import SigmaRule
 
-from conftest import Verified, disagreements, executed
+from conftest import Verified, disagreements, executed, kusto_errors, sigmahq_issues
 from rmm2sigma import kql
 from rmm2sigma.convert import RuleResult, convert_rule, defender_schema
 from rmm2sigma.errors import UnsupportedKqlError
@@ -34,7 +34,7 @@ from rmm2sigma.sources import SourceRule
 from rmm2sigma.targets import backend
 from rmm2sigma.verify.engines import sigma_rows
 from rmm2sigma.verify.events import generate
-from rmm2sigma.verify.kusto_language import kusto_available, validate_kql
+from rmm2sigma.verify.kusto_language import kusto_available
 from rmm2sigma.verify.proof import NOT_EXECUTED, measure
 from test_device_events import refused, selection
 from test_file_hashes import falls_back, reads_back
@@ -284,15 +284,9 @@ def test_verify_proves_the_rule_end_to_end(convert_and_verify: Callable[..., Ver
 
 @pytest.mark.usefixtures("offline")
 def test_every_rule_passes_sigmahq_validators(tmp_path: Path) -> None:
-    from rmm2sigma.sigmahq import check_rules
-
-    folder = tmp_path / "rules" / "windows" / "create_stream_hash"
-    folder.mkdir(parents=True)
-    for name in CASES:
-        result = converted(name)
-        (folder / result.filename).write_text(result.yaml, encoding="utf-8")
-    assert len(list(folder.iterdir())) == len(CASES)
-    issues = check_rules([tmp_path / "rules"])
+    rules = {name: converted(name) for name in CASES}
+    assert len({rule.filename for rule in rules.values()}) == len(CASES)
+    issues = sigmahq_issues(tmp_path / "rules", rules)
     assert issues == [], issues[0]
 
 
@@ -300,5 +294,4 @@ def test_the_kusto_queries_are_valid_for_kusto_language() -> None:
     if not kusto_available():
         pytest.skip("Kusto.Language not installed (needs node and `npm ci --prefix tools/kusto`)")
     queries = [converted(name).queries["kusto"] for name in sorted(CASES)]
-    errors = [[d.message for d in found if d.is_error] for found in validate_kql(queries)]
-    assert errors == [[]] * len(queries)
+    assert kusto_errors(queries) == [[]] * len(queries)

@@ -18,6 +18,7 @@ from typing import Any
 import pytest
 import yaml
 
+from conftest import kusto_errors
 from rmm2sigma import kql
 from rmm2sigma.convert import convert_rule, defender_schema
 from rmm2sigma.kql.lower import lower
@@ -26,7 +27,7 @@ from rmm2sigma.model import Fidelity
 from rmm2sigma.sigma import Options
 from rmm2sigma.sources import SourceRule
 from rmm2sigma.verify.engines import sigma_rows
-from rmm2sigma.verify.kusto_language import kusto_available, validate_kql
+from rmm2sigma.verify.kusto_language import kusto_available
 from rmm2sigma.verify.proof import measure
 from test_device_event_keys import KeyCase, agrees_in_both_modes, key_case, measures_on_its_kind, reads_back
 from test_device_events import converted, refused, selection
@@ -169,7 +170,7 @@ def test_kusto_language_binds_every_query_read_back() -> None:
     if not kusto_available():
         pytest.skip("Kusto.Language not installed (needs node and `npm ci --prefix tools/kusto`)")
     queries = [converted(CASES[name].case).queries["kusto"] for name in sorted(CASES)]
-    errors = [[d.message for d in found if d.is_error] for found in validate_kql(queries)]
+    errors = kusto_errors(queries)
     assert errors == [[]] * len(queries)
 
 
