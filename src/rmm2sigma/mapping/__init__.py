@@ -366,8 +366,7 @@ def _select_category(
         if isinstance(spec, str):
             refusal = _located(spec, item)
             continue
-        names = {name if item.case_sensitive else name.lower(): name for name in spec.action_types}
-        wanted = {names[str(v) if item.case_sensitive else str(v).lower()] for v in item.values}
+        wanted = {kind for kind in spec.action_types if _kind_holds(item, kind)}
         # another ActionType test every chosen kind passes says nothing more (a query cut by kind)
         rest = tuple(
             other
@@ -413,8 +412,7 @@ def kind_tables() -> frozenset[str]:
 class KindCut:
     """One rule's share of a query cut by kind of events (``kind_cuts``)."""
 
-    spec: TableSpec  # the category
-    name: str  # its log source, as notes and titles name it
+    name: str  # the category's log source, as notes and titles name it
     kinds: tuple[str, ...]  # the ActionType values the rule reads
     complete: bool  # the cuts together read every event the query does
     caseless: bool = True  # the kinds are compared without case (as the query's test does, or none)
@@ -448,7 +446,7 @@ def kind_cuts(detection: Detection) -> tuple[KindCut, ...]:
             return ()
         columns = {leaf.column for leaf in walk(predicate) if isinstance(leaf, Predicate)}
         held = [spec for spec in table.categories if columns and columns <= set(spec.fields)]
-        return tuple(KindCut(spec, _source_name(spec), spec.action_types, False) for spec in held)
+        return tuple(KindCut(_source_name(spec), spec.action_types, False) for spec in held)
     if len(tests) != 1 or not tests[0].values:
         return ()
     (test,) = tests
@@ -464,7 +462,7 @@ def kind_cuts(detection: Detection) -> tuple[KindCut, ...]:
         return ()  # a kind with no log source (refused by name), or one category (one rule)
     caseless = not test.case_sensitive
     return tuple(
-        KindCut(spec, _source_name(spec), tuple(kinds), complete, caseless) for spec, kinds in groups.values()
+        KindCut(_source_name(spec), tuple(kinds), complete, caseless) for spec, kinds in groups.values()
     )
 
 
