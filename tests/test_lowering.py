@@ -462,12 +462,15 @@ def test_a_search_over_every_column_becomes_keywords() -> None:
     assert mapped.fidelity.value == "widened"
     from rmm2sigma.fidelity import target_fidelity
 
-    labels = target_fidelity(mapped, ("sigma", "kusto", "splunk"))
-    assert labels["kusto"].label == labels["splunk"].label == "widened"
+    labels = target_fidelity(mapped, ("sigma", "kusto", "splunk", "lucene", "eql", "esql"))
+    assert labels["kusto"].label == labels["splunk"].label == labels["lucene"].label == "widened"
+    # EQL and ES|QL have no search of every field (pySigma's EQL backend wrote the bare string)
+    assert labels["eql"].refusal and labels["esql"].refusal
     # pySigma's KQL backend wrote the keyword as a bare string, no KQL filter: KQL's search of every
     # column, which Kusto.Language binds
     rule = convert_rule(SourceRule(path="keyword.kql", kql=PROCESS + "* has 'mimikatz'"), Options())
     assert rule.queries["kusto"] == 'DeviceProcessEvents\n| where * contains "mimikatz"'
+    assert {"lucene", "splunk"} <= set(rule.queries) and not {"eql", "esql"} & set(rule.queries)
     negated_query = 'DeviceProcessEvents | where FileName =~ "a.exe" | search not("*mimikatz*")'
     negated = convert_rule(SourceRule(path="keyword.kql", kql=negated_query), Options())
     assert 'not(* contains "mimikatz")' in negated.queries["kusto"]

@@ -23,8 +23,10 @@ loss, labelled ``approximate`` with a note saying how it can differ. Known targe
 * EQL and ES|QL use three-valued logic: ``not (field : "x")`` is null, not true, when the field
   is absent, where Sigma, Splunk, Lucene and the SQLite proof match the event. Their backends
   (``elastic.TwoValuedNegations``) ask every negated field test as ``(field exists and test)``,
-  so those tests keep the rule's label; only a negated keyword (no field to test) still misses
-  the events that lack the word's columns: those targets are refused.
+  so those tests keep the rule's label.
+* Sigma keywords (a value anywhere in the event) are Lucene's search of every field. EQL and ES|QL
+  have none (pySigma's EQL backend writes the bare string, which Elasticsearch rejects as no
+  condition), so a rule with keywords is refused there.
 * A test an Elastic target can only ask in a form that misses events (a case-insensitive test on
   a case-sensitive keyword field with no regex rewrite, EQL's ``==`` for a long case-sensitive
   pattern) makes that target refuse the rule.
@@ -141,6 +143,14 @@ def agrees(label: str, measured: str, declared_loss: bool = False) -> bool:
     return label == measured
 
 
+# Lucene's query string searches every field; EQL and ES|QL name the field of every test
+_NO_SEARCH = {
+    "eql": "EQL has no search of every field: a keyword is a string where EQL needs a condition, "
+    "which Elasticsearch rejects",
+    "esql": "ES|QL has no search of every field for a keyword",
+}
+
+
 def _elastic(target: str, base: Fidelity, mapped: MappedRule) -> TargetFidelity:
     misses: list[str] = []
     adds: list[str] = []
@@ -158,12 +168,8 @@ def _elastic(target: str, base: Fidelity, mapped: MappedRule) -> TargetFidelity:
             adds.append(f"{reason}; the test is negated, so this widens the query")
         if wider := _elastic_gain(leaf, field):
             (adds if positive else misses).append(wider if positive else f"{wider}; the test is negated")
-        # a negated field test is asked two-valued (elastic.TwoValuedNegations); a keyword has no field
-        if not positive and target in ("eql", "esql") and leaf.column == ANY_COLUMN:
-            misses.append(
-                "a negated keyword is null, not true, on an event without a value to search, so such "
-                "events are missed (Sigma matches them)"
-            )
+        if target in ("eql", "esql") and leaf.column == ANY_COLUMN:
+            misses.append(_NO_SEARCH[target])
     # a query that would miss events the rule matches is not shipped: the target is refused
     refuse.extend(misses)
     if refuse:
