@@ -65,6 +65,18 @@ def test_a_time_bound_becomes_the_window(bound: str, window: timedelta) -> None:
     assert detection.notes == ()
 
 
+def test_sentinel_time_column_is_a_column_of_every_defender_table_anywhere_in_the_query() -> None:
+    """Sentinel stores the Defender tables with TimeGenerated beside Timestamp: a summary, a
+    projection or a bin of it reads a column of the table."""
+    query = PROCESS + (
+        "FileName =~ 'a.exe'\n| project TimeGenerated, DeviceId\n"
+        "| summarize First = min(TimeGenerated) by DeviceId, bin(TimeGenerated, 5m)"
+    )
+    detection = lower(kql.parse(query), defender_schema())
+    assert detection.table == "DeviceProcessEvents" and detection.predicate is not None
+    assert "unknown column" in refused(PROCESS + "FileName =~ 'a.exe' | summarize min(Generated) by DeviceId")
+
+
 def test_let_constants_and_the_narrowest_bound_make_the_window() -> None:
     query = (
         "let lookback = 7d;\nlet start = ago(2d);\n"

@@ -93,11 +93,20 @@ class InputResult:
     rules: tuple[RuleResult, ...] = ()
 
 
+SENTINEL_TIME = "TimeGenerated"
+
+
 @cache
 def defender_schema() -> Schema:
-    """Defender tables and their column types, packaged from Microsoft's schema reference."""
+    """Defender tables and their column types, packaged from Microsoft's schema reference. A table
+    with ``Timestamp`` also has ``TimeGenerated``, as Sentinel stores the Defender tables: queries
+    written for Sentinel read either (``kql.lower`` reads both as the event time)."""
     raw = json.loads(resources.files("rmm2sigma.data").joinpath("defender_schema.json").read_text())
-    return {table: dict((name, kind) for name, kind in columns) for table, columns in raw.items()}
+    schema = {table: dict((name, kind) for name, kind in columns) for table, columns in raw.items()}
+    return {
+        table: {**columns, **({SENTINEL_TIME: "datetime"} if "Timestamp" in columns else {})}
+        for table, columns in schema.items()
+    }
 
 
 def convert_rule(source: SourceRule, options: Options, wanted: Sequence[str] = targets.TARGETS) -> RuleResult:

@@ -31,6 +31,7 @@ from luqum.parser import parser as lucene_parser
 
 from sigma.backends import sqlite as sigma_sqlite
 
+from ..convert import SENTINEL_TIME
 from ..kql import syntax as k
 from ..kql.printer import to_kql
 from ..mapping import HOST_LINE, TableSpec, with_line
@@ -57,9 +58,6 @@ class NotExecutable(Exception):
 # ---------------------------------------------------------------- KQL
 
 
-SENTINEL_TIME = "TimeGenerated"
-
-
 def row_selecting(query: k.Query) -> str:
     """The query up to its last row filter (lets kept), selecting ``__id``: which rows it keeps.
 
@@ -81,17 +79,12 @@ def with_ids(query: str) -> str:
 class KqlEngine:
     """duckdb-kql over the Defender schema; every table exists (empty) so sub-queries resolve.
 
-    A table with ``Timestamp`` also has ``TimeGenerated``, as Sentinel's copy of the Defender
-    tables does (queries written for Sentinel use it; ``kql.lower`` reads both as the event time):
-    a row without it gets its ``Timestamp``.
+    A row without ``TimeGenerated`` (Sentinel's copy of the event time, ``convert.defender_schema``)
+    gets its ``Timestamp``.
     """
 
     def __init__(self, schema: Schema) -> None:
-        # Sentinel stores Defender tables with TimeGenerated beside Timestamp (queries use either)
-        self.schema = {
-            table: {**columns, **({SENTINEL_TIME: "datetime"} if "Timestamp" in columns else {})}
-            for table, columns in schema.items()
-        }
+        self.schema = schema
         self.connection = duckdb_kql.connect()
         self.loaded: set[str] = set()
         for table, columns in self.schema.items():
