@@ -579,6 +579,22 @@ def test_a_surrogate_pair_escape_is_one_character() -> None:
     assert where.predicate.right == StringLit("\U0001f642x")
 
 
+@pytest.mark.parametrize(
+    ("escaped", "decoded"),
+    [
+        (r"\x41", "A"),  # two hex digits
+        (r"\101", "A"),  # octal: three digits from a first digit 0-3
+        (r"\477", "\x277"),  # ... two from 4-7
+        (r"\3\\", "\x03\\"),  # ... or one (a Windows path written with one backslash too few)
+        (r"\U0001F642", "\U0001f642"),
+    ],
+)
+def test_numeric_escapes_decode_as_kusto_language_reads_them(escaped: str, decoded: str) -> None:
+    where = parse(f"T | where a == '{escaped}'").body.operators[0]
+    assert isinstance(where, Where) and isinstance(where.predicate, Binary)
+    assert where.predicate.right == StringLit(decoded)
+
+
 def test_a_lone_surrogate_escape_is_refused_where_it_stands() -> None:
     with pytest.raises(KqlSyntaxError, match="half of a surrogate pair") as caught:
         parse("T\n| where a == 'ab\\ud800'")

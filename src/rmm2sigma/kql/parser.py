@@ -103,7 +103,7 @@ def _at(token: Token) -> Pos:
     return Pos(cast(int, token.line), cast(int, token.column))
 
 
-# Kusto's escapes (Kusto.Language's KustoFacts.DecodeEscapes), less its loose hex and octal forms.
+# Kusto's escapes (Kusto.Language's TokenParser.ScanStringEscape and KustoFacts.DecodeEscapes)
 _ESCAPES = {
     "'": "'",
     '"': '"',
@@ -116,7 +116,11 @@ _ESCAPES = {
     "t": "\t",
     "v": "\v",
 }
-_ESCAPE = re.compile(r"\\(u[dD][89abAB][0-9A-Fa-f]{2}\\u[dD][c-fC-F][0-9A-Fa-f]{2}|u[0-9A-Fa-f]{4}|.)")
+# a surrogate pair, \uXXXX, \UXXXXXXXX, \xHH, octal (three digits only from a first digit 0-3)
+_ESCAPE = re.compile(
+    r"\\(u[dD][89abAB][0-9A-Fa-f]{2}\\u[dD][c-fC-F][0-9A-Fa-f]{2}|u[0-9A-Fa-f]{4}|U[0-9A-Fa-f]{8}"
+    r"|x[0-9A-Fa-f]{2}|[0-3][0-7]{2}|[0-7]{1,2}|.)"
+)
 
 
 def _unescape(body: str, line: int, column: int) -> str:
@@ -131,16 +135,19 @@ def _unescape(body: str, line: int, column: int) -> str:
         if len(code) == 11:
             high, low = int(code[1:5], 16), int(code[7:], 16)
             return chr(0x10000 + ((high - 0xD800) << 10) + (low - 0xDC00))
-        if len(code) == 5:
-            if 0xD800 <= int(code[1:], 16) <= 0xDFFF:
+        if code in _ESCAPES:
+            return _ESCAPES[code]
+        if code[0] in "uUx" and len(code) > 1:
+            number = int(code[1:], 16)
+            if 0xD800 <= number <= 0xDFFF or number > 0x10FFFF:
                 raise KqlSyntaxError(
-                    f"'\\{code}' is half of a surrogate pair, not a character",
+                    f"'\\{code}' is no character (a half of a surrogate pair or beyond Unicode)",
                     line=line,
                     column=column + match.start(),
                 )
-            return chr(int(code[1:], 16))
-        if code in _ESCAPES:
-            return _ESCAPES[code]
+            return chr(number)
+        if code[0] in "01234567":
+            return chr(int(code, 8))
         raise KqlSyntaxError(
             f"unknown escape sequence '\\{code}' in a string", line=line, column=column + match.start()
         )
