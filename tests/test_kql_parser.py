@@ -35,6 +35,7 @@ from rmm2sigma.kql import (
     Let,
     Lookup,
     Member,
+    MvApply,
     MvExpand,
     Name,
     NullLit,
@@ -682,6 +683,21 @@ def test_mv_expand() -> None:
             (("with_itemindex", "i"),),
         ),
         MvExpand((ExpandColumn(None, A("z")),)),
+    )
+
+
+def test_mv_apply_runs_operators_on_the_expanded_rows() -> None:
+    query = "T | mv-apply with_itemindex=i x = arr to typeof(long), y limit 5 on (where x > 1 | top 1 by y)"
+    assert operators(query) == (
+        MvApply(
+            (ExpandColumn("x", A("arr"), "long"), ExpandColumn(None, A("y"))),
+            (Where(Binary(">", A("x"), NumberLit(1))), Top(NumberLit(1), SortKey(A("y")))),
+            NumberLit(5),
+            (("with_itemindex", "i"),),
+        ),
+    )
+    assert operators("T | mvapply z on (summarize sum(z))")[0] == MvApply(
+        (ExpandColumn(None, A("z")),), (Summarize((Assignment(None, Call("sum", (A("z"),))),)),)
     )
 
 

@@ -173,6 +173,15 @@ def test_a_right_join_keeps_its_right_side_which_gives_the_rows(kind: str) -> No
     assert any(f"join kind={kind}" in note and "right side" in note for note in notes), notes
 
 
+def test_mv_apply_is_left_out_when_its_operators_keep_or_reshape_the_rows() -> None:
+    rule, label, notes, _ = converted(
+        PROCESS
+        + "FileName =~ 'a.exe'\n| mv-apply Part = split(ProcessCommandLine, ' ') on (where Part == '-enc')"
+    )
+    assert rule["detection"]["selection"] == {"Image|endswith": "\\a.exe"} and label == "approximate"
+    assert any("`mv-apply` has no Sigma equivalent (query line 3, column 3)" in note for note in notes), notes
+
+
 def test_an_inner_join_with_an_unfiltered_left_side_keeps_the_filtered_right_side() -> None:
     rule, label, _, _ = converted(
         "DeviceProcessEvents\n| join (DeviceNetworkEvents | where RemotePort == 22) on DeviceId"
@@ -187,6 +196,7 @@ def test_an_inner_join_with_an_unfiltered_left_side_keeps_the_filtered_right_sid
         ("union DeviceNetworkEvents", "`union` adds the rows of other queries"),
         ("evaluate python(typeof(*), 'result = df')", "`evaluate` `python` returns rows of its own"),
         ("invoke Unknown()", "`invoke` runs `Unknown()`, a function rmm2sigma cannot see"),
+        ("mv-apply x on (union DeviceEvents)", "`mv-apply` adds the rows of other queries"),
     ],
 )
 def test_an_operator_bringing_rows_of_its_own_is_refused_at_its_position(operator: str, reason: str) -> None:

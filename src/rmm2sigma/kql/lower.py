@@ -283,7 +283,7 @@ class _Lowering:
             return self.invoked_rows(op.function)
         if isinstance(op, k.GetSchema):
             return "returns the columns of the input, not its rows"
-        if isinstance(op, k.Partition):
+        if isinstance(op, (k.Partition, k.MvApply)):  # their operators run on the rows of each part
             return next(filter(None, map(self.brings_rows, op.operators)), None)
         return None
 

@@ -28,7 +28,8 @@ MAX_DEPTH = 64
 
 _OPERATOR_WORDS = (
     *("where", "filter", "summarize", "project", "extend", "distinct", "take", "limit", "sort"),
-    *("order", "top", "top-nested", "join", "lookup", "union", "mv-expand", "mvexpand", "parse"),
+    *("order", "top", "top-nested", "join", "lookup", "union", "mv-expand", "mvexpand", "mv-apply"),
+    *("mvapply", "parse"),
     *("parse-where", "project-away", "project-keep", "project-rename", "project-reorder"),
     *("search", "evaluate", "invoke", "partition", "count", "getschema", "serialize", "as"),
     *("sample", "render"),
@@ -415,6 +416,13 @@ class _Builder(Transformer[Token, k.Query]):
         columns = cast(tuple[k.ExpandColumn, ...], tuple(item for item in rest[:-2]))
         return k.MvExpand(columns, limit, _options(options), _at(keyword))
 
+    def mv_apply(self, keyword: Token, options: tuple[k.Option, ...] | None, *rest: object) -> k.MvApply:
+        on = next(i for i, item in enumerate(rest) if isinstance(item, Token) and item.type == "ON")
+        columns = cast(tuple[k.ExpandColumn, ...], tuple(item for item in rest[: on - 2]))
+        limit = cast(Expr | None, rest[on - 1])
+        operators = cast(tuple[k.Operator, ...], rest[on + 1 :])
+        return k.MvApply(columns, operators, limit, _options(options), _at(keyword))
+
     def expand_column(
         self,
         name: k.Name | None,
@@ -743,6 +751,7 @@ _PHRASES = {
     "TAKE": "'take'",
     "SORT": "'sort'",
     "MV_EXPAND": "'mv-expand'",
+    "MV_APPLY": "'mv-apply'",
     "CMPOP": "a comparison operator",
     "STROP": "a string operator",
     "SETOP": "'in' or 'has_any'",
@@ -752,7 +761,8 @@ _PHRASES = {
 }
 _OPERATORS = {
     *("WHERE", "SUMMARIZE", "PROJECT", "EXTEND", "DISTINCT", "TAKE", "SORT", "TOP", "TOP_NESTED"),
-    *("JOIN", "LOOKUP", "UNION", "MV_EXPAND", "PARSE", "PARSE_WHERE", "PROJECT_AWAY", "PROJECT_KEEP"),
+    *("JOIN", "LOOKUP", "UNION", "MV_EXPAND", "MV_APPLY", "PARSE", "PARSE_WHERE", "PROJECT_AWAY"),
+    "PROJECT_KEEP",
     *("PROJECT_RENAME", "PROJECT_REORDER", "SEARCH", "EVALUATE", "INVOKE", "PARTITION", "COUNT"),
     *("GETSCHEMA", "SERIALIZE", "AS", "SAMPLE", "RENDER"),
 }

@@ -248,6 +248,10 @@ def _parts(node: Node) -> list[Part]:
         case k.MvExpand(columns=columns, limit=limit, params=params):
             parts = [f"mv-expand{_options(params)} ", *_list(columns)]
             return parts if limit is None else [*parts, " limit ", (limit, False)]
+        case k.MvApply(columns=columns, operators=operators, limit=limit, params=params):
+            parts = [f"mv-apply{_options(params)} ", *_list(columns)]
+            parts += [] if limit is None else [" limit ", (limit, False)]
+            return [*parts, " on (", *_list(operators, " | "), ")"]
         case k.ExpandColumn(name=name, expr=expr, to_type=to_type):
             parts = [f"{_name(name)}=" if name is not None else "", (expr, False)]
             return [*parts, f" to typeof({to_type})"] if to_type else parts
@@ -276,10 +280,7 @@ def _parts(node: Node) -> list[Part]:
         case k.Invoke(function=function):
             return ["invoke ", (function, False)]
         case k.Partition(by=by, operators=operators, params=params):
-            parts = [f"partition{_options(params)} by ", (by, False), " ("]
-            for index, operator in enumerate(operators):
-                parts += [" | " if index else "", (operator, False)]
-            return [*parts, ")"]
+            return [f"partition{_options(params)} by ", (by, False), " (", *_list(operators, " | "), ")"]
         case k.Count() | k.GetSchema():
             return [node.keyword]
         case k.Serialize(columns=columns):

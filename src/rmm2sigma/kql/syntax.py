@@ -35,6 +35,7 @@ __all__ = [
     "Let",
     "Lookup",
     "Member",
+    "MvApply",
     "MvExpand",
     "Name",
     "NullLit",
@@ -420,7 +421,7 @@ class Union:
 
 @dataclass(frozen=True)
 class ExpandColumn:
-    """``[name =] expr [to typeof(type)]`` in ``mv-expand``."""
+    """``[name =] expr [to typeof(type)]`` in ``mv-expand`` and ``mv-apply``."""
 
     name: str | None
     expr: Expr
@@ -434,6 +435,19 @@ class MvExpand:
 
     keyword: ClassVar[str] = "mv-expand"
     columns: tuple[ExpandColumn, ...]
+    limit: Expr | None = None
+    params: tuple[Option, ...] = ()
+    pos: Pos = _pos()
+
+
+@dataclass(frozen=True)
+class MvApply:
+    """``mv-apply [options] columns [limit n] on (operators)``: the operators run on the rows each
+    input row's lists expand to, and their rows replace it."""
+
+    keyword: ClassVar[str] = "mv-apply"
+    columns: tuple[ExpandColumn, ...]
+    operators: tuple[Operator, ...]
     limit: Expr | None = None
     params: tuple[Option, ...] = ()
     pos: Pos = _pos()
@@ -594,6 +608,7 @@ Operator = (
     | Lookup
     | Union
     | MvExpand
+    | MvApply
     | Parse
     | ProjectAway
     | ProjectKeep
