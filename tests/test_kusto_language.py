@@ -33,6 +33,12 @@ def test_valid_defender_query_has_no_errors() -> None:
     assert errors(query) == []
 
 
+def test_defender_tables_have_sentinels_time_column() -> None:
+    """Sentinel stores the Defender tables with TimeGenerated beside Timestamp."""
+    assert errors("DeviceProcessEvents | summarize First = min(TimeGenerated) by DeviceId") == []
+    assert [e.code for e in errors("AlertInfo | project TimeGenerated, Timestamp, NoSuchTime")] == ["KS142"]
+
+
 def test_unknown_column_is_reported_at_its_position() -> None:
     query = "DeviceProcessEvents\n| where FileName has 'x'\n| where NoSuchColumn == 1"
     (error,) = errors(query)

@@ -404,8 +404,6 @@ def _outputs(side: k.Pipeline, schema: Schema) -> list[str] | None:
     if not isinstance(side.source, k.TableRef):
         return None
     columns: list[str] | None = list(schema.get(side.source.name, {}))
-    if "Timestamp" in schema.get(side.source.name, {}):
-        columns = [*(columns or []), "TimeGenerated"]  # Sentinel's copy of the event time
     for op in side.operators:
         columns = None if columns is None else _after(op, columns)
     return columns

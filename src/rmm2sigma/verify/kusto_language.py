@@ -25,6 +25,8 @@ from importlib.resources import as_file, files
 from pathlib import Path
 from typing import Any
 
+from ..convert import defender_schema
+
 ENV_VAR = "RMM2SIGMA_KUSTO_DIR"
 NPM_PACKAGE = "@kusto/language-service-next"
 NPM_VERSION = "12.4.1"
@@ -99,9 +101,9 @@ def install_kusto(directory: Path | None = None) -> Path:
 
 @cache
 def _defender_schema() -> dict[str, list[list[str]]]:
-    text = files("rmm2sigma.data").joinpath("defender_schema.json").read_text(encoding="utf-8")
-    schema: dict[str, list[list[str]]] = json.loads(text)
-    return schema
+    """The Defender tables as Sentinel holds them (``convert.defender_schema``: with TimeGenerated)."""
+    schema = defender_schema()
+    return {table: [[name, kind] for name, kind in columns.items()] for table, columns in schema.items()}
 
 
 def validate_kql(
@@ -110,7 +112,8 @@ def validate_kql(
 ) -> list[list[KustoDiagnostic]]:
     """Parse and bind every query; returns, per query in order, all its diagnostics (any severity).
 
-    ``schema`` maps table name to ``[column, type]`` pairs (default: the packaged Defender schema).
+    ``schema`` maps table name to ``[column, type]`` pairs (default: the Defender schema as Sentinel
+    holds it).
     Raises RuntimeError when node or Kusto.Language is unavailable or the validator fails.
     """
     node = shutil.which("node")
