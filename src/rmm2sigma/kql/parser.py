@@ -141,10 +141,9 @@ def _unescape(body: str, line: int, column: int) -> str:
         if code[0] in "uUx" and len(code) > 1:
             number = int(code[1:], 16)
             if 0xD800 <= number <= 0xDFFF or number > 0x10FFFF:
+                what = "half of a surrogate pair" if number <= 0xDFFF else "beyond Unicode"
                 raise KqlSyntaxError(
-                    f"'\\{code}' is no character (a half of a surrogate pair or beyond Unicode)",
-                    line=line,
-                    column=column + match.start(),
+                    f"'\\{code}' is {what}, not a character", line=line, column=column + match.start()
                 )
             return chr(number)
         if code[0] in "01234567":
