@@ -251,6 +251,19 @@ def test_a_proof_with_no_original_hit_is_unproven() -> None:
     assert all(r.verdict == UNPROVEN and r.agrees is None for r in executed.values())
 
 
+def test_eql_measures_a_windows_log_rule_on_documents_with_its_channel() -> None:
+    """The ecs_windows query of a Security-log rule tests the channel and the event code as text,
+    and Winlogbeat writes the event data as text: the logon type 3, not the number."""
+    from rmm2sigma.sigma import Options
+    from rmm2sigma.sources import SourceRule
+    from rmm2sigma.verify.proof import measure
+
+    query = "DeviceLogonEvents\n| where ActionType == 'LogonFailed' and LogonType == 'Network'"
+    result = measure(SourceRule(path="logon.kql", kql=query), Options(), now=NOW)
+    assert result.original and result.targets["eql"].verdict == result.targets["sigma"].verdict
+    assert result.targets["eql"].agrees
+
+
 def test_generated_rows_satisfy_has_all_and_numbers_written_as_strings() -> None:
     """Held-out shapes the original selected none of: `has_all` and `RemotePort == "3389"`."""
     from rmm2sigma.sigma import Options

@@ -308,7 +308,10 @@ def ecs_field_names(category: str, service: str = "") -> Mapping[str, str]:
     specs = [table for table in all_specs() if name and table.logsource.get(key) == name]
     if not specs:
         return {}
-    fields = sorted({spec.field for table in specs for spec in table.fields.values()})
+    fields = sorted(
+        {spec.field for table in specs for spec in table.fields.values()}
+        | {field for table in specs for field in table.conditions or {}}  # a Windows log's EventID
+    )
     detection: dict[str, object] = {f"s{index}": {field: "x"} for index, field in enumerate(fields)}
     rule = SigmaRule.from_dict(
         {

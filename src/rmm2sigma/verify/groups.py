@@ -37,7 +37,7 @@ from ..fidelity import NULL_GROUPS, SIGMA, agrees, target_fidelity
 from ..kql import syntax as k
 from ..kql.lower import lower
 from ..kql.printer import to_kql
-from ..mapping import map_detection
+from ..mapping import TableSpec, map_detection
 from ..model import Aggregation, Detection, Match, Predicate, walk
 from ..sigma import Options
 from ..sources import SourceRule
@@ -46,14 +46,13 @@ from .engines import (
     KqlEngine,
     NotExecutable,
     SigmaEngine,
-    ecs_rows,
     row_selecting,
     sigma_fields,
     sigma_rows,
     target_rows,
 )
 from .events import ID, NAME_COLUMNS, Row, generate, set_value
-from .proof import NO_CHANNEL, verdict
+from .proof import ecs_documents, verdict
 
 Key = tuple[Any, ...]
 _HOSTS = 12
@@ -126,16 +125,13 @@ def prove(source: SourceRule, options: Options, now: datetime, seed: int = 0) ->
         tuple(json.loads(row[index]).get(field) for field in chosen.group_by) for row in cursor.fetchall()
     }
     everything = engine.rows(_up_to_threshold(query, include=False) + projection, now)
-    category = mapped.table.logsource.get("category", "")
     eql_groups = None
     not_executed: dict[str, str] = {}
     try:
-        if "eql" in converted.queries and not category:
-            raise NotExecutable(NO_CHANNEL)
         if "eql" in converted.queries and unbounded_reason("eql", chosen):  # the base rule's events
-            eql_groups = _event_groups(converted.queries["eql"], events, category, chosen.group_by)
+            eql_groups = _event_groups(converted.queries["eql"], events, mapped.table, chosen.group_by)
         elif "eql" in converted.queries:
-            eql_groups = _eql_groups(converted.queries["eql"], events, category, chosen.group_by)
+            eql_groups = _eql_groups(converted.queries["eql"], events, mapped.table, chosen.group_by)
     except NotExecutable as error:
         not_executed["eql"] = str(error)
     kept_ids = engine.select(row_selecting(query), now)
@@ -204,11 +200,11 @@ def keeps_promise(label: str, measured: str, declared_loss: bool = False) -> boo
     return agrees(label, measured, declared_loss) or (label == "widened" and measured == "exact")
 
 
-def _event_groups(query: str, events: list[Row], category: str, group_by: tuple[str, ...]) -> frozenset[Key]:
+def _event_groups(
+    query: str, events: list[Row], spec: TableSpec, group_by: tuple[str, ...]
+) -> frozenset[Key]:
     """The groups of the events a query without the threshold selects (lowercased)."""
-    from ..fidelity import ecs_field_names
-
-    chosen = EqlEngine().select(query, ecs_rows(events, ecs_field_names(category)))
+    chosen = EqlEngine().select(query, ecs_documents(events, spec))
     return frozenset(
         tuple(_caseless(event.get(field)) for field in group_by) for event in events if event[ID] in chosen
     )
@@ -315,16 +311,13 @@ def _straddling_key(rows: list[Row], kept: list[str]) -> Key | None:
     return None
 
 
-def _eql_groups(query: str, events: list[Row], category: str, group_by: tuple[str, ...]) -> frozenset[Key]:
+def _eql_groups(query: str, events: list[Row], spec: TableSpec, group_by: tuple[str, ...]) -> frozenset[Key]:
     """The groups of the sequences the eql query finds over the events in ECS (times in seconds)."""
-    from ..fidelity import ecs_field_names
-
-    names = dict(ecs_field_names(category))
     by, _ = EqlEngine().sequences(query, [])  # the ECS fields of the correlation's group-by, in order
-    names.update(zip(group_by, by, strict=True))
+    documents = ecs_documents(events, spec, dict(zip(group_by, by, strict=True)))
     timed = [
         (datetime.fromisoformat(event["timestamp"]).timestamp(), document)
-        for event, document in zip(events, ecs_rows(events, names), strict=True)
+        for event, document in zip(events, documents, strict=True)
     ]
     _, firsts = EqlEngine().sequences(query, timed)
     return frozenset(tuple(_caseless(_path(first, field)) for field in by) for first in firsts)

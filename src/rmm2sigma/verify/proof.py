@@ -15,19 +15,21 @@ it, so the rule is wider than the whole query by construction, and labelled appr
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Hashable, Sequence
+from collections.abc import Hashable, Mapping, Sequence
 from collections.abc import Set as AbstractSet
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from functools import cache
 from typing import Any
 
+from sigma.pipelines.common import windows_logsource_mapping
+
 from .. import kql, targets
 from ..convert import defender_schema
 from ..errors import Rmm2SigmaError
 from ..fidelity import SIGMA, agrees, ecs_field_names, target_fidelity
 from ..kql.lower import lower_kept
-from ..mapping import map_detection
+from ..mapping import TableSpec, map_detection
 from ..sigma import Options, emit
 from ..sources import SourceRule
 from .engines import (
@@ -90,9 +92,31 @@ class RuleProof:
         return [t for t in self.targets.values() if t.verdict in (NARROWED, DIVERGED) or t.agrees is False]
 
 
-# an eql query of a log service (the Security log) tests the event's channel, which ECS events of a
-# Sysmon category built from Defender rows do not carry
-NO_CHANNEL = "the proof's ECS events carry no Windows event channel"
+_EVENT_DATA = "winlog.event_data."
+
+
+def ecs_documents(events: Sequence[Row], spec: TableSpec, also: Mapping[str, str] | None = None) -> list[Row]:
+    """Sigma events as the ECS documents of the log source (``engines.ecs_rows``; ``also`` names
+    more fields, a correlation's group-by). A Windows log's (the Security log's) carry its channel,
+    and their event code and event data as text, as Winlogbeat writes them: the ecs_windows
+    pipeline's query tests the channel and the code."""
+    logsource = spec.logsource
+    names = {**ecs_field_names(logsource.get("category", ""), logsource.get("service", "")), **(also or {})}
+    if "category" in logsource:
+        return ecs_rows(events, names)
+    texts = {
+        field
+        for field, name in names.items()
+        if name.startswith("winlog.event_data.") or name == "event.code"
+    }
+    written = [
+        {f: str(v) if f in texts and v is not None else v for f, v in event.items()} for event in events
+    ]
+    documents = ecs_rows(written, names)
+    channel = windows_logsource_mapping.get(logsource.get("service", ""))
+    for document in documents if channel else ():
+        document.setdefault("winlog", {})["channel"] = channel
+    return documents
 
 
 def verdict(original: AbstractSet[Hashable], target: AbstractSet[Hashable]) -> str:
@@ -165,8 +189,6 @@ def measure(source: SourceRule, options: Options, now: datetime | None = None) -
                 selected = sigma_engine.select(
                     sigma_engine.query(make_rule()), events, sigma_fields(mapped_spec)
                 )
-            elif target == "eql" and "category" not in mapped_spec.logsource:
-                raise NotExecutable(NO_CHANNEL)
             elif target in ("kusto", "eql"):
                 converted = targets.convert(target, make_rule, {})
                 if converted.query is None:
@@ -174,8 +196,7 @@ def measure(source: SourceRule, options: Options, now: datetime | None = None) -
                 if target == "kusto":
                     selected = kql_engine.select(with_ids(converted.query), moment)
                 else:
-                    names = ecs_field_names(mapped_spec.logsource.get("category", ""))
-                    selected = eql_engine.select(converted.query, ecs_rows(events, names))
+                    selected = eql_engine.select(converted.query, ecs_documents(events, mapped_spec))
             else:
                 model = targets.data_model(target, options.splunk_data_model)
                 results[target] = _not_executed(target, make_rule, label, model)
