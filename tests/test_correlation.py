@@ -208,6 +208,9 @@ def test_each_target_counts_once() -> None:
     esql = rule.queries["esql"]
     assert esql.count("| stats") == 1 and "date_trunc(1hours" in esql and "event_count > 3" in esql
     assert "with maxspan=1h" in rule.queries["eql"] and "runs=" in rule.queries["eql"]
+    # the device is Winlogbeat's host.name, not an event data field no Windows event holds
+    assert esql.endswith(", host.name\n| where event_count > 3")
+    assert "sequence by host.name " in rule.queries["eql"]
     filter_only = _convert(HOURLY.rsplit("\n| summarize", 1)[0])
     assert rule.queries["lucene"] == filter_only.queries["lucene"]  # the base rule's events
     assert rule.fidelity_by_target == {
@@ -240,7 +243,7 @@ def test_a_window_instead_of_bin_counts_once_over_the_whole_range() -> None:
 def test_without_a_time_range_splunk_and_esql_count_over_what_hunting_keeps() -> None:
     rule = _convert(NETWORK)
     assert rule.queries["splunk"].startswith("earliest=-30d ") and "bin _time" not in rule.queries["splunk"]
-    assert "NOW() - 30days | stats event_count=count() by winlog.event_data.Computer" in rule.queries["esql"]
+    assert "NOW() - 30days | stats event_count=count() by host.name" in rule.queries["esql"]
     # InitiatingProcessFileName has no Sigma field to group by: coarser groups
     assert rule.fidelity_by_target["splunk"] == "approximate" == rule.fidelity_by_target["esql"]
 

@@ -184,7 +184,7 @@ def _elastic(kind: str) -> Callable[[], Backend]:
         # EQL's ``:`` and ``like~`` are case-insensitive already; its ``regex~`` would take the same
         # regex rewrite (lucene_pipeline(strings=False)), but the proof's EQL engine anchors regexes
         # at the start only and would measure the rewritten regexes as widened, so it waits for that.
-        pipeline = ecs_windows() + lucene_pipeline(strings=kind != "eql")
+        pipeline = _pipeline("ecs_host") + ecs_windows() + lucene_pipeline(strings=kind != "eql")
         if kind == "esql":
             pipeline += _pipeline("esql_aggregation")
         return backends[kind](pipeline)
