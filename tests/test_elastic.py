@@ -9,7 +9,7 @@ keyed by ECS field names. A ``.caseless`` field holds the lowercased value, as i
 from __future__ import annotations
 
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import pytest
@@ -414,3 +414,23 @@ def test_a_case_sensitive_test_on_a_caseless_field_asks_the_value_as_written(tes
     proof = measure(source, Options())
     assert proof.targets["eql"].verdict != "not_executed"
     assert all(t.agrees is not False for t in proof.targets.values()), proof.targets
+
+
+ELASTIC = ("lucene", "esql", "eql")
+THRESHOLD_BY_DEVICE = "DeviceProcessEvents | where FileName =~ 'a.exe' | summarize n = count() by DeviceName"
+
+
+@pytest.mark.parametrize(
+    ("query", "field", "targets"),
+    [
+        ("DeviceProcessEvents | where SHA256 == 'ab12'", "process.hash.sha256", ELASTIC),
+        ("DeviceImageLoadEvents | where SHA1 in ('ab12', 'cd34')", "file.hash.sha1", ELASTIC),
+        (THRESHOLD_BY_DEVICE + " | where n > 3", "host.name", ("esql", "eql")),  # lucene cannot count
+    ],
+)
+def test_ecs_windows_gaps_take_their_ecs_names(query: str, field: str, targets: Sequence[str]) -> None:
+    """Sysmon's parsed hashes and the event's computer: ecs_windows asked `winlog.event_data.sha256`
+    and `winlog.event_data.Computer`, which no Windows event holds (pipelines/ecs_fields.yml)."""
+    for target in targets:
+        written = transpile(query, target)
+        assert field in written and "winlog.event_data" not in written, (target, written)

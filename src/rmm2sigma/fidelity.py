@@ -51,7 +51,7 @@ from functools import cache
 
 from .mapping import MappedRule, all_specs
 from .model import ANY_COLUMN, And, Fidelity, Match, Node, Not, Or, Predicate
-from .targets import data_model, data_models
+from .targets import data_model, data_models, ecs_pipeline
 
 ELASTIC = ("lucene", "esql", "eql")
 SIGMA = "sigma"  # the Sigma rule itself, as every Sigma consumer reads it
@@ -299,9 +299,9 @@ def _leaves(node: Node | None, positive: bool = True) -> Iterator[tuple[Predicat
 
 @cache
 def ecs_field_names(category: str, service: str = "") -> Mapping[str, str]:
-    """Sigma field -> ECS field in the ecs_windows pipeline for the log source of ``category`` (or of
-    a Windows log ``service`` such as the Security log), read from the pipeline."""
-    from sigma.pipelines.elasticsearch.windows import ecs_windows
+    """Sigma field -> ECS field in the Elastic targets' pipeline (``targets.ecs_pipeline``) for the
+    log source of ``category`` (or of a Windows log ``service`` such as the Security log), read
+    from the pipeline."""
     from sigma.rule import SigmaRule
 
     key, name = ("category", category) if category else ("service", service)
@@ -320,7 +320,7 @@ def ecs_field_names(category: str, service: str = "") -> Mapping[str, str]:
             "detection": {**detection, "condition": "1 of s*"},
         }
     )
-    ecs_windows().apply(rule)
+    ecs_pipeline().apply(rule)
     names: dict[str, str] = {}
     for index, field in enumerate(fields):
         item = rule.detection.detections[f"s{index}"].detection_items[0]

@@ -168,10 +168,16 @@ def _splunk(model: str | None) -> Backend:
     return Rmm2SigmaSplunkBackend(_splunk_pipeline(model) + _pipeline("splunk_aggregation"))
 
 
+def ecs_pipeline() -> Any:
+    """Sigma's Windows fields as ECS names: ecs_windows, with the names it lacks (ecs_fields.yml)."""
+    from sigma.pipelines.elasticsearch.windows import ecs_windows
+
+    return _pipeline("ecs_fields") + ecs_windows()
+
+
 def _elastic(kind: str) -> Callable[[], Backend]:
     def build() -> Backend:
         from sigma.backends.elasticsearch import LuceneBackend
-        from sigma.pipelines.elasticsearch.windows import ecs_windows
 
         from .elastic import Rmm2SigmaEqlBackend, Rmm2SigmaEsqlBackend, lucene_pipeline
 
@@ -184,7 +190,7 @@ def _elastic(kind: str) -> Callable[[], Backend]:
         # EQL's ``:`` and ``like~`` are case-insensitive already; its ``regex~`` would take the same
         # regex rewrite (lucene_pipeline(strings=False)), but the proof's EQL engine anchors regexes
         # at the start only and would measure the rewritten regexes as widened, so it waits for that.
-        pipeline = _pipeline("ecs_host") + ecs_windows() + lucene_pipeline(strings=kind != "eql")
+        pipeline = ecs_pipeline() + lucene_pipeline(strings=kind != "eql")
         if kind == "esql":
             pipeline += _pipeline("esql_aggregation")
         return backends[kind](pipeline)

@@ -9,8 +9,9 @@ rmm2sigma_esql`` and ``-t eql -p ecs_windows -p rmm2sigma_eql``. What each adds:
   table; DeviceEvents with the ActionType of each kind of event rmm2sigma maps there), and the
   time window and ``summarize``;
 * ``rmm2sigma_splunk``: the window as ``earliest=`` and the aggregation as ``| stats``;
-* ``rmm2sigma_lucene`` / ``rmm2sigma_esql`` / ``rmm2sigma_eql``: case-insensitive strings and
-  term regexes in Lucene's regex dialect (and ES|QL's window and ``STATS``).
+* ``rmm2sigma_lucene`` / ``rmm2sigma_esql`` / ``rmm2sigma_eql``: the ECS names ecs_windows lacks
+  (Sysmon's parsed hashes, the host), case-insensitive strings and term regexes in Lucene's regex
+  dialect (and ES|QL's window and ``STATS``).
 
 The window and aggregation templates read a rule's ``rmm2sigma`` attribute (``window``,
 ``functions``, ``by``), a top-level key of the Sigma YAML that pySigma keeps in
@@ -56,13 +57,14 @@ def rmm2sigma_splunk_pipeline() -> ProcessingPipeline:
 
 
 def rmm2sigma_lucene_pipeline() -> ProcessingPipeline:
-    return _named(lucene_pipeline(strings=True), "case-insensitive strings and regexes for Lucene")
+    joined = _pipeline("ecs_fields") + lucene_pipeline(strings=True)
+    return _named(joined, "ECS names, case-insensitive strings and regexes for Lucene")
 
 
 def rmm2sigma_esql_pipeline() -> ProcessingPipeline:
-    joined = lucene_pipeline(strings=True) + _pipeline("esql_aggregation")
-    return _named(joined, "case-insensitive strings and regexes, window and STATS for ES|QL")
+    joined = _pipeline("ecs_fields") + lucene_pipeline(strings=True) + _pipeline("esql_aggregation")
+    return _named(joined, "ECS names, case-insensitive strings and regexes, window and STATS for ES|QL")
 
 
 def rmm2sigma_eql_pipeline() -> ProcessingPipeline:
-    return _named(lucene_pipeline(strings=False), "regexes in Lucene's dialect for EQL")
+    return _named(_pipeline("ecs_fields") + lucene_pipeline(strings=False), "ECS names and regexes for EQL")
