@@ -385,6 +385,17 @@ def test_control_characters_are_string_escapes_in_eql_and_esql() -> None:
     assert "\\t-\\n\f-\\r" in transpile(kql, "eql")
 
 
+def test_a_quote_in_a_regex_is_escaped_in_the_eql_string() -> None:
+    """The Lucene rewrite writes a regex's `"` as `\\"`; EQL's string must escape that quote too, or
+    the string ends there and the query is no EQL (the eql package and Elasticsearch reject it)."""
+    from rmm2sigma.verify.engines import EqlEngine
+
+    query = transpile("DeviceProcessEvents | where ProcessCommandLine matches regex @'x\\.dat\",1'", "eql")
+    lines = ['x.dat",1', "x.dat,1"]
+    documents = [{"__id": n, "process": {"command_line": line}} for n, line in enumerate(lines)]
+    assert EqlEngine().select(query, documents) == {0}
+
+
 @pytest.mark.parametrize(
     "test",
     [

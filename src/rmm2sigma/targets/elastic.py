@@ -386,8 +386,9 @@ class Rmm2SigmaEqlBackend(TwoValuedNegations, BooleansByEquality, KindPreserving
     exists_expression: ClassVar[str] = "?{field} != null"
     in_operator: ClassVar[str] = " in "
     re_expression: ClassVar[str] = '{field} regex "{regex}"'
-    # `\/` is no EQL string escape, and `/` no Lucene operator: nothing to escape but the backslash
-    re_escape: ClassVar[tuple[str]] = ()  # type: ignore[assignment]
+    # the regex goes in an EQL string: its quotes are escaped (the Lucene rewrite writes `"` as `\"`)
+    # beside its backslashes; `\/` is no EQL string escape, and `/` no Lucene operator
+    re_escape: ClassVar[tuple[str]] = ('"',)
 
     def convert_value_re(
         self, r: SigmaRegularExpression, state: ConversionState
