@@ -264,6 +264,25 @@ def test_eql_measures_a_windows_log_rule_on_documents_with_its_channel() -> None
     assert result.targets["eql"].agrees
 
 
+def test_a_target_query_its_engine_cannot_parse_is_a_problem_not_a_gap(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """An EQL query the eql parser rejects is broken output (Elasticsearch rejects it too): the
+    proof reports it against the label. Here the regex quote escaping eql once lacked."""
+    from rmm2sigma.sigma import Options
+    from rmm2sigma.sources import SourceRule
+    from rmm2sigma.targets.elastic import Rmm2SigmaEqlBackend
+    from rmm2sigma.verify.engines import NotParsed
+    from rmm2sigma.verify.proof import measure
+
+    with pytest.raises(NotParsed):
+        EqlEngine().select('process where "*x*"', [])
+    monkeypatch.setattr(Rmm2SigmaEqlBackend, "re_escape", ())
+    query = "DeviceProcessEvents | where ProcessCommandLine matches regex @'x\\.dat\",1'"
+    result = measure(SourceRule(path="quote.kql", kql=query), Options(), now=NOW)
+    assert result.targets["eql"].agrees is False and result.problems == [result.targets["eql"]]
+
+
 def test_generated_rows_satisfy_has_all_and_numbers_written_as_strings() -> None:
     """Held-out shapes the original selected none of: `has_all` and `RemotePort == "3389"`."""
     from rmm2sigma.sigma import Options

@@ -55,6 +55,10 @@ class NotExecutable(Exception):
     """An engine could not run a query; the message says why."""
 
 
+class NotParsed(NotExecutable):
+    """The engine's parser rejects a query rmm2sigma wrote: the query is broken, not the engine short."""
+
+
 # ---------------------------------------------------------------- KQL
 
 
@@ -318,7 +322,7 @@ class EqlEngine:
             with eql.parser.elasticsearch_syntax, eql.parser.ignore_missing_functions, _UNOPTIMIZED:
                 parsed = eql.parse_query(query)
         except (eql.EqlError, ValueError) as error:  # the parser raises ValueError on some escapes
-            raise NotExecutable(f"eql: {_first_line(error)}") from None
+            raise NotParsed(f"eql: {_first_line(error)}") from None
         return self._select(parsed, documents)
 
     def _select(self, parsed: Any, documents: Sequence[Row]) -> set[int]:
@@ -349,8 +353,8 @@ class EqlEngine:
                 _UNOPTIMIZED,
             ):
                 parsed = eql.parse_query(query)
-        except eql.EqlError as error:
-            raise NotExecutable(f"eql: {_first_line(error)}") from None
+        except (eql.EqlError, ValueError) as error:
+            raise NotParsed(f"eql: {_first_line(error)}") from None
         by = [value.render() for value in parsed.first.queries[0].join_values]
         steps = parsed.first.queries
         if parsed.first.close is None and len({repr(step.query) for step in steps}) == 1:

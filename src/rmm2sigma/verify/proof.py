@@ -36,6 +36,7 @@ from .engines import (
     EqlEngine,
     KqlEngine,
     NotExecutable,
+    NotParsed,
     SigmaEngine,
     ecs_rows,
     lucene_error,
@@ -201,8 +202,9 @@ def measure(source: SourceRule, options: Options, now: datetime | None = None) -
                 model = targets.data_model(target, options.splunk_data_model)
                 results[target] = _not_executed(target, make_rule, label, model)
                 continue
-        except NotExecutable as error:
-            results[target] = TargetProof(target, NOT_EXECUTED, str(error), label=label)
+        except NotExecutable as error:  # a query its engine's parser rejects breaks the label
+            broken = False if isinstance(error, NotParsed) else None
+            results[target] = TargetProof(target, NOT_EXECUTED, str(error), label=label, agrees=broken)
             continue
         measured = verdict(original, selected)
         checked: bool | None = agrees(label, measured)
@@ -236,11 +238,10 @@ def _not_executed(target: str, make_rule: Any, label: str, model: str | None) ->
     converted = targets.convert(target, make_rule, {}, model)
     if converted.query is None:
         return TargetProof(target, NOT_EXECUTED, converted.error or "conversion failed", label=label)
-    reason = _NO_ENGINE[target]
-    if target == "lucene":
-        error = lucene_error(converted.query)
-        reason = error or reason
-    return TargetProof(target, NOT_EXECUTED, reason, label=label)
+    error = lucene_error(converted.query) if target == "lucene" else None
+    return TargetProof(
+        target, NOT_EXECUTED, error or _NO_ENGINE[target], label=label, agrees=False if error else None
+    )
 
 
 def _example(ids: set[int], by_id: dict[int, Row]) -> Row | None:
