@@ -175,7 +175,8 @@ def test_statements_trailing_semicolon_and_lone_semicolon_line() -> None:
     text = "let x = 1;\nlet t =\nDeviceFileCertificateInfo\n| distinct Sha1\n;\nT | where Sha1 in (t);\n"
     query = parse(text)
     assert [let.name for let in query.lets] == ["x", "t"]
-    assert query.lets[1].value == Pipeline(TableRef("DeviceFileCertificateInfo"), (Distinct((A("Sha1"),)),))
+    distinct = Distinct((Assignment(None, A("Sha1")),))
+    assert query.lets[1].value == Pipeline(TableRef("DeviceFileCertificateInfo"), (distinct,))
     assert query.body.operators == (Where(SetOp("in", A("Sha1"), (A("t"),))),)
     assert parse("T") == Query((), Pipeline(TableRef("T")))
 
@@ -361,7 +362,7 @@ def test_summarize_extend_project_distinct_take() -> None:
             )
         ),
         Project((Assignment(None, A("DeviceId")), Assignment("Url2", A("Url")))),
-        Distinct((A("DeviceId"), A("Url2"))),
+        Distinct((Assignment(None, A("DeviceId")), Assignment(None, A("Url2")))),
         Take(10),
         Take(5),
     )
@@ -392,7 +393,7 @@ def test_datatable_let_used_as_a_sub_query() -> None:
         SetOp(
             "has_any",
             A("RemoteUrl"),
-            (SubQuery(Pipeline(TableRef("rmm_networkSet"), (Distinct((A("URI"),)),))),),
+            (SubQuery(Pipeline(TableRef("rmm_networkSet"), (Distinct((Assignment(None, A("URI")),)),))),),
         )
     )
     assert isinstance(has_any, Where) and isinstance(has_any.predicate, SetOp)
@@ -673,6 +674,15 @@ def test_member_access_and_string_index() -> None:
         Binary("==", Member(Index(Member(Call("parse_json", (A("x"),)), "y"), S("z")), "w"), NumberLit(1)),
         Binary("has", Member(A("AdditionalFields"), "a b"), S("c")),
     )
+    # a dot before an index is the index (Kusto.Language reads `x.[4]` as `x[4]`)
+    indexed = Member(Index(A("x"), NumberLit(4)), "#text")
+    assert where("x.[4].['#text'] == 1") == Binary("==", indexed, NumberLit(1))
+
+
+def test_distinct_names_its_columns() -> None:
+    assert operators("T | distinct Url = tolower(RemoteUrl), RemoteIP") == (
+        Distinct((Assignment("Url", Call("tolower", (A("RemoteUrl"),))), Assignment(None, A("RemoteIP")))),
+    )
 
 
 def test_mv_expand() -> None:
@@ -740,7 +750,7 @@ def test_summarize_aggregates_and_tuple_names() -> None:
 def test_where_star_filter_and_distinct_star() -> None:
     assert operators("T | filter * has 'x' | distinct *") == (
         Where(Binary("has", A("*"), S("x"))),
-        Distinct((A("*"),)),
+        Distinct((Assignment(None, A("*")),)),
     )
     assert where("count() > 1 and arg_max(a, *) == 1") == Binary(
         "and",

@@ -217,7 +217,7 @@ simple_operators: st.SearchStrategy[Operator] = st.one_of(
     st.builds(Summarize, st.just(()), assignment_lists),
     st.builds(Project, assignment_lists),
     st.builds(Extend, assignment_lists),
-    st.builds(Distinct, _tuples(expressions, 1)),
+    st.builds(Distinct, assignment_lists),
     st.builds(Take, st.integers(0, 10**6)),
     st.builds(Sort, st.lists(sort_keys, min_size=1, max_size=2).map(tuple), hints),
     st.builds(Top, expressions, sort_keys),

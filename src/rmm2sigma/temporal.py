@@ -419,12 +419,9 @@ def _after(op: k.Operator, columns: list[str]) -> list[str] | None:
     if isinstance(op, k.ProjectAway):
         away = {name.name for name in op.columns}
         return None if any("*" in name for name in away) else [c for c in columns if c not in away]
-    if isinstance(op, k.Distinct):
-        names = [c.name for c in op.columns if isinstance(c, k.Name)]
-        return names if len(names) == len(op.columns) else None
     if isinstance(op, k.Summarize):
         assignments: tuple[k.Assignment, ...] = (*op.by, *op.aggregates)
-    elif isinstance(op, k.Extend | k.Project):
+    elif isinstance(op, k.Extend | k.Project | k.Distinct):
         assignments = op.columns
     else:
         return None

@@ -909,7 +909,7 @@ class _Lowering:
         """A constant table after ``project``, ``distinct`` (or ``summarize by``) or ``mv-expand`` of
         one list column."""
         if isinstance(op, k.Project | k.Distinct) or (isinstance(op, k.Summarize) and not op.aggregates):
-            picked = _unnamed(op.columns) if isinstance(op, k.Distinct) else _picked(op)
+            picked = _picked(op)
             out = [a.name or _output_name(a.expr) or f"Column{i + 1}" for i, a in enumerate(picked)]
             kept = [{n: self.constant(a.expr, row) for n, a in zip(out, picked, strict=True)} for row in rows]
             if not isinstance(op, k.Project):
@@ -1094,13 +1094,9 @@ _CONSTANT_FUNCTIONS = {
 }
 
 
-def _unnamed(exprs: tuple[k.Expr, ...]) -> tuple[k.Assignment, ...]:
-    return tuple(k.Assignment(None, expr) for expr in exprs)
-
-
-def _picked(op: k.Project | k.Summarize) -> tuple[k.Assignment, ...]:
-    """The columns a ``project`` or a ``summarize by`` keeps."""
-    return op.columns if isinstance(op, k.Project) else op.by
+def _picked(op: k.Project | k.Distinct | k.Summarize) -> tuple[k.Assignment, ...]:
+    """The columns a ``project``, a ``distinct`` or a ``summarize by`` keeps."""
+    return op.by if isinstance(op, k.Summarize) else op.columns
 
 
 def _output_name(expr: k.Expr) -> str | None:

@@ -335,7 +335,7 @@ class _Builder(Transformer[Token, k.Query]):
     def extend(self, keyword: Token, columns: tuple[k.Assignment, ...]) -> k.Extend:
         return k.Extend(columns, _at(keyword))
 
-    def distinct(self, keyword: Token, _hints: object, columns: tuple[Expr, ...]) -> k.Distinct:
+    def distinct(self, keyword: Token, _hints: object, columns: tuple[k.Assignment, ...]) -> k.Distinct:
         return k.Distinct(columns, _at(keyword))
 
     def take(self, keyword: Token, count: Token) -> k.Take:

@@ -321,7 +321,7 @@ class Extend:
 @dataclass(frozen=True)
 class Distinct:
     keyword: ClassVar[str] = "distinct"
-    columns: tuple[Expr, ...]
+    columns: tuple[Assignment, ...]
     pos: Pos = _pos()
 
 

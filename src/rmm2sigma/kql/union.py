@@ -171,13 +171,7 @@ def _missing_after(op: k.Operator, missing: dict[str, str]) -> dict[str, str] | 
                 extended[name] = kind
         return extended
     if isinstance(op, k.Project | k.Summarize | k.Distinct):
-        kept: tuple[k.Assignment, ...] = (
-            op.columns
-            if isinstance(op, k.Project)
-            else op.by
-            if isinstance(op, k.Summarize)
-            else tuple(k.Assignment(None, column) for column in op.columns)
-        )
+        kept: tuple[k.Assignment, ...] = op.by if isinstance(op, k.Summarize) else op.columns
         projected: dict[str, str] = {}
         for assignment in kept:
             name = assignment.name or _column_name(assignment.expr)
