@@ -92,7 +92,12 @@ def test_what_no_cut_can_hold_stays_refused_naming_why(query: str, why: str) -> 
     assert result.status == "failed" and why in (result.error or "")
 
 
-@pytest.mark.parametrize(("query", "rules", "measured"), [(TARGET_AND_ACTOR, 6, 4), (SEVERAL, 2, 2)])
+ASR_BLOCKED = "DeviceEvents\n| where ActionType startswith 'Asr' and ActionType endswith 'Blocked'"
+
+
+@pytest.mark.parametrize(
+    ("query", "rules", "measured"), [(TARGET_AND_ACTOR, 6, 4), (SEVERAL, 2, 2), (ASR_BLOCKED, 1, 1)]
+)
 def test_verify_holds_every_cut_to_its_measurement(
     convert_and_verify: Callable[..., Verified], query: str, rules: int, measured: int
 ) -> None:
@@ -135,3 +140,12 @@ def test_an_action_type_prefix_is_cut_into_the_log_sources_of_the_kinds_it_names
     assert sorted(d["detection"]["selection"]["EventID"] for d in documents) == [1121, 1122]
     for rule in result.rules:  # a kind this mapping does not know is read by no rule
         assert set(rule.fidelity_by_target.values()) == {"approximate"}
+
+
+def test_several_action_type_tests_cut_into_the_kinds_they_all_hold_on() -> None:
+    """`startswith "Asr"` and `endswith "Blocked"`: the blocked ASR kinds only (event 1121)."""
+    (rule,) = converted(ASR_BLOCKED).rules
+    assert yaml.safe_load(rule.yaml)["detection"]["selection"] == {"EventID": 1121}
+    kinds = re.findall(r'"(Asr\w+)"', rule.queries["kusto"])
+    assert kinds and all(kind.endswith("Blocked") for kind in kinds)
+    assert set(rule.fidelity_by_target.values()) == {"approximate"}

@@ -427,9 +427,9 @@ def kind_cuts(detection: Detection) -> tuple[KindCut, ...]:
       no rule (incomplete);
     - an ``ActionType ==``/``in`` conjunct naming known kinds of several categories: each of them
       with the kinds it names there (complete);
-    - an ``ActionType`` conjunct that names no kind (``startswith "Asr"``): each category of the
-      known kinds it holds on, those kinds (incomplete: a kind this mapping does not know is read
-      by no rule).
+    - ``ActionType`` conjuncts that name no kind (``startswith "Asr"``, and ``endswith "Blocked"``):
+      each category of the known kinds they all hold on, those kinds (incomplete: a kind this
+      mapping does not know is read by no rule).
     """
     table = tables().get(detection.table)
     predicate = detection.predicate
@@ -447,20 +447,21 @@ def kind_cuts(detection: Detection) -> tuple[KindCut, ...]:
         columns = {leaf.column for leaf in walk(predicate) if isinstance(leaf, Predicate)}
         held = [spec for spec in table.categories if columns and columns <= set(spec.fields)]
         return tuple(KindCut(_source_name(spec), spec.action_types, False) for spec in held)
-    if len(tests) != 1 or not tests[0].values:
+    if not tests or not all(test.values for test in tests):
         return ()
-    (test,) = tests
     groups: dict[int, tuple[TableSpec, list[str]]] = {}
     for spec in (table, *table.categories):
         for kind in spec.action_types:
-            if _kind_holds(test, kind):
+            if all(_kind_holds(test, kind) for test in tests):
                 groups.setdefault(id(spec), (spec, []))[1].append(kind)
-    complete = test.match is Match.EQUALS
+    # one `==`/`in` names the kinds the query reads; other tests (`startswith "Asr"` and
+    # `endswith "Blocked"`) hold on the known kinds they select, and maybe on unknown ones
+    complete = len(tests) == 1 and tests[0].match is Match.EQUALS
     found = sum(len(kinds) for _, kinds in groups.values())
-    asked = len({str(v) if test.case_sensitive else str(v).lower() for v in test.values})
+    asked = len({str(v) if tests[0].case_sensitive else str(v).lower() for v in tests[0].values})
     if not groups or (complete and (found < asked or len(groups) < 2)):
         return ()  # a kind with no log source (refused by name), or one category (one rule)
-    caseless = not test.case_sensitive
+    caseless = not any(test.case_sensitive for test in tests)
     return tuple(
         KindCut(_source_name(spec), tuple(kinds), complete, caseless) for spec, kinds in groups.values()
     )
