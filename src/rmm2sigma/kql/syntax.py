@@ -18,14 +18,19 @@ __all__ = [
     "Binary",
     "BoolLit",
     "Call",
+    "Consume",
     "Count",
     "Datatable",
+    "DeclareParameters",
     "Distinct",
     "Evaluate",
     "ExpandColumn",
     "Expr",
     "Extend",
     "Externaldata",
+    "Facet",
+    "Fork",
+    "ForkBranch",
     "FunctionDef",
     "FunctionParam",
     "GetSchema",
@@ -34,6 +39,7 @@ __all__ = [
     "Join",
     "Let",
     "Lookup",
+    "MakeSeries",
     "Member",
     "MvApply",
     "MvExpand",
@@ -45,6 +51,7 @@ __all__ = [
     "Option",
     "Parse",
     "ParseColumn",
+    "ParseKv",
     "ParseWhere",
     "Partition",
     "Pipeline",
@@ -57,11 +64,15 @@ __all__ = [
     "ProjectReorder",
     "Query",
     "Range",
+    "Reduce",
     "Render",
     "Sample",
+    "SampleDistinct",
     "Search",
     "Serialize",
+    "SeriesAggregate",
     "SetOp",
+    "SetOption",
     "Sort",
     "SortKey",
     "Source",
@@ -72,6 +83,7 @@ __all__ = [
     "Take",
     "TimespanLit",
     "Top",
+    "TopHitters",
     "TopNested",
     "TopNestedLevel",
     "TupleAssignment",
@@ -526,10 +538,15 @@ class Search:
 
 @dataclass(frozen=True)
 class Evaluate:
+    """``evaluate plugin(...) [: (schema)]``: ``schema`` declares the plugin's output columns,
+    after the input's own when ``extends_input`` (``: (*, a:string)``)."""
+
     keyword: ClassVar[str] = "evaluate"
     plugin: Call
     params: tuple[Option, ...] = ()
     pos: Pos = _pos()
+    schema: tuple[tuple[str, str], ...] | None = None
+    extends_input: bool = False
 
 
 @dataclass(frozen=True)
@@ -594,6 +611,113 @@ class Render:
     pos: Pos = _pos()
 
 
+@dataclass(frozen=True)
+class SeriesAggregate:
+    """``aggregate [default = value]`` in ``make-series``."""
+
+    aggregate: Assignment
+    default: Expr | None = None
+    pos: Pos = _pos()
+
+
+@dataclass(frozen=True)
+class MakeSeries:
+    """``make-series [kind=...] aggregates on axis from start to stop step step [by columns]``;
+    ``in_range`` records the old ``on axis in range(start, stop, step)`` form."""
+
+    keyword: ClassVar[str] = "make-series"
+    aggregates: tuple[SeriesAggregate, ...]
+    on: Assignment
+    start: Expr | None
+    stop: Expr | None
+    step: Expr
+    by: tuple[Assignment, ...] = ()
+    in_range: bool = False
+    params: tuple[Option, ...] = ()
+    pos: Pos = _pos()
+
+
+@dataclass(frozen=True)
+class ForkBranch:
+    """``[name =] (operators)``: one of the results of ``fork``."""
+
+    name: str | None
+    operators: tuple[Operator, ...]
+    pos: Pos = _pos()
+
+
+@dataclass(frozen=True)
+class Fork:
+    """``fork (operators) (operators) ...``: several results from one input."""
+
+    keyword: ClassVar[str] = "fork"
+    branches: tuple[ForkBranch, ...]
+    pos: Pos = _pos()
+
+
+@dataclass(frozen=True)
+class Facet:
+    """``facet by a, b [with (operators)]``: a table of counts per column, as several results."""
+
+    keyword: ClassVar[str] = "facet"
+    columns: tuple[Name, ...]
+    operators: tuple[Operator, ...] = ()
+    pos: Pos = _pos()
+
+
+@dataclass(frozen=True)
+class Reduce:
+    """``reduce by expr [with threshold=..., characters=...]``: rows grouped by a text pattern."""
+
+    keyword: ClassVar[str] = "reduce"
+    by: Assignment
+    options: tuple[Assignment, ...] = ()
+    params: tuple[Option, ...] = ()
+    pos: Pos = _pos()
+
+
+@dataclass(frozen=True)
+class SampleDistinct:
+    """``sample-distinct n of column``: up to n distinct values."""
+
+    keyword: ClassVar[str] = "sample-distinct"
+    count: Expr
+    of: Assignment
+    params: tuple[Option, ...] = ()
+    pos: Pos = _pos()
+
+
+@dataclass(frozen=True)
+class TopHitters:
+    """``top-hitters n of column [by weight]``: an estimate of the most frequent values."""
+
+    keyword: ClassVar[str] = "top-hitters"
+    count: Expr
+    of: Assignment
+    by: Assignment | None = None
+    pos: Pos = _pos()
+
+
+@dataclass(frozen=True)
+class Consume:
+    """``consume``: reads its input and returns no rows."""
+
+    keyword: ClassVar[str] = "consume"
+    pos: Pos = _pos()
+
+
+@dataclass(frozen=True)
+class ParseKv:
+    """``parse-kv expr as (a:string, ...) [with (pair_delimiter=..., ...)]``: key=value pairs
+    of a text become columns."""
+
+    keyword: ClassVar[str] = "parse-kv"
+    source: Expr
+    columns: tuple[tuple[str, str], ...]
+    options: tuple[Assignment, ...] = ()
+    pos: Pos = _pos()
+
+
 Operator = (
     Where
     | Summarize
@@ -624,6 +748,14 @@ Operator = (
     | As
     | Sample
     | Render
+    | MakeSeries
+    | Fork
+    | Facet
+    | Reduce
+    | SampleDistinct
+    | TopHitters
+    | Consume
+    | ParseKv
 )
 
 
@@ -721,11 +853,32 @@ class Let:
 
 
 @dataclass(frozen=True)
+class SetOption:
+    """``set name [= value];``: a request property for the query; it changes no row."""
+
+    keyword: ClassVar[str] = "set"
+    name: str
+    value: Expr | None = None
+    pos: Pos = _pos()
+
+
+@dataclass(frozen=True)
+class DeclareParameters:
+    """``declare query_parameters(name:type [= default], ...);``: values the caller passes in."""
+
+    keyword: ClassVar[str] = "declare query_parameters"
+    params: tuple[FunctionParam, ...]
+    pos: Pos = _pos()
+
+
+@dataclass(frozen=True)
 class Query:
     """``let`` statements and the query statements; ``body`` is the last query statement and
-    ``earlier`` any before it (each returns its own result)."""
+    ``earlier`` any before it (each returns its own result); ``settings`` holds the ``set`` and
+    ``declare query_parameters`` statements."""
 
     lets: tuple[Let, ...]
     body: Pipeline
     pos: Pos = _pos()
     earlier: tuple[Pipeline, ...] = ()
+    settings: tuple[SetOption | DeclareParameters, ...] = ()
