@@ -29,6 +29,7 @@ from rmm2sigma.kql import (
     Extend,
     Externaldata,
     Facet,
+    Find,
     Fork,
     ForkBranch,
     FunctionDef,
@@ -66,6 +67,8 @@ from rmm2sigma.kql import (
     Render,
     Sample,
     SampleDistinct,
+    Scan,
+    ScanStep,
     Search,
     Serialize,
     SeriesAggregate,
@@ -812,6 +815,52 @@ def test_operators_that_split_sample_or_consume_rows() -> None:
             for value, name in enumerate(("fork", "facet", "reduce", "consume", "default"), 1)
         )
     )
+
+
+def test_find_as_a_source_and_after_a_pipe() -> None:
+    predicate = Binary("==", A("F"), S("a"))
+    query = round_trip("find withsource=W in (T, U*) where F == 'a' project F, n:long, pack(*) | take 1")
+    assert query.body == Pipeline(
+        Find(
+            ("T", "U*"),
+            predicate,
+            (ParseColumn("F"), ParseColumn("n", "long"), Call("pack", (A("*"),))),
+            params=(("withsource", "W"),),
+        ),
+        (Take(1),),
+    )
+    # `where` may be left out when nothing stands before the predicate
+    assert round_trip("find F == 'a' project-smart").body.source == Find((), predicate, project_smart=True)
+    assert operators("T | find where F == 'a'") == (Find((), predicate),)
+    err = error("find in (T) F == 'a'")
+    assert (err.message.startswith("unexpected name 'F'"), err.column) == (True, 13)
+    assert error("find where F == 'a' project pick(*)").message == "unexpected name 'pick'; expected 'pack'"
+
+
+def test_scan_reads_its_clauses_and_steps() -> None:
+    (scan,) = operators(
+        "T | scan with_match_id=m order by Timestamp asc partition by DeviceId declare (n:long = 0) with ("
+        "step s1 output=none: F == 'a' => n = s1.n + 1, k = 2; step s2: true;)"
+    )
+    assert scan == Scan(
+        (
+            ScanStep(
+                "s1",
+                Binary("==", A("F"), S("a")),
+                (
+                    Assignment("n", Binary("+", Member(A("s1"), "n"), NumberLit(1))),
+                    Assignment("k", NumberLit(2)),
+                ),
+                "none",
+            ),
+            ScanStep("s2", BoolLit(True)),
+        ),
+        (SortKey(A("Timestamp"), "asc"),),
+        (A("DeviceId"),),
+        (FunctionParam("n", "long", NumberLit(0)),),
+        (("with_match_id", "m"),),
+    )
+    assert operators("T | scan with ()") == (Scan(()),)
 
 
 def test_parse_and_parse_where() -> None:

@@ -241,6 +241,8 @@ def test_operators_that_summarize_or_add_columns_are_left_out_at_their_position(
         ("fork (where FolderPath has 'x') (take 1)", "`fork` returns several results"),
         ("consume", "`consume` returns no rows"),
         ("facet by FileName with (union DeviceEvents)", "`facet` adds the rows of other queries"),
+        ("find where FileName == 'b.exe'", "`find` returns the rows of the tables it searches"),
+        ("scan with (step s1: FileName == 'b.exe';)", "`scan` returns the rows of the sequences"),
     ],
 )
 def test_operators_with_other_results_than_one_table_of_input_rows_are_refused(
@@ -248,6 +250,11 @@ def test_operators_with_other_results_than_one_table_of_input_rows_are_refused(
 ) -> None:
     message = refused(PROCESS + f"FileName =~ 'a.exe'\n| take 5\n| {operator}")
     assert message.startswith("<input>:4:3:") and reason in message, message
+
+
+def test_a_query_starting_with_find_is_refused() -> None:
+    message = refused("find in (DeviceProcessEvents) where FileName =~ 'a.exe'")
+    assert message.startswith("<input>:1:1:") and "starting with `find`" in message, message
 
 
 def test_set_and_declare_statements_are_noted_and_a_query_parameter_is_no_literal() -> None:

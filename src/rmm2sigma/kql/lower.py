@@ -286,6 +286,10 @@ class _Lowering:
             return "returns several results"
         if isinstance(op, k.Consume):
             return "returns no rows"
+        if isinstance(op, k.Find):
+            return "returns the rows of the tables it searches"
+        if isinstance(op, k.Scan):
+            return "returns the rows of the sequences its steps match, with the columns the steps compute"
         if isinstance(op, k.Union):
             return "adds the rows of other queries"
         if isinstance(op, k.Join) and (op.kind or "").lower() in _RIGHT_JOINS:

@@ -33,7 +33,7 @@ _OPERATOR_WORDS = (
     *("parse-where", "project-away", "project-keep", "project-rename", "project-reorder"),
     *("search", "evaluate", "invoke", "partition", "count", "getschema", "serialize", "as"),
     *("sample", "render", "make-series", "fork", "facet", "reduce", "sample-distinct"),
-    *("top-hitters", "consume", "parse-kv"),
+    *("top-hitters", "consume", "parse-kv", "find", "scan"),
 )
 KEYWORDS = frozenset(
     {
@@ -52,7 +52,17 @@ KEYWORDS = frozenset(
         ),
         *("true", "false", "null"),
         *("and", "or", "between", "by", "on", "of", "with", "others", "to", "asc", "desc", "nulls"),
-        *("first", "last", "kind", "withsource", "isfuzzy", "bagexpansion", "with_itemindex", "flags"),
+        *(
+            "first",
+            "last",
+            "kind",
+            "withsource",
+            "isfuzzy",
+            "bagexpansion",
+            "with_itemindex",
+            "with_match_id",
+            "flags",
+        ),
         *("datetime", "date", "timespan", "time", "guid", "int", "long", "real", "double", "decimal"),
         *("bool", "boolean", "in", "has_any", "has_all"),
         *(word for word in _OPERATOR_WORDS if "-" not in word),
@@ -192,10 +202,10 @@ def _chain(op: str, operands: tuple[Expr, ...]) -> Expr:
     return result
 
 
-_TABULAR = k.Datatable | k.Externaldata | k.Print | k.Range | k.Union | k.Search
+_TABULAR = k.Datatable | k.Externaldata | k.Print | k.Range | k.Union | k.Search | k.Find
 """Sources that are tables by their form, whatever context they stand in."""
 
-Piped = k.Pipeline | k.Datatable | k.Externaldata | k.Print | k.Range | k.Union | k.Search | Expr
+Piped = k.Pipeline | k.Datatable | k.Externaldata | k.Print | k.Range | k.Union | k.Search | k.Find | Expr
 """What the ``pipe`` rule gives: a pipeline, a tabular source alone, or a plain expression."""
 
 
@@ -228,6 +238,9 @@ def _kind(options: tuple[k.Option, ...] | None) -> tuple[str | None, tuple[k.Opt
     kind = [value for name, value in options or () if name == "kind"]
     return (kind[-1] if kind else None), tuple(option for option in options or () if option[0] != "kind")
 
+
+_FindProject = tuple[tuple[k.ParseColumn | k.Name | k.Call, ...], bool]
+"""``find``'s ``project`` columns, and whether it is ``project-smart``."""
 
 _SeriesRange = tuple[Expr | None, Expr | None, Expr, bool]
 """A ``make-series`` range: start, stop, step, and whether written as ``in range(...)``."""
@@ -688,6 +701,75 @@ class _Builder(Transformer[Token, k.Query]):
     ) -> k.ParseKv:
         return k.ParseKv(source, columns, settings or (), _at(keyword))
 
+    def find(
+        self,
+        keyword: Token,
+        options: tuple[k.Option, ...] | None,
+        in_: Token | None,
+        tables: tuple[str, ...] | None,
+        _where: Token,
+        predicate: Expr,
+        project: _FindProject | None,
+    ) -> k.Find:
+        if in_ is not None and in_ != "in":
+            raise KqlSyntaxError(f"unexpected '{in_}'; expected 'in'", line=in_.line, column=in_.column)
+        columns, smart = project or ((), False)
+        return k.Find(tables or (), predicate, columns, smart, _options(options), _at(keyword))
+
+    def find_bare(self, keyword: Token, predicate: Expr, project: _FindProject | None) -> k.Find:
+        return self.find(keyword, None, None, None, keyword, predicate, project)
+
+    def find_project(self, keyword: Token, *columns: k.ParseColumn | k.Name | k.Call) -> _FindProject:
+        return columns, keyword.type == "PROJECT_SMART"
+
+    def find_pack(self, function: Token, star: Token) -> k.Call:
+        if function != "pack":
+            raise KqlSyntaxError(
+                f"unexpected name '{function}'; expected 'pack'", line=function.line, column=function.column
+            )
+        return k.Call("pack", (self.star(star),), _at(function))
+
+    def find_column(self, name: k.Name, type_name: Token | None) -> k.ParseColumn:
+        return k.ParseColumn(name.name, _word(type_name), name.pos)
+
+    def scan(
+        self,
+        keyword: Token,
+        options: tuple[k.Option, ...] | None,
+        order_by: tuple[k.SortKey, ...] | None,
+        partition_by: tuple[Expr, ...] | None,
+        declare: tuple[k.FunctionParam, ...] | None,
+        _with: Token,
+        *steps: k.ScanStep,
+    ) -> k.Scan:
+        return k.Scan(steps, order_by or (), partition_by or (), declare, _options(options), _at(keyword))
+
+    def scan_order(self, _sort: Token, _by: Token, *keys: k.SortKey) -> tuple[k.SortKey, ...]:
+        return keys
+
+    def scan_partition(self, _partition: Token, _by: Token, columns: tuple[Expr, ...]) -> tuple[Expr, ...]:
+        return columns
+
+    def scan_declare(
+        self, _declare: Token, params: tuple[k.FunctionParam, ...] | None
+    ) -> tuple[k.FunctionParam, ...]:
+        return params or ()
+
+    def scan_step(
+        self,
+        keyword: Token,
+        name: k.Name,
+        _output: Token | None,
+        output: Token | None,
+        _colon: Token,
+        predicate: Expr,
+        assignments: tuple[k.Assignment, ...] | None,
+    ) -> k.ScanStep:
+        return k.ScanStep(name.name, predicate, assignments or (), _word(output), _at(keyword))
+
+    def scan_computation(self, _arrow: Token, *assignments: k.Assignment) -> tuple[k.Assignment, ...]:
+        return assignments
+
     def options(self, *options: k.Option) -> tuple[k.Option, ...]:
         return options
 
@@ -899,6 +981,7 @@ _PHRASES = {
     "TOP_HITTERS": "'top-hitters'",
     "PARSE_KV": "'parse-kv'",
     "QUERY_PARAMETERS": "'query_parameters'",
+    "PROJECT_SMART": "'project-smart'",
     "CMPOP": "a comparison operator",
     "STROP": "a string operator",
     "SETOP": "'in' or 'has_any'",
@@ -912,7 +995,7 @@ _OPERATORS = {
     "PROJECT_KEEP",
     *("PROJECT_RENAME", "PROJECT_REORDER", "SEARCH", "EVALUATE", "INVOKE", "PARTITION", "COUNT"),
     *("GETSCHEMA", "SERIALIZE", "AS", "SAMPLE", "RENDER", "MAKE_SERIES", "FORK", "FACET", "REDUCE"),
-    *("SAMPLE_DISTINCT", "TOP_HITTERS", "CONSUME", "PARSE_KV"),
+    *("SAMPLE_DISTINCT", "TOP_HITTERS", "CONSUME", "PARSE_KV", "FIND", "SCAN"),
 }
 
 # When the key terminal is expected, its whole group is summed up in one phrase.
@@ -922,7 +1005,7 @@ _GROUPS = (
         {
             *("NAME", "BRACKETED_NAME", "STRING", "VERBATIM", "MULTILINE", "NUMBER", "TIMESPAN"),
             *("TYPED", "BOOL", "DYNAMIC", "MINUS", "LPAR", "STAR", "DATATABLE", "EXTERNALDATA"),
-            *("PRINT", "RANGE", "UNION", "SEARCH"),
+            *("PRINT", "RANGE", "UNION", "SEARCH", "FIND"),
         },
         "an expression",
     ),

@@ -61,6 +61,7 @@ Node = (
     | k.ParseColumn
     | k.SeriesAggregate
     | k.ForkBranch
+    | k.ScanStep
     | k.SetOption
     | k.DeclareParameters
 )
@@ -288,6 +289,24 @@ def _parts(node: Node) -> list[Part]:
         case k.Search(tables=tables, predicate=predicate, params=params):
             scope = f" in ({', '.join(_name(table, wildcard=True) for table in tables)})" if tables else ""
             return [f"search{_options(params)}{scope} ", (predicate, False)]
+        case k.Find(tables=tables, predicate=predicate, project=project, project_smart=smart, params=params):
+            scope = f" in ({', '.join(_name(table, wildcard=True) for table in tables)})" if tables else ""
+            parts = [f"find{_options(params)}{scope} where ", (predicate, False)]
+            if smart:
+                return [*parts, " project-smart"]
+            return [*parts, " project ", *_list(project)] if project else parts
+        case k.Scan(steps=steps, order_by=order_by, partition_by=partition_by, declare=declare):
+            parts = [f"scan{_options(node.params)}"]
+            parts += [" order by ", *_list(order_by)] if order_by else []
+            parts += [" partition by ", *_list(partition_by)] if partition_by else []
+            parts += [" declare (", *_list(declare), ")"] if declare is not None else []
+            return [*parts, " with (", *_list(steps, " "), ")"]
+        case k.ScanStep(name=name, predicate=predicate, assignments=assignments, output=output):
+            parts = [
+                f"step {_name(name)}" + (f" output={output}" if output else "") + ": ",
+                (predicate, False),
+            ]
+            return [*parts, " => ", *_list(assignments), ";"] if assignments else [*parts, ";"]
         case k.Evaluate(plugin=plugin, params=params, schema=schema, extends_input=extends_input):
             parts = [f"evaluate{_options(params)} ", (plugin, False)]
             if schema is None:

@@ -29,6 +29,7 @@ __all__ = [
     "Extend",
     "Externaldata",
     "Facet",
+    "Find",
     "Fork",
     "ForkBranch",
     "FunctionDef",
@@ -68,6 +69,8 @@ __all__ = [
     "Render",
     "Sample",
     "SampleDistinct",
+    "Scan",
+    "ScanStep",
     "Search",
     "Serialize",
     "SeriesAggregate",
@@ -718,6 +721,46 @@ class ParseKv:
     pos: Pos = _pos()
 
 
+@dataclass(frozen=True)
+class Find:
+    """``find [withsource=x] [in (T, U*)] where predicate [project ...]``: rows of any table the
+    predicate matches; ``project`` holds ``ParseColumn``s, ``Name("*")`` and ``pack(*)``, and
+    ``project_smart`` records ``project-smart``. A source, also accepted after a pipe."""
+
+    keyword: ClassVar[str] = "find"
+    tables: tuple[str, ...]
+    predicate: Expr
+    project: tuple[ParseColumn | Name | Call, ...] = ()
+    project_smart: bool = False
+    params: tuple[Option, ...] = ()
+    pos: Pos = _pos()
+
+
+@dataclass(frozen=True)
+class ScanStep:
+    """``step name [output=...]: predicate [=> assignments];`` of ``scan``."""
+
+    name: str
+    predicate: Expr
+    assignments: tuple[Assignment, ...] = ()
+    output: str | None = None
+    pos: Pos = _pos()
+
+
+@dataclass(frozen=True)
+class Scan:
+    """``scan [order by ...] [partition by ...] [declare (...)] with (steps)``: matches sequences
+    of rows, step by step."""
+
+    keyword: ClassVar[str] = "scan"
+    steps: tuple[ScanStep, ...]
+    order_by: tuple[SortKey, ...] = ()
+    partition_by: tuple[Expr, ...] = ()
+    declare: tuple[FunctionParam, ...] | None = None
+    params: tuple[Option, ...] = ()
+    pos: Pos = _pos()
+
+
 Operator = (
     Where
     | Summarize
@@ -756,6 +799,8 @@ Operator = (
     | TopHitters
     | Consume
     | ParseKv
+    | Find
+    | Scan
 )
 
 
@@ -811,7 +856,7 @@ class Range:
     pos: Pos = _pos()
 
 
-Source = TableRef | Datatable | Union | Search | Externaldata | Print | Range | Expr
+Source = TableRef | Datatable | Union | Search | Find | Externaldata | Print | Range | Expr
 """What a pipeline starts from; a bare name is always a ``TableRef``, other expressions
 (``materialize(...)``, ``f(x)``, ``toscalar(...)``) stand as themselves."""
 
