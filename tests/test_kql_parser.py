@@ -18,14 +18,20 @@ from rmm2sigma.kql import (
     Binary,
     BoolLit,
     Call,
+    Consume,
     Count,
     Datatable,
+    DeclareParameters,
     Distinct,
     Evaluate,
     ExpandColumn,
     Expr,
     Extend,
     Externaldata,
+    Facet,
+    Find,
+    Fork,
+    ForkBranch,
     FunctionDef,
     FunctionParam,
     GetSchema,
@@ -34,6 +40,7 @@ from rmm2sigma.kql import (
     Join,
     Let,
     Lookup,
+    MakeSeries,
     Member,
     MvApply,
     MvExpand,
@@ -43,6 +50,7 @@ from rmm2sigma.kql import (
     ObjectLit,
     Parse,
     ParseColumn,
+    ParseKv,
     ParseWhere,
     Partition,
     Pipeline,
@@ -55,11 +63,17 @@ from rmm2sigma.kql import (
     ProjectReorder,
     Query,
     Range,
+    Reduce,
     Render,
     Sample,
+    SampleDistinct,
+    Scan,
+    ScanStep,
     Search,
     Serialize,
+    SeriesAggregate,
     SetOp,
+    SetOption,
     Sort,
     SortKey,
     StringLit,
@@ -69,6 +83,7 @@ from rmm2sigma.kql import (
     Take,
     TimespanLit,
     Top,
+    TopHitters,
     TopNested,
     TopNestedLevel,
     TupleAssignment,
@@ -709,6 +724,153 @@ def test_mv_apply_runs_operators_on_the_expanded_rows() -> None:
     assert operators("T | mvapply z on (summarize sum(z))")[0] == MvApply(
         (ExpandColumn(None, A("z")),), (Summarize((Assignment(None, Call("sum", (A("z"),))),)),)
     )
+
+
+def test_make_series_reads_every_clause() -> None:
+    count = Assignment("n", Call("count"))
+    query = (
+        "T | make-series kind=nonempty n=count() default=0, dcount(F) on Timestamp "
+        "from ago(1d) to now() step 1h by DeviceName, D = DeviceId"
+    )
+    assert operators(query) == (
+        MakeSeries(
+            (
+                SeriesAggregate(count, NumberLit(0)),
+                SeriesAggregate(Assignment(None, Call("dcount", (A("F"),)))),
+            ),
+            Assignment(None, A("Timestamp")),
+            Call("ago", (TimespanLit("1d"),)),
+            Call("now"),
+            TimespanLit("1h"),
+            (Assignment(None, A("DeviceName")), Assignment("D", A("DeviceId"))),
+            params=(("kind", "nonempty"),),
+        ),
+    )
+    # from and to are optional; the old form names all three in `in range(...)`
+    assert operators("T | make-series n=count() on Timestamp step 1h")[0] == MakeSeries(
+        (SeriesAggregate(count),), Assignment(None, A("Timestamp")), None, None, TimespanLit("1h")
+    )
+    assert operators("T | make-series n=count() on T=Timestamp in range(a, b, 1h) by x")[0] == MakeSeries(
+        (SeriesAggregate(count),),
+        Assignment("T", A("Timestamp")),
+        A("a"),
+        A("b"),
+        TimespanLit("1h"),
+        (Assignment(None, A("x")),),
+        in_range=True,
+    )
+    assert MakeSeries.keyword == "make-series"
+
+
+def test_make_series_needs_a_step_and_the_word_in() -> None:
+    assert error("T | make-series n=count() on Timestamp by x").message.startswith(
+        "unexpected 'by'; expected"
+    )
+    err = error("T | make-series n=count() on Timestamp !in range(a, b, c)")
+    assert (err.message, err.column) == ("unexpected '!in'; expected 'in'", 40)
+
+
+def test_evaluate_with_an_output_schema() -> None:
+    (plain, extended) = operators("T | evaluate f(x) : (a:string, b:long) | evaluate g() : (*, c:dynamic)")
+    assert plain == Evaluate(Call("f", (A("x"),)), schema=(("a", "string"), ("b", "long")))
+    assert extended == Evaluate(Call("g"), schema=(("c", "dynamic"),), extends_input=True)
+    assert operators("T | evaluate g() : (*)")[0] == Evaluate(Call("g"), schema=(), extends_input=True)
+    assert operators("T | evaluate g()")[0] == Evaluate(Call("g"))
+
+
+def test_set_and_declare_statements_are_kept_with_the_query() -> None:
+    query = round_trip(
+        "set notruncation;\ndeclare query_parameters(p:string = 'a', n:long);\n"
+        "let x = 1;\nset query_take_max_records = 10;\nT | where F == p"
+    )
+    assert query.settings == (
+        SetOption("notruncation"),
+        DeclareParameters((FunctionParam("p", "string", S("a")), FunctionParam("n", "long"))),
+        SetOption("query_take_max_records", NumberLit(10)),
+    )
+    assert [let.name for let in query.lets] == ["x"]
+    assert query.settings[1].pos == Pos(2, 1)
+    assert query.body == Pipeline(TableRef("T"), (Where(Binary("==", A("F"), A("p"))),))
+
+
+def test_operators_that_split_sample_or_consume_rows() -> None:
+    assert operators("T | fork (where a == 1) B = (take 1 | count)") == (
+        Fork(
+            (
+                ForkBranch(None, (Where(Binary("==", A("a"), NumberLit(1))),)),
+                ForkBranch("B", (Take(1), Count())),
+            )
+        ),
+    )
+    assert operators("T | facet by a, b with (take 5) | facet by c") == (
+        Facet((A("a"), A("b")), (Take(5),)),
+        Facet((A("c"),)),
+    )
+    assert operators("T | reduce by x with threshold=0.1, characters='/'")[0] == Reduce(
+        Assignment(None, A("x")),
+        (Assignment("threshold", NumberLit(0.1)), Assignment("characters", S("/"))),
+    )
+    assert operators("T | sample-distinct 5 of F | top-hitters 3 of G by W | consume") == (
+        SampleDistinct(NumberLit(5), Assignment(None, A("F"))),
+        TopHitters(NumberLit(3), Assignment(None, A("G")), Assignment(None, A("W"))),
+        Consume(),
+    )
+    assert operators("T | parse-kv C as (a:string, ['b c']:long) with (pair_delimiter=' ')")[0] == ParseKv(
+        A("C"), (("a", "string"), ("b c", "long")), (Assignment("pair_delimiter", S(" ")),)
+    )
+    # the keywords stay names where no operator can stand
+    assert operators("T | extend fork = 1, facet = 2, reduce = 3, consume = 4, default = 5")[0] == Extend(
+        tuple(
+            Assignment(name, NumberLit(value))
+            for value, name in enumerate(("fork", "facet", "reduce", "consume", "default"), 1)
+        )
+    )
+
+
+def test_find_as_a_source_and_after_a_pipe() -> None:
+    predicate = Binary("==", A("F"), S("a"))
+    query = round_trip("find withsource=W in (T, U*) where F == 'a' project F, n:long, pack(*) | take 1")
+    assert query.body == Pipeline(
+        Find(
+            ("T", "U*"),
+            predicate,
+            (ParseColumn("F"), ParseColumn("n", "long"), Call("pack", (A("*"),))),
+            params=(("withsource", "W"),),
+        ),
+        (Take(1),),
+    )
+    # `where` may be left out when nothing stands before the predicate
+    assert round_trip("find F == 'a' project-smart").body.source == Find((), predicate, project_smart=True)
+    assert operators("T | find where F == 'a'") == (Find((), predicate),)
+    err = error("find in (T) F == 'a'")
+    assert (err.message.startswith("unexpected name 'F'"), err.column) == (True, 13)
+    assert error("find where F == 'a' project pick(*)").message == "unexpected name 'pick'; expected 'pack'"
+
+
+def test_scan_reads_its_clauses_and_steps() -> None:
+    (scan,) = operators(
+        "T | scan with_match_id=m order by Timestamp asc partition by DeviceId declare (n:long = 0) with ("
+        "step s1 output=none: F == 'a' => n = s1.n + 1, k = 2; step s2: true;)"
+    )
+    assert scan == Scan(
+        (
+            ScanStep(
+                "s1",
+                Binary("==", A("F"), S("a")),
+                (
+                    Assignment("n", Binary("+", Member(A("s1"), "n"), NumberLit(1))),
+                    Assignment("k", NumberLit(2)),
+                ),
+                "none",
+            ),
+            ScanStep("s2", BoolLit(True)),
+        ),
+        (SortKey(A("Timestamp"), "asc"),),
+        (A("DeviceId"),),
+        (FunctionParam("n", "long", NumberLit(0)),),
+        (("with_match_id", "m"),),
+    )
+    assert operators("T | scan with ()") == (Scan(()),)
 
 
 def test_parse_and_parse_where() -> None:

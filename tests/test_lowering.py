@@ -16,6 +16,7 @@ from rmm2sigma.convert import convert_rule, defender_schema
 from rmm2sigma.errors import UnsupportedKqlError
 from rmm2sigma.kql import syntax as k
 from rmm2sigma.kql.lower import lower
+from rmm2sigma.model import And, Opaque, Predicate
 from rmm2sigma.sigma import Options
 from rmm2sigma.sources import SourceRule
 from rmm2sigma.verify.kusto_language import kusto_available, validate_kql
@@ -202,6 +203,79 @@ def test_an_inner_join_with_an_unfiltered_left_side_keeps_the_filtered_right_sid
 def test_an_operator_bringing_rows_of_its_own_is_refused_at_its_position(operator: str, reason: str) -> None:
     message = refused(PROCESS + f"FileName =~ 'a.exe'\n| mv-expand x = pack_array(1)\n| {operator}")
     assert message.startswith("<input>:4:3:") and reason in message, message
+
+
+def test_make_series_is_left_out_like_a_summary_of_the_rows_selected_before_it() -> None:
+    rule, label, notes, _ = converted(
+        PROCESS + "FileName =~ 'a.exe'\n| make-series n=count() default=0 on Timestamp from ago(1d) to now() "
+        "step 1h by DeviceName\n| where n > 5"
+    )
+    assert rule["detection"]["selection"] == {"Image|endswith": "\\a.exe"} and label == "approximate"
+    assert any("`make-series` has no Sigma equivalent (query line 3, column 3)" in n for n in notes), notes
+
+
+@pytest.mark.parametrize(
+    "operator",
+    [
+        "facet by FileName, FolderPath with (take 5)",
+        "reduce by ProcessCommandLine with threshold=0.5",
+        "sample-distinct 5 of FolderPath",
+        "top-hitters 5 of FolderPath by FileSize",
+        "parse-kv ProcessCommandLine as (user:string) with (pair_delimiter=' ', kv_delimiter='=')",
+        "evaluate bag_unpack(AdditionalFields) : (*, Name:string)",
+    ],
+)
+def test_operators_that_summarize_or_add_columns_are_left_out_at_their_position(operator: str) -> None:
+    detection = lower(kql.parse(PROCESS + f"FileName =~ 'a.exe'\n| {operator}\n| take 1"), defender_schema())
+    assert isinstance(detection.predicate, And)
+    kept, left_out = detection.predicate.items
+    assert isinstance(kept, Predicate) and kept.column == "FileName"
+    assert isinstance(left_out, Opaque) and left_out.pos == k.Pos(3, 3)
+    keyword = operator.split()[0]
+    assert f"`{keyword}` has no Sigma equivalent (query line 3, column 3)" in left_out.reason
+
+
+@pytest.mark.parametrize(
+    ("operator", "reason"),
+    [
+        ("fork (where FolderPath has 'x') (take 1)", "`fork` returns several results"),
+        ("consume", "`consume` returns no rows"),
+        ("facet by FileName with (union DeviceEvents)", "`facet` adds the rows of other queries"),
+        ("find where FileName == 'b.exe'", "`find` returns the rows of the tables it searches"),
+        ("scan with (step s1: FileName == 'b.exe';)", "`scan` returns the rows of the sequences"),
+    ],
+)
+def test_operators_with_other_results_than_one_table_of_input_rows_are_refused(
+    operator: str, reason: str
+) -> None:
+    message = refused(PROCESS + f"FileName =~ 'a.exe'\n| take 5\n| {operator}")
+    assert message.startswith("<input>:4:3:") and reason in message, message
+
+
+def test_a_query_starting_with_find_is_refused() -> None:
+    message = refused("find in (DeviceProcessEvents) where FileName =~ 'a.exe'")
+    assert message.startswith("<input>:1:1:") and "starting with `find`" in message, message
+
+
+def test_set_and_declare_statements_are_noted_and_a_query_parameter_is_no_literal() -> None:
+    detection = lower(
+        kql.parse(
+            "set notruncation;\ndeclare query_parameters(Name:string = 'a.exe');\n"
+            + PROCESS
+            + "FolderPath has 'Temp' and FileName =~ Name"
+        ),
+        defender_schema(),
+    )
+    assert detection.notes == tuple(
+        f"`{statement}` is a statement about how the query runs, not about its rows; "
+        "it is not part of a Sigma rule"
+        for statement in ("set notruncation", "declare query_parameters(Name:string = 'a.exe')")
+    )
+    assert isinstance(detection.predicate, And)
+    kept, left_out = detection.predicate.items
+    assert isinstance(kept, Predicate) and kept.column == "FolderPath"
+    assert isinstance(left_out, Opaque) and left_out.pos == k.Pos(4, 35)
+    assert "`Name` is a query parameter" in left_out.reason and "(query line 4, column 47)" in left_out.reason
 
 
 def test_invoke_is_followed_into_a_let_function_and_defender_enrichments() -> None:

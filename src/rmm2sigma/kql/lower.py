@@ -152,6 +152,14 @@ class _Lowering:
             else:
                 self.scalars[let.name] = let.value
         self.notes: list[str] = []
+        self.parameters: set[str] = set()  # declared query parameters: their value comes with each run
+        for setting in query.settings:
+            if isinstance(setting, k.DeclareParameters):
+                self.parameters.update(param.name for param in setting.params)
+            self.notes.append(
+                f"`{_shorten(to_kql(setting))}` is a statement about how the query runs, not about its rows; "
+                "it is not part of a Sigma rule"
+            )
         self.window: timedelta | None = None
         self.computed: dict[str, k.Expr] = {}  # extend columns, inlined where a filter reads them
         self.set_lengths: dict[str, AggregateFunction] = {}  # extend N = array_length(<a make_set>)
@@ -272,7 +280,16 @@ class _Lowering:
         return aggregation
 
     def brings_rows(self, op: k.Operator) -> str | None:
-        """Why an operator returns rows that are not rows of its input, or None (see ``leave_out``)."""
+        """Why an operator returns rows that are not rows of its input, or other than one result of
+        them, or None (see ``leave_out``)."""
+        if isinstance(op, k.Fork):
+            return "returns several results"
+        if isinstance(op, k.Consume):
+            return "returns no rows"
+        if isinstance(op, k.Find):
+            return "returns the rows of the tables it searches"
+        if isinstance(op, k.Scan):
+            return "returns the rows of the sequences its steps match, with the columns the steps compute"
         if isinstance(op, k.Union):
             return "adds the rows of other queries"
         if isinstance(op, k.Join) and (op.kind or "").lower() in _RIGHT_JOINS:
@@ -283,7 +300,7 @@ class _Lowering:
             return self.invoked_rows(op.function)
         if isinstance(op, k.GetSchema):
             return "returns the columns of the input, not its rows"
-        if isinstance(op, (k.Partition, k.MvApply)):  # their operators run on the rows of each part
+        if isinstance(op, (k.Partition, k.MvApply, k.Facet)):  # their operators run on the rows of each part
             return next(filter(None, map(self.brings_rows, op.operators)), None)
         return None
 
@@ -830,6 +847,8 @@ class _Lowering:
             return -expr.operand.value
         if isinstance(expr, k.Call):
             raise _skip(f"`{expr.function}()` has no Sigma equivalent", expr)
+        if isinstance(expr, k.Name) and expr.name in self.parameters:
+            raise _skip(f"`{expr.name}` is a query parameter, whose value each run of the query gives", expr)
         raise _skip(f"`{_shorten(to_kql(expr))}` is not a literal value", expr)
 
     def value_list(self, expr: k.SetOp) -> tuple[Value, ...] | Opaque:

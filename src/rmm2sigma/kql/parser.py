@@ -32,14 +32,37 @@ _OPERATOR_WORDS = (
     *("mvapply", "parse"),
     *("parse-where", "project-away", "project-keep", "project-rename", "project-reorder"),
     *("search", "evaluate", "invoke", "partition", "count", "getschema", "serialize", "as"),
-    *("sample", "render"),
+    *("sample", "render", "make-series", "fork", "facet", "reduce", "sample-distinct"),
+    *("top-hitters", "consume", "parse-kv", "find", "scan"),
 )
 KEYWORDS = frozenset(
     {
-        *("let", "view", "datatable", "externaldata", "print", "range", "from", "step", "dynamic"),
+        *(
+            "let",
+            "set",
+            "declare",
+            "view",
+            "datatable",
+            "externaldata",
+            "print",
+            "range",
+            "from",
+            "step",
+            "dynamic",
+        ),
         *("true", "false", "null"),
         *("and", "or", "between", "by", "on", "of", "with", "others", "to", "asc", "desc", "nulls"),
-        *("first", "last", "kind", "withsource", "isfuzzy", "bagexpansion", "with_itemindex", "flags"),
+        *(
+            "first",
+            "last",
+            "kind",
+            "withsource",
+            "isfuzzy",
+            "bagexpansion",
+            "with_itemindex",
+            "with_match_id",
+            "flags",
+        ),
         *("datetime", "date", "timespan", "time", "guid", "int", "long", "real", "double", "decimal"),
         *("bool", "boolean", "in", "has_any", "has_all"),
         *(word for word in _OPERATOR_WORDS if "-" not in word),
@@ -179,10 +202,10 @@ def _chain(op: str, operands: tuple[Expr, ...]) -> Expr:
     return result
 
 
-_TABULAR = k.Datatable | k.Externaldata | k.Print | k.Range | k.Union | k.Search
+_TABULAR = k.Datatable | k.Externaldata | k.Print | k.Range | k.Union | k.Search | k.Find
 """Sources that are tables by their form, whatever context they stand in."""
 
-Piped = k.Pipeline | k.Datatable | k.Externaldata | k.Print | k.Range | k.Union | k.Search | Expr
+Piped = k.Pipeline | k.Datatable | k.Externaldata | k.Print | k.Range | k.Union | k.Search | k.Find | Expr
 """What the ``pipe`` rule gives: a pipeline, a tabular source alone, or a plain expression."""
 
 
@@ -216,14 +239,34 @@ def _kind(options: tuple[k.Option, ...] | None) -> tuple[str | None, tuple[k.Opt
     return (kind[-1] if kind else None), tuple(option for option in options or () if option[0] != "kind")
 
 
+_FindProject = tuple[tuple[k.ParseColumn | k.Name | k.Call, ...], bool]
+"""``find``'s ``project`` columns, and whether it is ``project-smart``."""
+
+_SeriesRange = tuple[Expr | None, Expr | None, Expr, bool]
+"""A ``make-series`` range: start, stop, step, and whether written as ``in range(...)``."""
+
+
 @v_args(inline=True)
 class _Builder(Transformer[Token, k.Query]):
     """One method per grammar rule or alias, called by the LALR parser as it reduces."""
 
-    def start(self, *statements: k.Let | Piped) -> k.Query:
+    def start(self, *statements: k.Let | k.SetOption | k.DeclareParameters | Piped) -> k.Query:
         lets = tuple(statement for statement in statements if isinstance(statement, k.Let))
-        results = [_table(statement) for statement in statements if not isinstance(statement, k.Let)]
-        return k.Query(lets, results[-1], statements[0].pos, tuple(results[:-1]))
+        settings = tuple(s for s in statements if isinstance(s, k.SetOption | k.DeclareParameters))
+        results = [
+            _table(statement)
+            for statement in statements
+            if not isinstance(statement, k.Let | k.SetOption | k.DeclareParameters)
+        ]
+        return k.Query(lets, results[-1], statements[0].pos, tuple(results[:-1]), settings)
+
+    def set_stmt(self, keyword: Token, name: k.Name, value: Expr | None) -> k.SetOption:
+        return k.SetOption(name.name, value, _at(keyword))
+
+    def declare_stmt(
+        self, keyword: Token, _parameters: Token, params: tuple[k.FunctionParam, ...]
+    ) -> k.DeclareParameters:
+        return k.DeclareParameters(params, _at(keyword))
 
     def let_stmt(self, keyword: Token, name: k.Name, value: Piped | k.FunctionDef) -> k.Let:
         if isinstance(value, k.FunctionDef):
@@ -505,8 +548,23 @@ class _Builder(Transformer[Token, k.Query]):
         options: tuple[k.Option, ...] | None,
         plugin: Token,
         args: tuple[Expr, ...] | None,
+        _colon: Token | None,
+        schema: tuple[bool, tuple[tuple[str, str], ...]] | None,
     ) -> k.Evaluate:
-        return k.Evaluate(self.call(plugin, args), _options(options), _at(keyword))
+        call = self.call(plugin, args)
+        if schema is None:
+            return k.Evaluate(call, _options(options), _at(keyword))
+        return k.Evaluate(call, _options(options), _at(keyword), schema[1], schema[0])
+
+    def extended_schema(
+        self, _star: Token, columns: tuple[tuple[str, str], ...] | None
+    ) -> tuple[bool, tuple[tuple[str, str], ...]]:
+        return True, columns or ()
+
+    def evaluate_schema(
+        self, columns: tuple[tuple[str, str], ...]
+    ) -> tuple[bool, tuple[tuple[str, str], ...]]:
+        return False, columns
 
     def invoke(self, keyword: Token, function: Token, args: tuple[Expr, ...] | None) -> k.Invoke:
         return k.Invoke(self.call(function, args), _at(keyword))
@@ -544,6 +602,173 @@ class _Builder(Transformer[Token, k.Query]):
         options: tuple[k.Assignment, ...] | None,
     ) -> k.Render:
         return k.Render(str(visualization), options or (), _at(keyword))
+
+    def make_series(
+        self,
+        keyword: Token,
+        options: tuple[k.Option, ...] | None,
+        aggregates: tuple[k.SeriesAggregate, ...],
+        _on: Token,
+        on: k.Assignment,
+        axis: _SeriesRange,
+        _by: Token | None,
+        by: tuple[k.Assignment, ...] | None,
+    ) -> k.MakeSeries:
+        start, stop, step, in_range = axis
+        return k.MakeSeries(
+            aggregates, on, start, stop, step, by or (), in_range, _options(options), _at(keyword)
+        )
+
+    def series_aggregates(self, *aggregates: k.SeriesAggregate) -> tuple[k.SeriesAggregate, ...]:
+        return aggregates
+
+    def series_aggregate(
+        self, aggregate: k.Assignment, _default: Token | None, default: Expr | None
+    ) -> k.SeriesAggregate:
+        return k.SeriesAggregate(aggregate, default, aggregate.pos)
+
+    def series_range(
+        self,
+        _from: Token | None,
+        start: Expr | None,
+        _to: Token | None,
+        stop: Expr | None,
+        _step: Token,
+        step: Expr,
+    ) -> _SeriesRange:
+        return start, stop, step, False
+
+    def series_in_range(self, in_: Token, _range: Token, start: Expr, stop: Expr, step: Expr) -> _SeriesRange:
+        if in_ != "in":
+            raise KqlSyntaxError(f"unexpected '{in_}'; expected 'in'", line=in_.line, column=in_.column)
+        return start, stop, step, True
+
+    def fork(self, keyword: Token, *branches: k.ForkBranch) -> k.Fork:
+        return k.Fork(branches, _at(keyword))
+
+    def fork_branch(self, name: k.Name | None, *operators: k.Operator) -> k.ForkBranch:
+        return k.ForkBranch(None if name is None else name.name, operators, operators[0].pos)
+
+    def facet(self, keyword: Token, _by: Token, *rest: k.Name | tuple[k.Operator, ...] | None) -> k.Facet:
+        *columns, operators = rest
+        return k.Facet(
+            cast(tuple[k.Name, ...], tuple(columns)),
+            cast(tuple[k.Operator, ...], operators or ()),
+            _at(keyword),
+        )
+
+    def facet_with(self, _with: Token, *operators: k.Operator) -> tuple[k.Operator, ...]:
+        return operators
+
+    def reduce(
+        self,
+        keyword: Token,
+        options: tuple[k.Option, ...] | None,
+        _by: Token,
+        by: k.Assignment,
+        _with: Token | None,
+        settings: tuple[k.Assignment, ...] | None,
+    ) -> k.Reduce:
+        return k.Reduce(by, settings or (), _options(options), _at(keyword))
+
+    def sample_distinct(
+        self, keyword: Token, options: tuple[k.Option, ...] | None, count: Expr, _of: Token, of: k.Assignment
+    ) -> k.SampleDistinct:
+        return k.SampleDistinct(count, of, _options(options), _at(keyword))
+
+    def top_hitters(
+        self,
+        keyword: Token,
+        count: Expr,
+        _of: Token,
+        of: k.Assignment,
+        _by: Token | None,
+        by: k.Assignment | None,
+    ) -> k.TopHitters:
+        return k.TopHitters(count, of, by, _at(keyword))
+
+    def consume(self, keyword: Token) -> k.Consume:
+        return k.Consume(_at(keyword))
+
+    def parse_kv(
+        self,
+        keyword: Token,
+        source: Expr,
+        _as: Token,
+        columns: tuple[tuple[str, str], ...],
+        _with: Token | None,
+        settings: tuple[k.Assignment, ...] | None,
+    ) -> k.ParseKv:
+        return k.ParseKv(source, columns, settings or (), _at(keyword))
+
+    def find(
+        self,
+        keyword: Token,
+        options: tuple[k.Option, ...] | None,
+        in_: Token | None,
+        tables: tuple[str, ...] | None,
+        _where: Token,
+        predicate: Expr,
+        project: _FindProject | None,
+    ) -> k.Find:
+        if in_ is not None and in_ != "in":
+            raise KqlSyntaxError(f"unexpected '{in_}'; expected 'in'", line=in_.line, column=in_.column)
+        columns, smart = project or ((), False)
+        return k.Find(tables or (), predicate, columns, smart, _options(options), _at(keyword))
+
+    def find_bare(self, keyword: Token, predicate: Expr, project: _FindProject | None) -> k.Find:
+        return self.find(keyword, None, None, None, keyword, predicate, project)
+
+    def find_project(self, keyword: Token, *columns: k.ParseColumn | k.Name | k.Call) -> _FindProject:
+        return columns, keyword.type == "PROJECT_SMART"
+
+    def find_pack(self, function: Token, star: Token) -> k.Call:
+        if function != "pack":
+            raise KqlSyntaxError(
+                f"unexpected name '{function}'; expected 'pack'", line=function.line, column=function.column
+            )
+        return k.Call("pack", (self.star(star),), _at(function))
+
+    def find_column(self, name: k.Name, type_name: Token | None) -> k.ParseColumn:
+        return k.ParseColumn(name.name, _word(type_name), name.pos)
+
+    def scan(
+        self,
+        keyword: Token,
+        options: tuple[k.Option, ...] | None,
+        order_by: tuple[k.SortKey, ...] | None,
+        partition_by: tuple[Expr, ...] | None,
+        declare: tuple[k.FunctionParam, ...] | None,
+        _with: Token,
+        *steps: k.ScanStep,
+    ) -> k.Scan:
+        return k.Scan(steps, order_by or (), partition_by or (), declare, _options(options), _at(keyword))
+
+    def scan_order(self, _sort: Token, _by: Token, *keys: k.SortKey) -> tuple[k.SortKey, ...]:
+        return keys
+
+    def scan_partition(self, _partition: Token, _by: Token, columns: tuple[Expr, ...]) -> tuple[Expr, ...]:
+        return columns
+
+    def scan_declare(
+        self, _declare: Token, params: tuple[k.FunctionParam, ...] | None
+    ) -> tuple[k.FunctionParam, ...]:
+        return params or ()
+
+    def scan_step(
+        self,
+        keyword: Token,
+        name: k.Name,
+        _output: Token | None,
+        output: Token | None,
+        _colon: Token,
+        predicate: Expr,
+        assignments: tuple[k.Assignment, ...] | None,
+    ) -> k.ScanStep:
+        return k.ScanStep(name.name, predicate, assignments or (), _word(output), _at(keyword))
+
+    def scan_computation(self, _arrow: Token, *assignments: k.Assignment) -> tuple[k.Assignment, ...]:
+        return assignments
 
     def options(self, *options: k.Option) -> tuple[k.Option, ...]:
         return options
@@ -751,6 +976,12 @@ _PHRASES = {
     "SORT": "'sort'",
     "MV_EXPAND": "'mv-expand'",
     "MV_APPLY": "'mv-apply'",
+    "MAKE_SERIES": "'make-series'",
+    "SAMPLE_DISTINCT": "'sample-distinct'",
+    "TOP_HITTERS": "'top-hitters'",
+    "PARSE_KV": "'parse-kv'",
+    "QUERY_PARAMETERS": "'query_parameters'",
+    "PROJECT_SMART": "'project-smart'",
     "CMPOP": "a comparison operator",
     "STROP": "a string operator",
     "SETOP": "'in' or 'has_any'",
@@ -763,7 +994,8 @@ _OPERATORS = {
     *("JOIN", "LOOKUP", "UNION", "MV_EXPAND", "MV_APPLY", "PARSE", "PARSE_WHERE", "PROJECT_AWAY"),
     "PROJECT_KEEP",
     *("PROJECT_RENAME", "PROJECT_REORDER", "SEARCH", "EVALUATE", "INVOKE", "PARTITION", "COUNT"),
-    *("GETSCHEMA", "SERIALIZE", "AS", "SAMPLE", "RENDER"),
+    *("GETSCHEMA", "SERIALIZE", "AS", "SAMPLE", "RENDER", "MAKE_SERIES", "FORK", "FACET", "REDUCE"),
+    *("SAMPLE_DISTINCT", "TOP_HITTERS", "CONSUME", "PARSE_KV", "FIND", "SCAN"),
 }
 
 # When the key terminal is expected, its whole group is summed up in one phrase.
@@ -773,7 +1005,7 @@ _GROUPS = (
         {
             *("NAME", "BRACKETED_NAME", "STRING", "VERBATIM", "MULTILINE", "NUMBER", "TIMESPAN"),
             *("TYPED", "BOOL", "DYNAMIC", "MINUS", "LPAR", "STAR", "DATATABLE", "EXTERNALDATA"),
-            *("PRINT", "RANGE", "UNION", "SEARCH"),
+            *("PRINT", "RANGE", "UNION", "SEARCH", "FIND"),
         },
         "an expression",
     ),

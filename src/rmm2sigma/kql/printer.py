@@ -59,6 +59,11 @@ Node = (
     | k.TopNestedLevel
     | k.ExpandColumn
     | k.ParseColumn
+    | k.SeriesAggregate
+    | k.ForkBranch
+    | k.ScanStep
+    | k.SetOption
+    | k.DeclareParameters
 )
 
 # Binding strength, loosest first; a child binding looser than its slot needs parentheses.
@@ -164,12 +169,21 @@ def _pipeline(pipeline: Pipeline, separator: str) -> list[Part]:
 
 def _parts(node: Node) -> list[Part]:
     match node:
-        case Query(lets=lets, body=body, earlier=earlier):
+        case Query(lets=lets, body=body, earlier=earlier, settings=settings):
             parts: list[Part] = []
-            statements: tuple[Let | Pipeline, ...] = (*lets, *earlier)
+            statements: tuple[k.SetOption | k.DeclareParameters | Let | Pipeline, ...] = (
+                *settings,
+                *lets,
+                *earlier,
+            )
             for statement in statements:
                 parts += [(statement, False), ";\n"]
             return [*parts, (body, False)]
+        case k.SetOption(name=name, value=value):
+            parts = [f"set {_name(name)}"]
+            return parts if value is None else [*parts, " = ", (value, False)]
+        case k.DeclareParameters(params=params):
+            return ["declare query_parameters(", *_list(params), ")"]
         case Let(name=name, value=value):
             return [f"let {_name(name)} = ", (value, False)]
         case k.FunctionDef(params=params, body=body, view=view):
@@ -275,13 +289,66 @@ def _parts(node: Node) -> list[Part]:
         case k.Search(tables=tables, predicate=predicate, params=params):
             scope = f" in ({', '.join(_name(table, wildcard=True) for table in tables)})" if tables else ""
             return [f"search{_options(params)}{scope} ", (predicate, False)]
-        case k.Evaluate(plugin=plugin, params=params):
-            return [f"evaluate{_options(params)} ", (plugin, False)]
+        case k.Find(tables=tables, predicate=predicate, project=project, project_smart=smart, params=params):
+            scope = f" in ({', '.join(_name(table, wildcard=True) for table in tables)})" if tables else ""
+            parts = [f"find{_options(params)}{scope} where ", (predicate, False)]
+            if smart:
+                return [*parts, " project-smart"]
+            return [*parts, " project ", *_list(project)] if project else parts
+        case k.Scan(steps=steps, order_by=order_by, partition_by=partition_by, declare=declare):
+            parts = [f"scan{_options(node.params)}"]
+            parts += [" order by ", *_list(order_by)] if order_by else []
+            parts += [" partition by ", *_list(partition_by)] if partition_by else []
+            parts += [" declare (", *_list(declare), ")"] if declare is not None else []
+            return [*parts, " with (", *_list(steps, " "), ")"]
+        case k.ScanStep(name=name, predicate=predicate, assignments=assignments, output=output):
+            parts = [
+                f"step {_name(name)}" + (f" output={output}" if output else "") + ": ",
+                (predicate, False),
+            ]
+            return [*parts, " => ", *_list(assignments), ";"] if assignments else [*parts, ";"]
+        case k.Evaluate(plugin=plugin, params=params, schema=schema, extends_input=extends_input):
+            parts = [f"evaluate{_options(params)} ", (plugin, False)]
+            if schema is None:
+                return parts
+            declared = ", ".join((["*"] if extends_input else []) + ([_columns(schema)] if schema else []))
+            return [*parts, f" : ({declared})"]
+        case k.MakeSeries(aggregates=aggregates, on=on, start=start, stop=stop, step=step, by=by):
+            parts = [f"make-series{_options(node.params)} ", *_list(aggregates), " on ", (on, False)]
+            if node.in_range:
+                parts += [" in range(", *_list((cast(Expr, start), cast(Expr, stop), step)), ")"]
+            else:
+                parts += [" from ", (start, False)] if start is not None else []
+                parts += [" to ", (stop, False)] if stop is not None else []
+                parts += [" step ", (step, False)]
+            return [*parts, " by ", *_list(by)] if by else parts
+        case k.SeriesAggregate(aggregate=aggregate, default=default):
+            parts = [(aggregate, False)]
+            return parts if default is None else [*parts, " default = ", (default, False)]
+        case k.Fork(branches=branches):
+            return ["fork ", *_list(branches, " ")]
+        case k.ForkBranch(name=name, operators=operators):
+            prefix = "" if name is None else f"{_name(name)} = "
+            return [f"{prefix}(", *_list(operators, " | "), ")"]
+        case k.Facet(columns=names, operators=operators):
+            parts = ["facet by ", *_list(names)]
+            return [*parts, " with (", *_list(operators, " | "), ")"] if operators else parts
+        case k.Reduce(by=reduced, options=options, params=params):
+            parts = [f"reduce{_options(params)} by ", (reduced, False)]
+            return [*parts, " with ", *_list(options)] if options else parts
+        case k.SampleDistinct(count=count, of=of, params=params):
+            return [f"sample-distinct{_options(params)} ", (count, False), " of ", (of, False)]
+        case k.TopHitters(count=count, of=of, by=weight):
+            parts = ["top-hitters ", (count, False), " of ", (of, False)]
+            return parts if weight is None else [*parts, " by ", (weight, False)]
+        case k.ParseKv(source=source, columns=keys, options=options):
+            parts = ["parse-kv ", (source, False), f" as ({_columns(keys)})"]
+            return [*parts, " with (", *_list(options), ")"] if options else parts
         case k.Invoke(function=function):
             return ["invoke ", (function, False)]
         case k.Partition(by=by, operators=operators, params=params):
             return [f"partition{_options(params)} by ", (by, False), " (", *_list(operators, " | "), ")"]
-        case k.Count() | k.GetSchema():
+        case k.Count() | k.GetSchema() | k.Consume():
             return [node.keyword]
         case k.Serialize(columns=columns):
             return ["serialize", " " if columns else "", *_list(columns)]

@@ -18,14 +18,20 @@ __all__ = [
     "Binary",
     "BoolLit",
     "Call",
+    "Consume",
     "Count",
     "Datatable",
+    "DeclareParameters",
     "Distinct",
     "Evaluate",
     "ExpandColumn",
     "Expr",
     "Extend",
     "Externaldata",
+    "Facet",
+    "Find",
+    "Fork",
+    "ForkBranch",
     "FunctionDef",
     "FunctionParam",
     "GetSchema",
@@ -34,6 +40,7 @@ __all__ = [
     "Join",
     "Let",
     "Lookup",
+    "MakeSeries",
     "Member",
     "MvApply",
     "MvExpand",
@@ -45,6 +52,7 @@ __all__ = [
     "Option",
     "Parse",
     "ParseColumn",
+    "ParseKv",
     "ParseWhere",
     "Partition",
     "Pipeline",
@@ -57,11 +65,17 @@ __all__ = [
     "ProjectReorder",
     "Query",
     "Range",
+    "Reduce",
     "Render",
     "Sample",
+    "SampleDistinct",
+    "Scan",
+    "ScanStep",
     "Search",
     "Serialize",
+    "SeriesAggregate",
     "SetOp",
+    "SetOption",
     "Sort",
     "SortKey",
     "Source",
@@ -72,6 +86,7 @@ __all__ = [
     "Take",
     "TimespanLit",
     "Top",
+    "TopHitters",
     "TopNested",
     "TopNestedLevel",
     "TupleAssignment",
@@ -526,10 +541,15 @@ class Search:
 
 @dataclass(frozen=True)
 class Evaluate:
+    """``evaluate plugin(...) [: (schema)]``: ``schema`` declares the plugin's output columns,
+    after the input's own when ``extends_input`` (``: (*, a:string)``)."""
+
     keyword: ClassVar[str] = "evaluate"
     plugin: Call
     params: tuple[Option, ...] = ()
     pos: Pos = _pos()
+    schema: tuple[tuple[str, str], ...] | None = None
+    extends_input: bool = False
 
 
 @dataclass(frozen=True)
@@ -594,6 +614,153 @@ class Render:
     pos: Pos = _pos()
 
 
+@dataclass(frozen=True)
+class SeriesAggregate:
+    """``aggregate [default = value]`` in ``make-series``."""
+
+    aggregate: Assignment
+    default: Expr | None = None
+    pos: Pos = _pos()
+
+
+@dataclass(frozen=True)
+class MakeSeries:
+    """``make-series [kind=...] aggregates on axis from start to stop step step [by columns]``;
+    ``in_range`` records the old ``on axis in range(start, stop, step)`` form."""
+
+    keyword: ClassVar[str] = "make-series"
+    aggregates: tuple[SeriesAggregate, ...]
+    on: Assignment
+    start: Expr | None
+    stop: Expr | None
+    step: Expr
+    by: tuple[Assignment, ...] = ()
+    in_range: bool = False
+    params: tuple[Option, ...] = ()
+    pos: Pos = _pos()
+
+
+@dataclass(frozen=True)
+class ForkBranch:
+    """``[name =] (operators)``: one of the results of ``fork``."""
+
+    name: str | None
+    operators: tuple[Operator, ...]
+    pos: Pos = _pos()
+
+
+@dataclass(frozen=True)
+class Fork:
+    """``fork (operators) (operators) ...``: several results from one input."""
+
+    keyword: ClassVar[str] = "fork"
+    branches: tuple[ForkBranch, ...]
+    pos: Pos = _pos()
+
+
+@dataclass(frozen=True)
+class Facet:
+    """``facet by a, b [with (operators)]``: a table of counts per column, as several results."""
+
+    keyword: ClassVar[str] = "facet"
+    columns: tuple[Name, ...]
+    operators: tuple[Operator, ...] = ()
+    pos: Pos = _pos()
+
+
+@dataclass(frozen=True)
+class Reduce:
+    """``reduce by expr [with threshold=..., characters=...]``: rows grouped by a text pattern."""
+
+    keyword: ClassVar[str] = "reduce"
+    by: Assignment
+    options: tuple[Assignment, ...] = ()
+    params: tuple[Option, ...] = ()
+    pos: Pos = _pos()
+
+
+@dataclass(frozen=True)
+class SampleDistinct:
+    """``sample-distinct n of column``: up to n distinct values."""
+
+    keyword: ClassVar[str] = "sample-distinct"
+    count: Expr
+    of: Assignment
+    params: tuple[Option, ...] = ()
+    pos: Pos = _pos()
+
+
+@dataclass(frozen=True)
+class TopHitters:
+    """``top-hitters n of column [by weight]``: an estimate of the most frequent values."""
+
+    keyword: ClassVar[str] = "top-hitters"
+    count: Expr
+    of: Assignment
+    by: Assignment | None = None
+    pos: Pos = _pos()
+
+
+@dataclass(frozen=True)
+class Consume:
+    """``consume``: reads its input and returns no rows."""
+
+    keyword: ClassVar[str] = "consume"
+    pos: Pos = _pos()
+
+
+@dataclass(frozen=True)
+class ParseKv:
+    """``parse-kv expr as (a:string, ...) [with (pair_delimiter=..., ...)]``: key=value pairs
+    of a text become columns."""
+
+    keyword: ClassVar[str] = "parse-kv"
+    source: Expr
+    columns: tuple[tuple[str, str], ...]
+    options: tuple[Assignment, ...] = ()
+    pos: Pos = _pos()
+
+
+@dataclass(frozen=True)
+class Find:
+    """``find [withsource=x] [in (T, U*)] where predicate [project ...]``: rows of any table the
+    predicate matches; ``project`` holds ``ParseColumn``s, ``Name("*")`` and ``pack(*)``, and
+    ``project_smart`` records ``project-smart``. A source, also accepted after a pipe."""
+
+    keyword: ClassVar[str] = "find"
+    tables: tuple[str, ...]
+    predicate: Expr
+    project: tuple[ParseColumn | Name | Call, ...] = ()
+    project_smart: bool = False
+    params: tuple[Option, ...] = ()
+    pos: Pos = _pos()
+
+
+@dataclass(frozen=True)
+class ScanStep:
+    """``step name [output=...]: predicate [=> assignments];`` of ``scan``."""
+
+    name: str
+    predicate: Expr
+    assignments: tuple[Assignment, ...] = ()
+    output: str | None = None
+    pos: Pos = _pos()
+
+
+@dataclass(frozen=True)
+class Scan:
+    """``scan [order by ...] [partition by ...] [declare (...)] with (steps)``: matches sequences
+    of rows, step by step."""
+
+    keyword: ClassVar[str] = "scan"
+    steps: tuple[ScanStep, ...]
+    order_by: tuple[SortKey, ...] = ()
+    partition_by: tuple[Expr, ...] = ()
+    declare: tuple[FunctionParam, ...] | None = None
+    params: tuple[Option, ...] = ()
+    pos: Pos = _pos()
+
+
 Operator = (
     Where
     | Summarize
@@ -624,6 +791,16 @@ Operator = (
     | As
     | Sample
     | Render
+    | MakeSeries
+    | Fork
+    | Facet
+    | Reduce
+    | SampleDistinct
+    | TopHitters
+    | Consume
+    | ParseKv
+    | Find
+    | Scan
 )
 
 
@@ -679,7 +856,7 @@ class Range:
     pos: Pos = _pos()
 
 
-Source = TableRef | Datatable | Union | Search | Externaldata | Print | Range | Expr
+Source = TableRef | Datatable | Union | Search | Find | Externaldata | Print | Range | Expr
 """What a pipeline starts from; a bare name is always a ``TableRef``, other expressions
 (``materialize(...)``, ``f(x)``, ``toscalar(...)``) stand as themselves."""
 
@@ -721,11 +898,32 @@ class Let:
 
 
 @dataclass(frozen=True)
+class SetOption:
+    """``set name [= value];``: a request property for the query; it changes no row."""
+
+    keyword: ClassVar[str] = "set"
+    name: str
+    value: Expr | None = None
+    pos: Pos = _pos()
+
+
+@dataclass(frozen=True)
+class DeclareParameters:
+    """``declare query_parameters(name:type [= default], ...);``: values the caller passes in."""
+
+    keyword: ClassVar[str] = "declare query_parameters"
+    params: tuple[FunctionParam, ...]
+    pos: Pos = _pos()
+
+
+@dataclass(frozen=True)
 class Query:
     """``let`` statements and the query statements; ``body`` is the last query statement and
-    ``earlier`` any before it (each returns its own result)."""
+    ``earlier`` any before it (each returns its own result); ``settings`` holds the ``set`` and
+    ``declare query_parameters`` statements."""
 
     lets: tuple[Let, ...]
     body: Pipeline
     pos: Pos = _pos()
     earlier: tuple[Pipeline, ...] = ()
+    settings: tuple[SetOption | DeclareParameters, ...] = ()
