@@ -383,6 +383,14 @@ def test_control_characters_are_string_escapes_in_eql_and_esql() -> None:
     kql = r"DeviceProcessEvents | where ProcessCommandLine matches regex @'a\sb'"
     assert "\\t-\\n" in transpile(kql, "esql") and "\n" not in transpile(kql, "esql")
     assert "\\t-\\n\f-\\r" in transpile(kql, "eql")
+    # a plain value too: EqlBackend wrote a backslash before the raw tab, no EQL escape
+    from rmm2sigma.verify.engines import EqlEngine
+
+    for test in ('contains "c:\\\\windows\\temp"', 'has_any ("c:\\\\windows\\temp", "x")'):
+        query = transpile(f"DeviceProcessEvents | where ProcessCommandLine {test}", "eql")
+        lines = ["run c:\\windows\temp", "run c:\\windows\\temp"]
+        documents = [{"__id": n, "process": {"command_line": line}} for n, line in enumerate(lines)]
+        assert EqlEngine().select(query, documents) == {0}, query
 
 
 def test_a_quote_in_a_regex_is_escaped_in_the_eql_string() -> None:

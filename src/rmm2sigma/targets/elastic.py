@@ -239,6 +239,7 @@ class CasedOnWrittenValue(DetectionItemTransformation):
 # A regex can hold control characters (RE2's ``\\s`` is ``[\\t\\n\\f\\r ]``; Lucene's dialect has no
 # escape for them), which EQL and ES|QL strings cannot all hold raw: their own string escapes.
 _CONTROLS = {"\t": "\\t", "\n": "\\n", "\r": "\\r"}  # \f stays raw: both accept it
+_ESCAPED_CONTROLS = {"\t": "t", "\n": "n", "\r": "r"}  # after an escape the backend wrote
 
 
 def _escape_controls(
@@ -330,8 +331,8 @@ def _negated(cond: object) -> bool:
 
 
 class Rmm2SigmaEsqlBackend(TwoValuedNegations, ESQLBackend):
-    """ESQLBackend writing control characters in regexes as ES|QL string escapes, negated tests
-    two-valued (``TwoValuedNegations``)."""
+    """ESQLBackend writing control characters in strings and regexes as ES|QL string escapes,
+    negated tests two-valued (``TwoValuedNegations``)."""
 
     exists_expression: ClassVar[str] = "{field} is not null"
 
@@ -339,6 +340,9 @@ class Rmm2SigmaEsqlBackend(TwoValuedNegations, ESQLBackend):
         self, r: SigmaRegularExpression, state: ConversionState
     ) -> str | DeferredQueryExpression:
         return _escape_controls(super().convert_value_re(r, state), _CONTROLS)
+
+    def convert_value_str(self, s: SigmaString, state: ConversionState) -> str:
+        return str(_escape_controls(super().convert_value_str(s, state), _CONTROLS))
 
 
 # ES|QL counts once over the rule's time range, which the query states (`targets.WHOLE_RANGE`)
@@ -379,7 +383,7 @@ class Rmm2SigmaEqlBackend(TwoValuedNegations, BooleansByEquality, KindPreserving
     only case-insensitive strings ``like~``. Regexes use ``regex``, not ``regex~``: by now every
     regex carries its case rule in its letters (``[xX]``, ``LuceneRegexTransformation``). A
     case-sensitive value with wildcards, which ``==`` would compare literally, becomes such a
-    regex too. Control characters in regexes are written as EQL string escapes. A number is
+    regex too. Control characters in strings and regexes are written as EQL string escapes. A number is
     compared with ``==`` (``destination.port == 445``), not EqlBackend's ``:``.
     """
 
@@ -394,6 +398,11 @@ class Rmm2SigmaEqlBackend(TwoValuedNegations, BooleansByEquality, KindPreserving
         self, r: SigmaRegularExpression, state: ConversionState
     ) -> str | DeferredQueryExpression:
         return _escape_controls(super().convert_value_re(r, state), _CONTROLS)
+
+    def convert_value_str(self, s: SigmaString, state: ConversionState) -> str:
+        """EqlBackend puts its escape before a control character (``\\`` then a raw tab), which
+        is no EQL escape: the character becomes its letter (``\\t``)."""
+        return str(_escape_controls(super().convert_value_str(s, state), _ESCAPED_CONTROLS))
 
     def convert_condition_field_eq_val_num(
         self, cond: ConditionFieldEqualsValueExpression, state: ConversionState
