@@ -439,3 +439,21 @@ def test_a_group_of_events_without_a_number_key_is_the_declared_loss_of_sigma_an
         for target, (found, explained) in group_verdicts(proof).items():
             assert keeps_promise(result.fidelity_by_target[target], found, explained), (seed, target, found)
     assert null_groups  # the loss happened, and was explained
+
+
+def test_two_inputs_of_one_correlation_are_merged_not_a_crash(tmp_path: Path) -> None:
+    """A correlation file holds several documents; merging a duplicate into it once read it as
+    one and stopped the whole batch with a traceback. Every document keeps its keys."""
+    from rmm2sigma.convert import convert_all
+    from rmm2sigma.sigmahq import safe_documents
+
+    paths = []
+    for folder in ("a", "b"):  # one title: the file name
+        (tmp_path / folder).mkdir()
+        (tmp_path / folder / "threshold.kql").write_text(HOURLY, encoding="utf-8")
+        paths.append(str(tmp_path / folder / "threshold.kql"))
+    first, second = convert_all(paths, OPTIONS)
+    (kept,) = first.rules
+    assert second.rules == () and any("merged into it" in warning for warning in second.warnings)
+    alone = [dict(document) for document in safe_documents(convert_all(paths[:1], OPTIONS)[0].rules[0].yaml)]
+    assert [dict(document) for document in safe_documents(kept.yaml)] == alone

@@ -517,10 +517,19 @@ def _escape(value: Value) -> Value:
 
 
 def merge_references(kept: str, merged: str) -> str:
-    """``kept`` rule YAML with the references of ``merged`` added (a duplicate merged into it)."""
-    from .sigmahq import safe_load
+    """``kept`` rule file with the references of ``merged`` added (a duplicate merged into it), in
+    each of its documents (a correlation and its base rules); every other key stays as it is."""
+    from .sigmahq import safe_documents
 
-    document = safe_load(kept)
-    extra = safe_load(merged).get("references") or []
-    document["references"] = list(dict.fromkeys([*(document.get("references") or []), *extra]))
-    return dump_yaml({key: document[key] for key in _KEY_ORDER if document.get(key)})
+    extra = [ref for doc in safe_documents(merged) if doc for ref in doc.get("references") or []]
+    documents = []
+    for document in safe_documents(kept):
+        references = list(dict.fromkeys([*(document.get("references") or []), *extra]))
+        if references and "references" not in document:  # in its place: after the description
+            at = list(document).index("description") + 1 if "description" in document else len(document)
+            items = list(document.items())
+            document = dict([*items[:at], ("references", references), *items[at:]])
+        elif references:
+            document["references"] = references
+        documents.append(dump_yaml(document))
+    return "---\n".join(documents)
