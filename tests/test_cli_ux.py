@@ -147,3 +147,8 @@ def test_importing_the_cli_stays_light() -> None:
     )
     done = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True)
     assert done.stdout.strip() == "[]"
+
+
+def test_verify_of_a_folder_convert_did_not_write_says_so(tmp_path: Path) -> None:
+    done = CliRunner().invoke(app, ["verify", str(tmp_path / "missing")])
+    assert done.exit_code == 2 and "no report.json" in done.output and "Traceback" not in done.output

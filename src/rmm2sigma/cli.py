@@ -302,6 +302,9 @@ def _verify(out: Path, to_stderr: bool = False) -> bool:
             f"error: the proof needs the verify extra: pip install 'rmm2sigma[verify]' ({error})", err=True
         )
         raise typer.Exit(2) from None
+    if not (out / "report.json").is_file():
+        typer.echo(f"error: {out}: no report.json here; give a folder `rmm2sigma convert` wrote", err=True)
+        raise typer.Exit(2)
     return verify_output(out, echo=partial(typer.echo, err=to_stderr))
 
 
