@@ -58,6 +58,11 @@ RANGE_DISTINCT = """DeviceNetworkEvents
 | summarize Addresses=dcount(RemoteIP) by DeviceName
 | where Addresses > 4"""
 SENTINEL_TIME = HOURLY.replace("bin(Timestamp, 1h)", "bin(TimeGenerated, 1h)")  # Sentinel's copy
+# distinct paths of files whose name the filter tests: a dealt path keeps its name its last part
+DISTINCT_PATHS = """DeviceFileEvents
+| where FolderPath has "\\\\" and FileName endswith ".exe"
+| summarize Files = dcount(FolderPath) by DeviceName, bin(TimeGenerated, 10m)
+| where Files > 4"""
 NETWORK = """DeviceNetworkEvents
 | where RemoteUrl has "anydesk"
 | summarize count() by DeviceName, InitiatingProcessFileName
@@ -288,7 +293,7 @@ def test_eql_returns_every_event_for_a_threshold_of_one_event() -> None:
 
 
 @pytest.mark.parametrize(
-    "text", [HOURLY, WINDOW, DISTINCT, SET_LENGTH, NETWORK, RANGE_DISTINCT, SENTINEL_TIME]
+    "text", [HOURLY, WINDOW, DISTINCT, SET_LENGTH, NETWORK, RANGE_DISTINCT, SENTINEL_TIME, DISTINCT_PATHS]
 )
 def test_group_labels_agree_with_measurement(text: str) -> None:
     """Every target's label on groups holds: kusto, the Sigma correlation (sqlite) and eql executed,

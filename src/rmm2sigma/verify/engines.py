@@ -83,8 +83,8 @@ def with_ids(query: str) -> str:
 class KqlEngine:
     """duckdb-kql over the Defender schema; every table exists (empty) so sub-queries resolve.
 
-    A row without ``TimeGenerated`` (Sentinel's copy of the event time, ``convert.defender_schema``)
-    gets its ``Timestamp``.
+    A row's ``TimeGenerated`` (Sentinel's copy of the event time, ``convert.defender_schema``) is its
+    ``Timestamp``.
     """
 
     def __init__(self, schema: Schema) -> None:
@@ -111,8 +111,8 @@ class KqlEngine:
         if not rows:
             return
         types = self.schema[table]
-        if SENTINEL_TIME in types:
-            rows = [{SENTINEL_TIME: row.get("Timestamp"), **row} for row in rows]
+        if SENTINEL_TIME in types:  # one moment: a row moved in time (the group proof) moves both
+            rows = [{**row, SENTINEL_TIME: row["Timestamp"]} if "Timestamp" in row else row for row in rows]
         columns = [ID, *(c for c in types if any(c in row for row in rows))]
         selects, values = [], []
         for column in columns:

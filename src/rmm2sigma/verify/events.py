@@ -288,8 +288,9 @@ def _get(row: Row, column: str) -> Any:
 
 
 def set_value(row: Row, column: str, value: Any) -> Row:
-    """A copy of ``row`` with ``column`` set; a file name replaces the last part of its path, an
-    address kind is set through an address of that kind (``value`` is the address)."""
+    """A copy of ``row`` with ``column`` set; a file name replaces the last part of its path, a
+    path gives its file name, an address kind is set through an address of that kind (``value``
+    is the address)."""
     out = dict(row)
     if column in _ip_kinds():
         out[_ip_kinds()[column]] = value
@@ -299,6 +300,8 @@ def set_value(row: Row, column: str, value: Any) -> Row:
         out[path_column] = None if value is None else f"{directory}\\{value}"
     else:
         out[column] = value
+        if column in PATH_COLUMNS and PATH_COLUMNS[column] in row:
+            out[PATH_COLUMNS[column]] = None if value is None else _split(value)[1]
     return out
 
 

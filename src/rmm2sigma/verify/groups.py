@@ -51,7 +51,7 @@ from .engines import (
     sigma_rows,
     target_rows,
 )
-from .events import ID, NAME_COLUMNS, Row, generate, set_value
+from .events import ID, NAME_COLUMNS, PATH_COLUMNS, Row, generate, set_value
 from .proof import ecs_documents, verdict
 
 Key = tuple[Any, ...]
@@ -384,10 +384,11 @@ def deal(selected: list[Row], rows: list[Row], detection: Detection, now: dateti
 
 
 def _path_follows(row: Row, counted: list[str]) -> Row:
-    """The row with the path of each counted file name ending with it, as Defender writes them
-    (a Sigma value_count counts the path: ``FileName`` is part of ``Image``)."""
+    """The row with the path of each counted file name ending with it, and the file name of each
+    counted path its last part, as Defender writes them (a Sigma value_count counts the path:
+    ``FileName`` is part of ``Image``)."""
     for column in counted:
-        if column in NAME_COLUMNS:
+        if column in NAME_COLUMNS or column in PATH_COLUMNS:
             row = {**set_value(row, column, row.get(column)), column: row.get(column)}
     return row
 
@@ -488,8 +489,9 @@ def _variants(
         row = kept[index % len(kept)]
         value = row.get(column)
         if isinstance(value, str):
-            for shape in ("{} v{}", "v{1} {0}", "{}v{}", "v{1}{0}"):
-                copy = {**row, ID: first + len(candidates), column: shape.format(value, index)}
+            for shape in ("{} v{}", "v{1} {0}", "{}v{}", "v{1}{0}"):  # its path or name follows
+                variant = shape.format(value, index)
+                copy = {**set_value(row, column, variant), column: variant, ID: first + len(candidates)}
                 candidates.append((index, copy))
     engine.load({detection.table: [copy for _, copy in candidates]})
     chosen = engine.select(row_selecting(query), now)
