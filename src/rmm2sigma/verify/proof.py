@@ -105,11 +105,7 @@ def ecs_documents(events: Sequence[Row], spec: TableSpec, also: Mapping[str, str
     names = {**ecs_field_names(logsource.get("category", ""), logsource.get("service", "")), **(also or {})}
     if "category" in logsource:
         return ecs_rows(events, names)
-    texts = {
-        field
-        for field, name in names.items()
-        if name.startswith("winlog.event_data.") or name == "event.code"
-    }
+    texts = {field for field, name in names.items() if name.startswith(_EVENT_DATA) or name == "event.code"}
     written = [
         {f: str(v) if f in texts and v is not None else v for f, v in event.items()} for event in events
     ]
