@@ -298,6 +298,7 @@ def set_value(row: Row, column: str, value: Any) -> Row:
         path_column = NAME_COLUMNS[column]
         directory, _ = _split(out.get(path_column))
         out[path_column] = None if value is None else f"{directory}\\{value}"
+        out[column] = value
     else:
         out[column] = value
         if column in PATH_COLUMNS and PATH_COLUMNS[column] in row:

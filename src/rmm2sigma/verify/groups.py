@@ -389,7 +389,7 @@ def _path_follows(row: Row, counted: list[str]) -> Row:
     ``FileName`` is part of ``Image``)."""
     for column in counted:
         if column in NAME_COLUMNS or column in PATH_COLUMNS:
-            row = {**set_value(row, column, row.get(column)), column: row.get(column)}
+            row = set_value(row, column, row.get(column))
     return row
 
 
@@ -491,7 +491,7 @@ def _variants(
         if isinstance(value, str):
             for shape in ("{} v{}", "v{1} {0}", "{}v{}", "v{1}{0}"):  # its path or name follows
                 variant = shape.format(value, index)
-                copy = {**set_value(row, column, variant), column: variant, ID: first + len(candidates)}
+                copy = {**set_value(row, column, variant), ID: first + len(candidates)}
                 candidates.append((index, copy))
     engine.load({detection.table: [copy for _, copy in candidates]})
     chosen = engine.select(row_selecting(query), now)
