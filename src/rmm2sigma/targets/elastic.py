@@ -239,7 +239,6 @@ class CasedOnWrittenValue(DetectionItemTransformation):
 # A regex can hold control characters (RE2's ``\\s`` is ``[\\t\\n\\f\\r ]``; Lucene's dialect has no
 # escape for them), which EQL and ES|QL strings cannot all hold raw: their own string escapes.
 _CONTROLS = {"\t": "\\t", "\n": "\\n", "\r": "\\r"}  # \f stays raw: both accept it
-_ESCAPED_CONTROLS = {"\t": "t", "\n": "n", "\r": "r"}  # after an escape the backend wrote
 
 
 def _escape_controls(
@@ -393,6 +392,9 @@ class Rmm2SigmaEqlBackend(TwoValuedNegations, BooleansByEquality, KindPreserving
     # the regex goes in an EQL string: its quotes are escaped (the Lucene rewrite writes `"` as `\"`)
     # beside its backslashes; `\/` is no EQL string escape, and `/` no Lucene operator
     re_escape: ClassVar[tuple[str]] = ('"',)
+    # EqlBackend escapes a control character with a backslash before it, which is no EQL escape;
+    # only the backslash is escaped here (and the quote), the controls become `\t` as in regexes
+    add_escaped: ClassVar[str] = "\\"
 
     def convert_value_re(
         self, r: SigmaRegularExpression, state: ConversionState
@@ -400,9 +402,7 @@ class Rmm2SigmaEqlBackend(TwoValuedNegations, BooleansByEquality, KindPreserving
         return _escape_controls(super().convert_value_re(r, state), _CONTROLS)
 
     def convert_value_str(self, s: SigmaString, state: ConversionState) -> str:
-        """EqlBackend puts its escape before a control character (``\\`` then a raw tab), which
-        is no EQL escape: the character becomes its letter (``\\t``)."""
-        return str(_escape_controls(super().convert_value_str(s, state), _ESCAPED_CONTROLS))
+        return str(_escape_controls(super().convert_value_str(s, state), _CONTROLS))
 
     def convert_condition_field_eq_val_num(
         self, cond: ConditionFieldEqualsValueExpression, state: ConversionState
