@@ -211,6 +211,12 @@ def test_binary_operators(op: str) -> None:
     assert where(f"Col {op} 'v'") == Binary(op, A("Col"), S("v"))
 
 
+def test_angle_brackets_are_kustos_other_spelling_of_not_equal() -> None:
+    """``a <> b`` is ``a != b`` (Kusto.Language accepts it); the tree keeps one spelling, so the
+    printer and the lowering see ``!=``."""
+    assert where("RemoteIP <> '10.0.0.1'") == Binary("!=", A("RemoteIP"), S("10.0.0.1"))
+
+
 def test_matches_regex_spacing_is_normalised() -> None:
     assert where("a matches \t regex @'^x\\d+'") == Binary("matches regex", A("a"), S("^x\\d+", True))
 

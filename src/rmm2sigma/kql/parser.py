@@ -187,11 +187,15 @@ def _whole_number(token: Token) -> int:
         ) from None
 
 
+_SPELLINGS = {"<>": "!="}  # Kusto's other spelling of an operator -> the one the tree keeps
+
+
 def _fold(first: Expr, rest: tuple[Token | Expr, ...]) -> Expr:
     """Fold ``a op b op c`` (operators and operands alternating in ``rest``) to the left."""
     result = first
     for index in range(0, len(rest), 2):
-        result = k.Binary(" ".join(str(rest[index]).split()), result, cast(Expr, rest[index + 1]), first.pos)
+        op = " ".join(str(rest[index]).split())
+        result = k.Binary(_SPELLINGS.get(op, op), result, cast(Expr, rest[index + 1]), first.pos)
     return result
 
 
