@@ -22,6 +22,7 @@ from rmm2sigma import kql
 from rmm2sigma.convert import branch_source, convert_rules, defender_schema
 from rmm2sigma.fidelity import SIGMA
 from rmm2sigma.kql.lower import lower
+from rmm2sigma.kql.printer import to_kql
 from rmm2sigma.kql.union import Branch, split_union
 from rmm2sigma.sigma import Options
 from rmm2sigma.sources import SourceRule
@@ -349,3 +350,32 @@ def test_a_negated_ordering_keeps_out_the_rows_whose_value_is_null(test: str) ->
     proof = measure(SourceRule(path="negated.kql", kql=query, name="Negated Ordering"), Options(), now=NOW)
     ran = executed(proof)
     assert {(r.label, r.verdict) for r in ran.values()} == {(EXACT, EXACT)}
+
+
+def test_a_column_a_branch_projected_away_is_filled_where_the_union_reads_it() -> None:
+    """Branches projected before the union bring only their projected columns: the union gives
+    each the others' columns empty, even one its table has (``InitiatingProcessFileName``), and a
+    summary after the union reads them there. The branches convert (before, the summary's
+    ``make_set(ProcessCommandLine)`` was an unknown column of the network branch)."""
+    text = (
+        "let Net = DeviceNetworkEvents | where RemoteIP == '10.9.9.9'"
+        " | project DeviceName, RemoteUrl, InitiatingProcessFileName;\n"
+        "let Proc = DeviceProcessEvents | where ProcessCommandLine has '10.9.9.9'"
+        " | project DeviceName, ProcessCommandLine;\n"
+        "union Net, Proc\n"
+        "| summarize Urls = make_set(RemoteUrl), Lines = make_set(ProcessCommandLine),"
+        " Parents = make_set(InitiatingProcessFileName) by DeviceName"
+    )
+    branches = split_union(kql.parse(text), defender_schema())
+    assert branches is not None
+    summaries = {b.table: b.query.body.operators[-1] for b in branches}
+    assert {t: to_kql(s) for t, s in summaries.items()} == {
+        NETWORK: "summarize Urls=make_set(RemoteUrl), Lines=make_set(''),"
+        " Parents=make_set(InitiatingProcessFileName) by DeviceName",
+        PROCESS: "summarize Urls=make_set(''), Lines=make_set(ProcessCommandLine), Parents=make_set('')"
+        " by DeviceName",
+    }
+    rules, errors = convert_rules(
+        SourceRule(path="lookup.kql", kql=text, name="IP lookup"), Options(), ("kusto",)
+    )
+    assert not errors and len(rules) == 2

@@ -48,6 +48,7 @@ from . import targets
 from .correlation import CORRELATION_KEY_ORDER, HUNTING_RETENTION, group_fields
 from .errors import InexpressibleKqlError
 from .kql import syntax as k
+from .kql.columns import output_column, outputs
 from .kql.desugar import desugared
 from .kql.lower import (
     _DEFAULT_KINDS,
@@ -147,8 +148,8 @@ def find(query: k.Query, schema: Schema) -> Join | None:
     rest = body.operators[index + 1 :]
     # a semi-join returns one side's columns only: a test after it reads that side
     columns = (
-        [] if kind == "rightsemi" else _outputs(left, schema),
-        [] if kind == "leftsemi" else _outputs(right, schema),
+        [] if kind == "rightsemi" else outputs(left, schema),
+        [] if kind == "leftsemi" else outputs(right, schema),
     )
     pushed, crossing, rest = _pushed(rest, left, right, lowering, columns)
     left = k.Pipeline(left.source, (*left.operators, *pushed[0]), left.pos)
@@ -198,11 +199,11 @@ def _semi_joined(body: k.Pipeline, lowering: _Lowering) -> tuple[k.Pipeline, k.S
             if not (isinstance(test, k.SetOp) and test.op in ("in", "in~") and isinstance(test.left, k.Name)):
                 continue
             right = _rows_of(test.items, lowering)
-            outputs = _outputs(right, lowering.schema) if right and _filter(right, lowering.schema) else None
-            if right is None or outputs is None or len(outputs) != 1:
+            columns = outputs(right, lowering.schema) if right and _filter(right, lowering.schema) else None
+            if right is None or columns is None or len(columns) != 1:
                 continue
             key = k.Binary(
-                "==", k.Member(k.Name("$left"), test.left.name), k.Member(k.Name("$right"), outputs[0])
+                "==", k.Member(k.Name("$left"), test.left.name), k.Member(k.Name("$right"), columns[0])
             )
             others = [k.Where(other, op.pos) for other in (*tests[:position], *tests[position + 1 :])]
             join = k.Join("leftsemi", right, (key,), pos=test.pos)
@@ -399,39 +400,6 @@ def _side_of(name: str, left: list[str], right: list[str]) -> tuple[int | None, 
     return None, name
 
 
-def _outputs(side: k.Pipeline, schema: Schema) -> list[str] | None:
-    """A side's output columns, or None where an operator makes them unknown here."""
-    if not isinstance(side.source, k.TableRef):
-        return None
-    columns: list[str] | None = list(schema.get(side.source.name, {}))
-    for op in side.operators:
-        columns = None if columns is None else _after(op, columns)
-    return columns
-
-
-def _after(op: k.Operator, columns: list[str]) -> list[str] | None:
-    """The columns after ``op``, given those before it; None where it is not followed here."""
-    if isinstance(op, k.Where | k.Take | k.Sort):
-        return columns
-    if isinstance(op, k.ProjectRename):
-        renames = {a.expr.name: a.name for a in op.columns if isinstance(a.expr, k.Name) and a.name}
-        return [renames.get(name, name) for name in columns]
-    if isinstance(op, k.ProjectAway):
-        away = {name.name for name in op.columns}
-        return None if any("*" in name for name in away) else [c for c in columns if c not in away]
-    if isinstance(op, k.Summarize):
-        assignments: tuple[k.Assignment, ...] = (*op.by, *op.aggregates)
-    elif isinstance(op, k.Extend | k.Project | k.Distinct):
-        assignments = op.columns
-    else:
-        return None
-    named = [_output(assignment) for assignment in assignments]
-    if None in named:
-        return None
-    added = [name for name in named if name]
-    return [*columns, *(name for name in added if name not in columns)] if isinstance(op, k.Extend) else added
-
-
 def _filter(side: k.Pipeline, schema: Schema) -> bool:
     """Whether a side is an event table's rows kept by at least one ``where`` (and shaped)."""
     return (
@@ -490,12 +458,12 @@ def _origin(side: k.Pipeline, name: str) -> k.Expr | None:
     for op in reversed(side.operators):
         if not isinstance(expr, k.Name):
             break
-        if isinstance(op, k.Summarize) and not any(_output(a) == expr.name for a in op.by):
+        if isinstance(op, k.Summarize) and not any(output_column(a) == expr.name for a in op.by):
             return None
         assignments = op.by if isinstance(op, k.Summarize) else ()
         if isinstance(op, k.Extend | k.Project | k.ProjectRename):
             assignments = op.columns
-        expr = next((a.expr for a in assignments if _output(a) == expr.name), expr)
+        expr = next((a.expr for a in assignments if output_column(a) == expr.name), expr)
     return expr
 
 
@@ -507,15 +475,6 @@ def _bucket(origin: k.Expr | None, lowering: _Lowering) -> timedelta | None:
         return lowering.time_bin(origin)
     except InexpressibleKqlError:
         return None
-
-
-def _output(assignment: k.Assignment) -> str | None:
-    """The column an assignment outputs: its name, or the column it is or bins (``by DeviceId``,
-    ``by bin(Timestamp, 1h)``: Kusto names both after the column)."""
-    expr = assignment.expr
-    if isinstance(expr, k.Call) and expr.function == "bin" and expr.args:
-        expr = expr.args[0]
-    return assignment.name or (expr.name if isinstance(expr, k.Name) else None)
 
 
 def _side(expr: k.Expr) -> str | None:

@@ -22,6 +22,7 @@ from typing import cast
 
 from ..errors import Rmm2SigmaError
 from . import syntax as k
+from .columns import outputs
 from .desugar import desugared
 from .lower import _CASE_FUNCTIONS, Schema, _chain, _fail, _Lowering, _names, _shorten, _substituted
 from .printer import to_kql
@@ -89,8 +90,10 @@ def split_union(query: k.Query, schema: Schema) -> list[Branch] | None:
     inner_kind = params.get("kind") == "inner"
     kinds: dict[str, set[str]] = {}
     for p in pipelines:
-        for column, kind in schema.get(_table(p, tables), {}).items():
-            kinds.setdefault(column, set()).add("bool" if kind == "boolean" else kind)
+        table = schema.get(_table(p, tables), {})
+        for column in _union_columns(p, tables, schema) or table:
+            if column in table:
+                kinds.setdefault(column, set()).add("bool" if table[column] == "boolean" else table[column])
     # a column of two types becomes one column per type (``RemoteIP_string``): not folded
     columns = {column: next(iter(types)) for column, types in kinds.items() if len(types) == 1}
     start = after[0].pos if after else None
@@ -99,27 +102,39 @@ def split_union(query: k.Query, schema: Schema) -> list[Branch] | None:
         pipeline = _resolved(pipeline, tables)
         whole = replace(query, body=k.Pipeline(pipeline.source, pipeline.operators + after, pipeline.pos))
         inner = split_union(whole, schema)
+        outputs = _union_columns(pipeline, tables, schema) if inner is None else None
         for branch in inner if inner is not None else [Branch(0, _table(pipeline, tables), whole)]:
             own = schema.get(branch.table, {})
             read = set(_names(branch.query.body.operators))
-            missing = tuple(sorted(c for c in read if c in kinds and c not in own)) if own else ()
+            has = own if outputs is None else outputs
+            missing = tuple(sorted(c for c in read if c in kinds and c not in has)) if own else ()
             branch_query, empty = branch.query, branch.empty
             if not (inner_kind or empty or not own or start is None):
                 lacked = {c: kind for c, kind in columns.items() if c in missing}
-                branch_query, empty = _without_missing(branch.query, lacked, branch.table, start)
+                branch_query, empty = _without_missing(
+                    branch.query, lacked, branch.table, start, at_union=outputs is not None
+                )
             branches.append(Branch(len(branches), branch.table, branch_query, empty, missing))
     return branches
 
 
+def _union_columns(pipeline: k.Pipeline, tables: dict[str, k.Pipeline], schema: Schema) -> list[str] | None:
+    """The columns a branch brings to the union: its table's as its operators leave them
+    (``project`` keeps some); None where an operator makes them unknown here."""
+    return outputs(_resolved(pipeline, tables), schema)
+
+
 def _without_missing(
-    query: k.Query, missing: dict[str, str], table: str, after: k.Pos | None
+    query: k.Query, missing: dict[str, str], table: str, after: k.Pos | None, at_union: bool = False
 ) -> tuple[k.Query, str | None]:
     """The branch query with each test of a column its table lacks (``missing``: name -> type)
     replaced by its value where the union gives that column an empty string or a null, and why the
     branch selects nothing when a ``where`` becomes false.
 
     Only the operators after the union (from position ``after``) are folded: inside a branch such
-    a column is an error in Kusto. The columns are followed through ``extend``, ``project``,
+    a column is an error in Kusto. ``at_union``: ``missing`` are the columns the branch lacks where
+    it joins the union (its ``project`` dropped some); else its table's, followed from the start.
+    The columns are followed through ``extend``, ``project``,
     ``project-rename``, ``summarize`` ...; folding stops at an operator that could bring them from
     elsewhere (a join, ``mv-expand``, ``parse`` ...), where the lowering decides.
     """
@@ -129,6 +144,9 @@ def _without_missing(
     ops = query.body.operators
     for index, op in enumerate(ops):
         folding = after is None or (op.pos.line, op.pos.column) >= (after.line, after.column)
+        if at_union and not folding:
+            operators.append(op)
+            continue
         if isinstance(op, k.Where) and folding:
             folded = _fold(op.predicate, missing, lowering, True)
             if folded is False:
