@@ -183,6 +183,21 @@ def test_mv_apply_is_left_out_when_its_operators_keep_or_reshape_the_rows() -> N
     assert any("`mv-apply` has no Sigma equivalent (query line 3, column 3)" in note for note in notes), notes
 
 
+def test_an_in_over_an_externaldata_feed_names_the_feed_not_a_join() -> None:
+    """A threat-intelligence feed read at run time (``externaldata``), through a tabular ``let``
+    and ``materialize()``, is named as such where it is read: the user sees why, not "a join"."""
+    feed = (
+        "let Feed = externaldata(Ip: string)[@'https://feed.example/ips.txt'] with (format='txt');\n"
+        "let Bad = materialize(Feed | distinct Ip);\n"
+    )
+    message = not_converted(f"{feed}{NETWORK}RemoteIP in (Bad)")
+    assert "externaldata` feed (query line 1, column 12)" in message and "join" not in message
+    joined = not_converted(
+        f"let Seen = DeviceProcessEvents | distinct FileName;\n{NETWORK}InitiatingProcessFileName in (Seen)"
+    )
+    assert "another query (a join)" in joined
+
+
 def test_an_inner_join_with_an_unfiltered_left_side_keeps_the_filtered_right_side() -> None:
     rule, label, _, _ = converted(
         "DeviceProcessEvents\n| join (DeviceNetworkEvents | where RemotePort == 22) on DeviceId"

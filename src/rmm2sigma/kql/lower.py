@@ -862,11 +862,7 @@ class _Lowering:
             if isinstance(item, k.SubQuery):
                 rows = self.sub_query_values(item.pipeline)
                 if rows is None:
-                    return Opaque(
-                        to_kql(expr),
-                        "it compares with the rows of another query (a join), which a Sigma rule cannot do",
-                        expr.pos,
-                    )
+                    return Opaque(to_kql(expr), self._rows_reason(item.pipeline), expr.pos)
                 values.extend(rows)
             elif _is_call(item, "dynamic") and item.args and isinstance(item.args[0], k.ArrayLit):
                 values.extend(self.scalar(v) for v in item.args[0].items)
@@ -875,6 +871,17 @@ class _Lowering:
             else:
                 values.append(self.scalar(item))
         return tuple(values)
+
+    def _rows_reason(self, pipeline: k.Pipeline) -> str:
+        """Why an ``in`` over a sub-query's rows has no Sigma equivalent: a feed read at run time,
+        or another query's rows."""
+        source = self.expand(pipeline).source
+        if isinstance(source, k.Externaldata):
+            return (
+                f"it compares with the rows of an `externaldata` feed (query line {source.pos.line}, column "
+                f"{source.pos.column}), read when the query runs, which a Sigma rule cannot read"
+            )
+        return "it compares with the rows of another query (a join), which a Sigma rule cannot do"
 
     def sub_query_values(self, pipeline: k.Pipeline) -> list[Value] | None:
         """Values of a one-column sub-query over constants (a ``datatable``, or ``print`` of a list
