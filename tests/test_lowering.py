@@ -183,6 +183,25 @@ def test_mv_apply_is_left_out_when_its_operators_keep_or_reshape_the_rows() -> N
     assert any("`mv-apply` has no Sigma equivalent (query line 3, column 3)" in note for note in notes), notes
 
 
+@pytest.mark.parametrize(
+    "shaping",
+    [
+        "extend SHA1 = tolower(SHA1)",  # FileProfile() wants lower-case hashes: a common idiom
+        "extend FileName = toupper(FileName)",
+    ],
+)
+def test_a_column_computed_from_itself_reads_the_column_before_it(shaping: str) -> None:
+    """``extend X = tolower(X)``: inside its value X is the column as it was. Inlining it once
+    (not again and again: this hung the conversion) gives the column's own test, proved exact."""
+    query = f"DeviceProcessEvents\n| {shaping}\n| where SHA1 in~ ('{'a' * 40}') and FileName =~ 'x.exe'"
+    rule, _, _, _ = converted(query)
+    assert rule["detection"]["selection"]["sha1"] == "a" * 40
+    proof = measure(SourceRule(path="case.kql", kql=query), Options())
+    ran = {t: r for t, r in proof.targets.items() if r.verdict != "not_executed"}
+    assert proof.original and {"sigma", "kusto", "eql"} <= set(ran)
+    assert all(r.verdict == "exact" and r.agrees for r in ran.values()), ran
+
+
 def test_an_in_over_an_externaldata_feed_names_the_feed_not_a_join() -> None:
     """A threat-intelligence feed read at run time (``externaldata``), through a tabular ``let``
     and ``materialize()``, is named as such where it is read: the user sees why, not "a join"."""

@@ -162,6 +162,8 @@ class _Lowering:
             )
         self.window: timedelta | None = None
         self.computed: dict[str, k.Expr] = {}  # extend columns, inlined where a filter reads them
+        # computed columns being inlined: inside its value, `extend X = tolower(X)` reads the column X
+        self.expanding: set[str] = set()
         self.set_lengths: dict[str, AggregateFunction] = {}  # extend N = array_length(<a make_set>)
         self.set_caps: dict[str, int] = {}  # make_set(X, cap): the output name's cap
         self.bin_text = ""  # the summarize's `bin(Timestamp, ...)`, for the note when it is left out
@@ -421,9 +423,13 @@ class _Lowering:
             if inner is None:
                 return Opaque(_shorten(to_kql(expr)), "a negated time filter cannot be expressed", expr.pos)
             return Not(inner)
-        if isinstance(expr, k.Name) and expr.name in self.computed:
+        if isinstance(expr, k.Name) and expr.name in self.computed and expr.name not in self.expanding:
             self.inlined.add(expr.name)
-            return self.condition(self.computed[expr.name], top_level)
+            self.expanding.add(expr.name)
+            try:
+                return self.condition(self.computed[expr.name], top_level)
+            finally:
+                self.expanding.discard(expr.name)
         if self.is_bool(expr):  # `where IsSigned`
             return self.condition(k.Binary("==", expr, k.BoolLit(True, expr.pos), expr.pos), top_level)
         if self.parts and set(_names(expr)) & set(self.parts):
@@ -751,9 +757,11 @@ class _Lowering:
         ``extend`` columns are inlined; ``tostring()`` of a string column is the column itself.
         """
         case: str | None = None
+        substituted = set(self.expanding)  # `extend X = tolower(X)`: X in its value is the column
         while True:
-            if isinstance(expr, k.Name) and expr.name in self.computed:
+            if isinstance(expr, k.Name) and expr.name in self.computed and expr.name not in substituted:
                 self.inlined.add(expr.name)
+                substituted.add(expr.name)
                 expr = self.computed[expr.name]
             elif isinstance(expr, k.Call) and len(expr.args) == 1 and expr.function in _CASE_FUNCTIONS:
                 case = case or expr.function  # the outer conversion wins
@@ -777,7 +785,7 @@ class _Lowering:
                 self.columns[member] = "long"
                 return member, case
             else:
-                return self.column(expr), case
+                return self.column(expr, inlined=frozenset(substituted)), case
 
     def json_member(self, expr: k.Expr) -> str | None:
         """``parse_json(AdditionalFields).PipeName`` (``.x``, ``["x"]``, ``extractjson("$.x", c)``)
@@ -814,13 +822,14 @@ class _Lowering:
         self.columns[name] = "string"  # a missing key reads as empty, as tostring() gives it
         return name
 
-    def column(self, expr: k.Expr, tested: bool = True) -> str:
-        """The column ``expr`` names; a ``tested`` one must be comparable in Sigma (not a datetime)."""
+    def column(self, expr: k.Expr, tested: bool = True, inlined: frozenset[str] = frozenset()) -> str:
+        """The column ``expr`` names; a ``tested`` one must be comparable in Sigma (not a datetime).
+        ``inlined``: computed columns whose value was put in place, where their name is the column."""
         if isinstance(expr, k.Call):
             raise _skip(f"`{expr.function}()` has no Sigma equivalent", expr)
         if not isinstance(expr, k.Name):
             raise _skip(f"`{_shorten(to_kql(expr))}` is not a column; Sigma tests columns only", expr)
-        if expr.name in self.computed:
+        if expr.name in self.computed and expr.name not in inlined:
             raise _skip(f"{expr.name} is computed by `extend`; Sigma groups by columns only", expr)
         if expr.name in self.scalars:
             raise _skip(f"{expr.name} is a constant (`let`), not a column; Sigma tests columns only", expr)
