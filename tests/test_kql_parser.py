@@ -217,6 +217,23 @@ def test_angle_brackets_are_kustos_other_spelling_of_not_equal() -> None:
     assert where("RemoteIP <> '10.0.0.1'") == Binary("!=", A("RemoteIP"), S("10.0.0.1"))
 
 
+@pytest.mark.parametrize(
+    ("legacy", "op"),
+    [("notcontains", "!contains"), ("notcontainscs", "!contains_cs"), ("containscs", "contains_cs")],
+)
+def test_legacy_contains_spellings_are_kept_as_the_current_ones(legacy: str, op: str) -> None:
+    """Kusto.Language still reads the old spellings (FalconFriday's hunts write `notcontains`)."""
+    assert where(f"Col {legacy} 'v'") == Binary(op, A("Col"), S("v"))
+
+
+def test_a_tabular_function_call_is_a_join_or_union_side() -> None:
+    """``join F(1d) on K`` and ``union T, F(2h)``: a function's rows, as a sub-query of one call."""
+    query = parse("T\n| join kind=inner F(1d) on K\n| union U, F(2h)")
+    join, union = query.body.operators
+    assert isinstance(join, Join) and join.right.source == Call("F", (TimespanLit("1d"),))
+    assert isinstance(union, Union) and union.tables[1].source == Call("F", (TimespanLit("2h"),))
+
+
 def test_matches_regex_spacing_is_normalised() -> None:
     assert where("a matches \t regex @'^x\\d+'") == Binary("matches regex", A("a"), S("^x\\d+", True))
 

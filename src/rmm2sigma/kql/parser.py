@@ -187,7 +187,13 @@ def _whole_number(token: Token) -> int:
         ) from None
 
 
-_SPELLINGS = {"<>": "!="}  # Kusto's other spelling of an operator -> the one the tree keeps
+# Kusto's other (older) spellings of an operator -> the one the tree keeps
+_SPELLINGS = {
+    "<>": "!=",
+    "notcontains": "!contains",
+    "notcontainscs": "!contains_cs",
+    "containscs": "contains_cs",
+}
 
 
 def _fold(first: Expr, rest: tuple[Token | Expr, ...]) -> Expr:
@@ -448,6 +454,10 @@ class _Builder(Transformer[Token, k.Query]):
 
     def right_table(self, value: Piped) -> k.Pipeline:
         return _table(value)
+
+    def right_call(self, function: Token, args: tuple[Expr, ...] | None) -> k.Pipeline:
+        """``join F(x) on ...``, ``union T, F(x)``: a tabular function's rows."""
+        return _table(self.call(function, args))
 
     def union(self, keyword: Token, options: tuple[k.Option, ...] | None, *tables: Piped) -> k.Union:
         return k.Union(tuple(_table(table) for table in tables), _options(options), _at(keyword))
