@@ -202,6 +202,32 @@ def test_a_column_computed_from_itself_reads_the_column_before_it(shaping: str) 
     assert all(r.verdict == "exact" and r.agrees for r in ran.values()), ran
 
 
+def test_a_query_starting_from_a_tabular_function_call_is_the_functions_query() -> None:
+    """``F(2d) | where ...`` runs F's query with its arguments (a default for the one left out):
+    it converts to the rule of the query written out, whose proof agrees (duckdb-kql runs scalar
+    functions only, so the call itself is not executed). A function whose parameter is named like
+    a column is not followed: there the column wins."""
+    query = (
+        "let Recent = (lookback:timespan, name:string = 'certutil.exe') {\n"
+        "    DeviceProcessEvents | where Timestamp > ago(lookback) | where FileName =~ name\n};\n"
+        "Recent(2d)\n| where ProcessCommandLine has_cs 'urlcache'"
+    )
+    written_out = (
+        "DeviceProcessEvents | where Timestamp > ago(2d) | where FileName =~ 'certutil.exe'\n"
+        "| where ProcessCommandLine has_cs 'urlcache'"
+    )
+    rule, label, _, _ = converted(query)
+    assert (rule, label) == converted(written_out)[:2]
+    assert rule["detection"]["selection"]["Image|endswith"] == "\\certutil.exe"
+    assert lower(kql.parse(query), defender_schema()).window == timedelta(days=2)
+    proof = measure(SourceRule(path="case.kql", kql=written_out), Options())
+    ran = {t: r for t, r in proof.targets.items() if r.verdict != "not_executed"}
+    assert proof.original and {"sigma", "kusto", "eql"} <= set(ran)
+    assert all(r.agrees for r in ran.values()), ran
+    shadowed = "let F = (FileName:string) { DeviceProcessEvents | where FileName =~ FileName };\nF('x.exe')"
+    assert "a query starting with a call of `F()`" in refused(shadowed)
+
+
 def test_an_in_over_an_externaldata_feed_names_the_feed_not_a_join() -> None:
     """A threat-intelligence feed read at run time (``externaldata``), through a tabular ``let``
     and ``materialize()``, is named as such where it is read: the user sees why, not "a join"."""

@@ -180,6 +180,12 @@ class _Lowering:
             raise _fail(
                 "a query with several result statements has no Sigma equivalent", self.query.earlier[0]
             )
+        if isinstance(body.source, k.Call):
+            raise _fail(
+                f"a query starting with a call of `{body.source.function}()` has no Sigma equivalent "
+                "(rmm2sigma follows a `let` function of scalar parameters named unlike its columns)",
+                body.source,
+            )
         if not isinstance(body.source, k.TableRef | k.Datatable):
             raise _fail(
                 f"a query starting with `{getattr(body.source, 'keyword', 'an expression')}` "
@@ -306,6 +312,28 @@ class _Lowering:
             return next(filter(None, map(self.brings_rows, op.operators)), None)
         return None
 
+    def called_rows(self, call: k.Call) -> k.Pipeline | None:
+        """``F(1d) | where ...`` of ``let F = (p:timespan) { T | where Timestamp > ago(p) }``: the
+        function's query with the arguments in place of its scalar parameters; None for any other
+        call, or where a parameter is named like a column of the table (in Kusto the column wins)."""
+        function = self.functions.get(call.function)
+        if (
+            function is None
+            or function.body.lets
+            or function.body.earlier
+            or len(call.args) > len(function.params)
+        ):
+            return None
+        body = function.body.body
+        table = body.source.name if isinstance(body.source, k.TableRef) else ""
+        values: dict[str, k.Expr] = {}
+        for index, param in enumerate(function.params):
+            value = call.args[index] if index < len(call.args) else param.default
+            if value is None or param.type_name.startswith("(") or param.name in self.schema.get(table, {}):
+                return None
+            values[param.name] = value
+        return cast(k.Pipeline, _substituted(body, values))
+
     def invoked_rows(self, call: k.Call) -> str | None:
         """``invoke F()``: Defender's enrichment functions add columns to each row; a ``let``
         function is followed through its body, which must start from the rows it is given."""
@@ -390,6 +418,12 @@ class _Lowering:
         """A pipeline with the tabular ``let`` it starts from put in place: ``let x = T | where a;
         x | where b`` is ``T | where a | where b`` (also through ``materialize()``)."""
         seen: set[str] = set()
+        while isinstance(body.source, k.Call) and body.source.function not in seen:
+            seen.add(body.source.function)
+            rows = self.called_rows(body.source)
+            if rows is None:
+                break
+            body = k.Pipeline(rows.source, rows.operators + body.operators, body.pos)
         while isinstance(body.source, k.TableRef) and body.source.name not in seen:
             seen.add(body.source.name)
             named: k.Expr | k.Pipeline | None = self.tables.get(body.source.name)
