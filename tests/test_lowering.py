@@ -66,6 +66,27 @@ def test_a_time_bound_becomes_the_window(bound: str, window: timedelta) -> None:
     assert detection.notes == ()
 
 
+def test_ingestion_time_bound_and_a_json_column_parsed_in_place() -> None:
+    """FalconFriday's shape: ``ingestion_time() >= ago(2h)`` bounds when rows were stored, which
+    becomes the window with a note; ``extend AdditionalFields = parse_json(AdditionalFields)``
+    parses the column in place, and a key read through it is the key of the column. The rule is
+    the one of the query written out plainly (whose form test_device_event_keys proves)."""
+    query = (
+        "DeviceEvents\n| where ingestion_time() >= ago(2h)\n| where ActionType == 'NamedPipeEvent'\n"
+        "| extend AdditionalFields = parse_json(AdditionalFields)\n"
+        "| extend PipeName = tostring(AdditionalFields.PipeName)\n| where PipeName contains 'msagent_'"
+    )
+    written_out = (
+        "DeviceEvents\n| where Timestamp >= ago(2h)\n| where ActionType == 'NamedPipeEvent'\n"
+        "| where parse_json(AdditionalFields).PipeName contains 'msagent_'"
+    )
+    rule, label, notes, _ = converted(query)
+    assert (rule, label) == converted(written_out)[:2]
+    assert rule["detection"]["selection"] == {"PipeName|contains": "msagent_"}
+    assert any("ingestion_time()" in note for note in notes), notes
+    assert lower(kql.parse(query), defender_schema()).window == timedelta(hours=2)
+
+
 def test_sentinel_time_column_is_a_column_of_every_defender_table_anywhere_in_the_query() -> None:
     """Sentinel stores the Defender tables with TimeGenerated beside Timestamp: a summary, a
     projection or a bin of it reads a column of the table."""

@@ -598,7 +598,7 @@ class _Lowering:
             left, op, right = expr.left, expr.op, expr.right
             if self.is_column(right) and not self.is_column(left):
                 left, op, right = right, _FLIPPED.get(op, op), left
-            if isinstance(left, k.Name) and left.name in TIME_COLUMNS:
+            if _is_time(left):
                 self.time_bound(expr, op, right, top_level)
                 return None
             if isinstance(left, k.Name) and left.name == ANY_COLUMN:
@@ -719,6 +719,7 @@ class _Lowering:
         """A bound on the event time becomes the rule's look-back window, or a note to schedule it."""
         if not top_level or op not in ("<", "<=", ">", ">="):
             raise _skip("a time filter is only supported as a top-level `>`/`<` or `between`", expr)
+        self.note_ingestion_time(expr)
         bound = self.resolve(value)
         if op in ("<", "<="):
             if not (_is_call(bound, "now") and not bound.args):
@@ -727,6 +728,14 @@ class _Lowering:
                 )
             return
         self.narrow_window(self.now_offset(bound), expr)
+
+    def note_ingestion_time(self, expr: k.Binary | k.Between) -> None:
+        sides = (expr.left, expr.right) if isinstance(expr, k.Binary) else (expr.left,)
+        if any(_is_call(side, "ingestion_time") for side in sides):
+            self.notes.append(
+                f"`{_shorten(to_kql(expr))}` bounds when the rows were stored (`ingestion_time()`), "
+                "a little after the events happened: the rule's window reads the events' time"
+            )
 
     def narrow_window(self, offset: timedelta | None, expr: k.Expr) -> None:
         if offset is None:
@@ -737,9 +746,10 @@ class _Lowering:
             self.window = offset
 
     def between(self, expr: k.Between, top_level: bool) -> Node | None:
-        if isinstance(expr.left, k.Name) and expr.left.name in TIME_COLUMNS:
+        if _is_time(expr.left):
             if not top_level or expr.negated:
                 raise _skip("a time range is only supported as a top-level filter", expr)
+            self.note_ingestion_time(expr)
             end = self.resolve(expr.high)
             if not (_is_call(end, "now") and not end.args):
                 self.notes.append(
@@ -836,7 +846,9 @@ class _Lowering:
             path = expr.args[0] if len(expr.args) == 2 or typed else None
             if isinstance(path, k.StringLit) and re.fullmatch(r"\$\.\w+", path.value):
                 column, key = expr.args[1], path.value[2:]
+        inlined = set(self.expanding)  # `extend C = parse_json(C)`: C in its value is the column
         if isinstance(column, k.Name) and column.name in self.computed:  # `extend J = parse_json(C)`
+            inlined.add(column.name)
             column = self.computed[column.name]
         if (
             isinstance(column, k.Call)
@@ -850,7 +862,8 @@ class _Lowering:
             column = column.args[0]
         if not (isinstance(column, k.Name) and column.name in self.columns and key and key.isidentifier()):
             return None
-        if column.name in self.computed or self.columns[column.name] not in ("string", "dynamic"):
+        computed = column.name in self.computed and column.name not in inlined
+        if computed or self.columns[column.name] not in ("string", "dynamic"):
             return None
         name = f"{column.name}.{key}"
         self.columns[name] = "string"  # a missing key reads as empty, as tostring() gives it
@@ -1229,6 +1242,14 @@ def _substituted(node: object, values: Mapping[str, k.Expr]) -> object:
 def _tests(condition: Node) -> bool:
     """Whether a condition keeps a test in the rule (one wholly left out does not)."""
     return not all(isinstance(leaf, Opaque) for leaf in walk(condition))
+
+
+def _is_time(expr: k.Expr) -> bool:
+    """The events' time: ``Timestamp``, ``TimeGenerated``, or when the row was stored,
+    ``ingestion_time()`` (FalconFriday's hunts bound that)."""
+    return (isinstance(expr, k.Name) and expr.name in TIME_COLUMNS) or (
+        _is_call(expr, "ingestion_time") and not expr.args
+    )
 
 
 def _is_call(expr: k.Expr, name: str) -> TypeGuard[k.Call]:
