@@ -152,3 +152,22 @@ def test_importing_the_cli_stays_light() -> None:
 def test_verify_of_a_folder_convert_did_not_write_says_so(tmp_path: Path) -> None:
     done = CliRunner().invoke(app, ["verify", str(tmp_path / "missing")])
     assert done.exit_code == 2 and "no report.json" in done.output and "Traceback" not in done.output
+
+
+def test_an_input_over_the_time_limit_fails_and_the_batch_goes_on(tmp_path: Path) -> None:
+    """A conversion that runs away (a defect: one query once made the lowering loop) is stopped
+    at --time-limit and reported failed, naming the limit, in one process and in workers alike;
+    the other inputs are still converted and every input is in the report."""
+    from rmm2sigma.convert import convert_all
+    from rmm2sigma.sigma import Options
+
+    paths = sorted(str(p) for p in EXAMPLES.iterdir() if p.suffix in (".kql", ".txt", ".yaml"))
+    for workers in (1, 2):
+        stopped = convert_all(paths, Options(), ("kusto",), workers, time_limit=1e-6)
+        assert [r.source for r in stopped] == paths
+        assert all(r.status == "failed" and "--time-limit" in (r.error or "") for r in stopped)
+    assert all(r.status == "converted" for r in convert_all(paths, Options(), ("kusto",), 1, time_limit=0))
+    done = CliRunner().invoke(
+        app, ["convert", paths[0], "-o", str(tmp_path / "o"), "--time-limit", "0.000001"]
+    )
+    assert done.exit_code == 1 and "longer than 1e-06 s (--time-limit)" in done.stdout

@@ -100,6 +100,14 @@ def convert(
         ),
     ] = 0,
     verify: Annotated[bool, typer.Option(help="Then prove every rule with the execution oracles.")] = False,
+    time_limit: Annotated[
+        float | None,
+        typer.Option(
+            "--time-limit",
+            min=0,
+            help="Seconds one input may take before it is reported failed (default 120); 0: no limit.",
+        ),
+    ] = None,
     apply_filters: Annotated[
         bool,
         typer.Option(
@@ -147,11 +155,12 @@ def convert(
         raise typer.BadParameter(f"no input found: {', '.join(missing or inputs)}", param_hint="INPUTS")
     # one byte over the limit is enough for the size check to refuse it; the rest is never read
     stdin = sys.stdin.buffer.read(MAX_INPUT_BYTES + 1) if "-" in paths else None
-    from .convert import available_cores, convert_all
+    from .convert import TIME_LIMIT_SECONDS, available_cores, convert_all
 
     workers = jobs or min(available_cores(), len(paths) // INPUTS_PER_WORKER)
     with progress(len(paths), sys.stderr.isatty() and not quiet) as advance:
-        results = convert_all(paths, options, wanted, workers, stdin, advance)
+        limit = TIME_LIMIT_SECONDS if time_limit is None else time_limit
+        results = convert_all(paths, options, wanted, workers, stdin, advance, limit)
     try:
         results, report = write_outputs(
             results, out, wanted, force, stdin=stdin, deploy=selection, deploy_options=deploy_options

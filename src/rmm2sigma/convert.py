@@ -8,9 +8,12 @@ from __future__ import annotations
 
 import json
 import os
+import signal
+import threading
 from collections import Counter
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import ProcessPoolExecutor
+from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from functools import cache, cached_property, partial
 from importlib import resources
@@ -480,17 +483,55 @@ def _rule_from(document: dict[str, Any]) -> Any:
     return SigmaRule.from_dict(document)
 
 
+TIME_LIMIT_SECONDS = 120.0  # per input; the whole RMM corpus converts in about 4 s
+
+
+class _TimeLimitReached(BaseException):
+    """Not an ``Exception``: no handler of a library the conversion calls can swallow it."""
+
+
+@contextmanager
+def _time_limit(seconds: float) -> Iterator[None]:
+    """Stop a conversion that runs longer than ``seconds`` (a defect: some query makes a step run
+    away), so that one input cannot hold up the batch. Where a timer signal can interrupt: the
+    main thread (of the process or of a worker) on a POSIX system; elsewhere no limit."""
+    usable = hasattr(signal, "setitimer") and threading.current_thread() is threading.main_thread()
+    if seconds <= 0 or not usable:
+        yield
+        return
+
+    def reached(_signal: int, _frame: object) -> None:
+        raise _TimeLimitReached
+
+    previous = signal.signal(signal.SIGALRM, reached)
+    signal.setitimer(signal.ITIMER_REAL, seconds)
+    try:
+        yield
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, previous)
+
+
 def convert_input(
-    path: str, options: Options, wanted: Sequence[str] = targets.TARGETS, data: bytes | None = None
+    path: str,
+    options: Options,
+    wanted: Sequence[str] = targets.TARGETS,
+    data: bytes | None = None,
+    time_limit: float = TIME_LIMIT_SECONDS,
 ) -> InputResult:
-    """Convert one file; never raises, whatever the input (or a converter bug) does."""
+    """Convert one file; never raises, whatever the input (or a converter bug) does, and gives up
+    after ``time_limit`` seconds (0: never)."""
     warnings: tuple[str, ...] = ()
     try:
-        sources = read_sources(path, data)
-        warnings = tuple(w for source in sources for w in source.warnings)
-        converted = [convert_rules(source, options, wanted) for source in sources]
-        rules = tuple(rule for source_rules, _ in converted for rule in source_rules)
-        failed = [message for _, messages in converted for message in messages]
+        with _time_limit(time_limit):
+            sources = read_sources(path, data)
+            warnings = tuple(w for source in sources for w in source.warnings)
+            converted = [convert_rules(source, options, wanted) for source in sources]
+            rules = tuple(rule for source_rules, _ in converted for rule in source_rules)
+            failed = [message for _, messages in converted for message in messages]
+    except _TimeLimitReached:
+        reason = f"converting took longer than {time_limit:g} s (--time-limit), please report this input"
+        return InputResult(path, "failed", f"{printable(path)}: {reason}", warnings)
     except Rmm2SigmaError as error:
         if error.source is None:
             error.source = path
@@ -513,8 +554,10 @@ def convert_all(
     workers: int = 1,
     stdin: bytes | None = None,
     done: Callable[[InputResult], None] | None = None,
+    time_limit: float = TIME_LIMIT_SECONDS,
 ) -> list[InputResult]:
-    """Convert in order, in ``workers`` processes when that pays off.
+    """Convert in order, in ``workers`` processes when that pays off, each input within
+    ``time_limit`` seconds.
 
     Each worker converts large chunks (about four per worker) so the pool's per-task cost is
     paid a few times, not per file; on Linux workers are forked after pySigma is imported, so
@@ -522,13 +565,12 @@ def convert_all(
     """
     workers = min(workers, len(paths))
     if workers <= 1 or stdin is not None:
-        results = _collect(
-            (convert_input(path, options, wanted, stdin if path == "-" else None) for path in paths), done
-        )
+        one = partial(convert_input, options=options, wanted=wanted, time_limit=time_limit)
+        results = _collect((one(path, data=stdin if path == "-" else None) for path in paths), done)
     else:
         chunk = -(-len(paths) // (workers * 4))
         with ProcessPoolExecutor(workers) as pool:
-            convert = partial(convert_input, options=options, wanted=wanted)
+            convert = partial(convert_input, options=options, wanted=wanted, time_limit=time_limit)
             results = _collect(pool.map(convert, paths, chunksize=chunk), done)
     return unique_titles(merge_duplicates(results))
 
