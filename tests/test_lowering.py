@@ -237,8 +237,9 @@ def test_a_query_starting_from_a_tabular_function_call_is_the_functions_query() 
         "DeviceProcessEvents | where Timestamp > ago(2d) | where FileName =~ 'certutil.exe'\n"
         "| where ProcessCommandLine has_cs 'urlcache'"
     )
+    through_a_let = query.replace("Recent(2d)\n", "let Rows = Recent(2d);\nRows\n")
     rule, label, _, _ = converted(query)
-    assert (rule, label) == converted(written_out)[:2]
+    assert (rule, label) == converted(written_out)[:2] == converted(through_a_let)[:2]
     assert rule["detection"]["selection"]["Image|endswith"] == "\\certutil.exe"
     assert lower(kql.parse(query), defender_schema()).window == timedelta(days=2)
     proof = measure(SourceRule(path="case.kql", kql=written_out), Options())

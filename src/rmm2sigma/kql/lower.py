@@ -416,26 +416,28 @@ class _Lowering:
 
     def expand(self, body: k.Pipeline) -> k.Pipeline:
         """A pipeline with the tabular ``let`` it starts from put in place: ``let x = T | where a;
-        x | where b`` is ``T | where a | where b`` (also through ``materialize()``)."""
+        x | where b`` is ``T | where a | where b`` (also through ``materialize()``), and so is a
+        call of a ``let`` function (``called_rows``)."""
         seen: set[str] = set()
-        while isinstance(body.source, k.Call) and body.source.function not in seen:
-            seen.add(body.source.function)
-            rows = self.called_rows(body.source)
-            if rows is None:
-                break
-            body = k.Pipeline(rows.source, rows.operators + body.operators, body.pos)
-        while isinstance(body.source, k.TableRef) and body.source.name not in seen:
-            seen.add(body.source.name)
-            named: k.Expr | k.Pipeline | None = self.tables.get(body.source.name)
-            scalar = self.scalars.get(body.source.name)
-            if scalar is not None and _is_call(scalar, "materialize") and len(scalar.args) == 1:
-                named = scalar.args[0]
-            if isinstance(named, k.SubQuery):
-                named = named.pipeline
+        while True:
+            source = body.source
+            named: k.Expr | k.Pipeline | None = None
+            if isinstance(source, k.Call) and source.function not in seen:
+                seen.add(source.function)
+                named = self.called_rows(source)
+            elif isinstance(source, k.TableRef) and source.name not in seen:
+                seen.add(source.name)
+                named = self.tables.get(source.name)
+                scalar = self.scalars.get(source.name)
+                if scalar is not None and _is_call(scalar, "materialize") and len(scalar.args) == 1:
+                    named = scalar.args[0]
+                elif isinstance(scalar, k.Call):  # `let x = F(1d);`
+                    named = self.called_rows(scalar)
+                if isinstance(named, k.SubQuery):
+                    named = named.pipeline
             if not isinstance(named, k.Pipeline):
-                break
+                return body
             body = k.Pipeline(named.source, named.operators + body.operators, body.pos)
-        return body
 
     # ------------------------------------------------------------ predicates
 
