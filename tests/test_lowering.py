@@ -1000,3 +1000,26 @@ def test_an_empty_list_excludes_nothing_and_includes_nothing() -> None:
     assert any("holds on every row (an empty list)" in note for note in notes)
     why = not_converted("DeviceFileEvents | where FileName in (dynamic([]))")
     assert "holds on no row (an empty list)" in why
+
+
+@pytest.mark.parametrize("op", ["contains", "startswith", "endswith_cs"])
+def test_a_test_of_the_empty_string_every_string_passes_is_left_out(op: str) -> None:
+    """`ProcessCommandLine contains ""` holds on every row (a Kusto string is never null), so it is
+    dropped with a note; Sigma's `contains: ''` would miss an event without the field (measured
+    narrowed before). Negated it holds on none. Inside `or` the whole `or` holds on every row and
+    is left out, not its other operands kept (which would narrow it)."""
+    query = f"{PROCESS}FileName =~ 'cmd.exe' and ProcessCommandLine {op} ''"
+    rule, _, notes, _ = converted(query)
+    assert rule["detection"]["selection"] == {"Image|endswith": "\\cmd.exe"}
+    assert any("holds on every row (every string contains the empty string)" in note for note in notes)
+    assert "holds on no row" in not_converted(f"{PROCESS}ProcessCommandLine !{op} ''")
+    either = (
+        f"{PROCESS}FileName =~ 'cmd.exe'"
+        f" and (FolderPath has 'a' or FolderPath has 'b' or ProcessCommandLine {op} '')"
+    )
+    rule, label, _, _ = converted(either)
+    assert rule["detection"]["selection"] == {"Image|endswith": "\\cmd.exe"} and label == "approximate"
+    proof = measure(SourceRule(path="case.kql", kql=either), Options())
+    ran = {t: r for t, r in proof.targets.items() if r.verdict != "not_executed"}
+    assert proof.original and {"sigma", "kusto", "eql"} <= set(ran)
+    assert all(r.agrees for r in ran.values()), ran

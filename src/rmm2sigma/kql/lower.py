@@ -445,8 +445,8 @@ class _Lowering:
         if isinstance(expr, k.Binary) and expr.op in ("and", "or"):
             parts = [self.condition(side, top_level and expr.op == "and") for side in _chain(expr, expr.op)]
             kept = tuple(p for p in parts if p is not None)
-            if expr.op == "or" and len(kept) < 2:
-                reason = "a time filter inside `or` cannot be expressed"
+            if expr.op == "or" and len(kept) < len(parts):  # an operand true on every row
+                reason = "one of its operands holds on every row, so it does"
                 return Opaque(_shorten(to_kql(expr)), reason, expr.pos)
             return (And if expr.op == "and" else Or)(kept) if len(kept) > 1 else (kept[0] if kept else None)
         if _is_call(expr, "not") and len(expr.args) == 1 and (flipped := self.flipped_bool(expr.args[0])):
@@ -590,11 +590,9 @@ class _Lowering:
             values = self.value_list(expr)
             if isinstance(values, Opaque):
                 return values
-            if not values and negated != match_all:  # `!in ()`, `has_all ()`: true of every row
-                self.notes.append(f"`{_shorten(to_kql(expr))}` holds on every row (an empty list)")
+            if not values:  # `!in ()`, `has_all ()`: true of every row; `in ()` of none
+                self.every_row(expr, negated == match_all, "an empty list")
                 return None
-            if not values:  # `in ()`: true of no row, which a Sigma rule cannot say
-                raise _skip(f"`{_shorten(to_kql(expr))}` holds on no row (an empty list)", expr)
             return self.test(expr, column, case, match, values, case_sensitive, negated, match_all)
         if isinstance(expr, k.Binary) and expr.op in _STRING_OPERATORS:
             left, op, right = expr.left, expr.op, expr.right
@@ -615,10 +613,20 @@ class _Lowering:
             if value == "" and match is Match.EQUALS and self.columns.get(column) == "string":
                 # a Kusto string is never null: `== ""` is isempty(), which Sigma asks of a missing field too
                 return Predicate(column, Match.EMPTY, (), negated=negated, text=to_kql(expr), pos=expr.pos)
+            if value == "" and match in _EMPTY_HOLDS and self.columns.get(column) == "string":
+                self.every_row(expr, negated, "every string contains the empty string")
+                return None
             if isinstance(value, str) and match in (Match.LT, Match.LTE, Match.GT, Match.GTE):
                 raise _skip(f"`{op}` on a string has no Sigma modifier", expr)
             return self.test(expr, column, case, match, (value,), case_sensitive, negated)
         raise _skip(f"`{_shorten(to_kql(expr))}` has no Sigma equivalent", expr)
+
+    def every_row(self, expr: k.Expr, negated: bool, why: str) -> None:
+        """A test true on every row is left out with a note; negated, it is true on none, which a
+        Sigma rule cannot say."""
+        if negated:
+            raise _skip(f"`{_shorten(to_kql(expr))}` holds on no row ({why})", expr)
+        self.notes.append(f"`{_shorten(to_kql(expr))}` holds on every row ({why})")
 
     def call(self, expr: k.Call) -> Node:
         """A boolean function of one column: emptiness and IPv4 ranges."""
@@ -1244,6 +1252,10 @@ def _substituted(node: object, values: Mapping[str, k.Expr]) -> object:
 def _tests(condition: Node) -> bool:
     """Whether a condition keeps a test in the rule (one wholly left out does not)."""
     return not all(isinstance(leaf, Opaque) for leaf in walk(condition))
+
+
+# the empty string is inside, at the start and at the end of every string
+_EMPTY_HOLDS = frozenset({Match.CONTAINS, Match.STARTSWITH, Match.ENDSWITH})
 
 
 def _is_time(expr: k.Expr) -> bool:
