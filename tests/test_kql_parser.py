@@ -9,7 +9,7 @@ import pytest
 import yaml
 
 from conftest import corpus
-from rmm2sigma.errors import KqlSyntaxError
+from rmm2sigma.errors import KqlSyntaxError, UnsupportedKqlError
 from rmm2sigma.kql import (
     ArrayLit,
     As,
@@ -232,6 +232,21 @@ def test_a_tabular_function_call_is_a_join_or_union_side() -> None:
     join, union = query.body.operators
     assert isinstance(join, Join) and join.right.source == Call("F", (TimespanLit("1d"),))
     assert isinstance(union, Union) and union.tables[1].source == Call("F", (TimespanLit("2h"),))
+
+
+def test_a_name_may_start_with_a_dollar_sign() -> None:
+    """``$table`` (the table a ``search`` or ``union withsource`` row came from) is a name, as
+    ``$left``/``$right`` are: Kusto.Language starts identifiers with ``$`` too."""
+    query = parse("search in (T, U) 'x'\n| summarize count() by $table")
+    assert query.body.operators[0] == Summarize(
+        (Assignment(None, Call("count", ())),), (Assignment(None, A("$table")),)
+    )
+
+
+def test_a_query_of_statements_only_is_valid_kql_with_nothing_to_convert() -> None:
+    with pytest.raises(UnsupportedKqlError) as error:
+        parse("let Device = 'x';\nlet Window = 5m;")
+    assert (error.value.line, error.value.column) == (2, 1) and "no result statement" in str(error.value)
 
 
 def test_matches_regex_spacing_is_normalised() -> None:

@@ -16,7 +16,7 @@ from typing import cast
 from lark import Lark, Token, Transformer, v_args
 from lark.exceptions import UnexpectedCharacters, UnexpectedToken
 
-from ..errors import KqlSyntaxError
+from ..errors import KqlSyntaxError, UnsupportedKqlError
 from ..sigmahq import default_cache_dir
 from . import syntax as k
 from .syntax import Expr, Pos
@@ -260,7 +260,8 @@ _SeriesRange = tuple[Expr | None, Expr | None, Expr, bool]
 class _Builder(Transformer[Token, k.Query]):
     """One method per grammar rule or alias, called by the LALR parser as it reduces."""
 
-    def start(self, *statements: k.Let | k.SetOption | k.DeclareParameters | Piped) -> k.Query:
+    def start(self, *given: k.Let | k.SetOption | k.DeclareParameters | Piped | None) -> k.Query:
+        statements = [statement for statement in given if statement is not None]  # `[pipe]` absent
         lets = tuple(statement for statement in statements if isinstance(statement, k.Let))
         settings = tuple(s for s in statements if isinstance(s, k.SetOption | k.DeclareParameters))
         results = [
@@ -268,6 +269,13 @@ class _Builder(Transformer[Token, k.Query]):
             for statement in statements
             if not isinstance(statement, k.Let | k.SetOption | k.DeclareParameters)
         ]
+        if not results:  # valid KQL (Kusto.Language reads it), but it returns nothing to convert
+            last = statements[-1].pos
+            raise UnsupportedKqlError(
+                "the query has `let` or `set` statements only: no result statement to convert",
+                line=last.line,
+                column=last.column,
+            )
         return k.Query(lets, results[-1], statements[0].pos, tuple(results[:-1]), settings)
 
     def set_stmt(self, keyword: Token, name: k.Name, value: Expr | None) -> k.SetOption:
