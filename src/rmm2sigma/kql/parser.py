@@ -77,7 +77,8 @@ KEYWORDS = frozenset(
 
 
 def parse(text: str) -> k.Query:
-    """Parse one KQL query (``let`` statements and a tabular pipeline)."""
+    """Parse one KQL query (``let`` statements and a tabular pipeline). Raises ``KqlSyntaxError``
+    for text that is no KQL, ``UnsupportedKqlError`` for statements with no result statement."""
     if _BLANK.fullmatch(text):
         raise _error(text, "empty query", 1, 1)
     _check_depth(text)
@@ -89,6 +90,9 @@ def parse(text: str) -> k.Query:
         raise _unexpected_characters(text, err) from None
     except KqlSyntaxError as err:  # raised by the tree builder, which does not see the text
         raise _error(text, err.message, cast(int, err.line), cast(int, err.column)) from None
+    except UnsupportedKqlError as err:  # valid KQL with no result to convert (statements only)
+        line, column = cast(int, err.line), cast(int, err.column)
+        raise UnsupportedKqlError(err.message, line=line, column=column, context=_line(text, line)) from None
 
 
 @functools.cache
@@ -974,8 +978,11 @@ def _check_depth(text: str) -> None:
 
 
 def _error(text: str, message: str, line: int, column: int) -> KqlSyntaxError:
-    context = text.split("\n")[line - 1].rstrip("\r")
-    return KqlSyntaxError(message, line=line, column=column, context=context)
+    return KqlSyntaxError(message, line=line, column=column, context=_line(text, line))
+
+
+def _line(text: str, line: int) -> str:
+    return text.split("\n")[line - 1].rstrip("\r")
 
 
 # Terminals described in words; keywords are shown as their word, punctuation as its text.
