@@ -93,10 +93,29 @@ def test_what_no_cut_can_hold_stays_refused_naming_why(query: str, why: str) -> 
 
 
 ASR_BLOCKED = "DeviceEvents\n| where ActionType startswith 'Asr' and ActionType endswith 'Blocked'"
+INJECTION = (  # FireEye's and FalconFriday's injection hunts: one kind has a log source, two have none
+    "DeviceEvents\n| where ActionType in ('CreateRemoteThreadApiCall', 'QueueUserApcRemoteApiCall',"
+    " 'SetThreadContextRemoteApiCall')\n| where InitiatingProcessFileName =~ 'evil.exe'"
+)
+
+
+def test_kinds_named_with_no_log_source_fail_as_a_part_and_the_others_convert() -> None:
+    """As a union branch of a table with no log source does: the input is partial, the kinds
+    with no log source named at the query's ActionType test, the other kinds' rule approximate
+    (it reads less than the query)."""
+    result = converted(INJECTION)
+    assert result.status == "partial" and "QueueUserApcRemoteApiCall, SetThreadContextRemoteApiCall" in (
+        result.error or ""
+    )
+    assert "kinds.kql:2:9:" in (result.error or "") and "no log source" in (result.error or "")
+    (rule,) = result.rules
+    assert yaml.safe_load(rule.yaml)["logsource"]["category"] == "create_remote_thread"
+    assert rule.fidelity_by_target["sigma"] == "approximate"
 
 
 @pytest.mark.parametrize(
-    ("query", "rules", "measured"), [(TARGET_AND_ACTOR, 6, 4), (SEVERAL, 2, 2), (ASR_BLOCKED, 1, 1)]
+    ("query", "rules", "measured"),
+    [(TARGET_AND_ACTOR, 6, 4), (SEVERAL, 2, 2), (ASR_BLOCKED, 1, 1), (INJECTION, 1, 1)],
 )
 def test_verify_holds_every_cut_to_its_measurement(
     convert_and_verify: Callable[..., Verified], query: str, rules: int, measured: int

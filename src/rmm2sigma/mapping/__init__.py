@@ -426,7 +426,8 @@ def kind_cuts(detection: Detection) -> tuple[KindCut, ...]:
       hold every column the query tests, all its kinds; the kinds of no such category are read by
       no rule (incomplete);
     - an ``ActionType ==``/``in`` conjunct naming known kinds of several categories: each of them
-      with the kinds it names there (complete);
+      with the kinds it names there (complete); the kinds it names that no category holds are a
+      cut of their own (first), which the mapping refuses by name: the others are then incomplete;
     - ``ActionType`` conjuncts that name no kind (``startswith "Asr"``, and ``endswith "Blocked"``):
       each category of the known kinds they all hold on, those kinds (incomplete: a kind this
       mapping does not know is read by no rule).
@@ -457,14 +458,20 @@ def kind_cuts(detection: Detection) -> tuple[KindCut, ...]:
     # one `==`/`in` names the kinds the query reads; other tests (`startswith "Asr"` and
     # `endswith "Blocked"`) hold on the known kinds they select, and maybe on unknown ones
     complete = len(tests) == 1 and tests[0].match is Match.EQUALS
-    found = sum(len(kinds) for _, kinds in groups.values())
-    asked = len({str(v) if tests[0].case_sensitive else str(v).lower() for v in tests[0].values})
-    if not groups or (complete and (found < asked or len(groups) < 2)):
-        return ()  # a kind with no log source (refused by name), or one category (one rule)
+    fold = (lambda text: text) if tests[0].case_sensitive else str.lower
+    known = {fold(kind) for _, kinds in groups.values() for kind in kinds}
+    unknown = tuple(dict.fromkeys(str(v) for v in tests[0].values if fold(str(v)) not in known))
+    if not groups or (complete and not unknown and len(groups) < 2):
+        return ()  # only kinds with no log source (refused by name), or one category (one rule)
     caseless = not any(test.case_sensitive for test in tests)
-    return tuple(
-        KindCut(_source_name(spec), tuple(kinds), complete, caseless) for spec, kinds in groups.values()
+    cuts = tuple(
+        KindCut(_source_name(spec), tuple(kinds), complete and not unknown, caseless)
+        for spec, kinds in groups.values()
     )
+    # the kinds an `==`/`in` names that no log source holds: a cut of their own, which the mapping
+    # refuses by name (first: the reason given when no cut converts), so the query's other kinds
+    # still give their rules (a partial input)
+    return (KindCut(", ".join(unknown), unknown, False, caseless), *cuts) if complete and unknown else cuts
 
 
 def _kind_holds(test: Predicate, kind: str) -> bool:
