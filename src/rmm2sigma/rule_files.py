@@ -138,6 +138,7 @@ def defender_fields(item: Mapping[str, Any], document: Any = None) -> dict[str, 
     schedule = _mapping(item.get("schedule"))
     provenance = _mapping(_mapping(document).get("contentProvenance"))
     source_schedule = _mapping(_mapping(provenance.get("source")).get("schedule"))
+    original = _mapping(provenance.get("conversion"))
     tactics, techniques = _template_attack(template)
     mappings = template.get("entityMappings")
     return {
@@ -145,8 +146,8 @@ def defender_fields(item: Mapping[str, Any], document: Any = None) -> dict[str, 
         "name": item.get("displayName") or template.get("title"),
         "description": template.get("description"),
         "severity": template.get("severity"),
-        "tactics": tactics or provenance.get("originalTactics") or [],
-        "relevantTechniques": techniques or provenance.get("originalTechniques") or [],
+        "tactics": tactics or original.get("originalTactics") or [],
+        "relevantTechniques": techniques or original.get("originalTechniques") or [],
         "queryFrequency": schedule.get("period") or _span(schedule.get("frequency")),
         "queryPeriod": source_schedule.get("queryPeriod"),
         # Defender groups entity mappings by kind ({accounts: [...]}); Sentinel lists them
