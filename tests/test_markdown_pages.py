@@ -125,3 +125,14 @@ def test_the_cli_converts_a_folder_of_pages(tmp_path: Path) -> None:
     assert statuses == {"certutil_download.md": "converted", "typo_in_query.md": "failed"}
     assert report["summary"]["rules"] == 2
     assert "Traceback" not in done.output
+
+
+def test_a_block_in_a_quote_is_located_past_the_quote_marks(tmp_path: Path) -> None:
+    page = tmp_path / "quoted.md"
+    page.write_text("# Quoted\n\n> ```kql\n> DeviceProcessEvents\n> | where FileName ==== 'b'\n> ```\n")
+    (rule,) = read_sources(str(page))
+    assert (rule.kql_line, rule.kql_column) == (4, 3)
+    result = convert_input(str(page), OPTIONS, ())
+    assert result.error is not None and result.error.startswith(f"{page}:5:")
+    at = "> | where FileName ==== 'b'".index("====") + 1
+    assert at <= int(result.error.split(":")[2]) <= at + 2, result.error

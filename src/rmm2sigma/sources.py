@@ -763,8 +763,13 @@ def _first_line_error(kql: str) -> KqlSyntaxError | None:
 
 
 def _fence_position(token: Any, lines: list[str]) -> tuple[int, int]:
-    """Line and column in the page of the block's first character (markdown-it strips the fence's
-    own indent from every line of the block)."""
+    """Line and column in the page of the block's first character: markdown-it strips what comes
+    before the block's lines (the fence's indent, a list item's indent, a quote's ``>``), so the
+    column is where its first line ends up in the page."""
+    first = token.content.split("\n")[0]
+    raw = lines[token.map[0] + 1] if token.map[0] + 1 < len(lines) else ""
+    if first and raw.endswith(first):
+        return token.map[0] + 2, len(raw) - len(first) + 1
     fence = lines[token.map[0]]
     return token.map[0] + 2, len(fence) - len(fence.lstrip(" ")) + 1
 
