@@ -13,7 +13,7 @@ from typer.testing import CliRunner
 from rmm2sigma.cli import app
 from rmm2sigma.convert import convert_input
 from rmm2sigma.sigma import Options
-from rmm2sigma.sources import discover, read_sources
+from rmm2sigma.sources import MAX_PAGE_BLOCKS, discover, read_sources
 
 PAGES = Path(__file__).resolve().parent / "fixtures" / "markdown"
 CERTUTIL = PAGES / "certutil_download.md"
@@ -136,3 +136,11 @@ def test_a_block_in_a_quote_is_located_past_the_quote_marks(tmp_path: Path) -> N
     assert result.error is not None and result.error.startswith(f"{page}:5:")
     at = "> | where FileName ==== 'b'".index("====") + 1
     assert at <= int(result.error.split(":")[2]) <= at + 2, result.error
+
+
+def test_a_page_of_thousands_of_blocks_is_refused_quickly(tmp_path: Path) -> None:
+    page = tmp_path / "many.md"
+    page.write_text("# Many\n" + "```\nnot kql $\n```\n" * (MAX_PAGE_BLOCKS + 1), encoding="utf-8")
+    result = convert_input(str(page), OPTIONS, ())
+    assert result.status == "failed" and result.error is not None
+    assert result.error.startswith(f"{page}:{2 + 3 * MAX_PAGE_BLOCKS}:1:")

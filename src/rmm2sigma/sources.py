@@ -650,6 +650,9 @@ _STAND_IN_TAGS = frozenset({"", "c#", "csharp", "cs", "sql"})
 _TECHNIQUE = re.compile(r"\bT\d{4}(?:\.\d{3})?\b")
 _TACTIC = re.compile(r"\bTA\d{4}[ \t]*[-:][ \t]*([A-Za-z][A-Za-z -]*[A-Za-z])")
 _PAGE_URL = re.compile(r"https?://[^\s<>()\[\]]+")
+MAX_PAGE_BLOCKS = 500
+"""Most fenced blocks a Markdown page may hold (public pages hold under 50): each is parsed as KQL,
+so a page of thousands of tiny blocks would take minutes."""
 
 
 @cache
@@ -681,6 +684,14 @@ def read_markdown(path: str, text: str) -> tuple[SourceRule, ...]:
     example, not a query, and is left out.
     """
     tokens = _markdown().parse(text)
+    fences = [token for token in tokens if token.type == "fence"]
+    if len(fences) > MAX_PAGE_BLOCKS:
+        raise InputError(
+            f"Markdown page holds more than {MAX_PAGE_BLOCKS} fenced blocks: not a query page",
+            source=path,
+            line=fences[MAX_PAGE_BLOCKS].map[0] + 1,
+            column=1,
+        )
     sections = _sections(tokens)
     lines = text.split("\n")
     found: list[tuple[str, Any]] = []  # (heading above the block, fence token)
