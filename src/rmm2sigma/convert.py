@@ -526,7 +526,7 @@ def convert_input(
         with _time_limit(time_limit):
             sources = read_sources(path, data)
             warnings = tuple(w for source in sources for w in source.warnings)
-            converted = [convert_rules(source, options, wanted) for source in sources]
+            converted = _convert_each(sources, options, wanted)
             rules = tuple(rule for source_rules, _ in converted for rule in source_rules)
             failed = [message for _, messages in converted for message in messages]
     except _TimeLimitReached:
@@ -545,6 +545,27 @@ def convert_input(
         return InputResult(path, "failed", defect, warnings)
     errors = failed + [message for rule in rules for message in rule.errors.values()]
     return InputResult(path, "partial" if errors else "converted", "; ".join(errors) or None, warnings, rules)
+
+
+def _convert_each(
+    sources: Sequence[SourceRule], options: Options, wanted: Sequence[str]
+) -> list[tuple[tuple[RuleResult, ...], tuple[str, ...]]]:
+    """Each query of a file on its own: one that does not convert is an error of the file (a
+    partial input) while another converts; when none converts, the first error is raised."""
+    converted: list[tuple[tuple[RuleResult, ...], tuple[str, ...]]] = []
+    first: Rmm2SigmaError | None = None
+    for source in sources:
+        try:
+            converted.append(convert_rules(source, options, wanted))
+        except Rmm2SigmaError as error:
+            if len(sources) == 1:
+                raise
+            error.source = error.source or source.path
+            first = first or error
+            converted.append(((), (str(error),)))
+    if first is not None and not any(rules for rules, _ in converted):
+        raise first
+    return converted
 
 
 def convert_all(

@@ -6,7 +6,10 @@
   holding ``displayName``, ``query``, ``severity``, ``queryFrequency``, ``tactics`` ...
 - Defender custom detections (Microsoft Graph ``detectionRule``): ``queryCondition.queryText``,
   ``detectionAction.alertTemplate`` for title, description, severity and MITRE techniques; one
-  object, a list, or a Graph ``{"value": [...]}`` page.
+  object, a list, or a Graph ``{"value": [...]}`` page. Azure-Sentinel's "XDR Detections" files
+  (``kind: CustomDetection``, YAML or JSON) nest the same rule under ``properties``, beside a
+  ``contentProvenance`` naming the Sentinel rule they came from; ``sources.read_yaml`` reads the
+  YAML ones with ``custom_detection`` and ``defender_fields`` from here.
 
 A query is a JSON string, so it sits on one line of the file. Each ``SourceRule`` records where
 that string starts and ``escaped=True``: ``json_column`` turns a position inside the query into the
@@ -77,9 +80,29 @@ def _rules(document: Any) -> Iterator[tuple[str, dict[str, Any]]]:
         return
     items = document.get("value") if isinstance(document, Mapping) and "value" in document else document
     for index, item in enumerate(items if isinstance(items, list) else [items]):
-        condition = item.get("queryCondition") if isinstance(item, Mapping) else None
-        if isinstance(condition, Mapping) and _text(condition.get("queryText")):
-            yield (f"[{index}]" if isinstance(items, list) else ""), _defender_fields(item)
+        found = custom_detection(item)
+        if found is not None:
+            yield (f"[{index}]" if isinstance(items, list) else ""), defender_fields(found[0], item)
+
+
+QUERY_TEXT = ("queryCondition", "queryText")
+
+
+def custom_detection(document: Any) -> tuple[Mapping[str, Any], tuple[str, ...]] | None:
+    """A Defender custom detection in ``document`` and the keys leading to its query: the document
+    itself (Graph) or its ``properties`` (a ``kind: CustomDetection`` file); None when neither."""
+    for keys in ((), ("properties",)):
+        item = document
+        for key in keys:
+            item = item.get(key) if isinstance(item, Mapping) else None
+        condition = item.get(QUERY_TEXT[0]) if isinstance(item, Mapping) else None
+        if (
+            isinstance(item, Mapping)
+            and isinstance(condition, Mapping)
+            and _text(condition.get(QUERY_TEXT[1]))
+        ):
+            return item, (*keys, *QUERY_TEXT)
+    return None
 
 
 def _arm_fields(properties: Mapping[str, Any]) -> dict[str, Any]:
@@ -107,19 +130,52 @@ def _span(value: Any) -> Any:
     return f"{total}m"
 
 
-def _defender_fields(item: Mapping[str, Any]) -> dict[str, Any]:
-    template = item.get("detectionAction", {}).get("alertTemplate", {}) or {}
-    schedule = item.get("schedule", {}) or {}
+def defender_fields(item: Mapping[str, Any], document: Any = None) -> dict[str, Any]:
+    """Sentinel-style fields of a custom detection; ``document`` is the file around it, whose
+    ``contentProvenance`` gives what the rule itself does not (the source rule's lookback, and
+    its tactics and techniques when the alert template names none)."""
+    template = _mapping(_mapping(item.get("detectionAction")).get("alertTemplate"))
+    schedule = _mapping(item.get("schedule"))
+    provenance = _mapping(_mapping(document).get("contentProvenance"))
+    source_schedule = _mapping(_mapping(provenance.get("source")).get("schedule"))
+    original = _mapping(provenance.get("conversion"))
+    tactics, techniques = _template_attack(template)
+    mappings = template.get("entityMappings")
     return {
         "id": item.get("id"),
         "name": item.get("displayName") or template.get("title"),
         "description": template.get("description"),
         "severity": template.get("severity"),
-        "tactics": [template["category"]] if template.get("category") else [],
-        "relevantTechniques": template.get("mitreTechniques") or [],
-        "queryFrequency": schedule.get("period"),
+        "tactics": tactics or original.get("originalTactics") or [],
+        "relevantTechniques": techniques or original.get("originalTechniques") or [],
+        "queryFrequency": schedule.get("period") or _span(schedule.get("frequency")),
+        "queryPeriod": source_schedule.get("queryPeriod"),
+        # Defender groups entity mappings by kind ({accounts: [...]}); Sentinel lists them
+        "entityMappings": [{"entityType": kind} for kind in mappings]
+        if isinstance(mappings, Mapping)
+        else None,
         "query": item["queryCondition"]["queryText"],
     }
+
+
+def _template_attack(template: Mapping[str, Any]) -> tuple[list[str], list[str]]:
+    """Tactics and techniques of an alert template: Graph's ``category`` and ``mitreTechniques``,
+    or the XDR files' ``tactics: [{tactic, techniques: [{technique}]}]``."""
+    tactics = [str(template["category"])] if template.get("category") else []
+    techniques = [str(t) for t in template.get("mitreTechniques") or [] if isinstance(t, str)]
+    for entry in template.get("tactics") or []:
+        entry = entry if isinstance(entry, Mapping) else {"tactic": entry}
+        if entry.get("tactic"):
+            tactics.append(str(entry["tactic"]))
+        for technique in entry.get("techniques") or []:
+            name = _mapping(technique).get("technique") if isinstance(technique, Mapping) else technique
+            if name:
+                techniques.append(str(name))
+    return list(dict.fromkeys(tactics)), list(dict.fromkeys(techniques))
+
+
+def _mapping(value: Any) -> Mapping[str, Any]:
+    return value if isinstance(value, Mapping) else {}
 
 
 def _text(value: Any) -> bool:

@@ -1,8 +1,10 @@
 """Read every input shape into one ``SourceRule``: metadata, KQL text and where it sits in the file.
 
 Shapes: Sentinel hunting-query / analytic-rule YAML (also when it is not valid YAML as written),
-the two pasted page shapes (a "KQL Query" section plus the rule definition and false-positive
-scenarios), and plain ``.kql`` files. Positions are kept so KQL errors point at the original file.
+Defender custom-detection YAML (``kind: CustomDetection``), the two pasted page shapes (a "KQL
+Query" section plus the rule definition and false-positive scenarios), Markdown query pages (fenced
+KQL blocks under headings) and plain ``.kql`` files. Positions are kept so KQL errors point at the
+original file.
 """
 
 from __future__ import annotations
@@ -23,16 +25,17 @@ from urllib.parse import quote
 
 import yaml
 
-from .errors import InputError
+from .errors import InputError, KqlSyntaxError, Rmm2SigmaError
 
 MAX_INPUT_BYTES = 1024 * 1024
 YAML_SUFFIXES = (".yaml", ".yml")
+MARKDOWN_SUFFIXES = (".md", ".markdown")
 INPUT_SUFFIXES = (
     *YAML_SUFFIXES,
     ".json",
     ".kql",
     ".txt",
-)  # found in folders; any file can be named explicitly
+)  # found in folders; any file can be named explicitly (Markdown: see ``discover``)
 
 
 @dataclass(frozen=True)
@@ -74,15 +77,32 @@ class SourceRule:
 
 
 def discover(inputs: list[str]) -> Iterator[str]:
-    """Expand directories recursively (sorted, so output order is stable); ``-`` is stdin."""
+    """Expand directories recursively (sorted, so output order is stable); ``-`` is stdin.
+
+    A Markdown file in a folder is an input only when it holds a fenced code block: a folder's
+    README or notes are not queries, and must not show as failed inputs.
+    """
     for item in inputs:
         path = Path(item)
         if item != "-" and path.is_dir():
             for child in sorted(path.rglob("*")):
-                if child.is_file() and child.suffix.lower() in INPUT_SUFFIXES and not _hidden(child, path):
+                if not child.is_file() or _hidden(child, path):
+                    continue
+                suffix = child.suffix.lower()
+                if suffix in INPUT_SUFFIXES or (suffix in MARKDOWN_SUFFIXES and _has_fence(str(child))):
                     yield str(child)
         else:
             yield item
+
+
+def _has_fence(path: str) -> bool:
+    """Whether a Markdown file holds a fenced code block; one that cannot be read is listed, so
+    the reason shows in the report."""
+    try:
+        text = decode(read_bounded(path), path)
+    except InputError:
+        return True
+    return any(token.type == "fence" for token in _markdown().parse(text))
 
 
 def _hidden(child: Path, root: Path) -> bool:
@@ -96,25 +116,35 @@ def read_sources(path: str, data: bytes | None = None) -> tuple[SourceRule, ...]
 
     if data is None:
         data = read_bounded(path)
-    if Path(path).suffix.lower() == ".json" or (path == "-" and looks_like_json(data)):
-        if len(data) > MAX_INPUT_BYTES:
-            raise InputError(f"input is over the {MAX_INPUT_BYTES}-byte limit", source=path)
-        text = decode(data, path)
-        if not text.strip():
-            raise InputError("file is empty", source=path)
-        return tuple(_with_manifest_reference(rule) for rule in read_json_rules(path, text))
-    return (read_source(path, data),)
+    suffix = Path(path).suffix.lower()
+    if suffix == ".json" or (path == "-" and looks_like_json(data)):
+        rules = read_json_rules(path, _text_of(path, data))
+    elif suffix in MARKDOWN_SUFFIXES:
+        text = _text_of(path, data)
+        fenced = any(token.type == "fence" for token in _markdown().parse(text))
+        if not fenced and re.search(r"^[ \t]*KQL Query[ \t]*$", text, re.M):
+            return (read_source(path, data),)  # a pasted page saved as Markdown
+        rules = read_markdown(path, text)
+    else:
+        return (read_source(path, data),)
+    return tuple(_with_manifest_reference(rule) for rule in rules)
+
+
+def _text_of(path: str, data: bytes, max_bytes: int = MAX_INPUT_BYTES) -> str:
+    """The decoded text of an input within the size limit; an empty one is refused."""
+    if len(data) > max_bytes:
+        raise InputError(f"input is over the {max_bytes}-byte limit", source=path)
+    text = decode(data, path)
+    if not text.strip():
+        raise InputError("file is empty", source=path)
+    return text
 
 
 def read_source(path: str, data: bytes | None = None, max_bytes: int = MAX_INPUT_BYTES) -> SourceRule:
     """Read one input (``data`` given for stdin); raises ``InputError`` with a location."""
     if data is None:
         data = read_bounded(path, max_bytes)
-    if len(data) > max_bytes:
-        raise InputError(f"input is over the {max_bytes}-byte limit", source=path)
-    text = decode(data, path)
-    if not text.strip():
-        raise InputError("file is empty", source=path)
+    text = _text_of(path, data, max_bytes)
     suffix = Path(path).suffix.lower()
     if suffix in YAML_SUFFIXES and not _looks_like_yaml(text) and not _is_yaml_collection(text):
         rule = read_plain_kql(path, text, ("no YAML `query:` key: read as a plain KQL file",))
@@ -219,16 +249,30 @@ class _Refused(yaml.MarkedYAMLError):
 
 
 class _StrictLoader(_YamlBase):  # type: ignore[misc]
-    """Safe loading that refuses duplicate keys; aliases and depth are checked by ``_check_events``."""
+    """Safe loading that refuses a key repeated with another value (which one is meant?); a key
+    repeated with the same value is read once and noted in ``duplicates``. Aliases and depth are
+    checked by ``_check_events``."""
+
+    def __init__(self, stream: str) -> None:
+        super().__init__(stream)
+        self.duplicates: list[str] = []
 
     def construct_mapping(self, node: Any, deep: bool = False) -> Any:
-        seen: set[Any] = set()
-        for key_node, _ in node.value:
+        seen: dict[Any, tuple[Any, Any]] = {}
+        for key_node, value_node in node.value:
             key = self.construct_object(key_node, deep=deep)
-            if isinstance(key, Hashable):
-                if key in seen:
-                    raise _Refused(None, None, f"duplicate key {key!r}", key_node.start_mark)
-                seen.add(key)
+            if not isinstance(key, Hashable):
+                continue
+            if key not in seen:
+                seen[key] = (key_node, value_node)
+                continue
+            first_key, first_value = seen[key]
+            lines = f"lines {first_key.start_mark.line + 1} and {key_node.start_mark.line + 1}"
+            if self.construct_object(first_value, deep=True) != self.construct_object(value_node, deep=True):
+                raise _Refused(
+                    None, None, f"duplicate key {key!r} with different values ({lines})", key_node.start_mark
+                )
+            self.duplicates.append(f"key {key!r} is repeated with the same value ({lines}): read once")
         return super().construct_mapping(node, deep=deep)
 
     def construct_undefined(self, node: Any) -> Any:
@@ -263,20 +307,21 @@ def _check_events(text: str) -> None:
         loader.dispose()
 
 
-def _load_yaml(text: str) -> tuple[Any, Any]:
-    """The root node (for positions) and the document."""
+def _load_yaml(text: str) -> tuple[Any, Any, tuple[str, ...]]:
+    """The root node (for positions), the document, and its keys repeated with the same value."""
     _check_events(text)
     loader = _StrictLoader(text)
     try:
         root = loader.get_single_node()
-        return root, loader.construct_document(root) if root is not None else None
+        document = loader.construct_document(root) if root is not None else None
+        return root, document, tuple(loader.duplicates)
     finally:
         loader.dispose()
 
 
 def read_yaml(path: str, text: str) -> SourceRule:
     try:
-        root, document = _load_yaml(text)
+        root, document, duplicates = _load_yaml(text)
     except _Refused as error:
         mark = error.problem_mark
         raise InputError(
@@ -300,12 +345,23 @@ def read_yaml(path: str, text: str) -> SourceRule:
     except yaml.YAMLError as error:
         problem = " ".join(str(error).split())
         return _recover_yaml(path, text, f"not valid YAML ({problem}); fields recovered by layout")
+    from .rule_files import custom_detection, defender_fields
+
+    if isinstance(document, dict) and "query" not in document and (found := custom_detection(document)):
+        fields = defender_fields(found[0], document)
+        position = _query_position(root, text, found[1])
+        return _sentinel_rule(path, fields, fields["query"], position, duplicates)
     if not isinstance(document, dict) or "query" not in document:
-        raise InputError("YAML has no `query:` key: not a Sentinel query", source=path, line=1, column=1)
+        raise InputError(
+            "YAML has no `query:` key (Sentinel) nor `queryCondition.queryText` (Defender custom detection)",
+            source=path,
+            line=1,
+            column=1,
+        )
     query = document["query"]
     if not isinstance(query, str) or not query.strip():
         raise InputError("`query:` is empty or not text", source=path)
-    return _sentinel_rule(path, document, query, _query_position(root, text))
+    return _sentinel_rule(path, document, query, _query_position(root, text), duplicates)
 
 
 def _sentinel_rule(
@@ -367,10 +423,14 @@ def _date(fields: Mapping[str, Any]) -> dt.date | None:
     return None
 
 
-def _query_position(root: Any, text: str) -> tuple[int, int]:
-    """Line and column in the file of the first character of the ``query:`` value."""
+def _query_position(root: Any, text: str, keys: tuple[str, ...] = ("query",)) -> tuple[int, int]:
+    """Line and column in the file of the first character of the value at ``keys`` (``query:``)."""
+    for key in keys[:-1]:
+        root = next((value for name, value in root.value if name.value == key), None)
+        if not isinstance(root, yaml.MappingNode):
+            return 1, 1
     for key_node, value_node in root.value:
-        if key_node.value == "query":
+        if key_node.value == keys[-1]:
             mark = value_node.start_mark
             if value_node.style in ("|", ">"):
                 lines = text.split("\n")
@@ -579,6 +639,217 @@ def _connector_table(lines: list[str]) -> tuple[tuple[str, str], ...]:
 
 def _url(text: str) -> str:
     return quote(text, safe=":/?#[]@!$&'()*+,;=%")
+
+
+# ---------------------------------------------------------------- Markdown query pages
+
+_KQL_TAGS = frozenset({"kql", "kusto"})
+# Tags pages put on KQL for colours where their renderer has no KQL highlighting (FalconFriday
+# tags every query ```C#): such a block, like an untagged one, is tried as KQL.
+_STAND_IN_TAGS = frozenset({"", "c#", "csharp", "cs", "sql"})
+_TECHNIQUE = re.compile(r"\bT\d{4}(?:\.\d{3})?\b")
+_TACTIC = re.compile(r"\bTA\d{4}[ \t]*[-:][ \t]*([A-Za-z][A-Za-z -]*[A-Za-z])")
+_PAGE_URL = re.compile(r"https?://[^\s<>()\[\]]+")
+MAX_PAGE_BLOCKS = 500
+"""Most fenced blocks a Markdown page may hold (public pages hold under 50): each is parsed as KQL,
+so a page of thousands of tiny blocks would take minutes."""
+
+
+@cache
+def _markdown() -> Any:
+    """CommonMark with tables: the parser GitHub-style pages are written for."""
+    from markdown_it import MarkdownIt
+
+    return MarkdownIt("commonmark").enable("table")
+
+
+@dataclass(frozen=True)
+class _Section:
+    """A heading and the tokens under it, up to the next heading."""
+
+    level: int
+    title: str
+    tokens: tuple[Any, ...]
+
+
+def read_markdown(path: str, text: str) -> tuple[SourceRule, ...]:
+    """Every KQL block of a Markdown page, one rule each, with the page's metadata.
+
+    A block tagged ``kql``/``kusto`` is KQL. An untagged block (or one tagged as a language pages
+    borrow for highlighting, ``_STAND_IN_TAGS``) is KQL unless its first line of code already fails
+    to parse: such a block (an example command line, JSON) is named in the input's warnings and
+    skipped while another block gives a rule, and when none does the page fails with the first
+    one's syntax error, located in the page. A block that fails further down is KQL with an error,
+    reported as the rule's failure. A block tagged as another language (PowerShell, JSON ...) is an
+    example, not a query, and is left out.
+    """
+    tokens = _markdown().parse(text)
+    fences = [token for token in tokens if token.type == "fence"]
+    if len(fences) > MAX_PAGE_BLOCKS:
+        raise InputError(
+            f"Markdown page holds more than {MAX_PAGE_BLOCKS} fenced blocks: not a query page",
+            source=path,
+            line=fences[MAX_PAGE_BLOCKS].map[0] + 1,
+            column=1,
+        )
+    sections = _sections(tokens)
+    lines = text.split("\n")
+    found: list[tuple[str, Any]] = []  # (heading above the block, fence token)
+    skipped: list[str] = []
+    first_error: Rmm2SigmaError | None = None
+    for section in sections:
+        for token in section.tokens:
+            if token.type != "fence":
+                continue
+            tag = token.info.strip().split(" ")[0].lower() if token.info.strip() else ""
+            if tag not in _KQL_TAGS and tag not in _STAND_IN_TAGS:
+                continue
+            line, column = _fence_position(token, lines)
+            if not token.content.strip():
+                if tag in _KQL_TAGS:
+                    skipped.append(f"line {line}: the ```{token.info.strip()} block is empty: skipped")
+                continue
+            if tag not in _KQL_TAGS and (error := _first_line_error(token.content)) is not None:
+                located = error.located(path, line - 1, column - 1)
+                first_error = first_error or located
+                label = f"```{token.info.strip()} block" if tag else "untagged block"
+                problem = located.message.split("; expected")[0]
+                skipped.append(
+                    f"line {line}: {label} skipped: its first line does not parse as KQL ({problem}, "
+                    f"column {located.column})"
+                )
+                continue
+            found.append((section.title, token))
+    if not found:
+        if first_error is not None:
+            first_error.message = (
+                f"no fenced block of the page parses as KQL; the first: {first_error.message}"
+            )
+            raise first_error
+        raise InputError(
+            "Markdown page holds no KQL block (```kql, ```kusto or an untagged fenced block)",
+            source=path,
+            line=1,
+            column=1,
+        )
+    title = next((s.title for s in sections if s.level == 1), None) or next(
+        (s.title for s in sections if s.level), None
+    )
+    name = _name(title) or os.fsencode(Path(path).stem).decode("utf-8", "replace")
+    metadata = _page_metadata(sections, title)
+    where = [heading or f"line {_fence_position(token, lines)[0]}" for heading, token in found]
+    rules = []
+    for index, (_, token) in enumerate(found):
+        line, column = _fence_position(token, lines)
+        here = where[index] if where.count(where[index]) == 1 else f"{where[index]}, line {line}"
+        rules.append(
+            SourceRule(
+                path=path,
+                kql=token.content,
+                kql_line=line,
+                kql_column=column,
+                name=f"{name} ({here})" if len(found) > 1 else name,
+                where=here,
+                warnings=tuple(skipped) if index == 0 else (),
+                **metadata,
+            )
+        )
+    return tuple(rules)
+
+
+def _first_line_error(kql: str) -> KqlSyntaxError | None:
+    """The syntax error of a block that fails on its first line of code (comments and blank
+    lines aside), or None: a block that parses further is KQL, whatever error it has later."""
+    from .kql import parse
+
+    try:
+        parse(kql)
+    except KqlSyntaxError as error:
+        lines = kql.split("\n")
+        first = next(
+            (i for i, line in enumerate(lines) if line.strip() and not line.lstrip().startswith("//")), 0
+        )
+        return error if (error.line or 1) <= first + 1 else None
+    return None
+
+
+def _fence_position(token: Any, lines: list[str]) -> tuple[int, int]:
+    """Line and column in the page of the block's first character: markdown-it strips what comes
+    before the block's lines (the fence's indent, a list item's indent, a quote's ``>``), so the
+    column is where its first line ends up in the page."""
+    first = token.content.split("\n")[0]
+    raw = lines[token.map[0] + 1] if token.map[0] + 1 < len(lines) else ""
+    if first and raw.endswith(first):
+        return token.map[0] + 2, len(raw) - len(first) + 1
+    fence = lines[token.map[0]]
+    return token.map[0] + 2, len(fence) - len(fence.lstrip(" ")) + 1
+
+
+def _sections(tokens: list[Any]) -> list[_Section]:
+    """The page cut at its headings; what comes before the first heading is a level-0 section."""
+    sections: list[_Section] = []
+    level, title, start = 0, "", 0
+    for index, token in enumerate(tokens):
+        if token.type == "heading_open":
+            sections.append(_Section(level, title, tuple(tokens[start:index])))
+            level, title, start = int(token.tag[1:]), _inline_text(tokens[index + 1]), index + 3
+    sections.append(_Section(level, title, tuple(tokens[start:])))
+    return sections
+
+
+def _inline_text(token: Any) -> str:
+    """Plain text of an inline token: link and emphasis marks dropped, line breaks as spaces."""
+    parts = []
+    for child in token.children or ():
+        if child.type in ("text", "code_inline"):
+            parts.append(child.content)
+        elif child.type in ("softbreak", "hardbreak"):
+            parts.append(" ")
+    return " ".join("".join(parts).split())
+
+
+def _page_metadata(sections: list[_Section], title: str | None) -> dict[str, Any]:
+    """Description, ATT&CK techniques and tactics, and references from the page's sections."""
+    described = [s for s in sections if s.title.lower() == "description"] or [
+        s for s in sections if s.title.lower().endswith("description")
+    ]
+    description = (
+        "\n".join(
+            text for token in described[0].tokens if token.type == "inline" and (text := _inline_text(token))
+        )
+        if described
+        else ""
+    )
+    attack = [s for s in sections if re.search(r"att&ck|mitre|technique|tactic", s.title, re.I)]
+    cells = [token.content for s in attack for token in s.tokens if token.type == "inline"]
+    techniques = [t for text in (title or "", *cells) for t in _TECHNIQUE.findall(text)]
+    tactics = [t for text in cells for t in _TACTIC.findall(text)]
+    references: list[str] = []
+    for section in sections:
+        if "reference" in section.title.lower():
+            references.extend(_links(section.tokens))
+    return {
+        "description": _text(description),
+        "techniques": tuple(dict.fromkeys(techniques)),
+        "tactics": tuple(dict.fromkeys(t.strip() for t in tactics)),
+        "references": tuple(dict.fromkeys(_url(u) for u in references)),
+    }
+
+
+def _links(tokens: tuple[Any, ...]) -> Iterator[str]:
+    """The http(s) URLs of a section: link targets, and bare URLs in text outside links."""
+    for token in tokens:
+        inside = False
+        for child in token.children or () if token.type == "inline" else ():
+            if child.type == "link_open":
+                inside = True
+                href = str(child.attrGet("href") or "")
+                if re.match(r"https?://", href):
+                    yield href
+            elif child.type == "link_close":
+                inside = False
+            elif child.type == "text" and not inside:
+                yield from (url.rstrip(".,;:") for url in _PAGE_URL.findall(child.content))
 
 
 # ---------------------------------------------------------------- provenance
