@@ -243,6 +243,13 @@ def test_a_name_may_start_with_a_dollar_sign() -> None:
     )
 
 
+def test_a_parse_pattern_names_a_column_in_brackets() -> None:
+    query = parse("T | parse X with * 'a' ['Token Level'] 'b' Other:string *")
+    (op,) = query.body.operators
+    assert isinstance(op, Parse) and op.pattern[2] == ParseColumn("Token Level")
+    assert to_kql(query).endswith("['Token Level'] 'b' Other:string *")
+
+
 def test_a_query_of_statements_only_is_valid_kql_with_nothing_to_convert() -> None:
     with pytest.raises(UnsupportedKqlError) as error:
         parse("let Device = 'x';\nlet Window = 5m;")

@@ -526,8 +526,9 @@ class _Builder(Transformer[Token, k.Query]):
         parts = cast(tuple[k.StringLit | k.Name | k.ParseColumn, ...], pattern)
         return k.ParseWhere(source, parts, _options(options), _at(keyword))
 
-    def parse_column(self, name: Token, type_name: Token | None) -> k.ParseColumn:
-        return k.ParseColumn(str(name), _word(type_name), _at(name))
+    def parse_column(self, token: Token, type_name: Token | None) -> k.ParseColumn:
+        name = self.name(token)
+        return k.ParseColumn(name.name, _word(type_name), name.pos)
 
     def project_away(self, keyword: Token, columns: tuple[k.Name, ...]) -> k.ProjectAway:
         return k.ProjectAway(columns, _at(keyword))
@@ -873,6 +874,8 @@ class _Builder(Transformer[Token, k.Query]):
         parts = [_string(token) for token in tokens]
         value = "".join(part.value for part in parts)
         return k.StringLit(value, all(part.verbatim for part in parts), parts[0].pos)
+
+    pattern_string = string
 
     def number(self, token: Token) -> k.NumberLit:
         try:  # int() refuses more than 4300 digits; float() overflows to infinity

@@ -409,7 +409,7 @@ def _parts(node: Node) -> list[Part]:
 def _name(name: str, wildcard: bool = False) -> str:
     """A bare identifier when the lexer would read it back as one, else ``['...']``; ``wildcard``
     where a ``*`` pattern may stand (``project-away``, ``union``)."""
-    if (_IDENTIFIER.fullmatch(name) and name not in KEYWORDS) or name in ("$left", "$right"):
+    if (_IDENTIFIER.fullmatch(name) and name not in KEYWORDS) or re.fullmatch(r"\$\w*", name, re.ASCII):
         return name
     if wildcard and _WILDCARD.fullmatch(name):
         return name
