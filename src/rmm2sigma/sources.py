@@ -25,7 +25,7 @@ from urllib.parse import quote
 
 import yaml
 
-from .errors import InputError, KqlSyntaxError, Rmm2SigmaError
+from .errors import InputError, KqlSyntaxError, Rmm2SigmaError, UnsupportedKqlError
 
 MAX_INPUT_BYTES = 1024 * 1024
 YAML_SUFFIXES = (".yaml", ".yml")
@@ -126,8 +126,90 @@ def read_sources(path: str, data: bytes | None = None) -> tuple[SourceRule, ...]
             return (read_source(path, data),)  # a pasted page saved as Markdown
         rules = read_markdown(path, text)
     else:
-        return (read_source(path, data),)
+        rule = read_source(path, data)
+        blocks = query_blocks(rule.kql) if rule.kql == _text_of(path, data) else None  # a plain file
+        if not blocks:
+            return (rule,)
+        note = (
+            f"the file holds {len(blocks)} queries apart from each other by blank lines, as Kusto "
+            "Explorer and the Advanced Hunting editor read them (not one query): a rule each"
+        )
+        return tuple(
+            replace(
+                rule,
+                kql=block,
+                kql_line=line,
+                name=f"{rule.name} (query {number})" if rule.name else None,
+                where=f"query {number} (line {line})",
+                warnings=(*rule.warnings, note) if number == 1 else (),
+            )
+            for number, (line, block) in enumerate(blocks, start=1)
+        )
     return tuple(_with_manifest_reference(rule) for rule in rules)
+
+
+def query_blocks(text: str) -> list[tuple[int, str]] | None:
+    """The queries of a text holding several apart from each other by blank lines, as Kusto
+    Explorer and the Advanced Hunting editor read it (each block runs on its own), as (first line,
+    text); None for any other text.
+
+    Only text that does not parse whole is cut, and only when every block then parses and starts
+    from a table: a block starting with ``|`` continues the one before it and ``let`` statements
+    alone go with the query after them, so a query broken by a blank line is never cut into a
+    shorter query that would convert (its syntax error is reported as it is)."""
+    from .kql import parse
+    from .kql import syntax as k
+
+    try:
+        parse(text)
+        return None
+    except KqlSyntaxError:
+        pass
+    except Rmm2SigmaError:
+        return None
+    lines = text.split("\n")
+    runs: list[list[int]] = []  # the line indexes of each run of non-blank lines
+    for index, line in enumerate(lines):
+        if not line.strip():
+            continue
+        if runs and runs[-1][-1] == index - 1:
+            runs[-1].append(index)
+        else:
+            runs.append([index])
+    blocks: list[tuple[int, int]] = []  # first and last line index
+    for run in runs:
+        code = [lines[i].strip() for i in run if not lines[i].lstrip().startswith("//")]
+        if not code:
+            continue  # comments only
+        if blocks and (code[0].startswith("|") or _statements_only(lines, blocks[-1])):
+            blocks[-1] = (blocks[-1][0], run[-1])
+        else:
+            blocks.append((run[0], run[-1]))
+    found: list[tuple[int, str]] = []
+    for first, last in blocks:
+        block = "\n".join(lines[first : last + 1])
+        try:
+            query = parse(block)
+        except Rmm2SigmaError:
+            return None
+        tabular = k.TableRef | k.Union | k.Search | k.Find | k.Datatable | k.Externaldata
+        if not isinstance(query.body.source, tabular):
+            return None  # a block of an expression (`b == 1`) is no query of its own
+        found.append((first + 1, block))
+    return found if len(found) > 1 else None
+
+
+def _statements_only(lines: list[str], block: tuple[int, int]) -> bool:
+    """Whether a block holds ``let``/``set`` statements and no query (they go with the next)."""
+    from .kql import parse
+
+    try:
+        parse("\n".join(lines[block[0] : block[1] + 1]))
+    except UnsupportedKqlError:
+        return True
+    except Rmm2SigmaError:
+        return False
+    return False
 
 
 def _text_of(path: str, data: bytes, max_bytes: int = MAX_INPUT_BYTES) -> str:
