@@ -144,3 +144,19 @@ def test_a_page_of_thousands_of_blocks_is_refused_quickly(tmp_path: Path) -> Non
     result = convert_input(str(page), OPTIONS, ())
     assert result.status == "failed" and result.error is not None
     assert result.error.startswith(f"{page}:{2 + 3 * MAX_PAGE_BLOCKS}:1:")
+
+
+def test_a_block_of_queries_apart_by_blank_lines_is_a_rule_each(tmp_path: Path) -> None:
+    """As a plain query file is (tests/test_query_blocks.py): Kusto Explorer's reading."""
+    page = tmp_path / "two.md"
+    page.write_text(
+        "# Two Hunts\n\n```kql\nDeviceProcessEvents\n| where FileName =~ 'a.exe'\n\n"
+        "DeviceNetworkEvents\n| where RemotePort == 4444\n```\n",
+        encoding="utf-8",
+    )
+    rules = read_sources(str(page))
+    assert [(r.where, r.kql_line, r.name) for r in rules] == [
+        ("query 1", 4, "Two Hunts (query 1)"),
+        ("query 2", 7, "Two Hunts (query 2)"),
+    ]
+    assert convert_input(str(page), OPTIONS, ("kusto",)).status == "converted"

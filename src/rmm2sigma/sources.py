@@ -820,22 +820,26 @@ def read_markdown(path: str, text: str) -> tuple[SourceRule, ...]:
     name = _name(title) or os.fsencode(Path(path).stem).decode("utf-8", "replace")
     metadata = _page_metadata(sections, title)
     where = [heading or f"line {_fence_position(token, lines)[0]}" for heading, token in found]
-    rules = []
+    rules: list[SourceRule] = []
     for index, (_, token) in enumerate(found):
         line, column = _fence_position(token, lines)
         here = where[index] if where.count(where[index]) == 1 else f"{where[index]}, line {line}"
-        rules.append(
-            SourceRule(
-                path=path,
-                kql=token.content,
-                kql_line=line,
-                kql_column=column,
-                name=f"{name} ({here})" if len(found) > 1 else name,
-                where=here,
-                warnings=tuple(skipped) if index == 0 else (),
-                **metadata,
+        parts = query_blocks(token.content) or [(1, token.content)]  # a block of several queries
+        for number, (offset, kql) in enumerate(parts, start=1):
+            part = f"query {number}" if here == name else f"{here}, query {number}"
+            part = here if len(parts) == 1 else part
+            rules.append(
+                SourceRule(
+                    path=path,
+                    kql=kql,
+                    kql_line=line + offset - 1,
+                    kql_column=column,
+                    name=f"{name} ({part})" if len(found) > 1 or len(parts) > 1 else name,
+                    where=part,
+                    warnings=tuple(skipped) if not rules else (),
+                    **metadata,
+                )
             )
-        )
     return tuple(rules)
 
 
