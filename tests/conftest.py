@@ -265,3 +265,14 @@ def held_groups(done: Verified) -> dict[str, str]:
     assert not rule["report_problems"]
     assert all(group["agrees"] for group in rule["groups"].values())
     return {name: group["verdict"] for name, group in rule["groups"].items()}
+
+
+def assert_points_at(error: str | None, text: str, marker: str = "====") -> None:
+    """A located error ``path:line:column: ...`` points at the line of ``text`` holding ``marker``,
+    within its first three characters (the parser may stop inside a run of ``=``)."""
+    assert error is not None
+    lines = text.split("\n")
+    line = next(number for number, row in enumerate(lines, 1) if marker in row)
+    at = lines[line - 1].index(marker) + 1
+    _, reported_line, reported_column, _ = error.split(":", 3)
+    assert int(reported_line) == line and at <= int(reported_column) <= at + 2, error

@@ -10,6 +10,7 @@ from pathlib import Path
 import yaml
 from typer.testing import CliRunner
 
+from conftest import assert_points_at
 from rmm2sigma.cli import app
 from rmm2sigma.convert import convert_input
 from rmm2sigma.sigma import Options
@@ -72,12 +73,8 @@ def test_a_page_gives_several_rules_in_the_report() -> None:
 def test_a_syntax_error_is_located_in_the_page() -> None:
     """The block is indented two spaces inside its fence: the column counts them."""
     result = convert_input(str(TYPO), OPTIONS, ())
-    assert result.status == "failed" and result.error is not None
-    text = TYPO.read_text(encoding="utf-8").split("\n")
-    line = next(i for i, row in enumerate(text, 1) if "====" in row)
-    at = text[line - 1].index("====") + 1
-    _, reported_line, reported_column, _ = result.error.split(":", 3)
-    assert int(reported_line) == line and at <= int(reported_column) <= at + 2, result.error
+    assert result.status == "failed"
+    assert_points_at(result.error, TYPO.read_text(encoding="utf-8"))
 
 
 def test_a_page_without_kql_fails_at_its_first_block(tmp_path: Path) -> None:

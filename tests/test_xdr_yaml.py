@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 import yaml
 
+from conftest import assert_points_at
 from rmm2sigma.convert import convert_input
 from rmm2sigma.errors import InputError
 from rmm2sigma.sigma import Options
@@ -56,12 +57,8 @@ def test_an_error_points_into_the_query_text_block(tmp_path: Path) -> None:
     path = tmp_path / "typo.yaml"
     path.write_text(text, encoding="utf-8")
     result = convert_input(str(path), OPTIONS, ())
-    assert result.status == "failed" and result.error is not None
-    lines = text.split("\n")
-    line = next(i for i, row in enumerate(lines, 1) if "====" in row)
-    at = lines[line - 1].index("====") + 1
-    _, reported_line, reported_column, _ = result.error.split(":", 3)
-    assert int(reported_line) == line and at <= int(reported_column) <= at + 2, result.error
+    assert result.status == "failed"
+    assert_points_at(result.error, text)
 
 
 def test_the_same_nesting_in_json_is_read(tmp_path: Path) -> None:
