@@ -317,22 +317,14 @@ class _Lowering:
         function's query with the arguments in place of its scalar parameters; None for any other
         call, or where a parameter is named like a column of the table (in Kusto the column wins)."""
         function = self.functions.get(call.function)
-        if (
-            function is None
-            or function.body.lets
-            or function.body.earlier
-            or len(call.args) > len(function.params)
-        ):
+        if function is None or function.body.lets or function.body.earlier:
             return None
         body = function.body.body
-        table = body.source.name if isinstance(body.source, k.TableRef) else ""
-        values: dict[str, k.Expr] = {}
-        for index, param in enumerate(function.params):
-            value = call.args[index] if index < len(call.args) else param.default
-            if value is None or param.type_name.startswith("(") or param.name in self.schema.get(table, {}):
-                return None
-            values[param.name] = value
-        return cast(k.Pipeline, _substituted(body, values))
+        table = self.schema.get(body.source.name, {}) if isinstance(body.source, k.TableRef) else {}
+        if any(param.type_name.startswith("(") or param.name in table for param in function.params):
+            return None
+        values = _arguments(function, call)
+        return None if values is None else cast(k.Pipeline, _substituted(body, values))
 
     def invoked_rows(self, call: k.Call) -> str | None:
         """``invoke F()``: Defender's enrichment functions add columns to each row; a ``let``
@@ -564,14 +556,9 @@ class _Lowering:
         if function is None or function.body.lets or function.body.earlier or function.body.body.operators:
             return None
         body = function.body.body.source
-        if isinstance(body, k.TableRef | k.Pipeline) or len(call.args) > len(function.params):
+        values = None if isinstance(body, k.TableRef | k.Pipeline) else _arguments(function, call)
+        if values is None:
             return None
-        values: dict[str, k.Expr] = {}
-        for index, param in enumerate(function.params):
-            value = call.args[index] if index < len(call.args) else param.default
-            if value is None:
-                return None
-            values[param.name] = value
         del self.functions[call.function]  # a function calling itself is not followed again
         try:
             return cast(k.Expr, _substituted(body, values))
@@ -1235,6 +1222,20 @@ def _names(node: object) -> Iterator[str]:
     elif hasattr(node, "__dict__") and not isinstance(node, k.Pos):
         for value in vars(node).values():
             yield from _names(value)
+
+
+def _arguments(function: k.FunctionDef, call: k.Call) -> dict[str, k.Expr] | None:
+    """A function's parameters -> the call's arguments (a parameter's default for one left out);
+    None when the call gives too many or leaves out one without a default."""
+    if len(call.args) > len(function.params):
+        return None
+    values: dict[str, k.Expr] = {}
+    for index, param in enumerate(function.params):
+        value = call.args[index] if index < len(call.args) else param.default
+        if value is None:
+            return None
+        values[param.name] = value
+    return values
 
 
 def _substituted(node: object, values: Mapping[str, k.Expr]) -> object:
