@@ -24,7 +24,17 @@ from ..errors import Rmm2SigmaError
 from . import syntax as k
 from .columns import outputs
 from .desugar import desugared
-from .lower import _CASE_FUNCTIONS, Schema, _chain, _fail, _Lowering, _names, _shorten, _substituted
+from .lower import (
+    _CASE_FUNCTIONS,
+    Schema,
+    _chain,
+    _fail,
+    _Lowering,
+    _names,
+    _picked,
+    _shorten,
+    _substituted,
+)
 from .printer import to_kql
 
 
@@ -88,40 +98,37 @@ def split_union(query: k.Query, schema: Schema) -> list[Branch] | None:
         pipelines.extend(_expanded(pipeline, schema))
     # ``kind=inner`` keeps only the columns every branch has: a missing one is an error, not empty
     inner_kind = params.get("kind") == "inner"
+    # the columns each branch brings to the union: its table's as its operators leave them (its
+    # `project` keeps some); None where an operator makes them unknown here
+    brought = [outputs(_resolved(p, tables), schema) for p in pipelines]
     kinds: dict[str, set[str]] = {}
-    for p in pipelines:
+    for p, columns_of_p in zip(pipelines, brought, strict=True):
         table = schema.get(_table(p, tables), {})
-        for column in _union_columns(p, tables, schema) or table:
+        for column in table if columns_of_p is None else columns_of_p:
             if column in table:
                 kinds.setdefault(column, set()).add("bool" if table[column] == "boolean" else table[column])
     # a column of two types becomes one column per type (``RemoteIP_string``): not folded
     columns = {column: next(iter(types)) for column, types in kinds.items() if len(types) == 1}
     start = after[0].pos if after else None
     branches: list[Branch] = []
-    for pipeline in pipelines:
+    for pipeline, columns_brought in zip(pipelines, brought, strict=True):
         pipeline = _resolved(pipeline, tables)
         whole = replace(query, body=k.Pipeline(pipeline.source, pipeline.operators + after, pipeline.pos))
         inner = split_union(whole, schema)
-        outputs = _union_columns(pipeline, tables, schema) if inner is None else None
+        brings = columns_brought if inner is None else None
         for branch in inner if inner is not None else [Branch(0, _table(pipeline, tables), whole)]:
             own = schema.get(branch.table, {})
             read = set(_names(branch.query.body.operators))
-            has = own if outputs is None else outputs
+            has = own if brings is None else brings
             missing = tuple(sorted(c for c in read if c in kinds and c not in has)) if own else ()
             branch_query, empty = branch.query, branch.empty
             if not (inner_kind or empty or not own or start is None):
                 lacked = {c: kind for c, kind in columns.items() if c in missing}
                 branch_query, empty = _without_missing(
-                    branch.query, lacked, branch.table, start, at_union=outputs is not None
+                    branch.query, lacked, branch.table, start, at_union=brings is not None
                 )
             branches.append(Branch(len(branches), branch.table, branch_query, empty, missing))
     return branches
-
-
-def _union_columns(pipeline: k.Pipeline, tables: dict[str, k.Pipeline], schema: Schema) -> list[str] | None:
-    """The columns a branch brings to the union: its table's as its operators leave them
-    (``project`` keeps some); None where an operator makes them unknown here."""
-    return outputs(_resolved(pipeline, tables), schema)
 
 
 def _without_missing(
@@ -189,9 +196,8 @@ def _missing_after(op: k.Operator, missing: dict[str, str]) -> dict[str, str] | 
                 extended[name] = kind
         return extended
     if isinstance(op, k.Project | k.Summarize | k.Distinct):
-        kept: tuple[k.Assignment, ...] = op.by if isinstance(op, k.Summarize) else op.columns
         projected: dict[str, str] = {}
-        for assignment in kept:
+        for assignment in _picked(op):
             name = assignment.name or _column_name(assignment.expr)
             kind = _missing_kind(assignment.expr, missing)
             if name is not None and kind is not None:
