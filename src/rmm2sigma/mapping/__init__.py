@@ -460,7 +460,9 @@ def kind_cuts(detection: Detection) -> tuple[KindCut, ...]:
     complete = len(tests) == 1 and tests[0].match is Match.EQUALS
     fold = (lambda text: text) if tests[0].case_sensitive else str.lower
     known = {fold(kind) for _, kinds in groups.values() for kind in kinds}
-    unknown = tuple(dict.fromkeys(str(v) for v in tests[0].values if fold(str(v)) not in known))
+    # the kinds an `==`/`in` names that no log source holds (other tests name no kind)
+    named = tests[0].values if complete else ()
+    unknown = tuple(dict.fromkeys(str(v) for v in named if fold(str(v)) not in known))
     if not groups or (complete and not unknown and len(groups) < 2):
         return ()  # only kinds with no log source (refused by name), or one category (one rule)
     caseless = not any(test.case_sensitive for test in tests)
@@ -471,7 +473,7 @@ def kind_cuts(detection: Detection) -> tuple[KindCut, ...]:
     # the kinds an `==`/`in` names that no log source holds: a cut of their own, which the mapping
     # refuses by name (first: the reason given when no cut converts), so the query's other kinds
     # still give their rules (a partial input)
-    return (KindCut(", ".join(unknown), unknown, False, caseless), *cuts) if complete and unknown else cuts
+    return (KindCut(", ".join(unknown), unknown, False, caseless), *cuts) if unknown else cuts
 
 
 def _kind_holds(test: Predicate, kind: str) -> bool:
