@@ -76,9 +76,13 @@ KEYWORDS = frozenset(
 """Words the grammar reads as keywords somewhere; the printer brackets names spelled like them."""
 
 
+@functools.lru_cache(maxsize=256)
 def parse(text: str) -> k.Query:
     """Parse one KQL query (``let`` statements and a tabular pipeline). Raises ``KqlSyntaxError``
-    for text that is no KQL, ``UnsupportedKqlError`` for statements with no result statement."""
+    for text that is no KQL, ``UnsupportedKqlError`` for statements with no result statement.
+
+    Cached: reading an input, cutting it into parts and converting each read the same text again,
+    and the tree is immutable, so they share one parse (errors are raised afresh)."""
     if _BLANK.fullmatch(text):
         raise _error(text, "empty query", 1, 1)
     _check_depth(text)
