@@ -12,6 +12,7 @@ The data lives in ``defender.yml``.
 
 from __future__ import annotations
 
+import json
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, replace
@@ -189,8 +190,14 @@ def tables() -> Mapping[str, TableSpec]:
 
 
 @cache
+def caseless_fields() -> Mapping[str, str]:
+    """Sigma fields Defender and Windows write in different case, and how (``defender.yml``)."""
+    return cast(Mapping[str, str], _mapping_data()["caseless_fields"])
+
+
+@cache
 def hex_fields() -> frozenset[str]:
-    """Sigma fields holding hex digests, whose case means nothing (``defender.yml``, ``hex_fields``)."""
+    """Sigma fields holding hex digests, which a correlation does not group by (``defender.yml``)."""
     return frozenset(_mapping_data()["hex_fields"])
 
 
@@ -230,6 +237,10 @@ def _table_spec(name: str, spec: Mapping[str, Any]) -> TableSpec:
         )
         for column, target in spec["fields"].items()
     }
+    held = _taxonomy_fields(spec["logsource"])
+    for column, field in _mapping_data()["common_fields"].items():
+        if field in held:
+            fields.setdefault(column, FieldSpec(field))
     fallbacks = spec.get("fallback") or []
     return TableSpec(
         name=name,
@@ -253,6 +264,19 @@ def _table_spec(name: str, spec: Mapping[str, Any]) -> TableSpec:
         unselected_note=_one_line(spec.get("unselected_note")),
         sigmahq_rule=spec.get("sigmahq_rule"),
     )
+
+
+def _taxonomy_fields(logsource: Mapping[str, str]) -> frozenset[str]:
+    """The fields SigmaHQ's taxonomy gives a log source (``common_fields`` are mapped only there)."""
+    key = "_".join(logsource.get(part) or "none" for part in ("product", "category", "service"))
+    entry = _taxonomy().get(key)
+    return frozenset(entry["field"]["native"] + entry["field"]["custom"]) if entry else frozenset()
+
+
+@cache
+def _taxonomy() -> Mapping[str, Any]:
+    data = resources.files("rmm2sigma").joinpath("data", "sigmahq", "sigmahq_taxonomy.json")
+    return cast(Mapping[str, Any], json.loads(data.read_text(encoding="utf-8"))["taxonomy"])
 
 
 def _one_line(text: str | None) -> str | None:
@@ -748,18 +772,19 @@ class _Mapper:
             return self.line(mapped, spec.line, positive, widening_allowed)
         if leaf.match is Match.FIELDREF:
             return self.field_pair(mapped, spec, positive, widening_allowed)
-        if spec.field in hex_fields() and leaf.case_sensitive and leaf.match is not Match.REGEX:
+        spelled = caseless_fields().get(spec.field)
+        if spelled and leaf.case_sensitive and leaf.match is not Match.REGEX:
             if widening_allowed:
                 self.widen(
-                    f"`{leaf.text}` is compared without case: Defender writes hashes in small letters, "
-                    "Sysmon in capitals, which a case-sensitive test would miss"
+                    f"`{leaf.text}` is compared without case: {spelled}, which a case-sensitive test "
+                    "would miss"
                 )
                 mapped = replace(mapped, case_sensitive=False)
             else:
                 self.notes.append(
                     f"`{leaf.text}` stays case-sensitive under its negation (ignoring case would drop "
-                    "more events); Sysmon writes hashes in capitals, so on Sysmon's events it excludes "
-                    "nothing and the rule is wider there"
+                    f"more events); {spelled}, so on events written so it may exclude nothing and the "
+                    "rule is wider there"
                 )
         if leaf.match is Match.CIDR and positive == leaf.negated:
             # Kusto's ipv4_is_in_range() of a missing address is null, so its negation drops the row
