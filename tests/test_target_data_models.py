@@ -51,6 +51,7 @@ NOT_COMPANY = (
     "DeviceProcessEvents | where FolderPath endswith @'\\AnyDesk.exe' "
     "and not(ProcessVersionInfoCompanyName has 'philandro')"
 )
+ON_DEVICE = "DeviceProcessEvents | where DeviceName =~ 'web-1' and FolderPath endswith @'\\AnyDesk.exe'"
 COMPANY = "DeviceProcessEvents | where ProcessVersionInfoCompanyName has 'philandro'"
 NETWORK = "DeviceNetworkEvents | where RemoteUrl has 'net.anydesk.com'"
 SIGNER = "DeviceFileCertificateInfo | where Signer has 'philandro'"
@@ -95,7 +96,9 @@ def test_windows_security_renders_process_creation_as_event_4688() -> None:
     assert any(note.startswith("splunk: data model windows-security") for note in result.notes)
 
 
-@pytest.mark.parametrize("query", [SERVICE, EXACT, NOT_COMPANY], ids=["widened", "exact", "negated-company"])
+@pytest.mark.parametrize(
+    "query", [SERVICE, EXACT, NOT_COMPANY, ON_DEVICE], ids=["widened", "exact", "negated-company", "device"]
+)
 def test_a_converted_rule_measures_what_its_label_says(query: str) -> None:
     label = splunk(query).fidelity_by_target["splunk"]
     assert agrees(label, measured_as_4688(query)), label
