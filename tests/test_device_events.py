@@ -434,6 +434,14 @@ def test_a_kind_alone_that_sigmahq_ships_is_refused_naming_its_rule() -> None:
             "`ActionType startswith 'Asr'` does not name kinds of DeviceEvents events",
         ),
         (
+            "DeviceEvents | where ActionType startswith 'SmartScreen' and RemoteUrl has 'x.com'",
+            "`ActionType startswith 'SmartScreen'` holds on no kind of DeviceEvents events that Sigma has",
+        ),
+        (  # a kind's name is one term: `has` it is `=~` it
+            "DeviceEvents | where ActionType has 'ExploitGuardNonMicrosoftSignedBlocked' and FileName =~ 'x'",
+            "holds on no kind of DeviceEvents events that Sigma has a log source for",
+        ),
+        (
             "DeviceEvents | where FileName =~ 'a.exe'",
             "this query has no ActionType test, so it reads them all",
         ),

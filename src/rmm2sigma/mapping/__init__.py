@@ -380,11 +380,7 @@ def _select_category(
         if not (isinstance(item, Predicate) and item.column == ACTION_TYPE):
             continue
         if item.match is not Match.EQUALS or item.negated or not item.values:
-            refusal = refusal or _located(
-                f"`{item.text}` does not name kinds of {table.name} events: only an `ActionType ==`/`in` "
-                "test chooses a Sigma log source",
-                item,
-            )
+            refusal = refusal or _located(_unnamed_kinds(table, item), item)
             continue
         spec = _category_of(table, item)
         if isinstance(spec, str):
@@ -423,6 +419,21 @@ def _select_category(
         f"{table.name} holds many kinds of events and {reads}; no Sigma log source holds every kind, so "
         f"it is not converted (kinds of events have these log sources: {sources})",
         at,
+    )
+
+
+def _unnamed_kinds(table: TableSpec, item: Predicate) -> str:
+    """Why an ActionType test that is no ``==``/``in`` chooses no log source: it holds on no kind
+    that has one (``startswith "SmartScreen"``), or it names none (a negation, kinds of several)."""
+    kinds = (kind for spec in (table, *table.categories) for kind in spec.action_types)
+    if not item.negated and item.values and not any(_kind_holds(item, kind) for kind in kinds):
+        return (
+            f"`{item.text}` holds on no kind of {table.name} events that Sigma has a log source for, "
+            "so the query is not converted"
+        )
+    return (
+        f"`{item.text}` does not name kinds of {table.name} events: only an `ActionType ==`/`in` "
+        "test chooses a Sigma log source"
     )
 
 
