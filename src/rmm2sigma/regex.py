@@ -1,6 +1,6 @@
 """User regexes (KQL ``matches regex``, RE2) read with Python's own regex parser.
 
-Three uses, all on the parsed pattern tree (``re._parser``), never on the pattern text:
+Four uses, all on the parsed pattern tree (``re._parser``), never on the pattern text:
 
 * ``scoped_flags``: RE2 accepts ``(?i)`` anywhere (it applies to the rest of its group); Python,
   and so pySigma, refuses it after the start. It becomes the scoped ``(?i:...)`` both accept.
@@ -11,6 +11,7 @@ Three uses, all on the parsed pattern tree (``re._parser``), never on the patter
   with no Lucene equivalent (``\\b``, look-around, a back-reference, an anchor inside the
   pattern, ``(?m)``) gives a ``NoTranslation`` with the reason, so the target can refuse.
 * ``samples``: strings the pattern matches, and near misses, for the proof's event generator.
+* ``always_captures``: whether a group holds text in every match (KQL's ``extract()`` as a test).
 """
 
 from __future__ import annotations
@@ -312,6 +313,31 @@ def _folded(ranges: list[tuple[int, int]]) -> list[tuple[int, int]]:
 
 def _class_char(char: str) -> str:
     return f"\\{char}" if char in LUCENE_RESERVED or char == "-" else char
+
+
+# ---------------------------------------------------------------- captures
+
+
+def always_captures(pattern: str, group: int) -> bool:
+    """Whether every match of ``pattern`` gives ``group`` (0: the whole match) some text: then
+    KQL's ``extract(pattern, group, x)`` is not empty exactly when ``x`` matches the pattern.
+
+    A group that is an item of the pattern's top-level sequence (maybe inside other such groups)
+    takes part in every match; one under a repetition or an alternative may not: False."""
+    try:
+        tree = parse(pattern)
+    except Exception:  # re.error, or a pattern too deep for the parser: not known
+        return False
+    if group == 0:
+        return bool(tree.getwidth()[0] > 0)
+    items = list(tree)
+    while items:
+        op, av = items.pop(0)
+        if op is _c.SUBPATTERN:
+            if av[0] == group:
+                return bool(av[-1].getwidth()[0] > 0)
+            items = [*av[-1], *items]
+    return False
 
 
 # ---------------------------------------------------------------- samples

@@ -31,6 +31,7 @@ from ..model import (
     Value,
     walk,
 )
+from ..regex import always_captures
 from . import syntax as k
 from .desugar import desugared
 from .printer import to_kql
@@ -591,6 +592,8 @@ class _Lowering:
             if isinstance(left, k.Name) and left.name == ANY_COLUMN:
                 return self.any_column(expr, op, right)
             match, case_sensitive, negated = _STRING_OPERATORS[op]
+            if match is Match.EQUALS and self.is_extract(left) and self.scalar(right) == "":
+                return self.extract_test(left, expr, negated=not negated)
             column, case = self.operand(left)
             if self.is_column(right):
                 return self.column_pair(expr, column, case, op, right)
@@ -618,6 +621,8 @@ class _Lowering:
     def call(self, expr: k.Call) -> Node:
         """A boolean function of one column: emptiness and IPv4 ranges."""
         function, args = expr.function, expr.args
+        if function in ("isempty", "isnotempty") and len(args) == 1 and self.is_extract(args[0]):
+            return self.extract_test(args[0], expr, negated=function == "isempty")
         if function in ("isempty", "isnotempty", "isnull", "isnotnull") and len(args) == 1:
             column, _ = self.operand(args[0])
             negated = function.startswith("isnot")
@@ -638,6 +643,45 @@ class _Lowering:
                 networks = (self.network(expr),)
             return Predicate(column, Match.CIDR, networks, text=to_kql(expr), pos=expr.pos)
         raise _skip(f"`{function}()` has no Sigma equivalent", expr)
+
+    def is_extract(self, expr: k.Expr) -> bool:
+        """Whether ``expr`` is ``extract(pattern, group, column)`` (through ``extend`` and ``tostring()``)."""
+        return _is_call(self.extract_call(expr)[0], "extract")
+
+    def extract_call(self, expr: k.Expr) -> tuple[k.Expr, set[str]]:
+        """``expr`` with ``extend`` columns inlined and ``tostring()`` dropped, and those columns."""
+        seen: set[str] = set()
+        while True:
+            name = expr.name if isinstance(expr, k.Name) else None
+            if name in self.computed and name not in seen | self.expanding:
+                seen.add(name)
+                expr = self.computed[name]
+            elif _is_call(expr, "tostring") and len(expr.args) == 1:
+                expr = expr.args[0]
+            else:
+                return expr, seen
+
+    def extract_test(self, expr: k.Expr, test: k.Expr, negated: bool) -> Node:
+        """``isnotempty(extract(pattern, group, column))`` (``!= ""``): the column matches the
+        pattern, when every match gives the group some text (``regex.always_captures``)."""
+        call, inlined = self.extract_call(expr)
+        assert isinstance(call, k.Call)
+        self.inlined.update(inlined)
+        pattern = self.scalar(call.args[0]) if len(call.args) == 3 else None
+        group = self.scalar(call.args[1]) if len(call.args) == 3 else None
+        if not (isinstance(pattern, str) and isinstance(group, int)):
+            raise _skip("`extract()` with these arguments has no Sigma equivalent", call)
+        if not always_captures(pattern, group):
+            raise _skip(
+                f"`extract()` of group {group} can be empty where the pattern matches, so its emptiness "
+                "is no test of the pattern",
+                call,
+            )
+        column, case = self.operand(call.args[2])
+        if case is not None:
+            raise _skip(f"`extract()` from `{case}()` has no Sigma equivalent", call)
+        text = to_kql(test)
+        return Predicate(column, Match.REGEX, (pattern,), True, negated=negated, text=text, pos=test.pos)
 
     def network(self, expr: k.Call) -> str:
         """The network of ``ipv4_is_in_range(ip, 'a.b.c.d/n')`` or ``ipv4_is_match(ip, 'a.b.c.d'[, n])``."""
