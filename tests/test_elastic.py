@@ -260,6 +260,9 @@ USER_PATTERNS = [
     r"a{2,}b{0,1}",
     r"\\Temp\\[^\\]+\.exe$",
     r"#@&<>~\\\x22",
+    r"\s+([A-Za-z0-9+/]{4}\S+$)",  # an anchor ending the last group ends the pattern
+    r"(^cmd)\.exe",
+    r"((ab|c)$)",
 ]
 TEXTS = [
     "",

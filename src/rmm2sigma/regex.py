@@ -157,6 +157,7 @@ def lucene_translatable(pattern: str, ignore_case: bool = False, widen: bool = F
 
 
 def _anchored(items: list[Any], flags: int) -> str:
+    items = _opened(items)
     head = bool(items) and items[0] == (_c.AT, _c.AT_BEGINNING)
     tail = bool(items) and items[-1][0] is _c.AT and items[-1][1] in (_c.AT_END, _c.AT_END_STRING)
     if items and items[0] == (_c.AT, _c.AT_BEGINNING_STRING):
@@ -173,6 +174,16 @@ def _anchored(items: list[Any], flags: int) -> str:
 
 
 _END = (_c.AT, _c.AT_END)
+
+
+def _opened(items: list[Any]) -> list[Any]:
+    """The sequence with a first or last group that sets no flag written as its items, which
+    matches the same texts: so an anchor ending the last group (``\\s(\\S+$)``) ends the pattern."""
+    while items and items[-1][0] is _c.SUBPATTERN and not items[-1][1][1] and not items[-1][1][2]:
+        items = [*items[:-1], *items[-1][1][3]]
+    while items and items[0][0] is _c.SUBPATTERN and not items[0][1][1] and not items[0][1][2]:
+        items = [*items[0][1][3], *items[1:]]
+    return items
 
 
 def _end_alternatives(item: Any) -> list[Any] | None:
