@@ -169,6 +169,32 @@ def test_top_is_dropped_only_when_it_orders_by_time() -> None:
     assert any("`top` has no Sigma equivalent (query line 3, column 3)" in note for note in notes), notes
 
 
+@pytest.mark.parametrize("picker", ["arg_max(Timestamp, *)", "arg_min(Timestamp, *)"])
+def test_a_summary_keeping_a_row_of_each_group_is_left_out_and_the_filters_after_it_kept(picker: str) -> None:
+    """``summarize arg_max(Timestamp, *) by K`` keeps the latest row of each group: every row it
+    returns is an event the filters after it select, so leaving it out widens; measured."""
+    query = f"DeviceProcessEvents\n| summarize {picker} by FileName\n| where FileName =~ 'a.exe'"
+    rule, label, notes, queries = converted(query)
+    assert rule["detection"]["selection"] == {"Image|endswith": "\\a.exe"} and label == "approximate"
+    assert any("keeps one row of each group" in note for note in notes), notes
+    assert "summarize" not in queries["kusto"]
+    proof = measure(SourceRule(path="case.kql", kql=query), Options())
+    ran = {t: r for t, r in proof.targets.items() if r.verdict != "not_executed"}
+    assert proof.original and {"sigma", "kusto", "eql"} <= set(ran)
+    assert all(r.agrees and r.verdict in ("exact", "widened") for r in ran.values()), ran
+
+
+def test_a_count_of_the_rows_a_summary_kept_is_left_out_never_narrowing() -> None:
+    """Counting one row per group is not counting events: the threshold is left out (wider)."""
+    rule, label, notes, _ = converted(
+        PROCESS + "FileName =~ 'a.exe'\n| summarize arg_max(Timestamp, *) by DeviceId, ProcessCommandLine\n"
+        "| summarize Commands = count() by DeviceId\n| where Commands < 3"
+    )
+    assert rule["detection"] == {"selection": {"Image|endswith": "\\a.exe"}, "condition": "selection"}
+    assert label == "approximate"
+    assert any("a summary of the rows `summarize arg_max" in note for note in notes), notes
+
+
 # ------------------------------------------- what Sigma cannot carry: left out when that only widens
 
 

@@ -95,6 +95,8 @@ _ANCHORED = re.compile(r"(?P<flags>(?:\(\?[a-z]+\))?)\^(?P<inner>.*[^\\])\$", re
 _SET_FUNCTIONS = {"make_set": "set", "makeset": "set", "make_list": "list", "makelist": "list"}
 # join kinds whose result holds rows of the right side that no left row selected
 _RIGHT_JOINS = frozenset({"rightouter", "fullouter", "rightanti", "rightantisemi", "rightsemi"})
+# aggregates that keep a whole row of each group given `*`: the latest, the earliest, any
+_ROW_PICKERS = frozenset({"arg_max", "arg_min", "take_any", "any"})
 _ROW_PLUGINS = frozenset({"bag_unpack"})  # evaluate plugins that reshape each input row
 # Defender's functions that add columns to each row (learn.microsoft.com, advanced hunting)
 _ENRICHMENTS = frozenset({"FileProfile", "DeviceFromIP", "SeenBy"})
@@ -171,6 +173,7 @@ class _Lowering:
         self.inlined: set[str] = set()
         self.computed_by: list[str] = []  # summarize group-by columns computed by extend or `by x = ...`
         self.joined: str | None = None  # the first left outer join or lookup: it adds columns, not rows
+        self.deduped: str | None = None  # `summarize arg_max(Timestamp, *) by K`: a row of each group
         # `mv-expand P` of `P = split(Column, sep)`: P -> (Column, sep); a test of one part implies one
         # of the column (``part_test``)
         self.parts: dict[str, tuple[str, str]] = {}
@@ -244,9 +247,20 @@ class _Lowering:
             node = self.condition(op.predicate, top_level=True)
             if node is not None:
                 conditions.append(node)
+        elif isinstance(op, k.Summarize) and aggregation is None and self.deduped is None and picks_rows(op):
+            self.deduped = _shorten(to_kql(op))
+            conditions.append(
+                Opaque(
+                    self.deduped,
+                    "it keeps one row of each group and a Sigma rule reports every matching event",
+                    op.pos,
+                )
+            )
         elif isinstance(op, k.Summarize):
             if aggregation is not None:
                 raise _skip("a summarize of a summary has no Sigma equivalent", op)
+            if self.deduped is not None:
+                raise _skip(f"a summary of the rows `{self.deduped}` keeps has no Sigma equivalent", op)
             return self.aggregation(op)
         elif isinstance(op, k.Extend) and aggregation is not None:
             self.set_length(op, aggregation)
@@ -1308,6 +1322,19 @@ def _is_time(expr: k.Expr) -> bool:
     ``ingestion_time()`` (FalconFriday's hunts bound that)."""
     return (isinstance(expr, k.Name) and expr.name in TIME_COLUMNS) or (
         _is_call(expr, "ingestion_time") and not expr.args
+    )
+
+
+def picks_rows(op: k.Summarize) -> bool:
+    """Whether a summary keeps whole rows, one of each group (``arg_max(Timestamp, *)``,
+    ``take_any(*)``): then the rows after it are rows of its input, as a filter's are."""
+    return bool(op.aggregates) and all(
+        isinstance(call := assignment.expr, k.Call)
+        and call.function in _ROW_PICKERS
+        and isinstance(call.args[-1], k.Name)
+        and call.args[-1].name == "*"
+        and len(call.args) == (1 if call.function in ("take_any", "any") else 2)
+        for assignment in op.aggregates
     )
 
 

@@ -33,6 +33,7 @@ from sigma.backends import sqlite as sigma_sqlite
 
 from ..convert import SENTINEL_TIME
 from ..kql import syntax as k
+from ..kql.lower import picks_rows
 from ..kql.printer import to_kql
 from ..mapping import HOST_LINE, TableSpec, with_line
 from .events import ID, Row
@@ -65,10 +66,12 @@ class NotParsed(NotExecutable):
 def row_selecting(query: k.Query) -> str:
     """The query up to its last row filter (lets kept), selecting ``__id``: which rows it keeps.
 
-    A ``where`` after ``summarize`` filters groups (a threshold), not rows: it is not included.
+    A ``where`` after ``summarize`` filters groups (a threshold), not rows: it is not included,
+    unless the summary keeps whole rows (``arg_max(Timestamp, *)``, ``__id`` with them).
     """
     operators = query.body.operators
-    end = next((i for i, op in enumerate(operators) if isinstance(op, k.Summarize)), len(operators))
+    summaries = (i for i, op in enumerate(operators) if isinstance(op, k.Summarize) and not picks_rows(op))
+    end = next(summaries, len(operators))
     last = max((i for i, op in enumerate(operators[:end]) if isinstance(op, k.Where)), default=-1)
     body = k.Pipeline(query.body.source, operators[: last + 1])
     # `__id` is a valid column name only in brackets for duckdb-kql, and the printer prints bare names
