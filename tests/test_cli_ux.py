@@ -171,3 +171,11 @@ def test_an_input_over_the_time_limit_fails_and_the_batch_goes_on(tmp_path: Path
         app, ["convert", paths[0], "-o", str(tmp_path / "o"), "--time-limit", "0.000001"]
     )
     assert done.exit_code == 1 and "longer than 1e-06 s (--time-limit)" in done.stdout
+
+
+def test_the_time_limit_help_gives_the_default_convert_applies() -> None:
+    """The help names the default without importing the conversion (start-up stays fast)."""
+    from rmm2sigma.convert import TIME_LIMIT_SECONDS
+
+    shown = CliRunner().invoke(app, ["convert", "--help"], env={"COLUMNS": "200"}).stdout
+    assert f"(default {TIME_LIMIT_SECONDS:g})" in " ".join(shown.split())
