@@ -157,3 +157,15 @@ def test_a_block_of_queries_apart_by_blank_lines_is_a_rule_each(tmp_path: Path) 
         ("query 2", 7, "Two Hunts (query 2)"),
     ]
     assert convert_input(str(page), OPTIONS, ("kusto",)).status == "converted"
+
+
+def test_a_page_on_standard_input_is_read_as_a_page(tmp_path: Path) -> None:
+    """A page piped in has no file name to tell it: its KQL-tagged fence (or a heading and a
+    fence) does, which no query has; a query on standard input is still a query."""
+    page = CERTUTIL.read_bytes()
+    assert [rule.where for rule in read_sources("-", page)] == ["Defender XDR", "Sentinel"]
+    (query,) = read_sources("-", b"DeviceProcessEvents\n| where FileName =~ 'certutil.exe'\n")
+    assert query.kql.startswith("DeviceProcessEvents")
+    done = CliRunner().invoke(app, ["convert", "-", "-o", str(tmp_path / "out"), "--json"], input=page)
+    assert done.exit_code == 0, done.output
+    assert json.loads(done.stdout)["rules"] == 2

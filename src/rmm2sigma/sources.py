@@ -105,6 +105,15 @@ def _has_fence(path: str) -> bool:
     return any(token.type == "fence" for token in _markdown().parse(text))
 
 
+# a fence tagged as KQL, or a heading: KQL has neither (a multi-line string starts with ``` too)
+_MARKDOWN = re.compile(r"^ {0,3}(```|~~~)[ \t]*(kql|kusto)\b|^#{1,6}[ \t]+\S", re.I | re.M)
+
+
+def _looks_like_markdown(text: str) -> bool:
+    """Whether standard input is a Markdown page: a fenced block and a heading or a KQL-tagged fence."""
+    return ("```" in text or "~~~" in text) and bool(_MARKDOWN.search(text))
+
+
 def _hidden(child: Path, root: Path) -> bool:
     return any(part.startswith(".") for part in child.relative_to(root).parts)
 
@@ -117,17 +126,17 @@ def read_sources(path: str, data: bytes | None = None) -> tuple[SourceRule, ...]
     if data is None:
         data = read_bounded(path)
     suffix = Path(path).suffix.lower()
+    text = _text_of(path, data)
     if suffix == ".json" or (path == "-" and looks_like_json(data)):
-        rules = read_json_rules(path, _text_of(path, data))
-    elif suffix in MARKDOWN_SUFFIXES:
-        text = _text_of(path, data)
+        rules = read_json_rules(path, text)
+    elif suffix in MARKDOWN_SUFFIXES or (path == "-" and _looks_like_markdown(text)):
         fenced = any(token.type == "fence" for token in _markdown().parse(text))
         if not fenced and re.search(r"^[ \t]*KQL Query[ \t]*$", text, re.M):
-            return (read_source(path, data),)  # a pasted page saved as Markdown
+            return (_with_manifest_reference(_read_text(path, text)),)  # a pasted page saved as Markdown
         rules = read_markdown(path, text)
     else:
-        rule = read_source(path, data)
-        blocks = query_blocks(rule.kql) if rule.kql == _text_of(path, data) else None  # a plain file
+        rule = _with_manifest_reference(_read_text(path, text))
+        blocks = query_blocks(rule.kql) if rule.kql == text else None  # a plain file: its text whole
         if not blocks:
             return (rule,)
         note = (
@@ -226,17 +235,19 @@ def read_source(path: str, data: bytes | None = None, max_bytes: int = MAX_INPUT
     """Read one input (``data`` given for stdin); raises ``InputError`` with a location."""
     if data is None:
         data = read_bounded(path, max_bytes)
-    text = _text_of(path, data, max_bytes)
+    return _with_manifest_reference(_read_text(path, _text_of(path, data, max_bytes)))
+
+
+def _read_text(path: str, text: str) -> SourceRule:
+    """One input's query and metadata, by the file's shape: YAML, a pasted page, or plain KQL."""
     suffix = Path(path).suffix.lower()
     if suffix in YAML_SUFFIXES and not _looks_like_yaml(text) and not _is_yaml_collection(text):
-        rule = read_plain_kql(path, text, ("no YAML `query:` key: read as a plain KQL file",))
-    elif suffix in YAML_SUFFIXES or (suffix not in (".kql", ".txt", ".md") and _looks_like_yaml(text)):
-        rule = read_yaml(path, text)
-    elif re.search(r"^[ \t]*KQL Query[ \t]*$", text, re.M):
-        rule = read_page(path, text)
-    else:
-        rule = read_plain_kql(path, text)
-    return _with_manifest_reference(rule)
+        return read_plain_kql(path, text, ("no YAML `query:` key: read as a plain KQL file",))
+    if suffix in YAML_SUFFIXES or (suffix not in (".kql", ".txt", ".md") and _looks_like_yaml(text)):
+        return read_yaml(path, text)
+    if re.search(r"^[ \t]*KQL Query[ \t]*$", text, re.M):
+        return read_page(path, text)
+    return read_plain_kql(path, text)
 
 
 _HEADER = re.compile(r"^[ \t]*//[ \t]*(Title|Name|Description)[ \t]*:(.*)$", re.I)
