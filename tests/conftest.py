@@ -258,6 +258,15 @@ def kusto_errors(queries: list[str]) -> list[list[str]]:
     return [[d.message for d in found if d.is_error] for found in validate_kql(queries)]
 
 
+def assert_valid_kusto(queries: list[str]) -> None:
+    """Kusto.Language finds no error in any query; the test is skipped where it is not installed."""
+    from rmm2sigma.verify.kusto_language import kusto_available
+
+    if not kusto_available():
+        pytest.skip("Kusto.Language not installed (needs node and `npm ci --prefix tools/kusto`)")
+    assert kusto_errors(queries) == [[]] * len(queries)
+
+
 def held_groups(done: Verified) -> dict[str, str]:
     """The one verified rule's measured verdict per target on its groups (or keys), each checked to
     keep its label's promise."""

@@ -16,12 +16,11 @@ from typing import Any
 import pytest
 import yaml
 
-from conftest import disagreements, executed, kusto_errors, sigmahq_issues
+from conftest import assert_valid_kusto, disagreements, executed, sigmahq_issues
 from rmm2sigma.convert import RuleResult, convert_rule, convert_rules
 from rmm2sigma.fidelity import SIGMA
 from rmm2sigma.sigma import Options
 from rmm2sigma.sources import SourceRule
-from rmm2sigma.verify.kusto_language import kusto_available
 from rmm2sigma.verify.proof import measure
 from test_device_events import refused, selection
 
@@ -185,7 +184,4 @@ def test_every_rule_passes_sigmahq_validators(tmp_path: Path) -> None:
 
 
 def test_the_kusto_queries_are_valid_for_kusto_language() -> None:
-    if not kusto_available():
-        pytest.skip("Kusto.Language not installed (needs node and `npm ci --prefix tools/kusto`)")
-    queries = [converted(name).queries["kusto"] for name in sorted(CASES)]
-    assert kusto_errors(queries) == [[]] * len(queries)
+    assert_valid_kusto([converted(name).queries["kusto"] for name in sorted(CASES)])

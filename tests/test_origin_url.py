@@ -23,7 +23,7 @@ import yaml
 from sigma.exceptions import SigmaTransformationError
 from sigma.rule import SigmaRule
 
-from conftest import Verified, disagreements, executed, kusto_errors, sigmahq_issues
+from conftest import Verified, assert_valid_kusto, disagreements, executed, sigmahq_issues
 from rmm2sigma import kql
 from rmm2sigma.convert import RuleResult, convert_rule, defender_schema
 from rmm2sigma.errors import UnsupportedKqlError
@@ -34,7 +34,6 @@ from rmm2sigma.sources import SourceRule
 from rmm2sigma.targets import backend
 from rmm2sigma.verify.engines import sigma_rows
 from rmm2sigma.verify.events import generate
-from rmm2sigma.verify.kusto_language import kusto_available
 from rmm2sigma.verify.proof import NOT_EXECUTED, measure
 from test_device_events import refused, selection
 from test_file_hashes import falls_back, reads_back
@@ -291,7 +290,4 @@ def test_every_rule_passes_sigmahq_validators(tmp_path: Path) -> None:
 
 
 def test_the_kusto_queries_are_valid_for_kusto_language() -> None:
-    if not kusto_available():
-        pytest.skip("Kusto.Language not installed (needs node and `npm ci --prefix tools/kusto`)")
-    queries = [converted(name).queries["kusto"] for name in sorted(CASES)]
-    assert kusto_errors(queries) == [[]] * len(queries)
+    assert_valid_kusto([converted(name).queries["kusto"] for name in sorted(CASES)])

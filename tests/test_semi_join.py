@@ -15,13 +15,12 @@ from typing import Any
 import pytest
 
 import rmm2sigma.verify.temporal as proof_module
-from conftest import Verified, held_groups, kusto_errors, sigmahq_issues
+from conftest import Verified, assert_valid_kusto, held_groups, sigmahq_issues
 from rmm2sigma.convert import RuleResult, convert_rules
 from rmm2sigma.sigma import Options
 from rmm2sigma.sigmahq import safe_documents
 from rmm2sigma.sources import SourceRule
 from rmm2sigma.verify.groups import keeps_promise
-from rmm2sigma.verify.kusto_language import kusto_available
 from rmm2sigma.verify.temporal import prove, verdicts
 
 NOW = datetime(2026, 11, 20, 12, 0, 0)
@@ -213,10 +212,7 @@ def test_the_rules_pass_sigmahq_checks(tmp_path: Path) -> None:
 
 
 def test_the_kusto_queries_are_valid_for_kusto_language() -> None:
-    if not kusto_available():
-        pytest.skip("Kusto.Language not installed (needs node and `npm ci --prefix tools/kusto`)")
-    queries = [_rule(text).queries["kusto"] for text in CORRELATED.values()]
-    assert kusto_errors(queries) == [[]] * len(queries)
+    assert_valid_kusto([_rule(text).queries["kusto"] for text in CORRELATED.values()])
 
 
 def test_verify_holds_the_labels_of_an_in_test(convert_and_verify: Callable[..., Verified]) -> None:
