@@ -54,9 +54,7 @@ from .kql.lower import (
     _DEFAULT_KINDS,
     _SHAPING_KEYWORDS,
     Schema,
-    _chain,
     _Lowering,
-    _names,
     _shorten,
     _substituted,
     _timespan,
@@ -128,7 +126,7 @@ class Plan:
 
 def find(query: k.Query, schema: Schema) -> Join | None:
     """The join of two filters a query is, or None (then ``kql.lower`` widens any join away)."""
-    query = desugared(query)
+    query = desugared(query, schema)
     if query.earlier:
         return None
     lowering = _Lowering(query, schema)
@@ -194,7 +192,7 @@ def _semi_joined(body: k.Pipeline, lowering: _Lowering) -> tuple[k.Pipeline, k.S
             break
         if not isinstance(op, k.Where):
             continue
-        tests = _chain(op.predicate, "and")
+        tests = k.chain(op.predicate, "and")
         for position, test in enumerate(tests):
             if not (isinstance(test, k.SetOp) and test.op in ("in", "in~") and isinstance(test.left, k.Name)):
                 continue
@@ -247,7 +245,7 @@ def _pushed(
     kept: list[k.Expr] = []
     wheres = [op for op in takewhile(lambda op: isinstance(op, k.Where), rest) if isinstance(op, k.Where)]
     for op in wheres:
-        for test in _chain(op.predicate, "and"):
+        for test in k.chain(op.predicate, "and"):
             moved = _one_side(test, (columns[0], columns[1]), lowering)
             if moved is None or summarized[moved[0]]:
                 kept.append(test)
@@ -268,7 +266,7 @@ def _joined_columns(
     tables = [_table_columns(side, lowering) for side in sides]
     joined: list[k.Expr] = []
     for test in tests:
-        names = set(_names(test)) - set(lowering.tables)
+        names = set(k.names(test)) - set(lowering.tables)
         # the joined query has no `let`: the constants a test reads are written in place
         renamed = {name: lowering.resolve(k.Name(name)) for name in names & set(lowering.scalars)}
         if any(isinstance(value, k.Name) for value in renamed.values()):
@@ -380,7 +378,7 @@ def _one_side(
 ) -> tuple[int, k.Expr] | None:
     """The side (0 left, 1 right) whose columns alone a test after the join reads, and the test
     in that side's names; None for a test reading both sides, or no column."""
-    names = set(_names(test)) - set(lowering.scalars) - set(lowering.tables)
+    names = set(k.names(test)) - set(lowering.scalars) - set(lowering.tables)
     found = {name: _side_of(name, *columns) for name in names}
     sides = {side for side, _ in found.values()}
     if len(sides) != 1 or None in sides:

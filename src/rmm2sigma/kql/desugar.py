@@ -3,6 +3,10 @@
 * ``search [kind=case_sensitive] [in (T, U)] predicate`` is, by Kusto's definition, ``union T, U |
   where predicate'``, where a bare term ``"x"`` is ``* has "x"``, ``Column:"x"`` is ``Column has
   "x"``, and a ``*`` at the ends of a term makes it ``hasprefix``/``hassuffix``/``contains``.
+* ``find in (T, U) where a or b [project ...]`` is, as Kusto documents it, each table filtered with
+  the alternatives of the predicate that read its columns, and a table none of them reads left out:
+  ``union (T | where a), (U | where b)``. An alternative reading columns a table has and lacks has
+  no documented meaning there: refused. ``project`` only shapes the output.
 * ``let V = view () { T | where ... };`` is a tabular ``let`` that a query reads by name: ``V``.
   Its own ``let`` statements move before it (unless a name is already taken: then it stays a view,
   which the lowering refuses as a table it cannot see).
@@ -14,19 +18,23 @@ what the user wrote, so messages still point at it.
 
 from __future__ import annotations
 
+import fnmatch
+import functools
 import re
+from collections.abc import Mapping
 from dataclasses import replace
 
 from ..errors import UnsupportedKqlError
 from . import syntax as k
+from .printer import to_kql
 
 # a term's leading/trailing `*` -> the operator it means (case-insensitive spelling)
 _TERM_OPERATORS = {(False, False): "has", (False, True): "hasprefix", (True, False): "hassuffix"}
 
 
-def desugared(query: k.Query) -> k.Query:
-    """The query with its views and ``search`` rewritten; else itself."""
-    return _without_search(_without_views(query))
+def desugared(query: k.Query, schema: Mapping[str, Mapping[str, str]]) -> k.Query:
+    """The query with its views, ``search`` and ``find`` rewritten; else itself."""
+    return _without_find(_without_search(_without_views(query)), schema)
 
 
 def _without_views(query: k.Query) -> k.Query:
@@ -71,6 +79,46 @@ def _without_search(query: k.Query) -> k.Query:
     if operators == body.operators:
         return query
     return replace(query, body=replace(body, operators=operators))
+
+
+def _without_find(query: k.Query, schema: Mapping[str, Mapping[str, str]]) -> k.Query:
+    """The query with its source ``find in (T, U) where ...`` rewritten as the union it reads."""
+    find = query.body.source
+    if not isinstance(find, k.Find):
+        return query
+    if not find.tables:
+        raise _refused("`find` without `in (...)` reads every table, which no Sigma rule can", find)
+    tables = [name for table in find.tables for name in (sorted(fnmatch.filter(schema, table)) or [table])]
+    read = {name for table in tables for name in schema.get(table, {})}  # a column of some table
+    alternatives = [(alt, set(k.names(alt)) & read) for alt in k.chain(find.predicate, "or")]
+    used = set().union(*(columns for _, columns in alternatives))
+    branches: list[k.Pipeline] = []
+    for table in tables:
+        columns = set(schema.get(table, read))  # a table the schema lacks: the lowering names it
+        for alt, reads in alternatives:
+            if reads & columns and not reads <= columns:
+                raise _refused(
+                    f"`find`: `{to_kql(alt)}` reads columns {table} has and columns it lacks, and "
+                    "Kusto does not say how find filters such a table",
+                    alt,
+                )
+        kept = [alt for alt, reads in alternatives if reads <= columns]
+        if kept and (used & columns or not used):  # a table none of the columns read is left out
+            where = k.Where(functools.reduce(lambda a, b: k.Binary("or", a, b, b.pos), kept), find.pos)
+            branches.append(k.Pipeline(k.TableRef(table, find.pos), (where,), find.pos))
+    if not branches:
+        raise _refused("`find`: no table it searches has a column its predicate reads", find)
+    if len(branches) == 1:
+        (branch,) = branches
+        operators = (*branch.operators, *query.body.operators)
+        return replace(query, body=k.Pipeline(branch.source, operators, query.body.pos))
+    union = k.Union(tuple(branches), (), find.pos)
+    return replace(query, body=k.Pipeline(union, query.body.operators, query.body.pos))
+
+
+def _refused(message: str, node: k.Find | k.Expr) -> UnsupportedKqlError:
+    pos = node.pos
+    return UnsupportedKqlError(message, line=pos.line, column=pos.column)
 
 
 def _where(search: k.Search) -> k.Where:

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import ipaddress
 import re
-from collections.abc import Iterator, Mapping
+from collections.abc import Mapping
 from dataclasses import fields, is_dataclass, replace
 from datetime import timedelta
 from typing import TypeGuard, cast
@@ -35,6 +35,8 @@ from ..regex import always_captures
 from . import syntax as k
 from .desugar import desugared
 from .printer import to_kql
+from .syntax import chain as _chain
+from .syntax import names as _names
 
 # operator -> (match, case_sensitive, negated); all KQL string operators are listed in FACTS §2
 _STRING_OPERATORS: dict[str, tuple[Match, bool, bool]] = {}
@@ -123,7 +125,7 @@ def lower(query: k.Query, schema: Schema) -> Detection:
 def lower_kept(query: k.Query, schema: Schema) -> tuple[Detection, k.Query]:
     """The detection and the part of the query it stands for: without a join side or the
     operators it leaves out (each only widens), which is what a proof runs the rule against."""
-    lowering = _Lowering(desugared(query), schema)
+    lowering = _Lowering(desugared(query, schema), schema)
     detection = lowering.detection()
     return detection, lowering.kept
 
@@ -1185,19 +1187,6 @@ class _Lowering:
         return replace(aggregation, having=Threshold(function, match, value, to_kql(expr), length))
 
 
-def _chain(expr: k.Expr, op: str) -> list[k.Expr]:
-    """The operands of an ``and``/``or`` chain, left to right, without recursion (chains can be long)."""
-    operands: list[k.Expr] = []
-    stack = [expr]
-    while stack:
-        item = stack.pop()
-        if isinstance(item, k.Binary) and item.op == op:
-            stack.extend((item.right, item.left))
-        else:
-            operands.append(item)
-    return operands
-
-
 def _implied_by_part(node: Node | None, column: str, separator: str) -> Predicate | None:
     """The test of ``column`` that a test of one of its parts (split by ``separator``) implies."""
     if not isinstance(node, Predicate) or node.negated or node.match_all:
@@ -1268,18 +1257,6 @@ def _negated(expr: k.Expr) -> k.Expr:
     if isinstance(expr, k.Between):
         return replace(expr, negated=not expr.negated)
     return k.Call("not", (expr,), expr.pos)
-
-
-def _names(node: object) -> Iterator[str]:
-    """Every column name inside a syntax node, whatever its shape (sort keys, assignments ...)."""
-    if isinstance(node, k.Name):
-        yield node.name
-    elif isinstance(node, tuple | list):
-        for item in node:
-            yield from _names(item)
-    elif hasattr(node, "__dict__") and not isinstance(node, k.Pos):
-        for value in vars(node).values():
-            yield from _names(value)
 
 
 def _arguments(function: k.FunctionDef, call: k.Call) -> dict[str, k.Expr] | None:

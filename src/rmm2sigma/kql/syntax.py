@@ -6,6 +6,7 @@ printed and parsed again compares equal to the original.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import ClassVar
 
@@ -927,3 +928,28 @@ class Query:
     pos: Pos = _pos()
     earlier: tuple[Pipeline, ...] = ()
     settings: tuple[SetOption | DeclareParameters, ...] = ()
+
+
+def chain(expr: Expr, op: str) -> list[Expr]:
+    """The operands of an ``and``/``or`` chain, left to right, without recursion (chains can be long)."""
+    operands: list[Expr] = []
+    stack = [expr]
+    while stack:
+        item = stack.pop()
+        if isinstance(item, Binary) and item.op == op:
+            stack.extend((item.right, item.left))
+        else:
+            operands.append(item)
+    return operands
+
+
+def names(node: object) -> Iterator[str]:
+    """Every column name inside a syntax node, whatever its shape (sort keys, assignments ...)."""
+    if isinstance(node, Name):
+        yield node.name
+    elif isinstance(node, tuple | list):
+        for item in node:
+            yield from names(item)
+    elif hasattr(node, "__dict__") and not isinstance(node, Pos):
+        for value in vars(node).values():
+            yield from names(value)

@@ -27,10 +27,8 @@ from .desugar import desugared
 from .lower import (
     _CASE_FUNCTIONS,
     Schema,
-    _chain,
     _fail,
     _Lowering,
-    _names,
     _picked,
     _shorten,
     _substituted,
@@ -64,7 +62,7 @@ def split_union(query: k.Query, schema: Schema) -> list[Branch] | None:
     Raises ``UnsupportedKqlError`` at an operator that reads the union as a whole (its
     ``withsource`` column).
     """
-    query = desugared(query)
+    query = desugared(query, schema)
     tables: dict[str, k.Pipeline] = {}
     for let in query.lets:  # tabular lets; ``let y = DeviceFileEvents;`` parses as a name
         if isinstance(let.value, k.Pipeline):
@@ -87,7 +85,7 @@ def split_union(query: k.Query, schema: Schema) -> list[Branch] | None:
     params = dict(union.params)
     source_column = params.get("withsource") or params.get("withSource")
     for op in after:
-        if source_column and source_column in set(_names(op)):
+        if source_column and source_column in set(k.names(op)):
             raise _fail(
                 f"`{_shorten(to_kql(op))}` reads the union's `withsource` column {source_column}: "
                 "it compares the tables of a union, which one Sigma rule per table cannot do",
@@ -118,7 +116,7 @@ def split_union(query: k.Query, schema: Schema) -> list[Branch] | None:
         brings = columns_brought if inner is None else None
         for branch in inner if inner is not None else [Branch(0, _table(pipeline, tables), whole)]:
             own = schema.get(branch.table, {})
-            read = set(_names(branch.query.body.operators))
+            read = set(k.names(branch.query.body.operators))
             has = own if brings is None else brings
             missing = tuple(sorted(c for c in read if c in kinds and c not in has)) if own else ()
             branch_query, empty = branch.query, branch.empty
@@ -157,7 +155,7 @@ def _without_missing(
         if isinstance(op, k.Where) and folding:
             folded = _fold(op.predicate, missing, lowering, True)
             if folded is False:
-                read = sorted(set(_names(op.predicate)) & set(missing))
+                read = sorted(set(k.names(op.predicate)) & set(missing))
                 return query, (
                     f"{', '.join(read)} {'is not a column' if len(read) == 1 else 'are not columns'} "
                     f"of {table}, so the union gives {'it' if len(read) == 1 else 'them'} an empty "
@@ -221,7 +219,7 @@ def _missing_after(op: k.Operator, missing: dict[str, str]) -> dict[str, str] | 
 def _filled(op: k.Operator, missing: dict[str, str]) -> k.Operator:
     """``extend``, ``project`` or ``summarize`` with each missing column it reads replaced by the
     union's value for it (``''``, or a null of its type), so the branch query runs on its table."""
-    if not (isinstance(op, k.Extend | k.Project | k.Summarize) and set(_names(op)) & set(missing)):
+    if not (isinstance(op, k.Extend | k.Project | k.Summarize) and set(k.names(op)) & set(missing)):
         return op
     values: dict[str, k.Expr] = {
         name: k.StringLit("") if kind == "string" else k.TypedLit(kind, "null")
@@ -268,7 +266,7 @@ def _fold(expr: k.Expr, missing: dict[str, str], lowering: _Lowering, positive: 
     under Kleene's logic a formula is true exactly when it is true with its null tests so replaced.
     """
     if isinstance(expr, k.Binary) and expr.op in ("and", "or"):
-        parts = [_fold(part, missing, lowering, positive) for part in _chain(expr, expr.op)]
+        parts = [_fold(part, missing, lowering, positive) for part in k.chain(expr, expr.op)]
         decisive = expr.op == "or"  # TRUE decides an OR, FALSE an AND
         if decisive in parts:
             return decisive
@@ -389,7 +387,7 @@ def of_kinds(query: k.Query, kinds: tuple[str, ...], schema: Schema, caseless: b
     """The query reading only events of ``kinds``: ``ActionType in (...)`` (``in~`` when
     ``caseless``) right after its table (tabular lets written in place); None when its source is
     no table."""
-    query = desugared(query)
+    query = desugared(query, schema)
     body = _Lowering(query, schema).expand(query.body)
     if not isinstance(body.source, k.TableRef):
         return None
