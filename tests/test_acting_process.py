@@ -55,6 +55,11 @@ CASES = {
         selection(sha1=SHA1),
         "DeviceProcessEvents",
     ),
+    "file event on a device": (  # file_event keeps the device's name only: the creation keeps both
+        f"DeviceFileEvents | where DeviceName =~ 'pc-1' and InitiatingProcessSHA1 in ('{SHA1}')",
+        selection(Computer="pc-1", sha1=SHA1),
+        "DeviceProcessEvents",
+    ),
 }
 
 
@@ -95,3 +100,10 @@ def test_a_query_the_category_keeps_a_test_of_stays_in_it() -> None:
     query = f"DeviceImageLoadEvents | where InitiatingProcessSHA256 == '{SHA256}' and FileName =~ 'x.dll'"
     result = convert_rule(SourceRule(path="kept.kql", kql=query, name="Kept"), Options())
     assert yaml.safe_load(result.yaml)["logsource"]["category"] == "image_load"
+
+
+def test_the_events_own_column_is_not_read_as_the_acting_process_column_of_the_same_name() -> None:
+    """A file's SHA1 is not its creator's: in the creation's table it is left out, so this query,
+    which no one category holds (the file's hash, or the process's), is refused, never narrowed."""
+    why = refused(f"DeviceFileEvents | where SHA1 == '{SHA1}' or InitiatingProcessSHA1 == '{SHA1}'")
+    assert "no condition of this query can be expressed" in why

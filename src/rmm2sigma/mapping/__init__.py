@@ -313,8 +313,14 @@ def map_detection(
     if category_note:
         mapper.change_model(category_note)
     predicate = True if source_predicate is None else mapper.node(source_predicate, positive=True)
-    fallback = _fallback(spec, lowered, exact) if predicate is True and source_predicate is not None else None
-    if fallback:
+    # a category keeping only the device's name is no better than keeping nothing: a fallback that
+    # leaves out fewer tests is taken
+    device_only = not isinstance(predicate, bool) and {
+        leaf.column for leaf in walk(predicate) if isinstance(leaf, Predicate)
+    } <= set(_mapping_data()["common_fields"].values())
+    tried = (predicate is True or device_only) and source_predicate is not None
+    fallback = _fallback(spec, lowered, exact) if tried else None
+    if fallback and (predicate is True or fallback[1].left_out < mapper.left_out):
         spec, mapper, predicate, renames = fallback
         if renames:
             detection = _fallback_aggregation(detection, renames, schema, spec.name)
@@ -629,7 +635,7 @@ def _fallback(
             continue
         renames = fallback.columns or {}
         mapper = _Mapper(target, exact)
-        kept = mapper.node(_rename_columns(predicate, renames), positive=True)
+        kept = mapper.node(_rename_columns(predicate, renames, fallback.table), positive=True)
         if kept is True or (chosen is not None and mapper.left_out >= chosen[1].left_out):
             continue
         mapper.change_model(fallback.note or "")
@@ -674,13 +680,25 @@ def _groupable(detection: Detection, spec: TableSpec, mapper: _Mapper) -> Detect
     return replace(detection, aggregation=replace(aggregation, having=None, bin=None))
 
 
-def _rename_columns(node: Node, renames: Mapping[str, str]) -> Node:
+# columns of the device, which the acting process's creation has as the event itself does
+_DEVICE_COLUMNS = frozenset({"DeviceId", "DeviceName"})
+
+
+def _rename_columns(node: Node, renames: Mapping[str, str], table: str | None = None) -> Node:
+    """``node`` over the columns of another table. Into ``table`` (a fallback into another table),
+    a column neither renamed nor the device's is the event's own, which that table's column of the
+    same name is not (a file's SHA1 is not its creator's): left out."""
     if isinstance(node, Predicate):
-        return replace(node, column=renames.get(node.column, node.column))
+        if node.column in renames:
+            return replace(node, column=renames[node.column])
+        if table is None or node.column in _DEVICE_COLUMNS:
+            return node
+        reason = f"{node.column} describes the event, not the process that acts, whose creation {table} holds"
+        return Opaque(node.text, reason, node.pos)
     if isinstance(node, Not):
-        return Not(_rename_columns(node.item, renames))
+        return Not(_rename_columns(node.item, renames, table))
     if isinstance(node, And | Or):
-        return type(node)(tuple(_rename_columns(item, renames) for item in node.items))
+        return type(node)(tuple(_rename_columns(item, renames, table) for item in node.items))
     return node
 
 
