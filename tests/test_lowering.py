@@ -360,9 +360,11 @@ def test_operators_with_other_results_than_one_table_of_input_rows_are_refused(
     assert message.startswith("<input>:4:3:") and reason in message, message
 
 
-def test_a_query_starting_with_find_is_refused() -> None:
-    message = refused("find in (DeviceProcessEvents) where FileName =~ 'a.exe'")
-    assert message.startswith("<input>:1:1:") and "starting with `find`" in message, message
+def test_a_find_of_one_table_is_its_filter_and_a_find_after_a_pipe_is_refused() -> None:
+    detection = lower(kql.parse("find in (DeviceProcessEvents) where FileName =~ 'a.exe'"), defender_schema())
+    assert detection.table == "DeviceProcessEvents" and isinstance(detection.predicate, Predicate)
+    message = refused(PROCESS + "FileName =~ 'a.exe'\n| find in (DeviceFileEvents) where FileName =~ 'b.exe'")
+    assert message.startswith("<input>:3:3:") and "`find` returns the rows of the tables" in message, message
 
 
 def test_set_and_declare_statements_are_noted_and_a_query_parameter_is_no_literal() -> None:
