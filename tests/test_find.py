@@ -73,6 +73,10 @@ def test_a_table_with_none_of_the_columns_is_left_out() -> None:
             "reads columns DeviceProcessEvents has and columns it lacks",
         ),
         ("find where FileName =~ 'mshta.exe'", "`find` without `in (...)` reads every table"),
+        (  # find names each row's table in source_, as union's withsource does
+            EITHER + "\n| where source_ == 'DeviceNetworkEvents'",
+            "reads source_, the column naming each row's table",
+        ),
     ],
 )
 def test_a_find_kusto_does_not_define_or_over_every_table_is_refused(text: str, words: str) -> None:

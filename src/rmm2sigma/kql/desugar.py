@@ -112,7 +112,8 @@ def _without_find(query: k.Query, schema: Mapping[str, Mapping[str, str]]) -> k.
         (branch,) = branches
         operators = (*branch.operators, *query.body.operators)
         return replace(query, body=k.Pipeline(branch.source, operators, query.body.pos))
-    union = k.Union(tuple(branches), (), find.pos)
+    source_column = dict(find.params).get("withsource", "source_")  # find always names the table
+    union = k.Union(tuple(branches), (("withsource", source_column),), find.pos)
     return replace(query, body=k.Pipeline(union, query.body.operators, query.body.pos))
 
 

@@ -87,8 +87,8 @@ def split_union(query: k.Query, schema: Schema) -> list[Branch] | None:
     for op in after:
         if source_column and source_column in set(k.names(op)):
             raise _fail(
-                f"`{_shorten(to_kql(op))}` reads the union's `withsource` column {source_column}: "
-                "it compares the tables of a union, which one Sigma rule per table cannot do",
+                f"`{_shorten(to_kql(op))}` reads {source_column}, the column naming each row's table "
+                "(`withsource`): it compares the tables of a union, which one Sigma rule per table cannot do",
                 op,
             )
     pipelines: list[k.Pipeline] = [before] if before is not None else []
