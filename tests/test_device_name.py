@@ -88,6 +88,12 @@ def test_a_case_sensitive_device_name_is_compared_without_case_and_said() -> Non
     assert any("`DeviceName == CompromisedDevice` is compared without case" in note for note in result.notes)
 
 
+def test_exact_mode_keeps_the_case_and_says_what_that_risks() -> None:
+    result = convert_rule(source("process on a device"), Options(exact=True))
+    assert yaml.safe_load(result.yaml)["detection"]["selection"]["Computer|cased"] == "laptop-7.contoso.com"
+    assert any("stays case-sensitive, as --exact asks" in note for note in result.notes), result.notes
+
+
 def test_a_log_without_computer_in_the_taxonomy_leaves_the_device_name_out() -> None:
     query = "DeviceLogonEvents | where DeviceName == 'dc-1' and AccountName == 'svc_backup'"
     result = convert_rule(SourceRule(path="logon.kql", kql=query, name="Logon On Device"), Options())

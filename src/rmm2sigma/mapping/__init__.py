@@ -809,11 +809,16 @@ class _Mapper:
                     "would miss"
                 )
                 mapped = replace(mapped, case_sensitive=False)
-            else:
+            elif positive == leaf.negated:  # under a negation, ignoring case would drop more events
                 self.notes.append(
                     f"`{leaf.text}` stays case-sensitive under its negation (ignoring case would drop "
                     f"more events); {spelled}, so on events written so it may exclude nothing and the "
                     "rule is wider there"
+                )
+            else:
+                self.notes.append(
+                    f"`{leaf.text}` stays case-sensitive, as --exact asks; {spelled}, so on events "
+                    "written so it may match nothing"
                 )
         if leaf.match is Match.CIDR and positive == leaf.negated:
             # Kusto's ipv4_is_in_range() of a missing address is null, so its negation drops the row
