@@ -190,6 +190,12 @@ def tables() -> Mapping[str, TableSpec]:
 
 
 @cache
+def common_fields() -> Mapping[str, str]:
+    """Columns every event has -> their Sigma field, mapped where the taxonomy has it (``defender.yml``)."""
+    return cast(Mapping[str, str], _mapping_data()["common_fields"])
+
+
+@cache
 def caseless_fields() -> Mapping[str, str]:
     """Sigma fields Defender and Windows write in different case, and how (``defender.yml``)."""
     return cast(Mapping[str, str], _mapping_data()["caseless_fields"])
@@ -238,7 +244,7 @@ def _table_spec(name: str, spec: Mapping[str, Any]) -> TableSpec:
         for column, target in spec["fields"].items()
     }
     held = _taxonomy_fields(spec["logsource"])
-    for column, field in _mapping_data()["common_fields"].items():
+    for column, field in common_fields().items():
         if field in held:
             fields.setdefault(column, FieldSpec(field))
     fallbacks = spec.get("fallback") or []
@@ -317,7 +323,7 @@ def map_detection(
     # leaves out fewer tests is taken
     device_only = not isinstance(predicate, bool) and {
         leaf.column for leaf in walk(predicate) if isinstance(leaf, Predicate)
-    } <= set(_mapping_data()["common_fields"].values())
+    } <= set(common_fields().values())
     tried = (predicate is True or device_only) and source_predicate is not None
     fallback = _fallback(spec, lowered, exact) if tried else None
     if fallback and (predicate is True or fallback[1].left_out < mapper.left_out):
