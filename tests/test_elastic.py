@@ -331,7 +331,7 @@ def test_the_issue_regex_selects_in_lucene_what_sigma_selects() -> None:
         assert evaluate(parsed, {"process.command_line": command}) is expected, command
 
 
-@pytest.mark.parametrize("pattern", [r"a(?=b)", r"(a)\1", r"(?m)^x$", r"a^b"])
+@pytest.mark.parametrize("pattern", [r"a(?=b)", r"(a)\1", r"(?m)^x$", r"a^b", r"(?i)x(?-i:A|$)"])
 def test_regexes_with_no_lucene_equivalent_are_refused_with_the_reason(pattern: str) -> None:
     from rmm2sigma import Options, convert_input
 

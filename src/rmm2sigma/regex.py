@@ -187,9 +187,8 @@ def _opened(items: list[Any]) -> list[Any]:
 
 
 def _end_alternatives(item: Any) -> list[Any] | None:
-    """The branches of a pattern's last group when some end with the end anchor (``(?:\\|$)``)."""
-    if item is not None and item[0] is _c.SUBPATTERN and len(item[1][3]) == 1 and not item[1][1]:
-        item = item[1][3][0]
+    """The branches of a pattern's last item when some end with the end anchor (``(?:\\|$)``, whose
+    group ``_opened`` wrote as its items)."""
     if item is None or item[0] is not _c.BRANCH:
         return None
     branches = [list(branch) for branch in item[1][1]]
