@@ -24,7 +24,6 @@ import re
 from collections.abc import Mapping
 from dataclasses import replace
 
-from ..errors import UnsupportedKqlError
 from . import syntax as k
 from .printer import to_kql
 
@@ -65,11 +64,10 @@ def _without_search(query: k.Query) -> k.Query:
     source = body.source
     if isinstance(source, k.Search):
         if not source.tables:
-            raise UnsupportedKqlError(
+            raise k.refusal(
                 "`search` without `in (...)` reads every table, which no Sigma rule can: "
                 "name the tables with `search in (DeviceProcessEvents, ...)`",
-                line=source.pos.line,
-                column=source.pos.column,
+                source,
             )
         tables = tuple(k.Pipeline(k.TableRef(name, source.pos), (), source.pos) for name in source.tables)
         operators = (_where(source), *operators)
@@ -87,7 +85,7 @@ def _without_find(query: k.Query, schema: Mapping[str, Mapping[str, str]]) -> k.
     if not isinstance(find, k.Find):
         return query
     if not find.tables:
-        raise _refused("`find` without `in (...)` reads every table, which no Sigma rule can", find)
+        raise k.refusal("`find` without `in (...)` reads every table, which no Sigma rule can", find)
     tables = [name for table in find.tables for name in (sorted(fnmatch.filter(schema, table)) or [table])]
     read = {name for table in tables for name in schema.get(table, {})}  # a column of some table
     alternatives = [(alt, set(k.names(alt)) & read) for alt in k.chain(find.predicate, "or")]
@@ -97,7 +95,7 @@ def _without_find(query: k.Query, schema: Mapping[str, Mapping[str, str]]) -> k.
         columns = set(schema.get(table, read))  # a table the schema lacks: the lowering names it
         for alt, reads in alternatives:
             if reads & columns and not reads <= columns:
-                raise _refused(
+                raise k.refusal(
                     f"`find`: `{to_kql(alt)}` reads columns {table} has and columns it lacks, and "
                     "Kusto does not say how find filters such a table",
                     alt,
@@ -107,7 +105,7 @@ def _without_find(query: k.Query, schema: Mapping[str, Mapping[str, str]]) -> k.
             where = k.Where(functools.reduce(lambda a, b: k.Binary("or", a, b, b.pos), kept), find.pos)
             branches.append(k.Pipeline(k.TableRef(table, find.pos), (where,), find.pos))
     if not branches:
-        raise _refused("`find`: no table it searches has a column its predicate reads", find)
+        raise k.refusal("`find`: no table it searches has a column its predicate reads", find)
     if len(branches) == 1:
         (branch,) = branches
         operators = (*branch.operators, *query.body.operators)
@@ -115,11 +113,6 @@ def _without_find(query: k.Query, schema: Mapping[str, Mapping[str, str]]) -> k.
     source_column = dict(find.params).get("withsource", "source_")  # find always names the table
     union = k.Union(tuple(branches), (("withsource", source_column),), find.pos)
     return replace(query, body=k.Pipeline(union, query.body.operators, query.body.pos))
-
-
-def _refused(message: str, node: k.Find | k.Expr) -> UnsupportedKqlError:
-    pos = node.pos
-    return UnsupportedKqlError(message, line=pos.line, column=pos.column)
 
 
 def _where(search: k.Search) -> k.Where:

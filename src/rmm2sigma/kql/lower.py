@@ -14,7 +14,7 @@ from dataclasses import fields, is_dataclass, replace
 from datetime import timedelta
 from typing import TypeGuard, cast
 
-from ..errors import InexpressibleKqlError, Rmm2SigmaError, UnsupportedKqlError
+from ..errors import InexpressibleKqlError, Rmm2SigmaError
 from ..model import (
     ANY_COLUMN,
     AggregateFunction,
@@ -130,10 +130,7 @@ def lower_kept(query: k.Query, schema: Schema) -> tuple[Detection, k.Query]:
     return detection, lowering.kept
 
 
-def _fail(message: str, node: object) -> UnsupportedKqlError:
-    """A refusal: converting would change what the query means (or it means nothing a rule can)."""
-    pos = getattr(node, "pos", k.NOWHERE)
-    return UnsupportedKqlError(message, line=pos.line or None, column=pos.column or None)
+_fail = k.refusal  # a refusal: converting would change what the query means
 
 
 def _skip(message: str, node: object) -> InexpressibleKqlError:

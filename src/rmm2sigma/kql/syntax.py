@@ -10,6 +10,8 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import ClassVar
 
+from ..errors import UnsupportedKqlError
+
 __all__ = [
     "NOWHERE",
     "ArrayLit",
@@ -953,3 +955,10 @@ def names(node: object) -> Iterator[str]:
     elif hasattr(node, "__dict__") and not isinstance(node, Pos):
         for value in vars(node).values():
             yield from names(value)
+
+
+def refusal(message: str, node: object) -> UnsupportedKqlError:
+    """A refusal located at ``node``: converting would change what the query means (or it means
+    nothing a rule can)."""
+    pos = getattr(node, "pos", NOWHERE)
+    return UnsupportedKqlError(message, line=pos.line or None, column=pos.column or None)
