@@ -105,6 +105,8 @@ def _has_fence(path: str) -> bool:
     return any(token.type == "fence" for token in _markdown().parse(text))
 
 
+# the line a pasted page puts above its query (read_page)
+_PAGE_QUERY = re.compile(r"^[ \t]*KQL Query[ \t]*$", re.M)
 # a fence tagged as KQL, or a heading: KQL has neither (a multi-line string starts with ``` too)
 _MARKDOWN = re.compile(r"^ {0,3}(```|~~~)[ \t]*(kql|kusto)\b|^#{1,6}[ \t]+\S", re.I | re.M)
 
@@ -131,7 +133,7 @@ def read_sources(path: str, data: bytes | None = None) -> tuple[SourceRule, ...]
         rules = read_json_rules(path, text)
     elif suffix in MARKDOWN_SUFFIXES or (path == "-" and _looks_like_markdown(text)):
         fenced = any(token.type == "fence" for token in _markdown().parse(text))
-        if not fenced and re.search(r"^[ \t]*KQL Query[ \t]*$", text, re.M):
+        if not fenced and _PAGE_QUERY.search(text):
             return (_with_manifest_reference(_read_text(path, text)),)  # a pasted page saved as Markdown
         rules = read_markdown(path, text)
     else:
@@ -245,7 +247,7 @@ def _read_text(path: str, text: str) -> SourceRule:
         return read_plain_kql(path, text, ("no YAML `query:` key: read as a plain KQL file",))
     if suffix in YAML_SUFFIXES or (suffix not in (".kql", ".txt", ".md") and _looks_like_yaml(text)):
         return read_yaml(path, text)
-    if re.search(r"^[ \t]*KQL Query[ \t]*$", text, re.M):
+    if _PAGE_QUERY.search(text):
         return read_page(path, text)
     return read_plain_kql(path, text)
 
