@@ -83,3 +83,10 @@ def test_a_find_kusto_does_not_define_or_over_every_table_is_refused(text: str, 
     with pytest.raises(UnsupportedKqlError) as refused:
         split_union(kql.parse(text), defender_schema())
     assert words in str(refused.value) and refused.value.line is not None
+
+
+def test_a_wildcard_names_the_tables_it_matches_with_case() -> None:
+    text = "find in (DeviceP*, DeviceNetworkEvents) where RemotePort == 4444 or FileName =~ 'a.exe'"
+    assert [table for table, _ in branches(text)] == ["DeviceProcessEvents", "DeviceNetworkEvents"]
+    with pytest.raises(UnsupportedKqlError, match="no Defender table matches 'deviceP\\*'"):
+        branches(text.replace("DeviceP*", "deviceP*"))

@@ -18,11 +18,11 @@ what the user wrote, so messages still point at it.
 
 from __future__ import annotations
 
-import fnmatch
 import functools
 import re
 from collections.abc import Mapping
 from dataclasses import replace
+from fnmatch import fnmatchcase
 
 from . import syntax as k
 from .printer import to_kql
@@ -86,7 +86,12 @@ def _without_find(query: k.Query, schema: Mapping[str, Mapping[str, str]]) -> k.
         return query
     if not find.tables:
         raise k.refusal("`find` without `in (...)` reads every table, which no Sigma rule can", find)
-    tables = [name for table in find.tables for name in (sorted(fnmatch.filter(schema, table)) or [table])]
+    # a wildcard names the schema's tables it matches, with case as union's do (``union._expanded``)
+    tables = [
+        name
+        for table in find.tables
+        for name in sorted(known for known in schema if fnmatchcase(known, table)) or [table]
+    ]
     read = {name for table in tables for name in schema.get(table, {})}  # a column of some table
     alternatives = [(alt, set(k.names(alt)) & read) for alt in k.chain(find.predicate, "or")]
     used = set().union(*(columns for _, columns in alternatives))
